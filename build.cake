@@ -1,0 +1,48 @@
+// OnnxDecoder build script: `dotnet tool restore` once, then `dotnet cake [--target=NAME]`.
+// Targets: Build, Test (default), Demo, Export-Models, Bench.
+var target = Argument("target", "Test");
+var configuration = Argument("configuration", "Release");
+var solution = "./OnnxDecoder.sln";
+var cli = "./tools/OnnxDecoder.Cli/OnnxDecoder.Cli.csproj";
+
+void RunCli(string arguments)
+{
+    var exit = StartProcess("dotnet", new ProcessSettings {
+        Arguments = $"run --project {cli} -c {configuration} --no-build -- {arguments}",
+    });
+    if (exit != 0) throw new Exception($"onnx-decoder {arguments} failed with exit code {exit}");
+}
+
+Task("Build")
+    .Does(() => DotNetBuild(solution, new DotNetBuildSettings { Configuration = configuration }));
+
+Task("Test")
+    .IsDependentOn("Build")
+    .Does(() => DotNetTest(solution, new DotNetTestSettings { Configuration = configuration, NoBuild = true }));
+
+// Exports every model card in models/ into artifacts/models/<name>/.
+Task("Export-Models")
+    .IsDependentOn("Build")
+    .Does(() =>
+{
+    var cards = GetFiles("./models/*.json");
+    if (cards.Count == 0) throw new Exception("no model cards in models/");
+    foreach (var card in cards)
+    {
+        var name = card.GetFilenameWithoutExtension().ToString();
+        Information($"Exporting {name}");
+        RunCli($"export-card --card \"{card.FullPath}\" --out \"./artifacts/models/{name}\"");
+    }
+});
+
+// The main job on the embedded default: export the seeded random model card, then generate from it.
+Task("Demo")
+    .IsDependentOn("Build")
+    .Does(() => RunCli("demo --out ./artifacts/demo"));
+
+// Benchmarks: prefill/decode throughput of an exported model (filled in by the runtime work).
+Task("Bench")
+    .IsDependentOn("Build")
+    .Does(() => RunCli("bench --model ./artifacts/demo/model --runs 3"));
+
+RunTarget(target);
