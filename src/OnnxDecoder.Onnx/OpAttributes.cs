@@ -53,7 +53,7 @@ internal static class OpAttributes
         ("com.microsoft", "GroupQueryAttention", [("num_heads", I), ("kv_num_heads", I), ("scale", F), ("do_rotary", I),
             ("rotary_interleaved", I), ("local_window_size", I), ("softcap", F), ("smooth_softmax", I), ("qk_output", I)]),
         ("com.microsoft", "RotaryEmbedding", [("interleaved", I), ("num_heads", I), ("rotary_embedding_dim", I), ("scale", F), ("is_packed_batching", I)]),
-        ("com.microsoft", "SimplifiedLayerNormalization", [("axis", I), ("epsilon", F), ("stash_type", I)]),
+        ("", "SimplifiedLayerNormalization", [("axis", I), ("epsilon", F), ("stash_type", I)]), // ONNX Runtime registers it in the default domain
         ("com.microsoft", "SkipSimplifiedLayerNormalization", [("epsilon", F)]),
         ("com.microsoft", "SkipLayerNormalization", [("epsilon", F)]),
         ("com.microsoft", "MoE", [("activation_type", S), ("k", I), ("normalize_routing_weights", I), ("use_sparse_mixer", I),

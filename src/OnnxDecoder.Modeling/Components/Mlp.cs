@@ -1,0 +1,58 @@
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Modeling.Components;
+
+/// <summary>The weights of one feed-forward block, already laid out [in, out] for MatMul.</summary>
+public sealed record MlpWeights(Value? Gate, Value Up, Value Down, Value? UpBias = null, Value? DownBias = null);
+
+/// <summary>Feed-forward blocks: SwiGLU (down(act(gate x) * up x)) and the plain MLP (proj(act(fc x))).</summary>
+public static class Mlp
+{
+    /// <summary>x [B, S, hidden] (or [N, hidden]) -> same shape.</summary>
+    public static Value Apply(DecoderGraph g, Value x, MlpWeights w)
+    {
+        var b = g.B;
+        Value hidden;
+        if (w.Gate is not null)
+        {
+            Value gate, up;
+            using (b.Scope("gate_proj")) gate = b.Op("MatMul", [x, w.Gate]);                // [.., intermediate]
+            using (b.Scope("up_proj")) up = b.Op("MatMul", [x, w.Up]);
+            using (b.Scope("act_fn")) hidden = b.Op("Mul", [Activate(g, gate), up]);
+        }
+        else
+        {
+            using (b.Scope("fc")) hidden = b.Op("MatMul", [x, w.Up]);
+            if (w.UpBias is not null) hidden = b.Op("Add", [hidden, w.UpBias]);
+            using (b.Scope("act_fn")) hidden = Activate(g, hidden);
+        }
+        using (b.Scope("down_proj"))
+        {
+            var y = b.Op("MatMul", [hidden, w.Down]);                                          // [.., hidden]
+            return w.DownBias is null ? y : b.Op("Add", [y, w.DownBias]);
+        }
+    }
+
+    /// <summary>silu(x) = x sigmoid(x); gelu(x) = x/2 (1 + erf(x/sqrt 2));
+    /// gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Standard ops, opset 17.</summary>
+    public static Value Activate(DecoderGraph g, Value x)
+    {
+        var b = g.B;
+        switch (g.Config.HiddenAct)
+        {
+            case Activation.Silu:
+                return b.Op("Mul", [x, b.Op("Sigmoid", [x])]);
+            case Activation.Gelu:
+            {
+                var erf = b.Op("Erf", [b.Op("Mul", [x, b.FloatScalar((float)(1 / Math.Sqrt(2)))])]);
+                return b.Op("Mul", [b.Op("Mul", [x, b.FloatScalar(0.5f)]), b.Op("Add", [erf, b.FloatScalar(1)])]);
+            }
+            default:
+            {
+                var cube = b.Op("Mul", [b.Op("Mul", [x, x]), x]);
+                var inner = b.Op("Mul", [b.Op("Add", [x, b.Op("Mul", [cube, b.FloatScalar(0.044715f)])]), b.FloatScalar((float)Math.Sqrt(2 / Math.PI))]);
+                return b.Op("Mul", [b.Op("Mul", [x, b.FloatScalar(0.5f)]), b.Op("Add", [b.Op("Tanh", [inner]), b.FloatScalar(1)])]);
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Modeling.Components;
+
+/// <summary>
+/// Rotary position embeddings: the frequency tables for every scaling type, and their application
+/// to q and k in either pair layout. Static scalings become cos/sin tables [max_length, rot/2]; the
+/// dynamic (NTK) scaling depends on the longest position in the call, so its tables are computed
+/// in the graph.
+/// </summary>
+public static class Rotary
+{
+    /// <summary>Frequencies [rot/2] and the cos/sin multiplier (yarn's attention factor, else 1).</summary>
+    public static (double[] InverseFrequencies, double Multiplier) Frequencies(DecoderConfig config)
+    {
+        int rot = config.RotaryDim;
+        var inv = new double[rot / 2];
+        for (int i = 0; i < inv.Length; i++) inv[i] = 1.0 / Math.Pow(config.RopeTheta, 2.0 * i / rot);
+        var s = config.RopeScaling;
+        switch (s.Type)
+        {
+            case RopeScalingType.Linear:
+                for (int i = 0; i < inv.Length; i++) inv[i] /= s.Factor;
+                return (inv, 1);
+            case RopeScalingType.Llama3:
+            {
+                double original = s.OriginalMaxPositions!.Value;
+                double lowWavelength = original / s.LowFreqFactor, highWavelength = original / s.HighFreqFactor;
+                for (int i = 0; i < inv.Length; i++)
+                {
+                    double wavelength = 2 * Math.PI / inv[i];
+                    if (wavelength > lowWavelength) inv[i] /= s.Factor;           // low frequencies: interpolate
+                    else if (wavelength >= highWavelength)                       // medium: blend
+                    {
+                        double smooth = (original / wavelength - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
+                        inv[i] = (1 - smooth) * inv[i] / s.Factor + smooth * inv[i];
+                    }
+                }
+                return (inv, 1);
+            }
+            case RopeScalingType.Yarn:
+            {
+                double original = s.OriginalMaxPositions ?? config.MaxPositions;
+                double CorrectionDim(double rotations) => rot * Math.Log(original / (rotations * 2 * Math.PI)) / (2 * Math.Log(config.RopeTheta));
+                double low = Math.Max(Math.Floor(CorrectionDim(s.BetaFast)), 0);
+                double high = Math.Min(Math.Ceiling(CorrectionDim(s.BetaSlow)), rot - 1);
+                if (low == high) high += 0.001;
+                for (int i = 0; i < inv.Length; i++)
+                {
+                    double ramp = Math.Clamp((i - low) / (high - low), 0, 1);
+                    double extrapolationWeight = 1 - ramp;
+                    inv[i] = inv[i] / s.Factor * (1 - extrapolationWeight) + inv[i] * extrapolationWeight;
+                }
+                double multiplier = s.AttentionFactor ?? (s.Factor <= 1 ? 1 : 0.1 * Math.Log(s.Factor) + 1);
+                return (inv, multiplier);
+            }
+            default:
+                return (inv, 1);
+        }
+    }
+
+    /// <summary>cos and sin tables [maxLength, rot/2] for the static scaling types.</summary>
+    public static (float[] Cos, float[] Sin) Tables(DecoderConfig config, int maxLength)
+    {
+        var (inv, multiplier) = Frequencies(config);
+        var cos = new float[maxLength * inv.Length];
+        var sin = new float[maxLength * inv.Length];
+        for (int p = 0; p < maxLength; p++)
+            for (int i = 0; i < inv.Length; i++)
+            {
+                double angle = p * inv[i];
+                cos[p * inv.Length + i] = (float)(Math.Cos(angle) * multiplier);
+                sin[p * inv.Length + i] = (float)(Math.Sin(angle) * multiplier);
+            }
+        return (cos, sin);
+    }
+
+    public static bool IsDynamic(DecoderConfig config) => config.RopeScaling.Type == RopeScalingType.Dynamic;
+
+    /// <summary>The cos/sin caches as initializers [max_length, rot/2] (static scalings only).</summary>
+    public static (Value Cos, Value Sin) Caches(DecoderGraph g) => g.Shared("rotary_caches", () =>
+    {
+        var (cos, sin) = Tables(g.Config, g.MaxLength);
+        int half = g.Config.RotaryDim / 2;
+        return (g.B.Initializer("cos_cache", TensorData.From<float>(cos, g.MaxLength, half)),
+                g.B.Initializer("sin_cache", TensorData.From<float>(sin, g.MaxLength, half)));
+    });
+
+    /// <summary>cos and sin for each position of the call, [B, S, 1, rot/2], computed once per graph.</summary>
+    /// <summary>Builds the per-position cos/sin once, in the caller's scope.</summary>
+    public static void ApplyPortableTables(DecoderGraph g) => _ = PerPosition(g);
+
+    private static (Value Cos, Value Sin) PerPosition(DecoderGraph g) => g.Shared("rotary_per_position", () => Gathered(g));
+
+    private static (Value Cos, Value Sin) Gathered(DecoderGraph g)
+    {
+        var b = g.B;
+        using var scope = b.Scope("rotary");
+        if (!IsDynamic(g.Config))
+        {
+            var (cosCache, sinCache) = Caches(g);
+            var cos = b.Op("Unsqueeze", [b.Op("Gather", [cosCache, g.PositionIds], Attr.Int("axis", 0)), b.Int64s(2)]); // [B, S, 1, rot/2]
+            var sin = b.Op("Unsqueeze", [b.Op("Gather", [sinCache, g.PositionIds], Attr.Int("axis", 0)), b.Int64s(2)]);
+            return (cos, sin);
+        }
+
+        // Dynamic NTK: L = max(max(position_ids) + 1, max_position_embeddings);
+        // base' = theta * (factor * L / max_pos - (factor - 1)) ^ (rot / (rot - 2));
+        // inv_freq[i] = base' ^ (-2i / rot) = exp(-(2i / rot) * ln base')
+        int rot = g.Config.RotaryDim;
+        double factor = g.Config.RopeScaling.Factor, maxPositions = g.Config.MaxPositions;
+        var longest = b.Op("Cast", [b.Op("Add", [b.Op("ReduceMax", [g.PositionIds], Attr.Int("keepdims", 0)), b.Int64Scalar(1)])], Attr.Int("to", (int)ElementType.Float));
+        var length = b.Op("Max", [longest, b.FloatScalar((float)maxPositions)]);
+        var ratio = b.Op("Sub", [b.Op("Mul", [length, b.FloatScalar((float)(factor / maxPositions))]), b.FloatScalar((float)(factor - 1))]);
+        var logBase = b.Op("Add", [b.FloatScalar((float)Math.Log(g.Config.RopeTheta)), b.Op("Mul", [b.Op("Log", [ratio]), b.FloatScalar((float)rot / (rot - 2))])]);
+        var exponents = new float[rot / 2];
+        for (int i = 0; i < exponents.Length; i++) exponents[i] = -2f * i / rot;
+        var inverseFrequencies = b.Op("Exp", [b.Op("Mul", [b.Constant<float>(exponents, exponents.Length), logBase])]);   // [rot/2]
+        var positions = b.Op("Unsqueeze", [b.Op("Cast", [g.PositionIds], Attr.Int("to", (int)ElementType.Float)), b.Int64s(-1)]); // [B, S, 1]
+        var angles = b.Op("Unsqueeze", [b.Op("Mul", [positions, inverseFrequencies]), b.Int64s(2)]);                          // [B, S, 1, rot/2]
+        return (b.Op("Cos", [angles]), b.Op("Sin", [angles]));
+    }
+
+    /// <summary>Rotates x [B, S, heads, head_dim] with standard ops; both layouts, partial rotary.</summary>
+    public static Value ApplyPortable(DecoderGraph g, Value x)
+    {
+        var b = g.B;
+        int rot = g.Config.RotaryDim, half = rot / 2, headDim = g.Config.HeadDim;
+        var (cos, sin) = PerPosition(g);
+        Value Slice(Value v, long start, long end, long axis) => b.Op("Slice", [v, b.Int64s(start), b.Int64s(end), b.Int64s(axis)]);
+
+        var rotated = rot < headDim ? Slice(x, 0, rot, 3) : x;           // [B, S, h, rot]
+        Value result;
+        if (g.Config.RotaryLayout == RotaryLayout.HalfSplit)
+        {
+            var first = Slice(rotated, 0, half, 3);                      // [B, S, h, rot/2]
+            var second = Slice(rotated, half, rot, 3);
+            var outFirst = b.Op("Sub", [b.Op("Mul", [first, cos]), b.Op("Mul", [second, sin])]);
+            var outSecond = b.Op("Add", [b.Op("Mul", [second, cos]), b.Op("Mul", [first, sin])]);
+            result = b.Op("Concat", [outFirst, outSecond], Attr.Int("axis", 3));
+        }
+        else
+        {
+            var pairs = b.Op("Reshape", [rotated, b.Int64s(0, 0, 0, half, 2)]);   // [B, S, h, rot/2, 2]
+            var even = Slice(pairs, 0, 1, 4);                                       // [B, S, h, rot/2, 1]
+            var odd = Slice(pairs, 1, 2, 4);
+            var cos5 = b.Op("Unsqueeze", [cos, b.Int64s(4)]);                       // [B, S, 1, rot/2, 1]
+            var sin5 = b.Op("Unsqueeze", [sin, b.Int64s(4)]);
+            var outEven = b.Op("Sub", [b.Op("Mul", [even, cos5]), b.Op("Mul", [odd, sin5])]);
+            var outOdd = b.Op("Add", [b.Op("Mul", [odd, cos5]), b.Op("Mul", [even, sin5])]);
+            result = b.Op("Reshape", [b.Op("Concat", [outEven, outOdd], Attr.Int("axis", 4)), b.Int64s(0, 0, 0, rot)]);
+        }
+        return rot < headDim ? b.Op("Concat", [result, Slice(x, rot, headDim, 3)], Attr.Int("axis", 3)) : result;
+    }
+
+    /// <summary>Rotates x [B, S, heads * head_dim] with com.microsoft RotaryEmbedding (static scalings).</summary>
+    public static Value ApplyOrt(DecoderGraph g, Value x, int heads)
+    {
+        var (cos, sin) = Caches(g);
+        var attributes = new List<Attr>
+        {
+            Attr.Int("interleaved", g.Config.RotaryLayout == RotaryLayout.Interleaved ? 1 : 0),
+            Attr.Int("num_heads", heads),
+        };
+        if (g.Config.RotaryDim < g.Config.HeadDim) attributes.Add(Attr.Int("rotary_embedding_dim", g.Config.RotaryDim));
+        return g.B.MsOp("RotaryEmbedding", [x, g.PositionIds, cos, sin], [.. attributes]);
+    }
+}

@@ -1,0 +1,298 @@
+using System.Globalization;
+using System.Text.Json;
+
+namespace OnnxDecoder.Modeling;
+
+public enum NormKind { RmsNorm, LayerNorm }
+public enum PositionKind { Rotary, Learned }
+
+/// <summary>Which dimensions of a head rotate together: (i, i + rot/2) as in Hugging Face, or
+/// (2i, 2i+1) as in llama2.c, GGUF and Meta's original checkpoints.</summary>
+public enum RotaryLayout { HalfSplit, Interleaved }
+
+public enum RopeScalingType { None, Linear, Dynamic, Llama3, Yarn }
+
+/// <summary>Activation of the MLP: silu (SwiGLU when gated), gelu (exact erf), gelu_tanh (GPT-2's gelu_new).</summary>
+public enum Activation { Silu, Gelu, GeluTanh }
+
+/// <summary>Hugging Face's rope_scaling block.</summary>
+public sealed record RopeScaling
+{
+    public RopeScalingType Type { get; init; } = RopeScalingType.None;
+    public double Factor { get; init; } = 1;
+    /// <summary>llama3 and yarn: the context the model was pre-trained with.</summary>
+    public int? OriginalMaxPositions { get; init; }
+    public double LowFreqFactor { get; init; } = 1;   // llama3
+    public double HighFreqFactor { get; init; } = 4;  // llama3
+    public double BetaFast { get; init; } = 32;       // yarn
+    public double BetaSlow { get; init; } = 1;        // yarn
+    public double? AttentionFactor { get; init; }     // yarn: cos/sin multiplier; default 0.1 ln(factor) + 1
+}
+
+/// <summary>Thrown for an invalid model configuration; the message names the file and field.</summary>
+public sealed class ConfigException(string source, string field, string problem)
+    : Exception($"{source}: {field} {problem}")
+{
+    public string FileName { get; } = source;
+    public string Field { get; } = field;
+}
+
+/// <summary>
+/// The dimensions and options of one decoder model, independent of where it came from. Bind from a
+/// Hugging Face config.json with <see cref="FromHuggingFace"/>; <see cref="Validate"/> checks every
+/// rule and names the field it concerns.
+/// </summary>
+public sealed record DecoderConfig
+{
+    /// <summary>llama, mistral, qwen2, mixtral, qwen2_moe, gpt2 (Hugging Face model_type).</summary>
+    public string ModelType { get; init; } = "llama";
+    public int HiddenSize { get; init; }
+    public int IntermediateSize { get; init; }
+    public int NumLayers { get; init; }
+    public int NumHeads { get; init; }
+    public int NumKvHeads { get; init; }
+    public int HeadDim { get; init; }
+    public int VocabSize { get; init; }
+    public int MaxPositions { get; init; }
+    public NormKind Norm { get; init; } = NormKind.RmsNorm;
+    public double NormEps { get; init; } = 1e-5;
+    public PositionKind Positions { get; init; } = PositionKind.Rotary;
+    public RotaryLayout RotaryLayout { get; init; } = RotaryLayout.HalfSplit;
+    public double RopeTheta { get; init; } = 10000;
+    public RopeScaling RopeScaling { get; init; } = new();
+    public double PartialRotaryFactor { get; init; } = 1;
+    public Activation HiddenAct { get; init; } = Activation.Silu;
+    /// <summary>Gated MLP (SwiGLU: down(act(gate x) * up x)) rather than fc -> act -> proj.</summary>
+    public bool GatedMlp { get; init; } = true;
+    public bool TieWordEmbeddings { get; init; }
+    /// <summary>q/k/v projections carry biases (Qwen2; GPT-2).</summary>
+    public bool AttentionBias { get; init; }
+    /// <summary>o_proj and MLP projections carry biases (GPT-2).</summary>
+    public bool ProjectionBias { get; init; }
+    public int? SlidingWindow { get; init; }
+    /// <summary>0 for a dense model.</summary>
+    public int NumExperts { get; init; }
+    public int ExpertsPerToken { get; init; }
+    public bool NormTopKProb { get; init; } = true;
+    public int BosTokenId { get; init; } = 1;
+    public IReadOnlyList<int> EosTokenIds { get; init; } = [2];
+
+    public bool IsMoe => NumExperts > 0;
+    public int QueriesPerKvHead => NumHeads / NumKvHeads;
+    /// <summary>Rotated dimensions per head (head_dim x partial_rotary_factor).</summary>
+    public int RotaryDim => (int)Math.Round(HeadDim * PartialRotaryFactor);
+
+    private static readonly string[] KnownModelTypes = ["llama", "mistral", "qwen2", "mixtral", "qwen2_moe", "gpt2"];
+
+    /// <summary>Checks every rule; throws <see cref="ConfigException"/> on the first violation.</summary>
+    public DecoderConfig Validate(string source = "config.json")
+    {
+        void Require(bool ok, string field, string problem)
+        {
+            if (!ok) throw new ConfigException(source, field, problem);
+        }
+
+        Require(KnownModelTypes.Contains(ModelType), "model_type", $"'{ModelType}' is not supported (supported: {string.Join(", ", KnownModelTypes)})");
+        Require(HiddenSize > 0, "hidden_size", $"({HiddenSize}) must be positive");
+        Require(IntermediateSize > 0, "intermediate_size", $"({IntermediateSize}) must be positive");
+        Require(NumLayers > 0, "num_hidden_layers", $"({NumLayers}) must be positive");
+        Require(NumHeads > 0, "num_attention_heads", $"({NumHeads}) must be positive");
+        Require(NumKvHeads > 0, "num_key_value_heads", $"({NumKvHeads}) must be positive");
+        Require(NumHeads % NumKvHeads == 0, "num_key_value_heads", $"({NumKvHeads}) must divide num_attention_heads ({NumHeads})");
+        Require(HeadDim > 0, "head_dim", $"({HeadDim}) must be positive");
+        Require(VocabSize > 0, "vocab_size", $"({VocabSize}) must be positive");
+        Require(MaxPositions > 0, "max_position_embeddings", $"({MaxPositions}) must be positive");
+        Require(NormEps > 0 && double.IsFinite(NormEps), Norm == NormKind.RmsNorm ? "rms_norm_eps" : "layer_norm_epsilon", $"({NormEps}) must be a positive number");
+        if (Positions == PositionKind.Rotary)
+        {
+            Require(RopeTheta > 0 && double.IsFinite(RopeTheta), "rope_theta", $"({RopeTheta}) must be positive");
+            Require(PartialRotaryFactor > 0 && PartialRotaryFactor <= 1, "partial_rotary_factor", $"({PartialRotaryFactor}) must be in (0, 1]");
+            Require(RotaryDim >= 2 && RotaryDim % 2 == 0 && Math.Abs(HeadDim * PartialRotaryFactor - RotaryDim) < 1e-9,
+                "partial_rotary_factor", $"({PartialRotaryFactor}) x head_dim ({HeadDim}) must be a positive even whole number of rotary dimensions");
+            var scaling = RopeScaling;
+            if (scaling.Type != RopeScalingType.None)
+                Require(scaling.Factor >= 1 && double.IsFinite(scaling.Factor), "rope_scaling.factor", $"({scaling.Factor}) must be at least 1");
+            if (scaling.Type == RopeScalingType.Llama3)
+            {
+                Require(scaling.OriginalMaxPositions is > 0, "rope_scaling.original_max_position_embeddings", "is required for llama3 scaling and must be positive");
+                Require(scaling.LowFreqFactor > 0 && scaling.HighFreqFactor > scaling.LowFreqFactor, "rope_scaling.high_freq_factor",
+                    $"({scaling.HighFreqFactor}) must exceed low_freq_factor ({scaling.LowFreqFactor}), which must be positive");
+            }
+            if (scaling.Type == RopeScalingType.Yarn)
+            {
+                Require(scaling.BetaFast > scaling.BetaSlow && scaling.BetaSlow > 0, "rope_scaling.beta_fast",
+                    $"({scaling.BetaFast}) must exceed beta_slow ({scaling.BetaSlow}), which must be positive");
+                Require(scaling.OriginalMaxPositions is null or > 0, "rope_scaling.original_max_position_embeddings", "must be positive");
+                Require(scaling.AttentionFactor is null or > 0, "rope_scaling.attention_factor", "must be positive");
+            }
+        }
+        Require(SlidingWindow is null or > 0, "sliding_window", $"({SlidingWindow}) must be positive when set");
+        if (IsMoe || ExpertsPerToken != 0)
+        {
+            Require(NumExperts > 0, "num_local_experts", $"({NumExperts}) must be positive when num_experts_per_tok is set");
+            Require(ExpertsPerToken >= 1 && ExpertsPerToken <= NumExperts, "num_experts_per_tok", $"({ExpertsPerToken}) must be between 1 and num_local_experts ({NumExperts})");
+        }
+        Require(BosTokenId >= 0 && BosTokenId < VocabSize, "bos_token_id", $"({BosTokenId}) must be a token id below vocab_size ({VocabSize})");
+        foreach (var eos in EosTokenIds)
+            Require(eos >= 0 && eos < VocabSize, "eos_token_id", $"({eos}) must be a token id below vocab_size ({VocabSize})");
+        return this;
+    }
+
+    /// <summary>Binds a Hugging Face config.json (text) and validates it.</summary>
+    public static DecoderConfig FromHuggingFace(string json, string source = "config.json")
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 16, CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+        }
+        catch (JsonException e)
+        {
+            throw new ConfigException(source, "(document)", $"is not valid JSON: {e.Message}");
+        }
+        using (document)
+        {
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) throw new ConfigException(source, "(document)", "must be a JSON object");
+            var reader = new JsonFields(root, source);
+            string modelType = reader.String("model_type") ?? throw new ConfigException(source, "model_type", "is missing");
+            bool gpt2 = modelType == "gpt2";
+
+            int hidden = reader.Int(gpt2 ? "n_embd" : "hidden_size") ?? throw Missing(source, gpt2 ? "n_embd" : "hidden_size");
+            int heads = reader.Int(gpt2 ? "n_head" : "num_attention_heads") ?? throw Missing(source, gpt2 ? "n_head" : "num_attention_heads");
+            int kvHeads = reader.Int("num_key_value_heads") ?? heads;
+            int headDim = reader.Int("head_dim") ?? (heads > 0 && hidden % heads == 0 ? hidden / heads
+                : throw new ConfigException(source, "hidden_size", $"({hidden}) must be divisible by num_attention_heads ({heads}) when head_dim is not given"));
+            int experts = reader.Int("num_local_experts") ?? reader.Int("num_experts") ?? 0;
+
+            var config = new DecoderConfig
+            {
+                ModelType = modelType,
+                HiddenSize = hidden,
+                IntermediateSize = gpt2 ? reader.Int("n_inner") ?? 4 * hidden
+                    : (modelType == "qwen2_moe" ? reader.Int("moe_intermediate_size") : null) ?? reader.Int("intermediate_size") ?? throw Missing(source, "intermediate_size"),
+                NumLayers = reader.Int(gpt2 ? "n_layer" : "num_hidden_layers") ?? throw Missing(source, gpt2 ? "n_layer" : "num_hidden_layers"),
+                NumHeads = heads,
+                NumKvHeads = kvHeads,
+                HeadDim = headDim,
+                VocabSize = reader.Int("vocab_size") ?? throw Missing(source, "vocab_size"),
+                MaxPositions = reader.Int(gpt2 ? "n_positions" : "max_position_embeddings") ?? throw Missing(source, gpt2 ? "n_positions" : "max_position_embeddings"),
+                Norm = gpt2 ? NormKind.LayerNorm : NormKind.RmsNorm,
+                NormEps = gpt2 ? reader.Double("layer_norm_epsilon") ?? 1e-5 : reader.Double("rms_norm_eps") ?? 1e-6,
+                Positions = gpt2 ? PositionKind.Learned : PositionKind.Rotary,
+                RopeTheta = reader.Double("rope_theta") ?? 10000,
+                RopeScaling = ReadRopeScaling(root, source),
+                PartialRotaryFactor = reader.Double("partial_rotary_factor") ?? 1,
+                HiddenAct = ParseActivation(reader.String(gpt2 ? "activation_function" : "hidden_act") ?? (gpt2 ? "gelu_new" : "silu"), source, gpt2 ? "activation_function" : "hidden_act"),
+                GatedMlp = !gpt2,
+                TieWordEmbeddings = reader.Bool("tie_word_embeddings") ?? gpt2,
+                AttentionBias = gpt2 || modelType is "qwen2" or "qwen2_moe" || (reader.Bool("attention_bias") ?? false),
+                ProjectionBias = gpt2 || (reader.Bool("mlp_bias") ?? false),
+                SlidingWindow = (reader.Bool("use_sliding_window") ?? modelType == "mistral" || modelType == "mixtral") ? reader.Int("sliding_window") : null,
+                NumExperts = experts,
+                ExpertsPerToken = reader.Int("num_experts_per_tok") ?? (experts > 0 ? 2 : 0),
+                NormTopKProb = reader.Bool("norm_topk_prob") ?? modelType != "qwen2_moe",
+                BosTokenId = reader.Int("bos_token_id") ?? (gpt2 ? 50256 : 1),
+                EosTokenIds = reader.IntOrList("eos_token_id") ?? [gpt2 ? 50256 : 2],
+            };
+            return config.Validate(source);
+        }
+    }
+
+    private static ConfigException Missing(string source, string field) => new(source, field, "is missing");
+
+    private static Activation ParseActivation(string name, string source, string field) => name switch
+    {
+        "silu" or "swish" => Activation.Silu,
+        "gelu" => Activation.Gelu,
+        "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
+        _ => throw new ConfigException(source, field, $"'{name}' is not supported (silu, gelu, gelu_new, gelu_pytorch_tanh)"),
+    };
+
+    private static RopeScaling ReadRopeScaling(JsonElement root, string source)
+    {
+        if (!root.TryGetProperty("rope_scaling", out var element) || element.ValueKind == JsonValueKind.Null) return new RopeScaling();
+        if (element.ValueKind != JsonValueKind.Object) throw new ConfigException(source, "rope_scaling", "must be an object or null");
+        var reader = new JsonFields(element, source, "rope_scaling.");
+        string typeName = reader.String("rope_type") ?? reader.String("type") ?? throw new ConfigException(source, "rope_scaling.rope_type", "is missing");
+        var type = typeName switch
+        {
+            "default" => RopeScalingType.None,
+            "linear" => RopeScalingType.Linear,
+            "dynamic" => RopeScalingType.Dynamic,
+            "llama3" => RopeScalingType.Llama3,
+            "yarn" => RopeScalingType.Yarn,
+            _ => throw new ConfigException(source, "rope_scaling.rope_type", $"'{typeName}' is not supported (linear, dynamic, llama3, yarn)"),
+        };
+        return new RopeScaling
+        {
+            Type = type,
+            Factor = reader.Double("factor") ?? (type == RopeScalingType.None ? 1 : throw new ConfigException(source, "rope_scaling.factor", "is missing")),
+            OriginalMaxPositions = reader.Int("original_max_position_embeddings"),
+            LowFreqFactor = reader.Double("low_freq_factor") ?? 1,
+            HighFreqFactor = reader.Double("high_freq_factor") ?? 4,
+            BetaFast = reader.Double("beta_fast") ?? 32,
+            BetaSlow = reader.Double("beta_slow") ?? 1,
+            AttentionFactor = reader.Double("attention_factor"),
+        };
+    }
+
+    /// <summary>Typed reads of JSON fields whose errors name the field.</summary>
+    private readonly struct JsonFields(JsonElement obj, string source, string prefix = "")
+    {
+        private JsonElement? Get(string name) =>
+            obj.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+        public int? Int(string name)
+        {
+            if (Get(name) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int value))
+                throw new ConfigException(source, prefix + name, $"({v.GetRawText()}) must be a whole number that fits in 32 bits");
+            return value;
+        }
+
+        public double? Double(string name)
+        {
+            if (Get(name) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double value))
+                throw new ConfigException(source, prefix + name, $"({v.GetRawText()}) must be a number");
+            return value;
+        }
+
+        public bool? Bool(string name)
+        {
+            if (Get(name) is not { } v) return null;
+            return v.ValueKind switch
+            {
+                JsonValueKind.True => true,
+                JsonValueKind.False => false,
+                _ => throw new ConfigException(source, prefix + name, $"({v.GetRawText()}) must be true or false"),
+            };
+        }
+
+        public string? String(string name)
+        {
+            if (Get(name) is not { } v) return null;
+            return v.ValueKind == JsonValueKind.String ? v.GetString() : throw new ConfigException(source, prefix + name, $"({v.GetRawText()}) must be a string");
+        }
+
+        public IReadOnlyList<int>? IntOrList(string name)
+        {
+            if (Get(name) is not { } v) return null;
+            if (v.ValueKind == JsonValueKind.Number) return [Int(name)!.Value];
+            if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() is 0 or > 64)
+                throw new ConfigException(source, prefix + name, "must be a token id or a list of 1 to 64 token ids");
+            var list = new List<int>();
+            foreach (var item in v.EnumerateArray())
+            {
+                if (item.ValueKind != JsonValueKind.Number || !item.TryGetInt32(out int id))
+                    throw new ConfigException(source, prefix + name, $"entry {item.GetRawText()} must be a whole number");
+                list.Add(id);
+            }
+            return list;
+        }
+    }
+
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"{ModelType}: hidden {HiddenSize}, layers {NumLayers}, heads {NumHeads}/{NumKvHeads} x {HeadDim}, ffn {IntermediateSize}, vocab {VocabSize}, context {MaxPositions}{(IsMoe ? $", experts {ExpertsPerToken} of {NumExperts}" : "")}");
+}

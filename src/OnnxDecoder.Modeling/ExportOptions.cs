@@ -1,0 +1,52 @@
+namespace OnnxDecoder.Modeling;
+
+/// <summary>How one model definition is lowered to ONNX ops.</summary>
+public enum Lowering
+{
+    /// <summary>Standard ai.onnx ops only, opset 17: runs on every execution provider.</summary>
+    Portable,
+    /// <summary>ONNX Runtime's com.microsoft fused ops (GroupQueryAttention, RotaryEmbedding,
+    /// SimplifiedLayerNormalization, MoE): fastest on CPU and CUDA.</summary>
+    Ort,
+}
+
+public enum ExecutionTarget { Cpu, Cuda, DirectML }
+
+public sealed record ExportOptions
+{
+    public Lowering Lowering { get; init; } = Lowering.Portable;
+
+    /// <summary>Emit logits for the last position only: a prefill of S tokens returns [B, 1, V].</summary>
+    public bool LastTokenLogitsOnly { get; init; }
+
+    /// <summary>MoE models: add router_logits.{i} outputs [B*S, experts] for debugging (portable lowering).</summary>
+    public bool RouterLogitsOutputs { get; init; }
+
+    /// <summary>Longest sequence (prompt + generated) the export serves; defaults to the model's context.</summary>
+    public int? MaxLength { get; init; }
+
+    /// <summary>The execution provider the export is meant for; combinations that cannot run are refused.</summary>
+    public ExecutionTarget Target { get; init; } = ExecutionTarget.Cpu;
+}
+
+/// <summary>Which lowering runs on which execution provider, and why (README holds the same table).</summary>
+public static class LoweringSupport
+{
+    /// <summary>Null when the combination runs; otherwise the reason and the alternative.</summary>
+    public static string? WhyNot(DecoderConfig config, Lowering lowering, ExecutionTarget target)
+    {
+        if (lowering == Lowering.Portable) return null;
+        if (target == ExecutionTarget.DirectML)
+        {
+            if (config.IsMoe) return "the com.microsoft MoE op has no DirectML kernel: export with --lowering portable for DirectML";
+            return "the ort lowering's com.microsoft RotaryEmbedding and GroupQueryAttention are not verified on DirectML here: export with --lowering portable for DirectML";
+        }
+        return null;
+    }
+
+    public static void ThrowIfUnsupported(DecoderConfig config, Lowering lowering, ExecutionTarget target)
+    {
+        if (WhyNot(config, lowering, target) is { } reason)
+            throw new NotSupportedException($"lowering '{lowering.ToString().ToLowerInvariant()}' on {target}: {reason}");
+    }
+}
