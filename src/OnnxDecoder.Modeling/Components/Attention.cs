@@ -14,7 +14,7 @@ public static class Attention
     public static void PrepareShared(DecoderGraph g)
     {
         if (g.Config.Positions == PositionKind.Rotary && !(g.Ort && !Rotary.IsDynamic(g.Config))) Rotary.ApplyPortableTables(g);
-        if (g.Ort) _ = GqaLengths(g);
+        if (g.Ort) { _ = GqaLengths(g); _ = PaddingBias(g); }
         else _ = MaskBias(g);
     }
 
@@ -49,8 +49,11 @@ public static class Attention
                 Attr.Float("scale", (float)(1 / Math.Sqrt(c.HeadDim))),
             };
             if (c.SlidingWindow is { } window) attributes.Add(Attr.Int("local_window_size", window));
+            // Inputs 7-9 (cos/sin caches, position_ids) serve GQA's own rotary, which we do not use;
+            // input 10, attention_bias [B, 1, S, T], carries left padding (see GqaLengths).
             // outputs: context [B, S, heads*head_dim], present key, present value [B, kv_heads, T or max, head_dim]
-            var outputs = b.Node(GraphBuilder.MicrosoftDomain, "GroupQueryAttention", [q, k, v, pastKey, pastValue, seqlensK, totalLength], 3, [.. attributes]);
+            var outputs = b.Node(GraphBuilder.MicrosoftDomain, "GroupQueryAttention",
+                [q, k, v, pastKey, pastValue, seqlensK, totalLength, null, null, null, PaddingBias(g)], 3, [.. attributes]);
             return (outputs[0], outputs[1], outputs[2]);
         }
 
@@ -106,14 +109,28 @@ public static class Attention
         return b.Op("Where", [allowed, b.FloatScalar(0), b.FloatScalar(float.MinValue)]);
     });
 
-    /// <summary>GroupQueryAttention's seqlens_k (int32 [B], real tokens - 1) and total_sequence_length (int32 scalar).</summary>
+    /// <summary>
+    /// GroupQueryAttention's seqlens_k (int32 [B]) and total_sequence_length (int32 scalar). GQA
+    /// reads seqlens_k as "valid keys - 1" with padding on the right; our batches are padded on the
+    /// left, so every row gets T - 1 (all rows share one timeline, which is also where a shared KV
+    /// buffer writes) and the padding is masked through attention_bias instead.
+    /// </summary>
     private static (Value SeqlensK, Value TotalLength) GqaLengths(DecoderGraph g) => g.Shared("gqa_lengths", () =>
     {
         var b = g.B;
         using var scope = b.Scope("attn_mask");
-        var realTokens = b.Op("ReduceSum", [g.AttentionMask, b.Int64s(1)], Attr.Int("keepdims", 0));   // [B]
-        var seqlensK = b.Op("Cast", [b.Op("Sub", [realTokens, b.Int64Scalar(1)])], Attr.Int("to", (int)ElementType.Int32));
-        var total = b.Op("Cast", [b.Op("Reshape", [g.Dim(g.AttentionMask, 1), b.Int64s()])], Attr.Int("to", (int)ElementType.Int32));
-        return (seqlensK, total);
+        var total = g.Dim(g.AttentionMask, 1);                                                          // [1] = T
+        var batch = g.Dim(g.AttentionMask, 0);                                                          // [1] = B
+        var seqlensK = b.Op("Cast", [b.Op("Expand", [b.Op("Sub", [total, b.Int64s(1)]), batch])], Attr.Int("to", (int)ElementType.Int32)); // [B]
+        var totalLength = b.Op("Cast", [b.Op("Reshape", [total, b.Int64s()])], Attr.Int("to", (int)ElementType.Int32));                  // scalar
+        return (seqlensK, totalLength);
+    });
+
+    /// <summary>The additive mask as GQA's attention_bias [B, 1, S, T] (padding, causality, window).</summary>
+    private static Value PaddingBias(DecoderGraph g) => g.Shared("gqa_bias", () =>
+    {
+        var bias = MaskBias(g);
+        using var scope = g.B.Scope("attn_mask");
+        return g.B.Op("Squeeze", [bias, g.B.Int64s(1)]);
     });
 }
