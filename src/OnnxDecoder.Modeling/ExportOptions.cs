@@ -27,6 +27,9 @@ public sealed record ExportOptions
 
     /// <summary>The execution provider the export is meant for; combinations that cannot run are refused.</summary>
     public ExecutionTarget Target { get; init; } = ExecutionTarget.Cpu;
+
+    /// <summary>Extra metadata_props (source, checksum); family, lowering and precision are always written.</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; init; } = new Dictionary<string, string>();
 }
 
 /// <summary>Which lowering runs on which execution provider, and why (README holds the same table).</summary>

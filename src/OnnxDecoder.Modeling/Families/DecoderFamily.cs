@@ -102,6 +102,7 @@ public abstract class DecoderFamily
         b.Metadata("onnxdecoder.lowering", options.Lowering.ToString().ToLowerInvariant());
         b.Metadata("onnxdecoder.precision", "fp32");
         b.Metadata("onnxdecoder.max_length", g.MaxLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        foreach (var (key, value) in options.Metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal)) b.Metadata(key, value);
         return b.Build();
     }
 

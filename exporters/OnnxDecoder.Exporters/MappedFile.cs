@@ -1,0 +1,72 @@
+using System.IO.MemoryMappedFiles;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Exporters;
+
+/// <summary>
+/// A read-only memory-mapped file. Tensors are read straight from the mapping when the model
+/// writer asks for them, so a checkpoint is never loaded whole. Owns the mapping; dispose it
+/// after the export.
+/// </summary>
+public sealed unsafe class MappedFile : IDisposable
+{
+    private readonly MemoryMappedFile? _file;
+    private readonly MemoryMappedViewAccessor? _view;
+    private readonly byte* _pointer;
+
+    public MappedFile(string path)
+    {
+        Path = System.IO.Path.GetFullPath(path);
+        if (!File.Exists(Path)) throw new ModelFormatException(Path, "file not found");
+        Length = new FileInfo(Path).Length;
+        if (Length == 0) return;
+        _file = MemoryMappedFile.CreateFromFile(Path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        _view = _file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+        byte* pointer = null;
+        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+        _pointer = pointer + _view.PointerOffset;
+    }
+
+    public string Path { get; }
+    public long Length { get; }
+
+    /// <summary>Bytes [offset, offset + length), range-checked against the file.</summary>
+    public ReadOnlySpan<byte> Span(long offset, int length)
+    {
+        CheckRange(offset, length);
+        return new ReadOnlySpan<byte>(_pointer + offset, length);
+    }
+
+    public void CheckRange(long offset, long length)
+    {
+        if (offset < 0 || length < 0 || offset > Length || length > Length - offset)
+            throw new ModelFormatException(Path, $"range offset {offset} + length {length} runs past the end of the file ({Length} bytes)");
+    }
+
+    /// <summary>Writes bytes [offset, offset + length) to a stream in chunks.</summary>
+    public void CopyTo(Stream destination, long offset, long length)
+    {
+        CheckRange(offset, length);
+        const int chunk = 1 << 24;
+        for (long done = 0; done < length; done += chunk)
+            destination.Write(new ReadOnlySpan<byte>(_pointer + offset + done, (int)Math.Min(chunk, length - done)));
+    }
+
+    /// <summary>A lazy tensor over a range of this file.</summary>
+    public ITensorSource Tensor(ElementType type, long[] shape, long offset)
+    {
+        long bytes = type.ByteLength(ElementTypes.ElementCount(shape));
+        CheckRange(offset, bytes);
+        return TensorData.Lazy(type, shape, stream => CopyTo(stream, offset, bytes));
+    }
+
+    public void Dispose()
+    {
+        if (_view is not null)
+        {
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+        }
+        _file?.Dispose();
+    }
+}

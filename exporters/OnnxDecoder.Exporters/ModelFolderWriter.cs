@@ -1,0 +1,104 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxDecoder.Modeling;
+using OnnxDecoder.Modeling.Families;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Exporters;
+
+/// <summary>What was written and how long it took.</summary>
+public sealed record ExportReport(string Directory, string ModelPath, string? DataPath, long WeightBytes, int NodeCount, TimeSpan Elapsed);
+
+/// <summary>
+/// Writes a model folder that our runtime and onnxruntime-genai both load: model.onnx (+
+/// model.onnx.data), genai_config.json, and tokenizer files. Metadata (family, lowering,
+/// precision, source checksum) goes into the model's metadata_props.
+/// </summary>
+public static class ModelFolderWriter
+{
+    public static ExportReport Write(string directory, DecoderConfig config, IWeightSource weights, ExportOptions options,
+        string sourceDescription, IReadOnlyList<string> sourceFiles, Action<string>? writeTokenizer, Action<string>? log = null)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        config.Validate(sourceDescription);
+        WeightMap.Validate(config, weights, sourceDescription);
+        Directory.CreateDirectory(directory);
+
+        log?.Invoke($"building {options.Lowering.ToString().ToLowerInvariant()} graph: {config}");
+        var metadata = new Dictionary<string, string>(options.Metadata)
+        {
+            ["onnxdecoder.source"] = sourceDescription,
+            ["onnxdecoder.source_sha256"] = Checksum(sourceFiles),
+        };
+        var model = DecoderFamily.For(config).Build(config, weights, options with { Metadata = metadata });
+
+        string modelPath = Path.Combine(directory, "model.onnx");
+        log?.Invoke($"writing {modelPath} ({model.WeightBytes / (1024.0 * 1024):F1} MiB of weights)");
+        string? dataPath = ModelWriter.Save(model, modelPath);
+        WriteGenAiConfig(directory, config, options);
+        writeTokenizer?.Invoke(directory);
+        return new ExportReport(directory, modelPath, dataPath, model.WeightBytes, model.NodeCount, clock.Elapsed);
+    }
+
+    /// <summary>sha256 over the source files in order (streamed), hex.</summary>
+    public static string Checksum(IReadOnlyList<string> files)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[1 << 20];
+        foreach (var file in files)
+        {
+            using var stream = File.OpenRead(file);
+            int read;
+            while ((read = stream.Read(buffer)) > 0) hash.AppendData(buffer, 0, read);
+        }
+        return Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant();
+    }
+
+    public static void WriteGenAiConfig(string directory, DecoderConfig config, ExportOptions options)
+    {
+        int maxLength = options.MaxLength ?? config.MaxPositions;
+        bool shared = options.Lowering == Lowering.Ort;
+        var eos = new JsonArray(config.EosTokenIds.Select(id => (JsonNode)id).ToArray());
+        var root = new JsonObject
+        {
+            ["model"] = new JsonObject
+            {
+                ["bos_token_id"] = config.BosTokenId,
+                ["context_length"] = maxLength,
+                ["decoder"] = new JsonObject
+                {
+                    ["session_options"] = new JsonObject { ["log_id"] = "onnxruntime-genai", ["provider_options"] = new JsonArray() },
+                    ["filename"] = "model.onnx",
+                    ["head_size"] = config.HeadDim,
+                    ["hidden_size"] = config.HiddenSize,
+                    ["inputs"] = new JsonObject
+                    {
+                        ["input_ids"] = "input_ids", ["attention_mask"] = "attention_mask", ["position_ids"] = "position_ids",
+                        ["past_key_names"] = "past_key_values.%d.key", ["past_value_names"] = "past_key_values.%d.value",
+                    },
+                    ["outputs"] = new JsonObject
+                    {
+                        ["logits"] = "logits", ["present_key_names"] = "present.%d.key", ["present_value_names"] = "present.%d.value",
+                    },
+                    ["num_attention_heads"] = config.NumHeads,
+                    ["num_hidden_layers"] = config.NumLayers,
+                    ["num_key_value_heads"] = config.NumKvHeads,
+                },
+                ["eos_token_id"] = eos,
+                ["pad_token_id"] = config.EosTokenIds[0],
+                ["type"] = config.ModelType,
+                ["vocab_size"] = config.VocabSize,
+            },
+            ["search"] = new JsonObject
+            {
+                ["diversity_penalty"] = 0.0, ["do_sample"] = false, ["early_stopping"] = true, ["length_penalty"] = 1.0,
+                ["max_length"] = maxLength, ["min_length"] = 0, ["no_repeat_ngram_size"] = 0, ["num_beams"] = 1,
+                ["num_return_sequences"] = 1, ["past_present_share_buffer"] = shared, ["repetition_penalty"] = 1.0,
+                ["temperature"] = 1.0, ["top_k"] = 1, ["top_p"] = 1.0,
+            },
+        };
+        File.WriteAllText(Path.Combine(directory, "genai_config.json"), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+    }
+}

@@ -1,0 +1,328 @@
+using Microsoft.ML.OnnxRuntime;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Runtime;
+
+/// <summary>How a <see cref="DecoderSession"/> is opened.</summary>
+public sealed record DecoderSessionOptions
+{
+    public ExecutionProviderOptions Providers { get; init; } = new();
+    /// <summary>Sequences decoded together (rows of a left-padded batch).</summary>
+    public int BatchSize { get; init; } = 1;
+    /// <summary>Longest sequence (prompt + generated) the cache holds; default: the model's context.</summary>
+    public int? MaxLength { get; init; }
+    /// <summary>Refuse to open when the KV cache would exceed this many bytes (null: no limit).</summary>
+    public long? MaxKvCacheBytes { get; init; }
+    /// <summary>Prefill in chunks of at most this many tokens (0: the whole prompt at once).</summary>
+    public int PrefillChunk { get; init; }
+}
+
+/// <summary>
+/// One loaded decoder and the state of one batch of sequences: the ONNX Runtime session, the KV
+/// cache bound through <see cref="OrtIoBinding"/>, and a preallocated logits buffer. Each call
+/// appends tokens and returns the next-token logits of every row; the decode step reuses every
+/// buffer. Not thread-safe: a second concurrent call is refused.
+/// </summary>
+public sealed class DecoderSession : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly OrtIoBinding _binding;
+    private readonly RunOptions _runOptions = new();
+    private readonly KvCache _cache;
+    private readonly bool _fullLogits;
+    private readonly float[] _logits;              // [batch, vocab]: next-token logits of each row
+    private readonly OrtValue _stepLogits;         // view [batch, 1, vocab] over _logits
+    private readonly long[] _stepIds;              // [batch, 1]
+    private readonly long[] _stepPositions;        // [batch, 1]
+    private readonly OrtValue _stepIdsValue, _stepPositionsValue;
+    private readonly long[] _maskRows;             // [batch, max_length]: 1 real, 0 left padding
+    private readonly long[] _maskScratch;          // [batch * T] contiguous copy for the current run
+    private readonly int[] _nextPosition;          // per row: position id of the next real token
+    private readonly long[] _maskShape = new long[2];
+    private int _busy;
+    private bool _stepLogitsBound;
+
+    public DecoderSession(string modelFolder, DecoderSessionOptions? options = null)
+    {
+        options ??= new DecoderSessionOptions();
+        Folder = ModelFolder.Open(modelFolder);
+        BatchSize = options.BatchSize > 0 ? options.BatchSize : throw new ArgumentOutOfRangeException(nameof(options), options.BatchSize, "batch size must be positive");
+        MaxLength = options.MaxLength ?? Folder.ContextLength;
+        if (MaxLength <= 0 || MaxLength > Folder.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(options), MaxLength, $"max length must be between 1 and the model's context length ({Folder.ContextLength})");
+        PrefillChunk = options.PrefillChunk;
+
+        long kvBytes = KvCache.BytesFor(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer);
+        if (options.MaxKvCacheBytes is { } budget && kvBytes > budget)
+            throw new InvalidOperationException(
+                $"the KV cache needs {kvBytes:N0} bytes ({Folder.NumLayers} layers x 2 x batch {BatchSize} x {Folder.NumKvHeads} kv heads x {MaxLength} positions x head size {Folder.HeadSize} x 4 bytes{(Folder.PastPresentShareBuffer ? "" : " x 2 buffers")}), over the budget of {budget:N0}: lower the max length or the batch size");
+
+        using var sessionOptions = ExecutionProviders.Create(options.Providers, out var provider);
+        Provider = provider;
+        try
+        {
+            _session = new InferenceSession(Folder.ModelPath, sessionOptions);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelFormatException(Folder.ModelPath, $"ONNX Runtime could not load the model: {e.Message}", e);
+        }
+        try
+        {
+            _fullLogits = ValidateGraph();
+            _cache = new KvCache(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer);
+            _binding = _session.CreateIoBinding();
+            _logits = new float[BatchSize * Folder.VocabSize];
+            _stepLogits = OrtValue.CreateTensorValueFromMemory(_logits, [BatchSize, 1, Folder.VocabSize]);
+            _stepIds = new long[BatchSize];
+            _stepPositions = new long[BatchSize];
+            _stepIdsValue = OrtValue.CreateTensorValueFromMemory(_stepIds, [BatchSize, 1]);
+            _stepPositionsValue = OrtValue.CreateTensorValueFromMemory(_stepPositions, [BatchSize, 1]);
+            _maskRows = new long[BatchSize * MaxLength];
+            _maskScratch = new long[BatchSize * MaxLength];
+            _nextPosition = new int[BatchSize];
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public ModelFolder Folder { get; }
+    public ExecutionProvider Provider { get; }
+    public int BatchSize { get; }
+    public int MaxLength { get; }
+    public int PrefillChunk { get; }
+    public int VocabSize => Folder.VocabSize;
+    public long KvCacheBytes => _cache.TotalBytes;
+
+    /// <summary>Positions filled so far (the shared timeline of all rows, padding included).</summary>
+    public int Length { get; private set; }
+
+    /// <summary>The next-token logits of every row after the last call: [batch, vocab].</summary>
+    public ReadOnlySpan<float> Logits => _logits;
+
+    /// <summary>Forgets every sequence; the buffers stay allocated for the next one.</summary>
+    public void Reset()
+    {
+        Length = 0;
+        Array.Clear(_nextPosition);
+        _cache.Reset();
+    }
+
+    /// <summary>
+    /// Appends <paramref name="length"/> tokens to every row (a prompt, or more of a conversation
+    /// whose earlier tokens stay cached). <paramref name="tokens"/> and <paramref name="mask"/> are
+    /// [batch, length] row-major; a mask of 0 marks left padding (default: all real tokens).
+    /// Returns the logits for each row's last position.
+    /// </summary>
+    public ReadOnlySpan<float> Append(ReadOnlySpan<long> tokens, int length, ReadOnlySpan<long> mask = default, CancellationToken cancellationToken = default)
+    {
+        if (length <= 0) throw new ArgumentOutOfRangeException(nameof(length), length, "append at least one token");
+        if (tokens.Length != BatchSize * length) throw new ArgumentException($"expected {BatchSize} x {length} tokens, got {tokens.Length}", nameof(tokens));
+        if (!mask.IsEmpty && mask.Length != tokens.Length) throw new ArgumentException($"mask has {mask.Length} entries, tokens {tokens.Length}", nameof(mask));
+        int chunk = PrefillChunk > 0 ? PrefillChunk : length;
+        for (int start = 0; start < length; start += chunk)
+        {
+            int size = Math.Min(chunk, length - start);
+            var ids = new long[BatchSize * size];
+            var chunkMask = new long[BatchSize * size];
+            for (int row = 0; row < BatchSize; row++)
+                for (int t = 0; t < size; t++)
+                {
+                    ids[row * size + t] = tokens[row * length + start + t];
+                    chunkMask[row * size + t] = mask.IsEmpty ? 1 : mask[row * length + start + t];
+                }
+            RunChunk(ids, chunkMask, size, cancellationToken);
+        }
+        return _logits;
+    }
+
+    /// <summary>One decode step: appends one token per row and returns the next logits [batch, vocab].</summary>
+    public ReadOnlySpan<float> Step(ReadOnlySpan<long> nextTokens, CancellationToken cancellationToken = default)
+    {
+        if (nextTokens.Length != BatchSize) throw new ArgumentException($"expected {BatchSize} tokens, got {nextTokens.Length}", nameof(nextTokens));
+        Enter();
+        try
+        {
+            CheckRoom(1);
+            for (int row = 0; row < BatchSize; row++)
+            {
+                CheckToken(nextTokens[row]);
+                _stepIds[row] = nextTokens[row];
+                _stepPositions[row] = _nextPosition[row];
+                _maskRows[row * MaxLength + Length] = 1;
+            }
+            int total = Length + 1;
+            using var maskValue = MaskValue(total);
+            _binding.BindInput("input_ids", _stepIdsValue);
+            _binding.BindInput("position_ids", _stepPositionsValue);
+            _binding.BindInput("attention_mask", maskValue);
+            if (!_stepLogitsBound)
+            {
+                _binding.BindOutput("logits", _stepLogits);
+                _stepLogitsBound = true;
+            }
+            _cache.Bind(_binding, Folder, Length, total);
+            Run(cancellationToken);
+            _cache.Advance(total);
+            Length = total;
+            for (int row = 0; row < BatchSize; row++) _nextPosition[row]++;
+            return _logits;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    private void RunChunk(long[] ids, long[] mask, int size, CancellationToken cancellationToken)
+    {
+        Enter();
+        try
+        {
+            CheckRoom(size);
+            var positions = new long[ids.Length];
+            for (int row = 0; row < BatchSize; row++)
+            {
+                int next = _nextPosition[row];
+                for (int t = 0; t < size; t++)
+                {
+                    long real = mask[row * size + t];
+                    if (real is not (0 or 1)) throw new ArgumentException($"mask entries must be 0 or 1, got {real}", nameof(mask));
+                    CheckToken(ids[row * size + t]);
+                    _maskRows[row * MaxLength + Length + t] = real;
+                    positions[row * size + t] = real == 1 ? next++ : 1; // padding gets a harmless position
+                }
+            }
+            int total = Length + size;
+            using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [BatchSize, size]);
+            using var positionsValue = OrtValue.CreateTensorValueFromMemory(positions, [BatchSize, size]);
+            using var maskValue = MaskValue(total);
+            _binding.BindInput("input_ids", idsValue);
+            _binding.BindInput("position_ids", positionsValue);
+            _binding.BindInput("attention_mask", maskValue);
+            if (_fullLogits)
+            {
+                _binding.BindOutputToDevice("logits", OrtMemoryInfo.DefaultInstance);
+                _stepLogitsBound = false;
+            }
+            else if (!_stepLogitsBound)
+            {
+                _binding.BindOutput("logits", _stepLogits);
+                _stepLogitsBound = true;
+            }
+            _cache.Bind(_binding, Folder, Length, total);
+            Run(cancellationToken);
+            if (_fullLogits)
+            {
+                using var outputs = _binding.GetOutputValues();
+                var names = _binding.GetOutputNames();
+                var all = outputs[Array.IndexOf(names, "logits")].GetTensorDataAsSpan<float>(); // [batch, size, vocab]
+                for (int row = 0; row < BatchSize; row++)
+                    all.Slice((row * size + size - 1) * VocabSize, VocabSize).CopyTo(_logits.AsSpan(row * VocabSize, VocabSize));
+            }
+            _cache.Advance(total);
+            Length = total;
+            for (int row = 0; row < BatchSize; row++)
+                for (int t = 0; t < size; t++) _nextPosition[row] += (int)mask[row * size + t];
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    private OrtValue MaskValue(int total)
+    {
+        // The mask rows live at a fixed stride; ONNX Runtime wants them contiguous as [batch, total].
+        for (int row = 0; row < BatchSize; row++)
+            Array.Copy(_maskRows, row * MaxLength, _maskScratch, row * total, total);
+        _maskShape[0] = BatchSize;
+        _maskShape[1] = total;
+        return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _maskScratch.AsMemory(0, BatchSize * total), _maskShape);
+    }
+
+    private void Run(CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        using var registration = cancellationToken.Register(static state => ((RunOptions)state!).Terminate = true, _runOptions);
+        try
+        {
+            _session.RunWithBinding(_runOptions, _binding);
+        }
+        catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("generation was cancelled", cancellationToken);
+        }
+        finally
+        {
+            _runOptions.Terminate = false;
+        }
+        cancellationToken.ThrowIfCancellationRequested();
+    }
+
+    private void CheckRoom(int tokens)
+    {
+        if (Length + tokens > MaxLength)
+            throw new ContextFullException($"the context is full: {Length} positions used, {tokens} more requested, max length {MaxLength}");
+    }
+
+    private void CheckToken(long id)
+    {
+        if (id < 0 || id >= VocabSize) throw new ArgumentOutOfRangeException(nameof(id), id, $"token id {id} is outside the vocabulary (0..{VocabSize - 1})");
+    }
+
+    private void Enter()
+    {
+        if (Interlocked.Exchange(ref _busy, 1) == 1)
+            throw new InvalidOperationException("this DecoderSession is already running: one session serves one caller at a time; open one per concurrent sequence");
+    }
+
+    private void Exit() => Volatile.Write(ref _busy, 0);
+
+    /// <summary>Checks the graph's inputs and outputs against genai_config.json; returns whether
+    /// logits cover every position ([B, S, V]) rather than only the last.</summary>
+    private bool ValidateGraph()
+    {
+        var inputs = _session.InputMetadata;
+        var outputs = _session.OutputMetadata;
+        string where = Folder.ConfigPath;
+        foreach (var name in new[] { "input_ids", "attention_mask", "position_ids" })
+            if (!inputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no input '{name}' (inputs: {string.Join(", ", inputs.Keys)})");
+        if (!outputs.TryGetValue("logits", out var logits)) throw new ModelFormatException(where, "the graph has no output 'logits'");
+        int layers = inputs.Keys.Count(k => k.StartsWith(Folder.PastKeyPattern.Split("%d")[0], StringComparison.Ordinal) && k.EndsWith(Folder.PastKeyPattern.Split("%d")[1], StringComparison.Ordinal));
+        if (layers != Folder.NumLayers) throw new ModelFormatException(where, $"model.decoder.num_hidden_layers is {Folder.NumLayers} but the graph has {layers} past key inputs");
+        for (int layer = 0; layer < Folder.NumLayers; layer++)
+        {
+            foreach (var name in new[] { Folder.PastKeyName(layer), Folder.PastValueName(layer) })
+            {
+                if (!inputs.TryGetValue(name, out var meta)) throw new ModelFormatException(where, $"the graph has no input '{name}'");
+                var dims = meta.Dimensions;
+                if (dims.Length != 4 || dims[1] != Folder.NumKvHeads || dims[3] != Folder.HeadSize)
+                    throw new ModelFormatException(where, $"graph input '{name}' is [{string.Join(", ", dims)}], genai_config.json says [batch, {Folder.NumKvHeads}, past, {Folder.HeadSize}]");
+            }
+            foreach (var name in new[] { Folder.PresentKeyName(layer), Folder.PresentValueName(layer) })
+                if (!outputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no output '{name}'");
+        }
+        var logitDims = logits.Dimensions;
+        if (logitDims.Length != 3 || logitDims[2] != Folder.VocabSize)
+            throw new ModelFormatException(where, $"graph output 'logits' is [{string.Join(", ", logitDims)}], genai_config.json says vocab_size {Folder.VocabSize}");
+        return logitDims[1] != 1;
+    }
+
+    public void Dispose()
+    {
+        _binding?.Dispose();
+        _stepLogits?.Dispose();
+        _stepIdsValue?.Dispose();
+        _stepPositionsValue?.Dispose();
+        _cache?.Dispose();
+        _session?.Dispose();
+        _runOptions.Dispose();
+    }
+}
+
+/// <summary>The sequence reached the session's max length.</summary>
+public sealed class ContextFullException(string message) : InvalidOperationException(message);

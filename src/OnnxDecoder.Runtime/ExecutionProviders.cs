@@ -1,0 +1,93 @@
+using Microsoft.ML.OnnxRuntime;
+
+namespace OnnxDecoder.Runtime;
+
+public enum ExecutionProvider { Cpu, Cuda, DirectML }
+
+/// <summary>Which execution providers to try, in order, and how to configure the session.</summary>
+public sealed record ExecutionProviderOptions
+{
+    /// <summary>Providers in order of preference, e.g. [cuda, dml, cpu].</summary>
+    public IReadOnlyList<ExecutionProvider> Preference { get; init; } = [ExecutionProvider.Cpu];
+
+    /// <summary>Move on to the next provider when one cannot load. Off by default: a missing GPU
+    /// library is an error the caller sees, not a silent slowdown.</summary>
+    public bool AllowFallback { get; init; }
+
+    public int DeviceId { get; init; }
+    /// <summary>Intra-op threads (0: ONNX Runtime's default, one per physical core).</summary>
+    public int IntraOpThreads { get; init; }
+    public GraphOptimizationLevel OptimizationLevel { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
+
+    public static ExecutionProvider Parse(string name) => name.Trim().ToLowerInvariant() switch
+    {
+        "cpu" => ExecutionProvider.Cpu,
+        "cuda" => ExecutionProvider.Cuda,
+        "dml" or "directml" => ExecutionProvider.DirectML,
+        _ => throw new ArgumentException($"unknown execution provider '{name}': use cpu, cuda or dml"),
+    };
+}
+
+/// <summary>A provider could not be loaded; the message names it and the cause.</summary>
+public sealed class ExecutionProviderException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>Builds SessionOptions from an ordered provider preference.</summary>
+public static class ExecutionProviders
+{
+    /// <summary>Creates session options with the first provider that loads. Throws
+    /// <see cref="ExecutionProviderException"/> when a provider fails and fallback is off.</summary>
+    public static SessionOptions Create(ExecutionProviderOptions options, out ExecutionProvider chosen)
+    {
+        if (options.Preference.Count == 0) throw new ArgumentException("the execution provider list is empty");
+        var failures = new List<string>();
+        foreach (var provider in options.Preference)
+        {
+            var session = new SessionOptions
+            {
+                GraphOptimizationLevel = options.OptimizationLevel,
+                LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+            };
+            if (options.IntraOpThreads > 0) session.IntraOpNumThreads = options.IntraOpThreads;
+            try
+            {
+                switch (provider)
+                {
+                    case ExecutionProvider.Cuda:
+                        session.AppendExecutionProvider_CUDA(options.DeviceId);
+                        break;
+                    case ExecutionProvider.DirectML:
+                        // DirectML needs memory patterns off and sequential execution.
+                        session.EnableMemoryPattern = false;
+                        session.ExecutionMode = ExecutionMode.ORT_SEQUENTIAL;
+                        session.AppendExecutionProvider_DML(options.DeviceId);
+                        break;
+                }
+                chosen = provider;
+                return session;
+            }
+            catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException or NotSupportedException)
+            {
+                session.Dispose();
+                string reason = $"{Name(provider)} execution provider could not be loaded: {e.Message.Trim()}";
+                if (!options.AllowFallback)
+                    throw new ExecutionProviderException($"{reason}. {Advice(provider)}", e);
+                failures.Add(reason);
+            }
+        }
+        throw new ExecutionProviderException("no execution provider could be loaded: " + string.Join("; ", failures));
+    }
+
+    public static string Name(ExecutionProvider provider) => provider switch
+    {
+        ExecutionProvider.Cpu => "cpu",
+        ExecutionProvider.Cuda => "cuda",
+        _ => "dml",
+    };
+
+    private static string Advice(ExecutionProvider provider) => provider switch
+    {
+        ExecutionProvider.Cuda => "It needs the Gpu build (-p:OrtFlavor=Gpu), an NVIDIA driver and CUDA 13 libraries (libcublasLt.so.13, libcudart.so.13); use --ep cpu, or allow fallback",
+        ExecutionProvider.DirectML => "It needs Windows and the DirectML build (-p:OrtFlavor=DirectML); use --ep cpu, or allow fallback",
+        _ => "",
+    };
+}

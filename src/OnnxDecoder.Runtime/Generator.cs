@@ -1,0 +1,199 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using OnnxDecoder.Runtime.Sampling;
+using OnnxDecoder.Runtime.Tokenization;
+
+namespace OnnxDecoder.Runtime;
+
+public enum StopReason { Eos, MaxTokens, StopString, ContextFull }
+
+public sealed record GenerationOptions
+{
+    public int MaxNewTokens { get; init; } = 256;
+    public SamplingOptions Sampling { get; init; } = new();
+    /// <summary>Stop when the generated text contains one of these (the text is cut before it).</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+    /// <summary>End-of-sequence ids; default: the model folder's eos_token_id list.</summary>
+    public IReadOnlyList<int>? EosTokenIds { get; init; }
+}
+
+public sealed record GenerationTimings(double PrefillMs, double DecodeMs, double TimeToFirstTokenMs, int PrefillTokens, int DecodedTokens)
+{
+    public double PrefillTokensPerSecond => PrefillMs > 0 ? PrefillTokens / (PrefillMs / 1000) : 0;
+    /// <summary>Decode steps per second (each step runs the model once for every row).</summary>
+    public double DecodeTokensPerSecond => DecodeMs > 0 ? DecodedTokens / (DecodeMs / 1000) : 0;
+}
+
+public sealed record GenerationResult(int[] PromptTokenIds, int[] TokenIds, string Text, StopReason StopReason, GenerationTimings Timings);
+
+/// <summary>One piece of a stream: a generated token and the text it completed (may be empty).</summary>
+public sealed record GeneratedToken(int TokenId, string Text);
+
+/// <summary>
+/// Prefill and decode loops over a <see cref="DecoderSession"/>: sampling, stop conditions (EOS,
+/// max tokens, stop strings, full context), streaming and cancellation. A generator may continue a
+/// conversation: <see cref="Continue"/> appends to the cached sequence instead of starting over.
+/// </summary>
+public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
+{
+    private readonly List<int> _sequence = [];   // every token of the conversation (batch of one)
+    private int? _pending;                       // the last sampled token, not yet run through the model
+
+    public DecoderSession Session { get; } = session;
+    public TextTokenizer Tokenizer { get; } = tokenizer;
+
+    /// <summary>Encodes <paramref name="prompt"/> (with BOS) and generates from a fresh cache.</summary>
+    public GenerationResult Generate(string prompt, GenerationOptions options, Action<GeneratedToken>? onToken = null, CancellationToken cancellationToken = default) =>
+        Generate(Tokenizer.Encode(prompt, addBos: true), options, onToken, cancellationToken);
+
+    /// <summary>Generates after <paramref name="promptIds"/> from a fresh cache.</summary>
+    public GenerationResult Generate(IReadOnlyList<int> promptIds, GenerationOptions options, Action<GeneratedToken>? onToken = null, CancellationToken cancellationToken = default)
+    {
+        Session.Reset();
+        _sequence.Clear();
+        _pending = null;
+        return Run(promptIds, options, onToken, cancellationToken);
+    }
+
+    /// <summary>Continues the conversation: <paramref name="newIds"/> follow what was generated
+    /// before, and the cached keys and values of the earlier turns are reused.</summary>
+    public GenerationResult Continue(IReadOnlyList<int> newIds, GenerationOptions options, Action<GeneratedToken>? onToken = null, CancellationToken cancellationToken = default)
+    {
+        var input = new List<int>();
+        if (_pending is { } pending) input.Add(pending);
+        input.AddRange(newIds);
+        _pending = null;
+        return Run(input, options, onToken, cancellationToken, reportedPrompt: newIds);
+    }
+
+    /// <summary>Streams tokens as they are generated. Cancelling the token stops within one step.</summary>
+    public async IAsyncEnumerable<GeneratedToken> StreamAsync(string prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var channel = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var producer = Task.Run(() =>
+        {
+            try
+            {
+                Generate(prompt, options, token => channel.Writer.TryWrite(token), cancellationToken);
+                channel.Writer.Complete();
+            }
+            catch (Exception e)
+            {
+                channel.Writer.Complete(e);
+            }
+        }, CancellationToken.None);
+        await foreach (var token in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+            yield return token;
+        await producer.ConfigureAwait(false);
+    }
+
+    private GenerationResult Run(IReadOnlyList<int> input, GenerationOptions options, Action<GeneratedToken>? onToken, CancellationToken cancellationToken, IReadOnlyList<int>? reportedPrompt = null)
+    {
+        if (Session.BatchSize != 1) throw new InvalidOperationException("Generator serves a batch of one; use BatchGenerator for batches");
+        if (input.Count == 0) throw new ArgumentException("the prompt is empty: encode at least one token (BOS)", nameof(input));
+        if (options.MaxNewTokens <= 0) throw new ArgumentOutOfRangeException(nameof(options), options.MaxNewTokens, "max new tokens must be positive");
+        if (Session.Length + input.Count > Session.MaxLength)
+            throw new ContextFullException($"the prompt needs {Session.Length + input.Count} positions but the max length is {Session.MaxLength}: shorten the prompt or export with a larger --max-length");
+
+        var eos = options.EosTokenIds ?? Session.Folder.EosTokenIds;
+        var sampler = new Sampler(options.Sampling, Session.VocabSize);
+        var detokenizer = new IncrementalDetokenizer(Tokenizer, _sequence.Concat(input).ToList());
+        var generated = new List<int>();
+        var text = new System.Text.StringBuilder();
+        var clock = Stopwatch.StartNew();
+
+        var ids = new long[input.Count];
+        for (int i = 0; i < ids.Length; i++) ids[i] = input[i];
+        var logits = Session.Append(ids, ids.Length, cancellationToken: cancellationToken);
+        _sequence.AddRange(input);
+        double prefillMs = clock.Elapsed.TotalMilliseconds, ttftMs = 0;
+        var decodeClock = new Stopwatch();
+        var step = new long[1];
+        StopReason reason;
+        while (true)
+        {
+            int next = sampler.Next(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_sequence));
+            if (generated.Count == 0) ttftMs = clock.Elapsed.TotalMilliseconds;
+            if (eos.Contains(next)) { reason = StopReason.Eos; _pending = null; break; }
+            generated.Add(next);
+            string piece = detokenizer.Add(next);
+            text.Append(piece);
+            onToken?.Invoke(new GeneratedToken(next, piece));
+            if (options.StopStrings.Count > 0 && CutAtStopString(text, options.StopStrings)) { reason = StopReason.StopString; _pending = next; break; }
+            if (generated.Count >= options.MaxNewTokens) { reason = StopReason.MaxTokens; _pending = next; break; }
+            if (Session.Length >= Session.MaxLength) { reason = StopReason.ContextFull; _pending = null; break; }
+            step[0] = next;
+            decodeClock.Start();
+            logits = Session.Step(step, cancellationToken);
+            decodeClock.Stop();
+            _sequence.Add(next);
+        }
+        if (reason != StopReason.StopString) text.Append(detokenizer.Flush());
+        var timings = new GenerationTimings(prefillMs, decodeClock.Elapsed.TotalMilliseconds, ttftMs, input.Count, Math.Max(0, generated.Count - 1));
+        return new GenerationResult([.. reportedPrompt ?? input], [.. generated], text.ToString(), reason, timings);
+    }
+
+    private static bool CutAtStopString(System.Text.StringBuilder text, IReadOnlyList<string> stops)
+    {
+        string current = text.ToString();
+        int cut = -1;
+        foreach (var stop in stops)
+        {
+            if (stop.Length == 0) continue;
+            int at = current.IndexOf(stop, StringComparison.Ordinal);
+            if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+        }
+        if (cut < 0) return false;
+        text.Length = cut;
+        return true;
+    }
+}
+
+/// <summary>Greedy or sampled generation for a left-padded batch of prompts in one session.</summary>
+public sealed class BatchGenerator(DecoderSession session)
+{
+    /// <summary>Generates for every prompt; returns each row's generated ids (EOS excluded).</summary>
+    public int[][] Generate(IReadOnlyList<int[]> prompts, GenerationOptions options, CancellationToken cancellationToken = default)
+    {
+        int batch = session.BatchSize;
+        if (prompts.Count != batch) throw new ArgumentException($"the session holds {batch} rows; got {prompts.Count} prompts", nameof(prompts));
+        int longest = prompts.Max(p => p.Length);
+        if (longest == 0) throw new ArgumentException("every prompt needs at least one token", nameof(prompts));
+        session.Reset();
+        var ids = new long[batch * longest];
+        var mask = new long[batch * longest];
+        for (int row = 0; row < batch; row++)
+        {
+            int pad = longest - prompts[row].Length;
+            for (int t = 0; t < longest; t++)
+            {
+                ids[row * longest + t] = t < pad ? session.Folder.PadTokenId : prompts[row][t - pad];
+                mask[row * longest + t] = t < pad ? 0 : 1;
+            }
+        }
+        var eos = options.EosTokenIds ?? session.Folder.EosTokenIds;
+        var samplers = Enumerable.Range(0, batch).Select(_ => new Sampler(options.Sampling, session.VocabSize)).ToArray();
+        var outputs = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
+        var histories = prompts.Select(p => p.ToList()).ToArray();
+        var done = new bool[batch];
+        var logits = session.Append(ids, longest, mask, cancellationToken);
+        var step = new long[batch];
+        while (true)
+        {
+            for (int row = 0; row < batch; row++)
+            {
+                if (done[row]) { step[row] = session.Folder.PadTokenId; continue; }
+                int next = samplers[row].Next(logits.Slice(row * session.VocabSize, session.VocabSize), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(histories[row]));
+                if (eos.Contains(next)) { done[row] = true; step[row] = session.Folder.PadTokenId; continue; }
+                outputs[row].Add(next);
+                histories[row].Add(next);
+                step[row] = next;
+                if (outputs[row].Count >= options.MaxNewTokens) done[row] = true;
+            }
+            if (done.All(d => d) || session.Length >= session.MaxLength) break;
+            logits = session.Step(step, cancellationToken);
+        }
+        return outputs.Select(o => o.ToArray()).ToArray();
+    }
+}

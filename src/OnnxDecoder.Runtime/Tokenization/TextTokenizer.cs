@@ -1,0 +1,211 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.ML.Tokenizers;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Runtime.Tokenization;
+
+/// <summary>
+/// Text to token ids and back, through Microsoft.ML.Tokenizers. Loads, from a model folder:
+/// <c>tokenizer.model</c> (SentencePiece, including llama2.c tokenizers converted at export),
+/// <c>vocab.json</c> + <c>merges.txt</c> (byte-level BPE, GPT-2), or <c>tokenizer.json</c> (Hugging
+/// Face BPE, mapped onto BpeOptions).
+/// </summary>
+public sealed class TextTokenizer
+{
+    private const long MaxTokenizerBytes = 64L << 20;
+
+    public TextTokenizer(Tokenizer inner, int? bosTokenId, string kind)
+    {
+        Inner = inner;
+        BosTokenId = bosTokenId;
+        Kind = kind;
+    }
+
+    public Tokenizer Inner { get; }
+    public int? BosTokenId { get; }
+    /// <summary>sentencepiece, bpe (vocab/merges), or tokenizer.json.</summary>
+    public string Kind { get; }
+
+    public static TextTokenizer Load(string folder, int? bosTokenId)
+    {
+        string model = Path.Combine(folder, "tokenizer.model");
+        string vocab = Path.Combine(folder, "vocab.json"), merges = Path.Combine(folder, "merges.txt");
+        string json = Path.Combine(folder, "tokenizer.json");
+        if (File.Exists(model))
+        {
+            CheckSize(model);
+            using var stream = File.OpenRead(model);
+            try
+            {
+                return new TextTokenizer(SentencePieceTokenizer.Create(stream, false, false), bosTokenId, "sentencepiece");
+            }
+            catch (Exception e) when (e is not IOException)
+            {
+                throw new ModelFormatException(model, $"not a SentencePiece model this library can run ({e.Message})", e);
+            }
+        }
+        if (File.Exists(vocab) && File.Exists(merges))
+        {
+            CheckSize(vocab);
+            CheckSize(merges);
+            return new TextTokenizer(ByteLevelBpe.FromFiles(vocab, merges), bosTokenId, "bpe");
+        }
+        if (File.Exists(json))
+        {
+            CheckSize(json);
+            return new TextTokenizer(HuggingFaceTokenizerJson.Load(json), bosTokenId, "tokenizer.json");
+        }
+        throw new ModelFormatException(folder, "no tokenizer found: expected tokenizer.model, vocab.json + merges.txt, or tokenizer.json");
+    }
+
+    private static void CheckSize(string path)
+    {
+        long size = new FileInfo(path).Length;
+        if (size > MaxTokenizerBytes) throw new ModelFormatException(path, $"is {size} bytes, over the {MaxTokenizerBytes}-byte limit for tokenizer files");
+    }
+
+    public int[] Encode(string text, bool addBos)
+    {
+        var ids = Inner.EncodeToIds(text);
+        if (!addBos || BosTokenId is null) return [.. ids];
+        var result = new int[ids.Count + 1];
+        result[0] = BosTokenId.Value;
+        for (int i = 0; i < ids.Count; i++) result[i + 1] = ids[i];
+        return result;
+    }
+
+    public string Decode(IEnumerable<int> ids) => Inner.Decode(ids.Where(id => id != BosTokenId)) ?? "";
+}
+
+/// <summary>
+/// Streams text as tokens arrive without splitting a UTF-8 character: text is released only when
+/// the decoded tail no longer ends in a replacement character, and each step decodes a short
+/// window of recent tokens (so SentencePiece's word-initial spaces come out right) rather than the
+/// whole sequence.
+/// </summary>
+public sealed class IncrementalDetokenizer
+{
+    private readonly TextTokenizer _tokenizer;
+    private readonly List<int> _ids = [];
+    private int _prefixOffset, _readOffset;
+
+    public IncrementalDetokenizer(TextTokenizer tokenizer, IReadOnlyList<int> context)
+    {
+        _tokenizer = tokenizer;
+        _ids.AddRange(context);
+        _readOffset = _ids.Count;
+        _prefixOffset = Math.Max(0, _ids.Count - 6);
+    }
+
+    /// <summary>Adds one token and returns the text it completes (possibly empty).</summary>
+    public string Add(int id)
+    {
+        _ids.Add(id);
+        string prefix = _tokenizer.Decode(Window(_prefixOffset, _readOffset));
+        string full = _tokenizer.Decode(Window(_prefixOffset, _ids.Count));
+        if (full.Length <= prefix.Length || full.EndsWith('\uFFFD') || !full.StartsWith(prefix, StringComparison.Ordinal)) return "";
+        _prefixOffset = _readOffset;
+        _readOffset = _ids.Count;
+        return full[prefix.Length..];
+    }
+
+    /// <summary>Whatever is still held back at the end of generation.</summary>
+    public string Flush()
+    {
+        string prefix = _tokenizer.Decode(Window(_prefixOffset, _readOffset));
+        string full = _tokenizer.Decode(Window(_prefixOffset, _ids.Count));
+        _prefixOffset = _readOffset = _ids.Count;
+        return full.Length > prefix.Length && full.StartsWith(prefix, StringComparison.Ordinal) ? full[prefix.Length..] : "";
+    }
+
+    private IEnumerable<int> Window(int start, int end)
+    {
+        for (int i = start; i < end; i++) yield return _ids[i];
+    }
+}
+
+/// <summary>GPT-2 style byte-level BPE from vocab.json + merges.txt.</summary>
+internal static class ByteLevelBpe
+{
+    /// <summary>GPT-2's pre-tokenizer split: contractions, letters, numbers, other, whitespace.</summary>
+    public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+    public static Tokenizer FromFiles(string vocabPath, string mergesPath)
+    {
+        var vocab = ReadVocab(vocabPath);
+        var merges = File.ReadLines(mergesPath).Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal)).ToList();
+        return Create(vocab, merges);
+    }
+
+    public static Tokenizer Create(IEnumerable<KeyValuePair<string, int>> vocab, IEnumerable<string> merges) =>
+        BpeTokenizer.Create(new BpeOptions(vocab)
+        {
+            Merges = merges,
+            ByteLevel = true,
+            PreTokenizer = new RegexPreTokenizer(new System.Text.RegularExpressions.Regex(Gpt2Pattern, System.Text.RegularExpressions.RegexOptions.Compiled), null),
+        });
+
+    private static List<KeyValuePair<string, int>> ReadVocab(string path)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllBytes(path));
+            if (document.RootElement.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, "vocab.json must be an object of token -> id");
+            var list = new List<KeyValuePair<string, int>>();
+            foreach (var property in document.RootElement.EnumerateObject())
+            {
+                if (property.Value.ValueKind != JsonValueKind.Number || !property.Value.TryGetInt32(out int id) || id < 0)
+                    throw new ModelFormatException(path, $"token '{property.Name}' has an invalid id {property.Value.GetRawText()}");
+                list.Add(new(property.Name, id));
+            }
+            return list;
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(path, $"is not valid JSON ({e.Message})", e);
+        }
+    }
+}
+
+/// <summary>Hugging Face tokenizer.json with a BPE model, mapped onto Microsoft.ML.Tokenizers' BpeOptions.</summary>
+internal static class HuggingFaceTokenizerJson
+{
+    public static Tokenizer Load(string path)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 64 });
+            var root = document.RootElement;
+            if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
+                throw new ModelFormatException(path, "has no model object");
+            string type = model.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
+            if (type != "BPE") throw new ModelFormatException(path, $"model.type '{type}' is not supported (only BPE)");
+            if (!model.TryGetProperty("vocab", out var vocabElement) || vocabElement.ValueKind != JsonValueKind.Object)
+                throw new ModelFormatException(path, "model.vocab must be an object of token -> id");
+            var vocab = new List<KeyValuePair<string, int>>();
+            foreach (var p in vocabElement.EnumerateObject())
+            {
+                if (!p.Value.TryGetInt32(out int id) || id < 0) throw new ModelFormatException(path, $"model.vocab['{p.Name}'] is not a valid id");
+                vocab.Add(new(p.Name, id));
+            }
+            var merges = new List<string>();
+            if (model.TryGetProperty("merges", out var mergesElement) && mergesElement.ValueKind == JsonValueKind.Array)
+                foreach (var m in mergesElement.EnumerateArray())
+                    merges.Add(m.ValueKind switch
+                    {
+                        JsonValueKind.String => m.GetString()!,
+                        JsonValueKind.Array when m.GetArrayLength() == 2 => $"{m[0].GetString()} {m[1].GetString()}",
+                        _ => throw new ModelFormatException(path, "model.merges entries must be \"a b\" strings or [a, b] pairs"),
+                    });
+            string text = root.GetRawText();
+            bool byteLevel = text.Contains("\"ByteLevel\"", StringComparison.Ordinal);
+            if (!byteLevel) throw new ModelFormatException(path, "only byte-level BPE tokenizer.json files are supported; SentencePiece models load from tokenizer.model");
+            return ByteLevelBpe.Create(vocab, merges);
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(path, $"is not valid JSON ({e.Message})", e);
+        }
+    }
+}
