@@ -30,6 +30,9 @@ public sealed class Checkpoint : IDisposable
     public IReadOnlyList<string> SourceFiles { get; }
     public Action<string>? WriteTokenizer { get; }
 
+    /// <summary>Each tensor's dtype as stored in the source (F32, F16, BF16, Q8_0, ...).</summary>
+    public IReadOnlyDictionary<string, string> StoredDTypes { get; private init; } = new Dictionary<string, string>();
+
     /// <summary>A short description for metadata: format and file names (no folders, so exports are reproducible).</summary>
     public string Description => $"{Format}:{string.Join("+", SourceFiles.Select(Path.GetFileName))}";
 
@@ -60,7 +63,10 @@ public sealed class Checkpoint : IDisposable
                     SentencePieceModelWriter.Write(vocabulary, stream);
                 };
             }
-            return new Checkpoint($"llama2.c-v{checkpoint.Version}", checkpoint.Config, checkpoint, files, writeTokenizer, checkpoint);
+            return new Checkpoint($"llama2.c-v{checkpoint.Version}", checkpoint.Config, checkpoint, files, writeTokenizer, checkpoint)
+            {
+                StoredDTypes = checkpoint.Names.ToDictionary(n => n, _ => "F32"),
+            };
         }
         catch
         {
@@ -76,8 +82,9 @@ public sealed class Checkpoint : IDisposable
         return new[] { $"tok{vocabSize}.bin", "tokenizer.bin" }.Select(n => Path.Combine(folder, n)).FirstOrDefault(File.Exists);
     }
 
-    internal static Checkpoint Create(string format, DecoderConfig config, IWeightSource weights, IReadOnlyList<string> files, Action<string>? writeTokenizer, IDisposable? owner) =>
-        new(format, config, weights, files, writeTokenizer, owner);
+    internal static Checkpoint Create(string format, DecoderConfig config, IWeightSource weights, IReadOnlyList<string> files, Action<string>? writeTokenizer,
+        IDisposable? owner, IReadOnlyDictionary<string, string> storedDTypes) =>
+        new(format, config, weights, files, writeTokenizer, owner) { StoredDTypes = storedDTypes };
 
     public void Dispose() => _owner?.Dispose();
 }

@@ -19,7 +19,7 @@ public sealed record ExportReport(string Directory, string ModelPath, string? Da
 public static class ModelFolderWriter
 {
     public static ExportReport Write(string directory, DecoderConfig config, IWeightSource weights, ExportOptions options,
-        string sourceDescription, IReadOnlyList<string> sourceFiles, Action<string>? writeTokenizer, Action<string>? log = null)
+        string sourceDescription, IReadOnlyList<string> sourceFiles, Action<string>? writeTokenizer, Action<string>? log = null, Action<long, long>? progress = null)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         config.Validate(sourceDescription);
@@ -36,7 +36,7 @@ public static class ModelFolderWriter
 
         string modelPath = Path.Combine(directory, "model.onnx");
         log?.Invoke($"writing {modelPath} ({model.WeightBytes / (1024.0 * 1024):F1} MiB of weights)");
-        string? dataPath = ModelWriter.Save(model, modelPath);
+        string? dataPath = ModelWriter.Save(model, modelPath, new ModelWriterOptions { Progress = progress });
         WriteGenAiConfig(directory, config, options);
         writeTokenizer?.Invoke(directory);
         return new ExportReport(directory, modelPath, dataPath, model.WeightBytes, model.NodeCount, clock.Elapsed);

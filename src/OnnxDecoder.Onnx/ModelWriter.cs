@@ -15,6 +15,9 @@ public sealed record ModelWriterOptions
 
     /// <summary>Run <see cref="ModelChecker"/> before writing anything.</summary>
     public bool Check { get; init; } = true;
+
+    /// <summary>Called after each tensor is written with (bytes written so far, total bytes).</summary>
+    public Action<long, long>? Progress { get; init; }
 }
 
 /// <summary>
@@ -56,7 +59,7 @@ public static class ModelWriter
             ModelProto proto;
             using (var data = new FileStream(tempData, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
             {
-                long inlineBytes = 0;
+                long inlineBytes = 0, writtenBytes = 0, totalBytes = model.WeightBytes;
                 proto = model.BuildProto(source =>
                 {
                     if (source.ByteLength < options.ExternalDataThreshold)
@@ -65,6 +68,7 @@ public static class ModelWriter
                         if (inlineBytes > MaxProtobufBytes / 2)
                             throw new InvalidOperationException("inline tensors exceed 1 GiB: lower ExternalDataThreshold");
                         var bytes = ByteString.CopyFrom(source.ToArray());
+                        options.Progress?.Invoke(writtenBytes += source.ByteLength, totalBytes);
                         return tensor => tensor.RawData = bytes;
                     }
 
@@ -76,6 +80,7 @@ public static class ModelWriter
                     long written = data.Position - offset;
                     if (written != source.ByteLength)
                         throw new InvalidDataException($"a tensor source wrote {written} bytes where its shape needs {source.ByteLength}");
+                    options.Progress?.Invoke(writtenBytes += written, totalBytes);
                     return tensor =>
                     {
                         tensor.DataLocation = TensorProto.Types.DataLocation.External;

@@ -44,7 +44,8 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
                         throw new ModelFormatException(file.Path, $"tensor '{stored}' also appears in another shard");
                 }
             }
-            return Checkpoint.Create("safetensors", config, folder, files, WriteTokenizerFiles(directory), folder);
+            var dtypes = folder._tensors.ToDictionary(t => t.Key, t => t.Value.File.Entries[t.Value.StoredName].DType);
+            return Checkpoint.Create("safetensors", config, folder, files, WriteTokenizerFiles(directory), folder, dtypes);
         }
         catch
         {

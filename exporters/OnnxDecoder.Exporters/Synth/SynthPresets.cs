@@ -1,0 +1,110 @@
+using System.Text.Json.Nodes;
+using OnnxDecoder.Exporters.SafeTensors;
+using OnnxDecoder.Exporters.Tokenizers;
+using OnnxDecoder.Modeling;
+using OnnxDecoder.Modeling.Families;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Exporters.Synth;
+
+/// <summary>
+/// Seeded random checkpoints in Hugging Face layout (config.json + model.safetensors + a GPT-2
+/// byte-level tokenizer cut to the vocabulary). Their weights are random: they exercise the
+/// pipeline and measure speed, they do not write sensible text. Weights are generated tensor by
+/// tensor while writing, so even the 200M-parameter preset never sits in memory.
+/// </summary>
+public static class SynthPresets
+{
+    public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>
+    {
+        ["llama-tiny"] = Llama(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 172, vocab: 512, context: 256),
+        ["llama-110m"] = Llama(hidden: 768, layers: 12, heads: 12, kvHeads: 12, intermediate: 2048, vocab: 32000, context: 1024),
+        ["mixtral-tiny"] = Llama(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 128, vocab: 512, context: 256) with { ModelType = "mixtral", NumExperts = 8, ExpertsPerToken = 2, TieWordEmbeddings = false },
+        ["mixtral-small"] = Llama(hidden: 512, layers: 8, heads: 8, kvHeads: 4, intermediate: 1792, vocab: 32000, context: 1024) with { ModelType = "mixtral", NumExperts = 8, ExpertsPerToken = 2, TieWordEmbeddings = false },
+        ["gpt2-tiny"] = new DecoderConfig
+        {
+            ModelType = "gpt2", HiddenSize = 64, IntermediateSize = 256, NumLayers = 2, NumHeads = 4, NumKvHeads = 4, HeadDim = 16,
+            VocabSize = 512, MaxPositions = 256, Norm = NormKind.LayerNorm, NormEps = 1e-5, Positions = PositionKind.Learned, GatedMlp = false,
+            HiddenAct = Activation.GeluTanh, TieWordEmbeddings = true, AttentionBias = true, ProjectionBias = true, BosTokenId = 511, EosTokenIds = [511],
+        },
+    };
+
+    private static DecoderConfig Llama(int hidden, int layers, int heads, int kvHeads, int intermediate, int vocab, int context) => new()
+    {
+        ModelType = "llama", HiddenSize = hidden, IntermediateSize = intermediate, NumLayers = layers, NumHeads = heads, NumKvHeads = kvHeads,
+        HeadDim = hidden / heads, VocabSize = vocab, MaxPositions = context, NormEps = 1e-5, RopeTheta = 10000, TieWordEmbeddings = true,
+        BosTokenId = vocab - 1, EosTokenIds = [vocab - 1],
+    };
+
+    public static DecoderConfig Get(string name) => All.TryGetValue(name, out var config)
+        ? config
+        : throw new ArgumentException($"unknown synth preset '{name}' (presets: {string.Join(", ", All.Keys)})");
+
+    /// <summary>Writes config.json, model.safetensors and tokenizer files for a preset into <paramref name="directory"/>.</summary>
+    public static void Write(string name, int seed, string directory)
+    {
+        var config = Get(name).Validate(name);
+        Directory.CreateDirectory(directory);
+        File.WriteAllText(Path.Combine(directory, "config.json"), ToHuggingFaceJson(config).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+        var tensors = DecoderFamily.For(config).ExpectedWeights(config).Select(spec => (spec.Name, RandomTensor(spec, seed))).ToList();
+        SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"), tensors,
+            new Dictionary<string, string> { ["format"] = "pt", ["onnxdecoder.synth"] = $"{name} seed {seed}: random weights" });
+        Gpt2Bpe.FirstRanks(config.VocabSize - 1).WriteFiles(directory);
+    }
+
+    /// <summary>Uniform in ±1.7/sqrt(fan-in) for matrices, 1 ± 0.1 for norm scales, ±0.1 for biases;
+    /// each tensor seeded from the preset seed and its name, so it does not depend on write order.</summary>
+    public static ITensorSource RandomTensor(TensorSpec spec, int seed)
+    {
+        bool isBias = spec.Name.EndsWith(".bias", StringComparison.Ordinal);
+        bool isNorm = spec.Name.Contains("norm", StringComparison.Ordinal) || spec.Name.Contains(".ln_", StringComparison.Ordinal);
+        double scale = spec.Shape.Length >= 2 ? 1.7 / Math.Sqrt(spec.Shape[^1]) : 0.1;
+        var random = new Random(unchecked(seed * 16777619 ^ StableHash(spec.Name)));
+        return TensorData.Generated(spec.Shape, (_, chunk) =>
+        {
+            for (int i = 0; i < chunk.Length; i++)
+            {
+                double u = random.NextDouble() * 2 - 1;
+                chunk[i] = (float)(isNorm && !isBias ? 1 + 0.1 * u : isBias ? 0.1 * u : scale * u);
+            }
+        });
+    }
+
+    private static int StableHash(string text)
+    {
+        uint hash = 2166136261;
+        foreach (char c in text) hash = (hash ^ c) * 16777619;
+        return (int)hash;
+    }
+
+    /// <summary>The Hugging Face config.json fields of a config (the inverse of DecoderConfig.FromHuggingFace).</summary>
+    public static JsonObject ToHuggingFaceJson(DecoderConfig c)
+    {
+        var eos = c.EosTokenIds.Count == 1 ? (JsonNode)c.EosTokenIds[0] : new JsonArray(c.EosTokenIds.Select(e => (JsonNode)e).ToArray());
+        if (c.ModelType == "gpt2")
+            return new JsonObject
+            {
+                ["model_type"] = "gpt2", ["architectures"] = new JsonArray("GPT2LMHeadModel"), ["n_embd"] = c.HiddenSize, ["n_layer"] = c.NumLayers,
+                ["n_head"] = c.NumHeads, ["n_inner"] = c.IntermediateSize, ["n_positions"] = c.MaxPositions, ["vocab_size"] = c.VocabSize,
+                ["layer_norm_epsilon"] = c.NormEps, ["activation_function"] = "gelu_new", ["tie_word_embeddings"] = true,
+                ["bos_token_id"] = c.BosTokenId, ["eos_token_id"] = eos,
+            };
+        var json = new JsonObject
+        {
+            ["model_type"] = c.ModelType,
+            ["architectures"] = new JsonArray(c.IsMoe ? "MixtralForCausalLM" : "LlamaForCausalLM"),
+            ["hidden_size"] = c.HiddenSize, ["intermediate_size"] = c.IntermediateSize, ["num_hidden_layers"] = c.NumLayers,
+            ["num_attention_heads"] = c.NumHeads, ["num_key_value_heads"] = c.NumKvHeads, ["head_dim"] = c.HeadDim,
+            ["vocab_size"] = c.VocabSize, ["max_position_embeddings"] = c.MaxPositions, ["rms_norm_eps"] = c.NormEps,
+            ["rope_theta"] = c.RopeTheta, ["hidden_act"] = "silu", ["tie_word_embeddings"] = c.TieWordEmbeddings,
+            ["attention_bias"] = c.AttentionBias, ["bos_token_id"] = c.BosTokenId, ["eos_token_id"] = eos, ["torch_dtype"] = "float32",
+        };
+        if (c.IsMoe)
+        {
+            json["num_local_experts"] = c.NumExperts;
+            json["num_experts_per_tok"] = c.ExpertsPerToken;
+        }
+        if (c.SlidingWindow is { } window) json["sliding_window"] = window;
+        return json;
+    }
+}

@@ -1,0 +1,316 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxDecoder.Exporters;
+using OnnxDecoder.Exporters.Synth;
+using OnnxDecoder.Modeling;
+using OnnxDecoder.Onnx;
+using OnnxDecoder.Runtime;
+using OnnxDecoder.Runtime.Sampling;
+using OnnxDecoder.Runtime.Tokenization;
+using Spectre.Console;
+
+namespace OnnxDecoder.Cli;
+
+/// <summary>The verbs of DESIGN.md. Every failure is one line on stderr naming the problem, and exit code 1.</summary>
+public static class Commands
+{
+    public static IEnumerable<Command> All() => [Export(), ExportCard(), Generate(), Chat(), Bench(), Synth(), Inspect(), Demo()];
+
+    public static Lowering ParseLowering(string text) => text.ToLowerInvariant() switch
+    {
+        "portable" => Lowering.Portable,
+        "ort" => Lowering.Ort,
+        _ => throw new ArgumentException($"--lowering '{text}' is not known: use portable or ort"),
+    };
+
+    private static ExecutionTarget ParseTarget(string text) => text.ToLowerInvariant() switch
+    {
+        "cpu" => ExecutionTarget.Cpu,
+        "cuda" => ExecutionTarget.Cuda,
+        "dml" or "directml" => ExecutionTarget.DirectML,
+        _ => throw new ArgumentException($"--target '{text}' is not known: use cpu, cuda or dml"),
+    };
+
+    /// <summary>Runs a verb; any exception becomes one line on stderr and exit code 1.</summary>
+    private static int Guard(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("onnx-decoder: cancelled");
+            return 130;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"onnx-decoder: {e.Message.ReplaceLineEndings(" ")}");
+            return 1;
+        }
+    }
+
+    // ---- export ------------------------------------------------------------------------------
+
+    private static Command Export()
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "llama2.c .bin, or a Hugging Face folder (config.json + safetensors)", Required = true };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "llama2.c tokenizer.bin (default: tok{vocab}.bin or tokenizer.bin beside the checkpoint)" };
+        var output = new Option<string>("--out") { Description = "model folder to write", Required = true };
+        var lowering = new Option<string>("--lowering") { Description = "portable (standard ops, every EP) or ort (fused com.microsoft ops)", DefaultValueFactory = _ => "ort" };
+        var precision = new Option<string>("--precision") { Description = "fp32 (int8, int4, fp16: not yet)", DefaultValueFactory = _ => "fp32" };
+        var maxLength = new Option<int?>("--max-length") { Description = "longest sequence the export serves (default: the model's context)" };
+        var target = new Option<string>("--target") { Description = "execution provider the export is for: cpu, cuda, dml", DefaultValueFactory = _ => "cpu" };
+        var command = new Command("export", "Export a checkpoint to a model folder (model.onnx, genai_config.json, tokenizer)")
+            { checkpoint, tokenizer, output, lowering, precision, maxLength, target };
+        command.SetAction(r => Guard(() =>
+        {
+            if (r.GetValue(precision) != "fp32") throw new ArgumentException($"--precision {r.GetValue(precision)} is not implemented yet: use fp32");
+            var options = new ExportOptions { Lowering = ParseLowering(r.GetValue(lowering)!), MaxLength = r.GetValue(maxLength), Target = ParseTarget(r.GetValue(target)!) };
+            RunExport(r.GetValue(checkpoint)!, r.GetValue(tokenizer), r.GetValue(output)!, options);
+            return 0;
+        }));
+        return command;
+    }
+
+    private static ExportReport RunExport(string checkpointPath, string? tokenizerPath, string outDir, ExportOptions options)
+    {
+        using var checkpoint = Checkpoint.Open(checkpointPath, tokenizerPath);
+        ExportReport? report = null;
+        if (AnsiConsole.Profile.Capabilities.Interactive && !Console.IsOutputRedirected)
+        {
+            AnsiConsole.Progress().Start(context =>
+            {
+                var task = context.AddTask($"export {Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpointPath))}", maxValue: 1);
+                report = ModelFolderWriter.Write(outDir, checkpoint.Config, checkpoint.Weights, options, checkpoint.Description, checkpoint.SourceFiles,
+                    checkpoint.WriteTokenizer, progress: (done, total) => task.Value = total == 0 ? 1 : (double)done / total);
+                task.Value = 1;
+            });
+        }
+        else
+        {
+            long lastReported = -1;
+            report = ModelFolderWriter.Write(outDir, checkpoint.Config, checkpoint.Weights, options, checkpoint.Description, checkpoint.SourceFiles,
+                checkpoint.WriteTokenizer, log: Console.WriteLine, progress: (done, total) =>
+                {
+                    long percent = total == 0 ? 100 : done * 100 / total;
+                    if (percent / 25 != lastReported / 25) Console.WriteLine($"  weights written: {percent}%");
+                    lastReported = percent;
+                });
+        }
+        Console.WriteLine($"exported {checkpoint.Format} {checkpoint.Config} -> {report!.Directory} ({report.NodeCount} nodes, {report.WeightBytes / 1048576.0:F1} MiB of weights, {report.Elapsed.TotalSeconds:F1} s)");
+        return report;
+    }
+
+    private static Command ExportCard()
+    {
+        var card = new Option<string>("--card") { Description = "model card JSON in models/", Required = true };
+        var output = new Option<string>("--out") { Description = "model folder to write", Required = true };
+        var command = new Command("export-card", "Export the model a card in models/ describes (used by `dotnet cake --target=Export-Models`)") { card, output };
+        command.SetAction(r => Guard(() =>
+        {
+            ExportFromCard(ModelCard.Read(r.GetValue(card)!), r.GetValue(output)!);
+            return 0;
+        }));
+        return command;
+    }
+
+    private static ExportReport ExportFromCard(ModelCard card, string outDir)
+    {
+        string checkpoint = card.Checkpoint ?? Path.Combine(outDir, "checkpoint");
+        if (card.SynthPreset is { } preset)
+        {
+            Console.WriteLine($"synth {preset} (seed {card.Seed}): random weights -> {checkpoint}");
+            SynthPresets.Write(preset, card.Seed, checkpoint);
+        }
+        return RunExport(checkpoint, card.Tokenizer, Path.Combine(outDir, card.SynthPreset is null ? "" : "model"), new ExportOptions { Lowering = card.Lowering, MaxLength = card.MaxLength });
+    }
+
+    // ---- generate, chat ------------------------------------------------------------------------
+
+    private sealed record SamplingFlags(Option<float> Temperature, Option<int> TopK, Option<float> TopP, Option<float> MinP, Option<float> RepetitionPenalty, Option<int?> Seed)
+    {
+        public static SamplingFlags Create() => new(
+            new Option<float>("--temperature") { Description = "0 is greedy", DefaultValueFactory = _ => 0f },
+            new Option<int>("--top-k") { Description = "keep the k most likely tokens (0: off)" },
+            new Option<float>("--top-p") { Description = "nucleus sampling mass (1: off)", DefaultValueFactory = _ => 1f },
+            new Option<float>("--min-p") { Description = "drop tokens below min-p x the top probability (0: off)" },
+            new Option<float>("--repetition-penalty") { Description = "penalty on tokens already present (1: off)", DefaultValueFactory = _ => 1f },
+            new Option<int?>("--seed") { Description = "seed for sampling: same seed, same tokens" });
+
+        public IEnumerable<Option> Options => [Temperature, TopK, TopP, MinP, RepetitionPenalty, Seed];
+
+        public SamplingOptions Read(ParseResult r) => new SamplingOptions
+        {
+            Temperature = r.GetValue(Temperature), TopK = r.GetValue(TopK), TopP = r.GetValue(TopP), MinP = r.GetValue(MinP),
+            RepetitionPenalty = r.GetValue(RepetitionPenalty), Seed = r.GetValue(Seed),
+        }.Validate();
+    }
+
+    private static Option<string> ModelOption() => new("--model") { Description = "model folder written by `export`", Required = true };
+    private static Option<string> ProviderOption() => new("--ep") { Description = "execution providers in order of preference, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
+
+    private static ExecutionProviderOptions Providers(string list)
+    {
+        var preference = list.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ExecutionProviderOptions.Parse).ToList();
+        return new ExecutionProviderOptions { Preference = preference, AllowFallback = preference.Count > 1 };
+    }
+
+    private static Command Generate()
+    {
+        var model = ModelOption();
+        var prompt = new Option<string>("--prompt") { Description = "the prompt (BOS is prepended)", Required = true };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "tokens to generate at most", DefaultValueFactory = _ => 128 };
+        var stop = new Option<string[]>("--stop") { Description = "stop when the text contains this string (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var format = new Option<string>("--format") { Description = "text (streamed) or json", DefaultValueFactory = _ => "text" };
+        var ep = ProviderOption();
+        var sampling = SamplingFlags.Create();
+        var command = new Command("generate", "Generate text from a prompt") { model, prompt, maxTokens, stop, format, ep };
+        foreach (var option in sampling.Options) command.Options.Add(option);
+        command.SetAction(r => Guard(() =>
+        {
+            using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = Providers(r.GetValue(ep)!) });
+            var tokenizer = TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
+            var options = new GenerationOptions { MaxNewTokens = r.GetValue(maxTokens), Sampling = sampling.Read(r), StopStrings = r.GetValue(stop) ?? [] };
+            bool json = r.GetValue(format) switch { "json" => true, "text" => false, var f => throw new ArgumentException($"--format '{f}' is not known: use text or json") };
+            using var cancel = new CancellationTokenSource();
+            Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
+            string promptText = r.GetValue(prompt)!;
+            if (!json) Console.Write(promptText);
+            var result = new Generator(session, tokenizer).Generate(promptText, options, json ? null : token => Console.Write(token.Text), cancel.Token);
+            if (json) Console.WriteLine(ResultJson(result).ToJsonString());
+            else Console.WriteLine();
+            return 0;
+        }));
+        return command;
+    }
+
+    public static JsonObject ResultJson(GenerationResult result) => new()
+    {
+        ["prompt_token_ids"] = new JsonArray(result.PromptTokenIds.Select(i => (JsonNode)i).ToArray()),
+        ["token_ids"] = new JsonArray(result.TokenIds.Select(i => (JsonNode)i).ToArray()),
+        ["text"] = result.Text,
+        ["stop_reason"] = result.StopReason switch
+        {
+            StopReason.Eos => "eos", StopReason.MaxTokens => "max_tokens", StopReason.StopString => "stop_string", _ => "context_full",
+        },
+        ["timings"] = new JsonObject
+        {
+            ["prefill_ms"] = Math.Round(result.Timings.PrefillMs, 3),
+            ["decode_ms"] = Math.Round(result.Timings.DecodeMs, 3),
+            ["ttft_ms"] = Math.Round(result.Timings.TimeToFirstTokenMs, 3),
+            ["prefill_tokens_per_s"] = Math.Round(result.Timings.PrefillTokensPerSecond, 1),
+            ["decode_tokens_per_s"] = Math.Round(result.Timings.DecodeTokensPerSecond, 1),
+        },
+    };
+
+    private static Command Chat()
+    {
+        var model = ModelOption();
+        var maxTokens = new Option<int>("--max-tokens") { Description = "tokens per reply at most", DefaultValueFactory = _ => 128 };
+        var ep = ProviderOption();
+        var sampling = SamplingFlags.Create();
+        var command = new Command("chat", "Interactive continuation: each line you type continues the same sequence; its KV cache is reused") { model, maxTokens, ep };
+        foreach (var option in sampling.Options) command.Options.Add(option);
+        command.SetAction(r => Guard(() =>
+        {
+            using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = Providers(r.GetValue(ep)!) });
+            var tokenizer = TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
+            var generator = new Generator(session, tokenizer);
+            var options = new GenerationOptions { MaxNewTokens = r.GetValue(maxTokens), Sampling = sampling.Read(r) };
+            bool first = true;
+            Console.Error.WriteLine("type text and press enter; an empty line or end of input quits");
+            while (Console.ReadLine() is { Length: > 0 } line)
+            {
+                var ids = tokenizer.Encode(line, addBos: first);
+                var result = first ? generator.Generate(ids, options, t => Console.Write(t.Text)) : generator.Continue(ids, options, t => Console.Write(t.Text));
+                Console.WriteLine();
+                first = false;
+                if (result.StopReason == StopReason.ContextFull) { Console.Error.WriteLine("the context is full"); break; }
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    // ---- bench -----------------------------------------------------------------------------------
+
+    private static Command Bench()
+    {
+        var model = ModelOption();
+        var promptTokens = new Option<int>("--prompt-tokens") { DefaultValueFactory = _ => 128 };
+        var genTokens = new Option<int>("--gen-tokens") { DefaultValueFactory = _ => 128 };
+        var runs = new Option<int>("--runs") { DefaultValueFactory = _ => 5 };
+        var format = new Option<string>("--format") { DefaultValueFactory = _ => "text" };
+        var ep = ProviderOption();
+        var threads = new Option<int>("--threads") { Description = "intra-op threads (0: ONNX Runtime's default)" };
+        var command = new Command("bench", "Measure prefill and decode speed, time to first token, peak memory and allocations per token (median of N runs)")
+            { model, promptTokens, genTokens, runs, format, ep, threads };
+        command.SetAction(r => Guard(() =>
+        {
+            var result = Benchmark.Run(r.GetValue(model)!, r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs),
+                Providers(r.GetValue(ep)!) with { IntraOpThreads = r.GetValue(threads) });
+            Console.WriteLine(r.GetValue(format) == "json" ? result.ToJsonString() : Benchmark.Describe(result));
+            return 0;
+        }));
+        return command;
+    }
+
+    // ---- synth, inspect, demo ----------------------------------------------------------------
+
+    private static Command Synth()
+    {
+        var preset = new Option<string>("--preset") { Description = $"one of: {string.Join(", ", SynthPresets.All.Keys)}", Required = true };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
+        var output = new Option<string>("--out") { Required = true };
+        var command = new Command("synth", "Write a seeded random checkpoint in Hugging Face layout (config.json, model.safetensors, tokenizer)") { preset, seed, output };
+        command.SetAction(r => Guard(() =>
+        {
+            SynthPresets.Write(r.GetValue(preset)!, r.GetValue(seed), r.GetValue(output)!);
+            Console.WriteLine($"wrote {r.GetValue(preset)} (seed {r.GetValue(seed)}, random weights) to {Path.GetFullPath(r.GetValue(output)!)}");
+            return 0;
+        }));
+        return command;
+    }
+
+    private static Command Inspect()
+    {
+        var path = new Argument<string>("path") { Description = "model folder, .onnx file, llama2.c .bin or Hugging Face folder" };
+        var command = new Command("inspect", "Describe a model folder, ONNX file or checkpoint") { path };
+        command.SetAction(r => Guard(() =>
+        {
+            Console.WriteLine(Inspection.Describe(r.GetValue(path)!));
+            return 0;
+        }));
+        return command;
+    }
+
+    private static Command Demo()
+    {
+        var output = new Option<string>("--out") { DefaultValueFactory = _ => "artifacts/demo" };
+        var card = new Option<string>("--card") { Description = "model card to run", DefaultValueFactory = _ => "models/demo.json" };
+        var command = new Command("demo", "The main job on the embedded default: synthesise the demo model, export it, and generate from it") { output, card };
+        command.SetAction(r => Guard(() =>
+        {
+            var modelCard = File.Exists(r.GetValue(card)!) ? ModelCard.Read(r.GetValue(card)!)
+                : new ModelCard("demo", "built-in default", "llama-tiny", 1, null, null, Lowering.Ort, null);
+            string outDir = r.GetValue(output)!;
+            var report = ExportFromCard(modelCard, outDir);
+            using var session = new DecoderSession(report.Directory);
+            var tokenizer = TextTokenizer.Load(report.Directory, session.Folder.BosTokenId);
+            Console.WriteLine();
+            if (modelCard.SynthPreset is not null)
+                Console.WriteLine($"note: '{modelCard.Name}' has random weights (synth preset {modelCard.SynthPreset}, seed {modelCard.Seed}): the text below is not meant to read well.");
+            const string prompt = "Once upon a time";
+            Console.Write(prompt);
+            var result = new Generator(session, tokenizer).Generate(prompt, new GenerationOptions { MaxNewTokens = 48 }, t => Console.Write(t.Text));
+            Console.WriteLine();
+            Console.WriteLine($"[{result.TokenIds.Length} tokens, stop: {result.StopReason}, prefill {result.Timings.PrefillMs:F1} ms, decode {result.Timings.DecodeTokensPerSecond:F0} tok/s]");
+            Console.WriteLine($"model folder: {report.Directory}");
+            return 0;
+        }));
+        return command;
+    }
+}
