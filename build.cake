@@ -40,9 +40,13 @@ Task("Demo")
     .IsDependentOn("Build")
     .Does(() => RunCli("demo --out ./artifacts/demo"));
 
-// Benchmarks: prefill/decode throughput of an exported model (filled in by the runtime work).
+// Benchmarks: `onnx-decoder bench` on every exported model card (median of 5 runs each).
 Task("Bench")
-    .IsDependentOn("Build")
-    .Does(() => RunCli("bench --model ./artifacts/demo/model --runs 3"));
+    .IsDependentOn("Export-Models")
+    .Does(() =>
+{
+    foreach (var card in GetFiles("./models/*.json"))
+        RunCli($"bench --model \"./artifacts/models/{card.GetFilenameWithoutExtension()}\" --prompt-tokens 64 --gen-tokens 64 --runs 5");
+});
 
 RunTarget(target);

@@ -38,9 +38,9 @@ public sealed class DecoderSession : IDisposable
     private readonly long[] _maskRows;             // [batch, max_length]: 1 real, 0 left padding
     private readonly long[] _maskScratch;          // [batch * T] contiguous copy for the current run
     private readonly int[] _nextPosition;          // per row: position id of the next real token
-    private readonly long[] _maskShape = new long[2];
+    private readonly OrtValue?[] _maskViews;       // [batch, T] views over _maskScratch, one per T, made on first use
     private int _busy;
-    private bool _stepLogitsBound;
+    private bool _stepLogitsBound, _stepInputsBound;
 
     public DecoderSession(string modelFolder, DecoderSessionOptions? options = null)
     {
@@ -81,6 +81,7 @@ public sealed class DecoderSession : IDisposable
             _maskRows = new long[BatchSize * MaxLength];
             _maskScratch = new long[BatchSize * MaxLength];
             _nextPosition = new int[BatchSize];
+            _maskViews = new OrtValue?[MaxLength + 1];
         }
         catch
         {
@@ -155,10 +156,13 @@ public sealed class DecoderSession : IDisposable
                 _maskRows[row * MaxLength + Length] = 1;
             }
             int total = Length + 1;
-            using var maskValue = MaskValue(total);
-            _binding.BindInput("input_ids", _stepIdsValue);
-            _binding.BindInput("position_ids", _stepPositionsValue);
-            _binding.BindInput("attention_mask", maskValue);
+            if (!_stepInputsBound)
+            {
+                _binding.BindInput("input_ids", _stepIdsValue);
+                _binding.BindInput("position_ids", _stepPositionsValue);
+                _stepInputsBound = true;
+            }
+            _binding.BindInput("attention_mask", MaskValue(total));
             if (!_stepLogitsBound)
             {
                 _binding.BindOutput("logits", _stepLogits);
@@ -199,10 +203,10 @@ public sealed class DecoderSession : IDisposable
             int total = Length + size;
             using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [BatchSize, size]);
             using var positionsValue = OrtValue.CreateTensorValueFromMemory(positions, [BatchSize, size]);
-            using var maskValue = MaskValue(total);
             _binding.BindInput("input_ids", idsValue);
             _binding.BindInput("position_ids", positionsValue);
-            _binding.BindInput("attention_mask", maskValue);
+            _binding.BindInput("attention_mask", MaskValue(total));
+            _stepInputsBound = false;
             if (_fullLogits)
             {
                 _binding.BindOutputToDevice("logits", OrtMemoryInfo.DefaultInstance);
@@ -234,14 +238,14 @@ public sealed class DecoderSession : IDisposable
         }
     }
 
+    /// <summary>The attention mask [batch, total] for this run. The mask rows live at a fixed
+    /// stride; they are copied contiguous into a scratch buffer that a cached view of that length
+    /// covers, so after the first use of a length no OrtValue is created.</summary>
     private OrtValue MaskValue(int total)
     {
-        // The mask rows live at a fixed stride; ONNX Runtime wants them contiguous as [batch, total].
-        for (int row = 0; row < BatchSize; row++)
-            Array.Copy(_maskRows, row * MaxLength, _maskScratch, row * total, total);
-        _maskShape[0] = BatchSize;
-        _maskShape[1] = total;
-        return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _maskScratch.AsMemory(0, BatchSize * total), _maskShape);
+        if (BatchSize == 1) Array.Copy(_maskRows, Length, _maskScratch, Length, total - Length);
+        else for (int row = 0; row < BatchSize; row++) Array.Copy(_maskRows, row * MaxLength, _maskScratch, row * total, total);
+        return _maskViews[total] ??= OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _maskScratch.AsMemory(0, BatchSize * total), [BatchSize, total]);
     }
 
     private void Run(CancellationToken cancellationToken)
@@ -315,6 +319,7 @@ public sealed class DecoderSession : IDisposable
     public void Dispose()
     {
         _binding?.Dispose();
+        if (_maskViews is not null) foreach (var view in _maskViews) view?.Dispose();
         _stepLogits?.Dispose();
         _stepIdsValue?.Dispose();
         _stepPositionsValue?.Dispose();

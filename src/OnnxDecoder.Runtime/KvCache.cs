@@ -25,6 +25,7 @@ public sealed unsafe class KvCache : IDisposable
     private readonly OrtValue?[] _presentViews;
     private readonly long[] _pastShape, _presentShape;
     private int _current; // which of the two buffers holds the past (separate mode)
+    private OrtIoBinding? _sharedBoundTo; // shared mode binds once: the same buffers serve every run
 
     public KvCache(int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared)
     {
@@ -75,6 +76,7 @@ public sealed unsafe class KvCache : IDisposable
     /// positions and whose present will hold <paramref name="totalLength"/>.</summary>
     public void Bind(OrtIoBinding binding, ModelFolder folder, int pastLength, int totalLength)
     {
+        if (Shared && ReferenceEquals(_sharedBoundTo, binding)) return;
         for (int layer = 0; layer < _layers; layer++)
             for (int kind = 0; kind < 2; kind++)
             {
@@ -85,6 +87,7 @@ public sealed unsafe class KvCache : IDisposable
                 {
                     binding.BindInput(pastName, _shared[t]!);
                     binding.BindOutput(presentName, _shared[t]!);
+                    _sharedBoundTo = binding;
                     continue;
                 }
                 // The previous present view already covers exactly the past; reuse it.

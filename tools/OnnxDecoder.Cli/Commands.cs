@@ -108,24 +108,28 @@ public static class Commands
     {
         var card = new Option<string>("--card") { Description = "model card JSON in models/", Required = true };
         var output = new Option<string>("--out") { Description = "model folder to write", Required = true };
-        var command = new Command("export-card", "Export the model a card in models/ describes (used by `dotnet cake --target=Export-Models`)") { card, output };
+        var checkpoints = new Option<string?>("--checkpoint-dir") { Description = "where a synth card's checkpoint is written (default: checkpoints/<name> beside the --out folder's parent)" };
+        var command = new Command("export-card", "Export the model a card in models/ describes (used by `dotnet cake --target=Export-Models`)") { card, output, checkpoints };
         command.SetAction(r => Guard(() =>
         {
-            ExportFromCard(ModelCard.Read(r.GetValue(card)!), r.GetValue(output)!);
+            var modelCard = ModelCard.Read(r.GetValue(card)!);
+            string outDir = Path.GetFullPath(r.GetValue(output)!);
+            ExportFromCard(modelCard, outDir, r.GetValue(checkpoints) ?? Path.Combine(Path.GetDirectoryName(Path.GetDirectoryName(outDir)!)!, "checkpoints", modelCard.Name));
             return 0;
         }));
         return command;
     }
 
-    private static ExportReport ExportFromCard(ModelCard card, string outDir)
+    /// <summary>Exports a card's model into <paramref name="modelDir"/>; a synth card's checkpoint is written to <paramref name="checkpointDir"/> first.</summary>
+    private static ExportReport ExportFromCard(ModelCard card, string modelDir, string checkpointDir)
     {
-        string checkpoint = card.Checkpoint ?? Path.Combine(outDir, "checkpoint");
+        string checkpoint = card.Checkpoint ?? checkpointDir;
         if (card.SynthPreset is { } preset)
         {
             Console.WriteLine($"synth {preset} (seed {card.Seed}): random weights -> {checkpoint}");
             SynthPresets.Write(preset, card.Seed, checkpoint);
         }
-        return RunExport(checkpoint, card.Tokenizer, Path.Combine(outDir, card.SynthPreset is null ? "" : "model"), new ExportOptions { Lowering = card.Lowering, MaxLength = card.MaxLength });
+        return RunExport(checkpoint, card.Tokenizer, modelDir, new ExportOptions { Lowering = card.Lowering, MaxLength = card.MaxLength });
     }
 
     // ---- generate, chat ------------------------------------------------------------------------
@@ -297,7 +301,7 @@ public static class Commands
             var modelCard = File.Exists(r.GetValue(card)!) ? ModelCard.Read(r.GetValue(card)!)
                 : new ModelCard("demo", "built-in default", "llama-tiny", 1, null, null, Lowering.Ort, null);
             string outDir = r.GetValue(output)!;
-            var report = ExportFromCard(modelCard, outDir);
+            var report = ExportFromCard(modelCard, Path.Combine(outDir, "model"), Path.Combine(outDir, "checkpoint"));
             using var session = new DecoderSession(report.Directory);
             var tokenizer = TextTokenizer.Load(report.Directory, session.Folder.BosTokenId);
             Console.WriteLine();
