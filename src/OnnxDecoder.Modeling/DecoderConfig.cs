@@ -74,6 +74,8 @@ public sealed record DecoderConfig
     public int NumExperts { get; init; }
     public int ExpertsPerToken { get; init; }
     public bool NormTopKProb { get; init; } = true;
+    /// <summary>Qwen2-MoE: width of the shared expert that every token also passes through (0: none).</summary>
+    public int SharedExpertIntermediateSize { get; init; }
     public int BosTokenId { get; init; } = 1;
     public IReadOnlyList<int> EosTokenIds { get; init; } = [2];
 
@@ -132,6 +134,8 @@ public sealed record DecoderConfig
             Require(NumExperts > 0, "num_local_experts", $"({NumExperts}) must be positive when num_experts_per_tok is set");
             Require(ExpertsPerToken >= 1 && ExpertsPerToken <= NumExperts, "num_experts_per_tok", $"({ExpertsPerToken}) must be between 1 and num_local_experts ({NumExperts})");
         }
+        Require(SharedExpertIntermediateSize >= 0, "shared_expert_intermediate_size", $"({SharedExpertIntermediateSize}) must be positive when set");
+        Require(SharedExpertIntermediateSize == 0 || IsMoe, "shared_expert_intermediate_size", "needs a mixture-of-experts model (num_experts)");
         Require(BosTokenId >= 0 && BosTokenId < VocabSize, "bos_token_id", $"({BosTokenId}) must be a token id below vocab_size ({VocabSize})");
         foreach (var eos in EosTokenIds)
             Require(eos >= 0 && eos < VocabSize, "eos_token_id", $"({eos}) must be a token id below vocab_size ({VocabSize})");
@@ -192,6 +196,7 @@ public sealed record DecoderConfig
                 NumExperts = experts,
                 ExpertsPerToken = reader.Int("num_experts_per_tok") ?? (experts > 0 ? 2 : 0),
                 NormTopKProb = reader.Bool("norm_topk_prob") ?? modelType != "qwen2_moe",
+                SharedExpertIntermediateSize = modelType == "qwen2_moe" ? reader.Int("shared_expert_intermediate_size") ?? 0 : 0,
                 BosTokenId = reader.Int("bos_token_id") ?? (gpt2 ? 50256 : 1),
                 EosTokenIds = reader.IntOrList("eos_token_id") ?? [gpt2 ? 50256 : 2],
             };

@@ -49,6 +49,33 @@ public class ConfigTests
     }
 
     [Test]
+    public void Qwen2_moe_fields_bind()
+    {
+        var json = With(With(With(With(With(With(Llama, "model_type", "\"qwen2_moe\""), "num_experts", "8"), "num_experts_per_tok", "2"),
+            "moe_intermediate_size", "64"), "shared_expert_intermediate_size", "128"), "intermediate_size", "256");
+        var c = DecoderConfig.FromHuggingFace(json);
+        Assert.That((c.NumExperts, c.ExpertsPerToken, c.IntermediateSize, c.SharedExpertIntermediateSize, c.NormTopKProb, c.AttentionBias),
+            Is.EqualTo((8, 2, 64, 128, false, true)));
+    }
+
+    [Test]
+    public void Rules_reached_only_with_head_dim_given_or_other_families()
+    {
+        Assert.That(() => DecoderConfig.FromHuggingFace(With(With(Llama, "head_dim", "8"), "num_attention_heads", "0")),
+            Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: num_attention_heads (0) must be positive"));
+        var gpt2 = """{"model_type": "gpt2", "n_embd": 48, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 100, "layer_norm_epsilon": 0, "bos_token_id": 99, "eos_token_id": 99}""";
+        Assert.That(() => DecoderConfig.FromHuggingFace(gpt2), Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: layer_norm_epsilon (0) must be a positive number"));
+        Assert.That(() => DecoderConfig.FromHuggingFace(With(Llama, "rope_scaling", """{"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 0}""")),
+            Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: rope_scaling.original_max_position_embeddings must be positive"));
+        Assert.That(() => DecoderConfig.FromHuggingFace(With(Llama, "rope_scaling", """{"rope_type": "yarn", "factor": 4, "attention_factor": -1}""")),
+            Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: rope_scaling.attention_factor must be positive"));
+        Assert.That(() => (TestConfigs.Base with { SharedExpertIntermediateSize = 16 }).Validate(),
+            Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: shared_expert_intermediate_size needs a mixture-of-experts model (num_experts)"));
+        Assert.That(() => (TestConfigs.Base with { ModelType = "qwen2_moe", NumExperts = 4, ExpertsPerToken = 1, SharedExpertIntermediateSize = -1 }).Validate(),
+            Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: shared_expert_intermediate_size (-1) must be positive when set"));
+    }
+
+    [Test]
     public void Rope_scaling_blocks_bind()
     {
         var llama3 = DecoderConfig.FromHuggingFace(With(Llama, "rope_scaling",

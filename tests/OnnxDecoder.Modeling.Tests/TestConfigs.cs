@@ -41,6 +41,7 @@ public static class TestConfigs
             ("moe-top2of4", c => c with { ModelType = "mixtral", NumExperts = 4, ExpertsPerToken = 2, NormTopKProb = false }),
             ("moe-top1of8", c => c with { ModelType = "mixtral", NumExperts = 8, ExpertsPerToken = 1, NormTopKProb = false }),
             ("moe-top2of8-renorm", c => c with { ModelType = "mixtral", NumExperts = 8, ExpertsPerToken = 2, NormTopKProb = true }),
+            ("qwen-moe-top2of4-shared", c => c with { ModelType = "qwen2_moe", NumExperts = 4, ExpertsPerToken = 2, NormTopKProb = false, SharedExpertIntermediateSize = 24 }),
         ]),
         ("head", [("untied", c => c with { TieWordEmbeddings = false }), ("tied", c => c with { TieWordEmbeddings = true })]),
         ("qkv-bias", [("no-bias", c => c with { AttentionBias = false }), ("bias", c => c with { AttentionBias = true })]),

@@ -24,15 +24,14 @@ public static class Moe
         Value routerLogits;
         using (b.Scope("router")) routerLogits = b.Op("MatMul", [tokens, g.LinearWeight(names.Router)]); // [N, experts]
 
-        Value combined = g.Ort && FusedOpFits(c) ? Fused(g, tokens, routerLogits, names) : Spelled(g, tokens, routerLogits, names);
+        bool gated = names.Gate is not null;
+        Value combined = g.Ort && gated && c.HiddenAct == Activation.Silu ? Fused(g, tokens, routerLogits, names) : Spelled(g, tokens, routerLogits, names);
         return (b.Op("Reshape", [combined, b.Op("Shape", [x])]), routerLogits);
     }
 
-    /// <summary>The com.microsoft MoE op serves SwiGLU experts (gate and up fused). Its "gelu"
-    /// activation differs from exact GELU by about 4e-4 on our tests, so plain GELU experts are
-    /// spelled out in standard ops even in the ort lowering.</summary>
-    public static bool FusedOpFits(DecoderConfig c) => c.GatedMlp && c.HiddenAct == Activation.Silu;
-
+    // The com.microsoft MoE op serves SwiGLU experts (gate and up fused). Its "gelu" activation
+    // differs from exact GELU by about 4e-4 on our tests, so other experts are spelled out in
+    // standard ops even in the ort lowering.
     // com.microsoft MoE: fc1 [experts, 2*intermediate, hidden] with gate and up rows interleaved,
     // fc2 [experts, hidden, intermediate]; the op applies softmax and top-k to the router logits.
     private static Value Fused(DecoderGraph g, Value tokens, Value routerLogits, MoeWeightNames names)

@@ -18,6 +18,7 @@ public abstract class DecoderFamily
     public static DecoderFamily For(DecoderConfig config) => config.ModelType switch
     {
         "gpt2" => new Gpt2(),
+        "qwen2_moe" => new Qwen2Moe(),
         _ when config.IsMoe => new Mixtral(),
         _ => new Llama(),
     };

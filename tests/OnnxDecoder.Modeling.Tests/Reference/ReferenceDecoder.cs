@@ -187,7 +187,8 @@ public sealed class ReferenceDecoder(DecoderConfig c, InMemoryWeights w)
 
     private double[] MixtureOfExperts(int layer, double[] x, int row, int t, int batch, int length)
     {
-        string moe = $"model.layers.{layer}.block_sparse_moe";
+        bool qwen = c.ModelType == "qwen2_moe";
+        string moe = qwen ? $"model.layers.{layer}.mlp" : $"model.layers.{layer}.block_sparse_moe";
         var logits = LinearOutIn($"{moe}.gate.weight", x, c.NumExperts);
         if (layer == RouterLogits.Count) { RouterLogits.Add(new double[batch * length][]); ChosenExperts.Add(new int[batch * length][]); }
         RouterLogits[layer][row * length + t] = logits;
@@ -205,8 +206,20 @@ public sealed class ReferenceDecoder(DecoderConfig c, InMemoryWeights w)
         {
             double weight = c.NormTopKProb ? probabilities[e] / chosenTotal : probabilities[e];
             string expert = $"{moe}.experts.{e}";
-            var output = Expert(x, c.GatedMlp ? $"{expert}.w1.weight" : null, c.GatedMlp ? $"{expert}.w3.weight" : $"{expert}.w1.weight", $"{expert}.w2.weight");
+            var output = qwen
+                ? Expert(x, $"{expert}.gate_proj.weight", $"{expert}.up_proj.weight", $"{expert}.down_proj.weight")
+                : Expert(x, c.GatedMlp ? $"{expert}.w1.weight" : null, c.GatedMlp ? $"{expert}.w3.weight" : $"{expert}.w1.weight", $"{expert}.w2.weight");
             for (int h = 0; h < y.Length; h++) y[h] += weight * output[h];
+        }
+        if (qwen && c.SharedExpertIntermediateSize > 0)
+        {
+            // y += sigmoid(w_gate . x) * shared_expert(x)
+            var u = LinearOutIn($"{moe}.shared_expert.up_proj.weight", x, c.SharedExpertIntermediateSize);
+            var g = LinearOutIn($"{moe}.shared_expert.gate_proj.weight", x, c.SharedExpertIntermediateSize);
+            for (int i = 0; i < u.Length; i++) u[i] *= Act(g[i]);
+            var shared = LinearOutIn($"{moe}.shared_expert.down_proj.weight", u, c.HiddenSize);
+            double gate = 1 / (1 + Math.Exp(-LinearOutIn($"{moe}.shared_expert_gate.weight", x, 1)[0]));
+            for (int h = 0; h < y.Length; h++) y[h] += gate * shared[h];
         }
         return y;
     }
