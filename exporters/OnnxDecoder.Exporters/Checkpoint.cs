@@ -36,12 +36,13 @@ public sealed class Checkpoint : IDisposable
     /// <summary>A short description for metadata: format and file names (no folders, so exports are reproducible).</summary>
     public string Description => $"{Format}:{string.Join("+", SourceFiles.Select(Path.GetFileName))}";
 
-    /// <summary>Opens a llama2.c .bin (with its tokenizer.bin), or a Hugging Face folder.</summary>
+    /// <summary>Opens a llama2.c .bin (with its tokenizer.bin), a GGUF file, or a Hugging Face folder.</summary>
     public static Checkpoint Open(string path, string? tokenizerPath = null)
     {
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full)) return SafeTensors.HuggingFaceFolder.Open(full);
         if (!File.Exists(full)) throw new ModelFormatException(full, "checkpoint not found");
+        if (IsGguf(full)) return Gguf.GgufCheckpoint.Open(full);
         return OpenLlama2c(full, tokenizerPath);
     }
 
@@ -57,10 +58,12 @@ public sealed class Checkpoint : IDisposable
             {
                 var vocabulary = Llama2cTokenizer.Read(tokenizerPath, checkpoint.Config.VocabSize);
                 files.Add(Path.GetFullPath(tokenizerPath));
+                int context = checkpoint.Config.MaxPositions;
                 writeTokenizer = directory =>
                 {
-                    using var stream = File.Create(Path.Combine(directory, "tokenizer.model"));
-                    SentencePieceModelWriter.Write(vocabulary, stream);
+                    // tokenizer.model for Microsoft.ML.Tokenizers (exact llama2.c encoding), tokenizer.json for onnxruntime-genai.
+                    using (var stream = File.Create(Path.Combine(directory, "tokenizer.model"))) SentencePieceModelWriter.Write(vocabulary, stream);
+                    TokenizerJsonWriter.WriteSentencePieceBpe(directory, SentencePieceModelWriter.Pieces(vocabulary), unkId: 0, bosId: 1, eosId: 2, context);
                 };
             }
             return new Checkpoint($"llama2.c-v{checkpoint.Version}", checkpoint.Config, checkpoint, files, writeTokenizer, checkpoint)
@@ -73,6 +76,13 @@ public sealed class Checkpoint : IDisposable
             checkpoint.Dispose();
             throw;
         }
+    }
+
+    private static bool IsGguf(string path)
+    {
+        using var stream = File.OpenRead(path);
+        Span<byte> magic = stackalloc byte[4];
+        return stream.Read(magic) == 4 && System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(magic) == Gguf.GgufFile.Magic;
     }
 
     /// <summary>tokenizer.bin or tok{vocab}.bin beside the checkpoint, as llama2.c names them.</summary>

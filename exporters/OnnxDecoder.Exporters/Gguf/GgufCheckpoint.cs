@@ -1,0 +1,183 @@
+using OnnxDecoder.Exporters.Tokenizers;
+using OnnxDecoder.Modeling;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Exporters.Gguf;
+
+/// <summary>
+/// A GGUF llama (dense or mixture of experts) as a checkpoint: config from the llama.* metadata,
+/// tensors renamed to Hugging Face Llama/Mixtral names, rotary layout interleaved (llama.cpp's
+/// converter stores q and k that way), and the SentencePiece vocabulary from tokenizer.ggml.*.
+/// <code>
+///   token_embd -> model.embed_tokens        blk.{i}.attn_norm -> input_layernorm     blk.{i}.attn_q/k/v/output -> self_attn.q/k/v/o_proj
+///   blk.{i}.ffn_norm -> post_attention_layernorm   blk.{i}.ffn_gate/up/down -> mlp.gate/up/down_proj
+///   blk.{i}.ffn_gate_inp -> block_sparse_moe.gate  blk.{i}.ffn_gate/up/down_exps[e] -> experts.{e}.w1/w3/w2
+///   output_norm -> model.norm                output -> lm_head (absent: tied)
+/// </code>
+/// </summary>
+public sealed class GgufCheckpoint : IWeightSource
+{
+    private readonly GgufFile _file;
+    private readonly Dictionary<string, Func<ITensorSource>> _tensors = new(StringComparer.Ordinal);
+
+    private GgufCheckpoint(GgufFile file) => _file = file;
+
+    public IReadOnlyCollection<string> Names => _tensors.Keys;
+    public ITensorSource Get(string name) => _tensors.TryGetValue(name, out var make) ? make() : throw new KeyNotFoundException($"no tensor '{name}'");
+
+    public static Checkpoint Open(string path)
+    {
+        var file = GgufFile.Open(path);
+        try
+        {
+            var checkpoint = new GgufCheckpoint(file);
+            var config = checkpoint.ReadConfig();
+            var dtypes = new Dictionary<string, string>(StringComparer.Ordinal);
+            checkpoint.MapNames(config, dtypes);
+            return Checkpoint.Create("gguf", config, checkpoint, [file.Path], checkpoint.TokenizerWriter(), file, dtypes);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    private ModelFormatException Bad(string problem) => new(_file.Path, problem);
+
+    private DecoderConfig ReadConfig()
+    {
+        string arch = _file.Get<string>("general.architecture") ?? throw Bad("metadata general.architecture is missing");
+        if (arch != "llama") throw Bad($"general.architecture '{arch}' is not supported (llama, including llama-architecture mixtures of experts)");
+        int Int(string key, int? fallback = null)
+        {
+            long? value = _file.Integer($"{arch}.{key}");
+            if (value is null) return fallback ?? throw Bad($"metadata {arch}.{key} is missing");
+            if (value is < 0 or > int.MaxValue) throw Bad($"metadata {arch}.{key} ({value}) is out of range");
+            return (int)value.Value;
+        }
+        int hidden = Int("embedding_length"), heads = Int("attention.head_count");
+        if (heads <= 0 || hidden % heads != 0) throw Bad($"metadata {arch}.embedding_length ({hidden}) must be divisible by {arch}.attention.head_count ({heads})");
+        int headDim = hidden / heads;
+        int rotaryDim = Int("rope.dimension_count", headDim);
+        if (!_file.Tensors.TryGetValue("token_embd.weight", out var embedding)) throw Bad("tensor token_embd.weight is missing");
+        int vocab = (int)Math.Min(int.MaxValue, embedding.Shape[0]);
+        int experts = Int("expert_count", 0);
+        var tokens = _file.Get<object[]>("tokenizer.ggml.tokens");
+        if (tokens is not null && tokens.Length != vocab) throw Bad($"tokenizer.ggml.tokens has {tokens.Length} entries but token_embd.weight has {vocab} rows");
+        long? bos = _file.Integer("tokenizer.ggml.bos_token_id"), eos = _file.Integer("tokenizer.ggml.eos_token_id");
+        return new DecoderConfig
+        {
+            ModelType = experts > 0 ? "mixtral" : "llama",
+            HiddenSize = hidden,
+            IntermediateSize = Int("feed_forward_length"),
+            NumLayers = Int("block_count"),
+            NumHeads = heads,
+            NumKvHeads = Int("attention.head_count_kv", heads),
+            HeadDim = headDim,
+            VocabSize = vocab,
+            MaxPositions = Int("context_length"),
+            NormEps = _file.Number($"{arch}.attention.layer_norm_rms_epsilon") ?? 1e-5,
+            RopeTheta = _file.Number($"{arch}.rope.freq_base") ?? 10000,
+            PartialRotaryFactor = (double)rotaryDim / headDim,
+            RotaryLayout = RotaryLayout.Interleaved,
+            TieWordEmbeddings = !_file.Tensors.ContainsKey("output.weight"),
+            NumExperts = experts,
+            ExpertsPerToken = experts > 0 ? Int("expert_used_count") : 0,
+            BosTokenId = (int)(bos ?? 1),
+            EosTokenIds = [(int)(eos ?? 2)],
+        }.Validate(_file.Path);
+    }
+
+    private void MapNames(DecoderConfig c, Dictionary<string, string> dtypes)
+    {
+        void Map(string ggufName, string hfName)
+        {
+            if (!_file.Tensors.TryGetValue(ggufName, out var tensor)) return; // the name check reports what is missing
+            _tensors[hfName] = () => _file.Tensor(ggufName);
+            dtypes[hfName] = tensor.Type.ToString();
+        }
+        void MapStacked(string ggufName, int experts, Func<int, string> hfName)
+        {
+            if (!_file.Tensors.TryGetValue(ggufName, out var tensor)) return;
+            if (tensor.Shape.Length != 3 || tensor.Shape[0] != experts)
+                throw Bad($"tensor '{ggufName}' has shape [{string.Join(", ", tensor.Shape)}], expected [{experts}, rows, cols]");
+            for (int e = 0; e < experts; e++)
+            {
+                int expert = e;
+                _tensors[hfName(e)] = () => _file.Tensor(ggufName, expert);
+                dtypes[hfName(e)] = tensor.Type.ToString();
+            }
+        }
+
+        Map("token_embd.weight", "model.embed_tokens.weight");
+        Map("output_norm.weight", "model.norm.weight");
+        Map("output.weight", "lm_head.weight");
+        for (int i = 0; i < c.NumLayers; i++)
+        {
+            string blk = $"blk.{i}", layer = $"model.layers.{i}";
+            Map($"{blk}.attn_norm.weight", $"{layer}.input_layernorm.weight");
+            Map($"{blk}.attn_q.weight", $"{layer}.self_attn.q_proj.weight");
+            Map($"{blk}.attn_k.weight", $"{layer}.self_attn.k_proj.weight");
+            Map($"{blk}.attn_v.weight", $"{layer}.self_attn.v_proj.weight");
+            Map($"{blk}.attn_output.weight", $"{layer}.self_attn.o_proj.weight");
+            Map($"{blk}.ffn_norm.weight", $"{layer}.post_attention_layernorm.weight");
+            if (!c.IsMoe)
+            {
+                Map($"{blk}.ffn_gate.weight", $"{layer}.mlp.gate_proj.weight");
+                Map($"{blk}.ffn_up.weight", $"{layer}.mlp.up_proj.weight");
+                Map($"{blk}.ffn_down.weight", $"{layer}.mlp.down_proj.weight");
+                continue;
+            }
+            string moe = $"{layer}.block_sparse_moe";
+            Map($"{blk}.ffn_gate_inp.weight", $"{moe}.gate.weight");
+            MapStacked($"{blk}.ffn_gate_exps.weight", c.NumExperts, e => $"{moe}.experts.{e}.w1.weight");
+            MapStacked($"{blk}.ffn_up_exps.weight", c.NumExperts, e => $"{moe}.experts.{e}.w3.weight");
+            MapStacked($"{blk}.ffn_down_exps.weight", c.NumExperts, e => $"{moe}.experts.{e}.w2.weight");
+            for (int e = 0; e < c.NumExperts; e++)
+            {
+                // Older GGUFs store each expert separately.
+                Map($"{blk}.ffn_gate.{e}.weight", $"{moe}.experts.{e}.w1.weight");
+                Map($"{blk}.ffn_up.{e}.weight", $"{moe}.experts.{e}.w3.weight");
+                Map($"{blk}.ffn_down.{e}.weight", $"{moe}.experts.{e}.w2.weight");
+            }
+        }
+        var unmapped = _file.Tensors.Keys.Order(StringComparer.Ordinal).FirstOrDefault(k => !IsMapped(k));
+        if (unmapped is not null) throw Bad($"unexpected tensor '{unmapped}': not part of a llama model this exporter knows");
+
+        bool IsMapped(string ggufName) =>
+            ggufName is "token_embd.weight" or "output_norm.weight" or "output.weight" || ggufName.StartsWith("blk.", StringComparison.Ordinal) && KnownBlockTensor(ggufName);
+        static bool KnownBlockTensor(string name) => new[]
+        {
+            ".attn_norm.weight", ".attn_q.weight", ".attn_k.weight", ".attn_v.weight", ".attn_output.weight", ".ffn_norm.weight",
+            ".ffn_gate.weight", ".ffn_up.weight", ".ffn_down.weight", ".ffn_gate_inp.weight", ".ffn_gate_exps.weight", ".ffn_up_exps.weight", ".ffn_down_exps.weight",
+        }.Any(suffix => name.EndsWith(suffix, StringComparison.Ordinal)) || System.Text.RegularExpressions.Regex.IsMatch(name, @"^blk\.\d+\.ffn_(gate|up|down)\.\d+\.weight$");
+    }
+
+    /// <summary>tokenizer.ggml.model "llama": a SentencePiece vocabulary (pieces use U+2581 for spaces).</summary>
+    private Action<string>? TokenizerWriter()
+    {
+        string? model = _file.Get<string>("tokenizer.ggml.model");
+        var tokens = _file.Get<object[]>("tokenizer.ggml.tokens");
+        if (model is null || tokens is null) return null;
+        if (model != "llama") throw Bad($"tokenizer.ggml.model '{model}' is not supported yet (llama)");
+        var scores = _file.Get<object[]>("tokenizer.ggml.scores");
+        var types = _file.Get<object[]>("tokenizer.ggml.token_type");
+        if (scores is not null && scores.Length != tokens.Length) throw Bad($"tokenizer.ggml.scores has {scores.Length} entries, tokens {tokens.Length}");
+        if (types is not null && types.Length != tokens.Length) throw Bad($"tokenizer.ggml.token_type has {types.Length} entries, tokens {tokens.Length}");
+        var pieces = new List<(string, float, SentencePieceModelWriter.PieceType)>(tokens.Length);
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            string piece = tokens[i] as string ?? throw Bad($"tokenizer.ggml.tokens[{i}] is not a string");
+            float score = scores is null ? 0 : scores[i] is float f ? f : throw Bad($"tokenizer.ggml.scores[{i}] is not a float32");
+            int type = types is null ? 1 : types[i] is int t && t is >= 1 and <= 6 ? t : throw Bad($"tokenizer.ggml.token_type[{i}] is not a type 1..6");
+            pieces.Add((piece, score, (SentencePieceModelWriter.PieceType)type));
+        }
+        int unk = (int)(_file.Integer("tokenizer.ggml.unknown_token_id") ?? 0), bos = (int)(_file.Integer("tokenizer.ggml.bos_token_id") ?? 1), eos = (int)(_file.Integer("tokenizer.ggml.eos_token_id") ?? 2);
+        return directory =>
+        {
+            using var stream = File.Create(Path.Combine(directory, "tokenizer.model"));
+            SentencePieceModelWriter.Write(pieces, escapeWhitespaces: true, unk, bos, eos, stream);
+        };
+    }
+}
