@@ -118,7 +118,7 @@ public sealed class DecoderSession : IDisposable
     /// [batch, length] row-major; a mask of 0 marks left padding (default: all real tokens).
     /// Returns the logits for each row's last position.
     /// </summary>
-    public ReadOnlySpan<float> Append(ReadOnlySpan<long> tokens, int length, ReadOnlySpan<long> mask = default, CancellationToken cancellationToken = default)
+    public ReadOnlySpan<float> Append(scoped ReadOnlySpan<long> tokens, int length, scoped ReadOnlySpan<long> mask = default, CancellationToken cancellationToken = default)
     {
         if (length <= 0) throw new ArgumentOutOfRangeException(nameof(length), length, "append at least one token");
         if (tokens.Length != BatchSize * length) throw new ArgumentException($"expected {BatchSize} x {length} tokens, got {tokens.Length}", nameof(tokens));
@@ -141,7 +141,7 @@ public sealed class DecoderSession : IDisposable
     }
 
     /// <summary>One decode step: appends one token per row and returns the next logits [batch, vocab].</summary>
-    public ReadOnlySpan<float> Step(ReadOnlySpan<long> nextTokens, CancellationToken cancellationToken = default)
+    public ReadOnlySpan<float> Step(scoped ReadOnlySpan<long> nextTokens, CancellationToken cancellationToken = default)
     {
         if (nextTokens.Length != BatchSize) throw new ArgumentException($"expected {BatchSize} tokens, got {nextTokens.Length}", nameof(nextTokens));
         Enter();
