@@ -8,8 +8,13 @@ namespace OnnxDecoder.Exporters;
 /// writer asks for them, so a checkpoint is never loaded whole. Owns the mapping; dispose it
 /// after the export.
 /// </summary>
-public sealed unsafe class MappedFile : IDisposable
+public sealed unsafe partial class MappedFile : IDisposable
 {
+    private const int MadviseDontNeed = 4;
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "madvise")]
+    private static partial int Madvise(nint address, nuint length, int advice);
+
     private readonly MemoryMappedFile? _file;
     private readonly MemoryMappedViewAccessor? _view;
     private readonly byte* _pointer;
@@ -43,13 +48,31 @@ public sealed unsafe class MappedFile : IDisposable
             throw new ModelFormatException(Path, $"range offset {offset} + length {length} runs past the end of the file ({Length} bytes)");
     }
 
-    /// <summary>Writes bytes [offset, offset + length) to a stream in chunks.</summary>
+    /// <summary>Writes bytes [offset, offset + length) to a stream in chunks. On Linux the pages
+    /// copied are then released from this process (they stay in the page cache), so streaming a
+    /// whole checkpoint does not grow the resident set by the checkpoint's size.</summary>
     public void CopyTo(Stream destination, long offset, long length)
     {
         CheckRange(offset, length);
         const int chunk = 1 << 24;
         for (long done = 0; done < length; done += chunk)
-            destination.Write(new ReadOnlySpan<byte>(_pointer + offset + done, (int)Math.Min(chunk, length - done)));
+        {
+            int size = (int)Math.Min(chunk, length - done);
+            destination.Write(new ReadOnlySpan<byte>(_pointer + offset + done, size));
+            Release(offset + done, size);
+        }
+    }
+
+    /// <summary>Drops the whole pages inside [offset, offset + length) from the resident set (Linux; a hint elsewhere ignored).</summary>
+    public void Release(long offset, long length)
+    {
+        if (!OperatingSystem.IsLinux() || _view is null) return;
+        long page = Environment.SystemPageSize;
+        long mappingStart = (long)(_pointer - _view.PointerOffset);
+        long absoluteStart = mappingStart + _view.PointerOffset + offset;
+        long start = (absoluteStart + page - 1) / page * page;
+        long end = (absoluteStart + length) / page * page;
+        if (end > start) _ = Madvise((nint)start, (nuint)(end - start), MadviseDontNeed);
     }
 
     /// <summary>A lazy tensor over a range of this file.</summary>
