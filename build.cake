@@ -40,13 +40,22 @@ Task("Demo")
     .IsDependentOn("Build")
     .Does(() => RunCli("demo --out ./artifacts/demo"));
 
-// Benchmarks: `onnx-decoder bench` on every exported model card (median of 5 runs each).
+// Benchmarks on every exported card: `onnx-decoder bench` (prefill, decode, TTFT, peak RSS, bytes
+// allocated per token), then tools/OnnxDecoder.Bench, which alternates our runtime and
+// onnxruntime-genai 0.18.0 on the same folder and prints both and the ratio.
 Task("Bench")
     .IsDependentOn("Export-Models")
     .Does(() =>
 {
     foreach (var card in GetFiles("./models/*.json"))
-        RunCli($"bench --model \"./artifacts/models/{card.GetFilenameWithoutExtension()}\" --prompt-tokens 64 --gen-tokens 64 --runs 5");
+    {
+        var folder = $"./artifacts/models/{card.GetFilenameWithoutExtension()}";
+        RunCli($"bench --model \"{folder}\" --prompt-tokens 128 --gen-tokens 128 --runs 5");
+        var exit = StartProcess("dotnet", new ProcessSettings {
+            Arguments = $"run --project ./tools/OnnxDecoder.Bench/OnnxDecoder.Bench.csproj -c {configuration} --no-build -- \"{folder}\" 128 128 5",
+        });
+        if (exit != 0) throw new Exception($"OnnxDecoder.Bench failed on {folder}");
+    }
 });
 
 RunTarget(target);

@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using OnnxDecoder.Runtime;
+using OnnxDecoder.Runtime.Sampling;
+using OrtGenAI = Microsoft.ML.OnnxRuntimeGenAI;
+
+// onnxruntime-genai vs OnnxDecoder on one model folder, greedy, batch 1, runs alternating so that
+// machine noise hits both alike. Usage: onnxdecoder-bench MODEL_DIR [prompt_tokens=128] [gen_tokens=128] [runs=5]
+if (args.Length < 1)
+{
+    Console.Error.WriteLine("usage: OnnxDecoder.Bench MODEL_DIR [prompt_tokens] [gen_tokens] [runs]");
+    return 2;
+}
+string folder = args[0];
+int promptTokens = args.Length > 1 ? int.Parse(args[1]) : 128;
+int genTokens = args.Length > 2 ? int.Parse(args[2]) : 128;
+int runs = args.Length > 3 ? int.Parse(args[3]) : 5;
+
+var config = ModelFolder.Open(folder);
+var prompt = new int[promptTokens];
+prompt[0] = config.BosTokenId;
+for (int i = 1; i < promptTokens; i++) prompt[i] = 3 + (int)((i * 131L) % (config.VocabSize - 3));
+int maxLength = promptTokens + genTokens;
+
+using var ours = new DecoderSession(folder, new DecoderSessionOptions { MaxLength = maxLength });
+using var model = new OrtGenAI.Model(folder);
+
+// Both decode exactly genTokens tokens: EOS is never allowed to end a run early (ours: next-best
+// token; GenAI: min_length = max_length).
+double Ours()
+{
+    ours.Reset();
+    var promptIds = prompt.Select(i => (long)i).ToArray();
+    var logits = ours.Append(promptIds, promptIds.Length);
+    var step = new long[1];
+    var clock = Stopwatch.StartNew();
+    for (int i = 0; i < genTokens; i++)
+    {
+        int next = Sampler.ArgMax(logits);
+        if (config.EosTokenIds.Contains(next)) next = (next + 1) % config.VocabSize;
+        step[0] = next;
+        if (i < genTokens - 1) logits = ours.Step(step);
+    }
+    return (genTokens - 1) / clock.Elapsed.TotalSeconds;
+}
+
+double Theirs()
+{
+    using var parameters = new OrtGenAI.GeneratorParams(model);
+    parameters.SetSearchOption("max_length", maxLength);
+    parameters.SetSearchOption("min_length", maxLength);
+    parameters.SetSearchOption("do_sample", false);
+    using var generator = new OrtGenAI.Generator(model, parameters);
+    generator.AppendTokens(prompt);
+    generator.GenerateNextToken(); // the first token comes from the prefill
+    var clock = Stopwatch.StartNew();
+    int steps = 0;
+    while (!generator.IsDone()) { generator.GenerateNextToken(); steps++; }
+    return steps / clock.Elapsed.TotalSeconds;
+}
+
+Ours(); Theirs(); // warm-up
+var oursRates = new List<double>();
+var theirRates = new List<double>();
+for (int r = 0; r < runs; r++)
+{
+    oursRates.Add(Ours());
+    theirRates.Add(Theirs());
+}
+static double Median(List<double> values)
+{
+    var sorted = values.Order().ToArray();
+    return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+}
+double a = Median(oursRates), b = Median(theirRates);
+Console.WriteLine($"{Path.GetFullPath(folder)}: {promptTokens} prompt + {genTokens} generated tokens, batch 1, greedy, median of {runs} alternating runs");
+Console.WriteLine($"  onnxdecoder       decode {a,10:F1} tok/s   runs: {string.Join(", ", oursRates.Select(x => x.ToString("F0")))}");
+Console.WriteLine($"  onnxruntime-genai decode {b,10:F1} tok/s   runs: {string.Join(", ", theirRates.Select(x => x.ToString("F0")))}");
+Console.WriteLine($"  ratio ours / genai: {a / b:F2}");
+return 0;
