@@ -67,25 +67,38 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
         return Run(input, options, onToken, cancellationToken, reportedPrompt: newIds);
     }
 
-    /// <summary>Streams tokens as they are generated. Cancelling the token stops within one step.</summary>
+    /// <summary>
+    /// Streams tokens as they are generated. The generator runs at most a few tokens ahead of the
+    /// reader (a bounded channel), so cancelling the token, or leaving the loop, stops generation
+    /// within one step.
+    /// </summary>
     public async IAsyncEnumerable<GeneratedToken> StreamAsync(string prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var channel = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var producer = Task.Run(() =>
+        var channel = Channel.CreateBounded<GeneratedToken>(new BoundedChannelOptions(4) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var producer = Task.Factory.StartNew(() =>
         {
             try
             {
-                Generate(prompt, options, token => channel.Writer.TryWrite(token), cancellationToken);
+                Generate(prompt, options, token => channel.Writer.WriteAsync(token, stop.Token).AsTask().GetAwaiter().GetResult(), stop.Token);
                 channel.Writer.Complete();
             }
             catch (Exception e)
             {
                 channel.Writer.Complete(e);
             }
-        }, CancellationToken.None);
-        await foreach (var token in channel.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
-            yield return token;
-        await producer.ConfigureAwait(false);
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        try
+        {
+            await foreach (var token in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+                yield return token;
+        }
+        finally
+        {
+            stop.Cancel(); // the reader left early or was cancelled: stop the producer too
+            try { await producer.ConfigureAwait(false); } catch (OperationCanceledException) { }
+        }
+        cancellationToken.ThrowIfCancellationRequested();
     }
 
     private GenerationResult Run(IReadOnlyList<int> input, GenerationOptions options, Action<GeneratedToken>? onToken, CancellationToken cancellationToken, IReadOnlyList<int>? reportedPrompt = null)

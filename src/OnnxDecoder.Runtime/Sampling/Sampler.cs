@@ -104,7 +104,7 @@ public sealed class Sampler
             {
                 mass += scores[order[k]];
                 k++;
-                if (mass >= _options.TopP) break;
+                if (mass >= _options.TopP - 1e-6) break; // float sums of probabilities land a hair below p
             }
             keep = k;
         }

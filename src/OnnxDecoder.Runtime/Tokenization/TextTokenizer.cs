@@ -20,7 +20,15 @@ public sealed class TextTokenizer
         Inner = inner;
         BosTokenId = bosTokenId;
         Kind = kind;
+        if (inner is SentencePieceTokenizer sentencePiece)
+            _byteTokens = sentencePiece.Vocabulary.Where(kv => kv.Key.Length == 6 && kv.Key.StartsWith("<0x", StringComparison.Ordinal) && kv.Key.EndsWith('>'))
+                .Select(kv => kv.Value).ToHashSet();
     }
+
+    private readonly HashSet<int> _byteTokens = [];
+
+    /// <summary>A SentencePiece byte-fallback token (&lt;0xNN&gt;): one byte of a character.</summary>
+    public bool IsByteToken(int id) => _byteTokens.Contains(id);
 
     public Tokenizer Inner { get; }
     public int? BosTokenId { get; }
@@ -102,6 +110,9 @@ public sealed class IncrementalDetokenizer
     public string Add(int id)
     {
         _ids.Add(id);
+        // A window that starts on byte tokens makes SentencePiece treat the next word as the
+        // first of the text and drop its space: start it on the token before them instead.
+        while (_prefixOffset > 0 && _tokenizer.IsByteToken(_ids[_prefixOffset])) _prefixOffset--;
         string prefix = _tokenizer.Decode(Window(_prefixOffset, _readOffset));
         string full = _tokenizer.Decode(Window(_prefixOffset, _ids.Count));
         if (full.Length <= prefix.Length || full.EndsWith('\uFFFD') || !full.StartsWith(prefix, StringComparison.Ordinal)) return "";

@@ -1,0 +1,33 @@
+using OnnxDecoder.Exporters;
+using OnnxDecoder.Modeling;
+using OnnxDecoder.Tests.Shared;
+
+namespace OnnxDecoder.Runtime.Tests;
+
+/// <summary>stories260K exported once per lowering for the whole test run.</summary>
+[SetUpFixture]
+public class Fixtures
+{
+    private static string _root = "";
+    private static readonly Dictionary<Lowering, string> Folders = new();
+    private static readonly object Gate = new();
+
+    [OneTimeSetUp] public void Create() => _root = TestPaths.NewTempFolder("runtime-tests");
+    [OneTimeTearDown] public void Delete() => Directory.Delete(_root, recursive: true);
+
+    public static string Root => _root;
+
+    public static string Stories(Lowering lowering)
+    {
+        lock (Gate)
+        {
+            if (Folders.TryGetValue(lowering, out var folder)) return folder;
+            folder = Path.Combine(_root, $"stories260k-{lowering}");
+            using var checkpoint = Checkpoint.Open(Exporters.Tests.Stories260K.LegacyCheckpoint, Exporters.Tests.Stories260K.Tokenizer);
+            ModelFolderWriter.Write(folder, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = lowering },
+                checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer);
+            Folders[lowering] = folder;
+            return folder;
+        }
+    }
+}
