@@ -68,6 +68,23 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
     }
 
     /// <summary>
+    /// Generates a reply to a whole conversation (e.g. rendered with <see cref="Tokenization.ChatTemplate"/>).
+    /// When the tokens already in the cache are a prefix of <paramref name="conversationIds"/>, only the
+    /// rest is run through the model; otherwise the cache starts over.
+    /// </summary>
+    public GenerationResult Respond(IReadOnlyList<int> conversationIds, GenerationOptions options, Action<GeneratedToken>? onToken = null, CancellationToken cancellationToken = default)
+    {
+        var cached = _pending is { } pending ? _sequence.Append(pending).ToList() : _sequence;
+        if (_sequence.Count > 0 && cached.Count < conversationIds.Count && cached.SequenceEqual(conversationIds.Take(cached.Count)))
+        {
+            var rest = conversationIds.Skip(_sequence.Count).ToList();
+            _pending = null;
+            return Run(rest, options, onToken, cancellationToken, reportedPrompt: conversationIds.ToList());
+        }
+        return Generate(conversationIds, options, onToken, cancellationToken);
+    }
+
+    /// <summary>
     /// Streams tokens as they are generated. The generator runs at most a few tokens ahead of the
     /// reader (a bounded channel), so cancelling the token, or leaving the loop, stops generation
     /// within one step.

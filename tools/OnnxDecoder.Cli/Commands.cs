@@ -214,24 +214,27 @@ public static class Commands
     {
         var model = ModelOption();
         var maxTokens = new Option<int>("--max-tokens") { Description = "tokens per reply at most", DefaultValueFactory = _ => 128 };
+        var system = new Option<string?>("--system") { Description = "system message" };
         var ep = ProviderOption();
         var sampling = SamplingFlags.Create();
-        var command = new Command("chat", "Interactive continuation: each line you type continues the same sequence; its KV cache is reused") { model, maxTokens, ep };
+        var command = new Command("chat", "Interactive chat in the model family's prompt format; each turn reuses the cached conversation") { model, maxTokens, system, ep };
         foreach (var option in sampling.Options) command.Options.Add(option);
         command.SetAction(r => Guard(() =>
         {
             using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = Providers(r.GetValue(ep)!) });
             var tokenizer = TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
+            var format = ChatTemplate.Detect(session.Folder.Directory, tokenizer);
             var generator = new Generator(session, tokenizer);
             var options = new GenerationOptions { MaxNewTokens = r.GetValue(maxTokens), Sampling = sampling.Read(r) };
-            bool first = true;
-            Console.Error.WriteLine("type text and press enter; an empty line or end of input quits");
+            var messages = new List<ChatMessage>();
+            if (r.GetValue(system) is { Length: > 0 } text) messages.Add(new ChatMessage("system", text));
+            Console.Error.WriteLine($"chat format: {format}; type a message and press enter; an empty line or end of input quits");
             while (Console.ReadLine() is { Length: > 0 } line)
             {
-                var ids = tokenizer.Encode(line, addBos: first);
-                var result = first ? generator.Generate(ids, options, t => Console.Write(t.Text)) : generator.Continue(ids, options, t => Console.Write(t.Text));
+                messages.Add(new ChatMessage("user", line));
+                var result = generator.Respond(ChatTemplate.Encode(format, messages, tokenizer), options, t => Console.Write(t.Text));
                 Console.WriteLine();
-                first = false;
+                messages.Add(new ChatMessage("assistant", result.Text));
                 if (result.StopReason == StopReason.ContextFull) { Console.Error.WriteLine("the context is full"); break; }
             }
             return 0;

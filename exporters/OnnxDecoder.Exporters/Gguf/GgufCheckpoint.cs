@@ -34,7 +34,7 @@ public sealed class GgufCheckpoint : IWeightSource
             var config = checkpoint.ReadConfig();
             var dtypes = new Dictionary<string, string>(StringComparer.Ordinal);
             checkpoint.MapNames(config, dtypes);
-            return Checkpoint.Create("gguf", config, checkpoint, [file.Path], checkpoint.TokenizerWriter(), file, dtypes);
+            return Checkpoint.Create("gguf", config, checkpoint, [file.Path], checkpoint.TokenizerWriter(config.MaxPositions), file, dtypes);
         }
         catch
         {
@@ -155,7 +155,7 @@ public sealed class GgufCheckpoint : IWeightSource
     }
 
     /// <summary>tokenizer.ggml.model "llama": a SentencePiece vocabulary (pieces use U+2581 for spaces).</summary>
-    private Action<string>? TokenizerWriter()
+    private Action<string>? TokenizerWriter(int contextLength)
     {
         string? model = _file.Get<string>("tokenizer.ggml.model");
         var tokens = _file.Get<object[]>("tokenizer.ggml.tokens");
@@ -176,8 +176,10 @@ public sealed class GgufCheckpoint : IWeightSource
         int unk = (int)(_file.Integer("tokenizer.ggml.unknown_token_id") ?? 0), bos = (int)(_file.Integer("tokenizer.ggml.bos_token_id") ?? 1), eos = (int)(_file.Integer("tokenizer.ggml.eos_token_id") ?? 2);
         return directory =>
         {
-            using var stream = File.Create(Path.Combine(directory, "tokenizer.model"));
-            SentencePieceModelWriter.Write(pieces, escapeWhitespaces: true, unk, bos, eos, stream);
+            // tokenizer.model for Microsoft.ML.Tokenizers, tokenizer.json for onnxruntime-genai.
+            using (var stream = File.Create(Path.Combine(directory, "tokenizer.model")))
+                SentencePieceModelWriter.Write(pieces, escapeWhitespaces: true, unk, bos, eos, stream);
+            TokenizerJsonWriter.WriteSentencePieceBpe(directory, pieces, unk, bos, eos, contextLength);
         };
     }
 }

@@ -27,12 +27,21 @@ public sealed class TextTokenizer
 
     private readonly HashSet<int> _byteTokens = [];
 
+    /// <summary>The id of a special or control token spelled <paramref name="token"/>, if the vocabulary has one.</summary>
+    public int? SpecialTokenId(string token) => Inner switch
+    {
+        SentencePieceTokenizer sp => sp.Vocabulary.TryGetValue(token, out int id) ? id : null,
+        BpeTokenizer bpe => bpe.SpecialTokens?.TryGetValue(token, out int id) == true ? id : bpe.Vocabulary.TryGetValue(token, out int v) ? v : null,
+        TiktokenTokenizer tiktoken => tiktoken.SpecialTokens?.TryGetValue(token, out int id) == true ? id : null,
+        _ => null,
+    };
+
     /// <summary>A SentencePiece byte-fallback token (&lt;0xNN&gt;): one byte of a character.</summary>
     public bool IsByteToken(int id) => _byteTokens.Contains(id);
 
     public Tokenizer Inner { get; }
     public int? BosTokenId { get; }
-    /// <summary>sentencepiece, bpe (vocab/merges), or tokenizer.json.</summary>
+    /// <summary>sentencepiece, bpe (vocab/merges), tiktoken, or tokenizer.json.</summary>
     public string Kind { get; }
 
     public static TextTokenizer Load(string folder, int? bosTokenId)
@@ -40,6 +49,7 @@ public sealed class TextTokenizer
         string model = Path.Combine(folder, "tokenizer.model");
         string vocab = Path.Combine(folder, "vocab.json"), merges = Path.Combine(folder, "merges.txt");
         string json = Path.Combine(folder, "tokenizer.json");
+        string tiktoken = Path.Combine(folder, "tokenizer.tiktoken");
         if (File.Exists(model))
         {
             CheckSize(model);
@@ -58,6 +68,11 @@ public sealed class TextTokenizer
             CheckSize(vocab);
             CheckSize(merges);
             return new TextTokenizer(ByteLevelBpe.FromFiles(vocab, merges), bosTokenId, "bpe");
+        }
+        if (File.Exists(tiktoken))
+        {
+            CheckSize(tiktoken);
+            return new TextTokenizer(TiktokenFile.Load(tiktoken, Path.Combine(folder, "tokenizer_config.json")), bosTokenId, "tiktoken");
         }
         if (File.Exists(json))
         {
@@ -136,6 +151,47 @@ public sealed class IncrementalDetokenizer
     }
 }
 
+/// <summary>
+/// A tiktoken rank file (each line: base64 token bytes, space, rank) through TiktokenTokenizer.
+/// The pre-tokenizer regex is tokenizer_config.json's "pat_str" when given, else GPT-2's; special
+/// tokens come from its "special_tokens" object (token -> id), else &lt;|endoftext|&gt; after the ranks.
+/// </summary>
+internal static class TiktokenFile
+{
+    public static Tokenizer Load(string path, string configPath)
+    {
+        string pattern = ByteLevelBpe.Gpt2Pattern;
+        Dictionary<string, int>? special = null;
+        if (File.Exists(configPath))
+        {
+            try
+            {
+                using var config = JsonDocument.Parse(File.ReadAllBytes(configPath), new JsonDocumentOptions { MaxDepth = 16 });
+                if (config.RootElement.TryGetProperty("pat_str", out var p) && p.ValueKind == JsonValueKind.String) pattern = p.GetString()!;
+                if (config.RootElement.TryGetProperty("special_tokens", out var s) && s.ValueKind == JsonValueKind.Object)
+                    special = s.EnumerateObject().ToDictionary(t => t.Name, t => t.Value.TryGetInt32(out int id) && id >= 0 ? id
+                        : throw new ModelFormatException(configPath, $"special_tokens['{t.Name}'] must be a non-negative id"));
+            }
+            catch (JsonException e)
+            {
+                throw new ModelFormatException(configPath, $"is not valid JSON ({e.Message})", e);
+            }
+        }
+        int ranks = File.ReadLines(path).Count(l => l.Length > 0);
+        special ??= new Dictionary<string, int> { ["<|endoftext|>"] = ranks };
+        try
+        {
+            using var stream = File.OpenRead(path);
+            var preTokenizer = new RegexPreTokenizer(new System.Text.RegularExpressions.Regex(pattern, System.Text.RegularExpressions.RegexOptions.Compiled), special);
+            return TiktokenTokenizer.Create(stream, preTokenizer, null, special);
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or InvalidOperationException)
+        {
+            throw new ModelFormatException(path, $"is not a tiktoken rank file ({e.Message})", e);
+        }
+    }
+}
+
 /// <summary>GPT-2 style byte-level BPE from vocab.json + merges.txt.</summary>
 internal static class ByteLevelBpe
 {
@@ -149,12 +205,13 @@ internal static class ByteLevelBpe
         return Create(vocab, merges);
     }
 
-    public static Tokenizer Create(IEnumerable<KeyValuePair<string, int>> vocab, IEnumerable<string> merges) =>
+    public static Tokenizer Create(IEnumerable<KeyValuePair<string, int>> vocab, IEnumerable<string> merges, IReadOnlyDictionary<string, int>? special = null) =>
         BpeTokenizer.Create(new BpeOptions(vocab)
         {
             Merges = merges,
             ByteLevel = true,
-            PreTokenizer = new RegexPreTokenizer(new System.Text.RegularExpressions.Regex(Gpt2Pattern, System.Text.RegularExpressions.RegexOptions.Compiled), null),
+            SpecialTokens = special is { Count: > 0 } ? special : null,
+            PreTokenizer = new RegexPreTokenizer(new System.Text.RegularExpressions.Regex(Gpt2Pattern, System.Text.RegularExpressions.RegexOptions.Compiled), special is { Count: > 0 } ? special : null),
         });
 
     private static List<KeyValuePair<string, int>> ReadVocab(string path)
@@ -212,7 +269,12 @@ internal static class HuggingFaceTokenizerJson
             string text = root.GetRawText();
             bool byteLevel = text.Contains("\"ByteLevel\"", StringComparison.Ordinal);
             if (!byteLevel) throw new ModelFormatException(path, "only byte-level BPE tokenizer.json files are supported; SentencePiece models load from tokenizer.model");
-            return ByteLevelBpe.Create(vocab, merges);
+            var special = new Dictionary<string, int>(StringComparer.Ordinal);
+            if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
+                foreach (var token in added.EnumerateArray())
+                    if (token.TryGetProperty("content", out var content) && content.ValueKind == JsonValueKind.String && token.TryGetProperty("id", out var id) && id.TryGetInt32(out int value))
+                        special[content.GetString()!] = value;
+            return ByteLevelBpe.Create(vocab, merges, special);
         }
         catch (JsonException e)
         {
