@@ -35,6 +35,22 @@ public sealed unsafe partial class MappedFile : IDisposable
     public string Path { get; }
     public long Length { get; }
 
+    /// <summary>Maps <paramref name="path"/> and hands it to <paramref name="parse"/>; when parsing
+    /// throws, the mapping is released before the exception leaves. The result owns the mapping.</summary>
+    public static T Parse<T>(string path, Func<MappedFile, T> parse)
+    {
+        var file = new MappedFile(path);
+        try
+        {
+            return parse(file);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Bytes [offset, offset + length), range-checked against the file.</summary>
     public ReadOnlySpan<byte> Span(long offset, int length)
     {

@@ -31,21 +31,12 @@ public sealed class GgufFile : IDisposable
     public IReadOnlyDictionary<string, GgufTensor> Tensors { get; private set; } = new Dictionary<string, GgufTensor>();
     public long Alignment { get; private set; } = 32;
 
-    public static GgufFile Open(string path)
+    public static GgufFile Open(string path) => MappedFile.Parse(path, file =>
     {
-        var file = new MappedFile(path);
         var gguf = new GgufFile(file);
-        try
-        {
-            gguf.Parse();
-            return gguf;
-        }
-        catch
-        {
-            file.Dispose();
-            throw;
-        }
-    }
+        gguf.Parse();
+        return gguf;
+    });
 
     public void Dispose() => _file.Dispose();
 

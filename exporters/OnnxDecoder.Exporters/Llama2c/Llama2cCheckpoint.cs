@@ -37,19 +37,7 @@ public sealed class Llama2cCheckpoint : IWeightSource, IDisposable
 
     public void Dispose() => _file.Dispose();
 
-    public static Llama2cCheckpoint Open(string path)
-    {
-        var file = new MappedFile(path);
-        try
-        {
-            return Parse(file);
-        }
-        catch
-        {
-            file.Dispose();
-            throw;
-        }
-    }
+    public static Llama2cCheckpoint Open(string path) => MappedFile.Parse(path, Parse);
 
     private static Llama2cCheckpoint Parse(MappedFile file)
     {

@@ -41,19 +41,7 @@ public sealed class SafeTensorsFile : IDisposable
         _ => 0,
     };
 
-    public static SafeTensorsFile Open(string path)
-    {
-        var file = new MappedFile(path);
-        try
-        {
-            return Parse(file);
-        }
-        catch
-        {
-            file.Dispose();
-            throw;
-        }
-    }
+    public static SafeTensorsFile Open(string path) => MappedFile.Parse(path, Parse);
 
     private static SafeTensorsFile Parse(MappedFile file)
     {
