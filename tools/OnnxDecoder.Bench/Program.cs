@@ -26,6 +26,15 @@ using var model = new OrtGenAI.Model(folder);
 
 // Both decode exactly genTokens tokens: EOS is never allowed to end a run early (ours: next-best
 // token; GenAI: min_length = max_length).
+// Step times by position (the position of the token a step feeds), per runtime, over all runs.
+var oursSteps = new Dictionary<int, List<double>>();
+var theirSteps = new Dictionary<int, List<double>>();
+void Record(Dictionary<int, List<double>> steps, int position, double ms)
+{
+    if (!steps.TryGetValue(position, out var list)) steps[position] = list = [];
+    list.Add(ms);
+}
+
 double Ours()
 {
     ours.Reset();
@@ -38,7 +47,13 @@ double Ours()
         int next = Sampler.ArgMax(logits);
         if (config.EosTokenIds.Contains(next)) next = (next + 1) % config.VocabSize;
         step[0] = next;
-        if (i < genTokens - 1) logits = ours.Step(step);
+        if (i < genTokens - 1)
+        {
+            long start = Stopwatch.GetTimestamp();
+            int position = ours.Length;
+            logits = ours.Step(step);
+            Record(oursSteps, position, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
     }
     return (genTokens - 1) / clock.Elapsed.TotalSeconds;
 }
@@ -54,11 +69,19 @@ double Theirs()
     generator.GenerateNextToken(); // the first token comes from the prefill
     var clock = Stopwatch.StartNew();
     int steps = 0;
-    while (!generator.IsDone()) { generator.GenerateNextToken(); steps++; }
+    while (!generator.IsDone())
+    {
+        long start = Stopwatch.GetTimestamp();
+        generator.GenerateNextToken();
+        Record(theirSteps, promptTokens + steps, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        steps++;
+    }
     return steps / clock.Elapsed.TotalSeconds;
 }
 
 Ours(); Theirs(); // warm-up
+oursSteps.Clear();
+theirSteps.Clear();
 var oursRates = new List<double>();
 var theirRates = new List<double>();
 for (int r = 0; r < runs; r++)
@@ -76,4 +99,13 @@ Console.WriteLine($"{Path.GetFullPath(folder)}: {promptTokens} prompt + {genToke
 Console.WriteLine($"  onnxdecoder       decode {a,10:F1} tok/s   runs: {string.Join(", ", oursRates.Select(x => x.ToString("F0")))}");
 Console.WriteLine($"  onnxruntime-genai decode {b,10:F1} tok/s   runs: {string.Join(", ", theirRates.Select(x => x.ToString("F0")))}");
 Console.WriteLine($"  ratio ours / genai: {a / b:F2}");
+// Median step time over positions p-2..p+2, where a run reached them.
+string At(Dictionary<int, List<double>> steps, int p)
+{
+    var window = Enumerable.Range(p - 2, 5).Where(steps.ContainsKey).SelectMany(q => steps[q]).ToList();
+    return window.Count == 0 ? "-" : Median(window).ToString("F4");
+}
+foreach (int p in new[] { 16, 128, 480, 1000 })
+    if (p >= promptTokens + 2 && p < maxLength - 2)
+        Console.WriteLine($"  step ms at position {p,4}: ours {At(oursSteps, p)}, genai {At(theirSteps, p)}");
 return 0;
