@@ -19,7 +19,8 @@ public sealed record ExportReport(string Directory, string ModelPath, string? Da
 public static class ModelFolderWriter
 {
     public static ExportReport Write(string directory, DecoderConfig config, IWeightSource weights, ExportOptions options,
-        string sourceDescription, IReadOnlyList<string> sourceFiles, Action<string>? writeTokenizer, Action<string>? log = null, Action<long, long>? progress = null)
+        string sourceDescription, IReadOnlyList<string> sourceFiles, Action<string>? writeTokenizer, Action<string>? log = null, Action<long, long>? progress = null,
+        bool allowNonFinite = false)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         config.Validate(sourceDescription);
@@ -32,7 +33,11 @@ public static class ModelFolderWriter
             ["onnxdecoder.source"] = sourceDescription,
             ["onnxdecoder.source_sha256"] = Checksum(sourceFiles),
         };
-        var model = DecoderFamily.For(config).Build(config, weights, options with { Metadata = metadata });
+        // Errors name the checkpoint: the .bin or .gguf file, or the Hugging Face folder (its first file is config.json).
+        string checkpointPath = sourceFiles.Count == 0 ? sourceDescription
+            : Path.GetFileName(sourceFiles[0]) == "config.json" ? Path.GetDirectoryName(Path.GetFullPath(sourceFiles[0]))! : Path.GetFullPath(sourceFiles[0]);
+        var checkedWeights = allowNonFinite ? weights : new FiniteWeights(weights, checkpointPath);
+        var model = DecoderFamily.For(config).Build(config, checkedWeights, options with { Metadata = metadata });
 
         string modelPath = Path.Combine(directory, "model.onnx");
         log?.Invoke($"writing {modelPath} ({model.WeightBytes / (1024.0 * 1024):F1} MiB of weights)");

@@ -86,6 +86,10 @@ public sealed record DecoderConfig
 
     private static readonly string[] KnownModelTypes = ["llama", "mistral", "qwen2", "mixtral", "qwen2_moe", "gpt2"];
 
+    // Caps far above any released model, so a lying header cannot make us loop or allocate without bound.
+    public const int MaxHiddenSize = 1 << 17, MaxIntermediateSize = 1 << 20, MaxLayers = 1024, MaxHeads = 2048, MaxHeadDim = 4096,
+        MaxVocabSize = 1 << 22, MaxPositionsCap = 1 << 24, MaxExperts = 1024;
+
     /// <summary>Checks every rule; throws <see cref="ConfigException"/> on the first violation.</summary>
     public DecoderConfig Validate(string source = "config.json")
     {
@@ -96,14 +100,21 @@ public sealed record DecoderConfig
 
         Require(KnownModelTypes.Contains(ModelType), "model_type", $"'{ModelType}' is not supported (supported: {string.Join(", ", KnownModelTypes)})");
         Require(HiddenSize > 0, "hidden_size", $"({HiddenSize}) must be positive");
+        Require(HiddenSize <= MaxHiddenSize, "hidden_size", $"({HiddenSize}) exceeds the cap of {MaxHiddenSize}");
         Require(IntermediateSize > 0, "intermediate_size", $"({IntermediateSize}) must be positive");
+        Require(IntermediateSize <= MaxIntermediateSize, "intermediate_size", $"({IntermediateSize}) exceeds the cap of {MaxIntermediateSize}");
         Require(NumLayers > 0, "num_hidden_layers", $"({NumLayers}) must be positive");
+        Require(NumLayers <= MaxLayers, "num_hidden_layers", $"({NumLayers}) exceeds the cap of {MaxLayers}");
         Require(NumHeads > 0, "num_attention_heads", $"({NumHeads}) must be positive");
+        Require(NumHeads <= MaxHeads, "num_attention_heads", $"({NumHeads}) exceeds the cap of {MaxHeads}");
         Require(NumKvHeads > 0, "num_key_value_heads", $"({NumKvHeads}) must be positive");
         Require(NumHeads % NumKvHeads == 0, "num_key_value_heads", $"({NumKvHeads}) must divide num_attention_heads ({NumHeads})");
         Require(HeadDim > 0, "head_dim", $"({HeadDim}) must be positive");
+        Require(HeadDim <= MaxHeadDim, "head_dim", $"({HeadDim}) exceeds the cap of {MaxHeadDim}");
         Require(VocabSize > 0, "vocab_size", $"({VocabSize}) must be positive");
+        Require(VocabSize <= MaxVocabSize, "vocab_size", $"({VocabSize}) exceeds the cap of {MaxVocabSize}");
         Require(MaxPositions > 0, "max_position_embeddings", $"({MaxPositions}) must be positive");
+        Require(MaxPositions <= MaxPositionsCap, "max_position_embeddings", $"({MaxPositions}) exceeds the cap of {MaxPositionsCap}");
         Require(NormEps > 0 && double.IsFinite(NormEps), Norm == NormKind.RmsNorm ? "rms_norm_eps" : "layer_norm_epsilon", $"({NormEps}) must be a positive number");
         if (Positions == PositionKind.Rotary)
         {
@@ -132,9 +143,10 @@ public sealed record DecoderConfig
         if (IsMoe || ExpertsPerToken != 0)
         {
             Require(NumExperts > 0, "num_local_experts", $"({NumExperts}) must be positive when num_experts_per_tok is set");
+            Require(NumExperts <= MaxExperts, "num_local_experts", $"({NumExperts}) exceeds the cap of {MaxExperts}");
             Require(ExpertsPerToken >= 1 && ExpertsPerToken <= NumExperts, "num_experts_per_tok", $"({ExpertsPerToken}) must be between 1 and num_local_experts ({NumExperts})");
         }
-        Require(SharedExpertIntermediateSize >= 0, "shared_expert_intermediate_size", $"({SharedExpertIntermediateSize}) must be positive when set");
+        Require(SharedExpertIntermediateSize is >= 0 and <= MaxIntermediateSize, "shared_expert_intermediate_size", $"({SharedExpertIntermediateSize}) must be between 0 and {MaxIntermediateSize}");
         Require(SharedExpertIntermediateSize == 0 || IsMoe, "shared_expert_intermediate_size", "needs a mixture-of-experts model (num_experts)");
         Require(BosTokenId >= 0 && BosTokenId < VocabSize, "bos_token_id", $"({BosTokenId}) must be a token id below vocab_size ({VocabSize})");
         foreach (var eos in EosTokenIds)

@@ -73,11 +73,11 @@ public sealed class DecoderSession : IDisposable
             _cache = new KvCache(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer);
             _binding = _session.CreateIoBinding();
             _logits = new float[BatchSize * Folder.VocabSize];
-            _stepLogits = OrtValue.CreateTensorValueFromMemory(_logits, [BatchSize, 1, Folder.VocabSize]);
+            _stepLogits = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(_logits, [BatchSize, 1, Folder.VocabSize]));
             _stepIds = new long[BatchSize];
             _stepPositions = new long[BatchSize];
-            _stepIdsValue = OrtValue.CreateTensorValueFromMemory(_stepIds, [BatchSize, 1]);
-            _stepPositionsValue = OrtValue.CreateTensorValueFromMemory(_stepPositions, [BatchSize, 1]);
+            _stepIdsValue = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(_stepIds, [BatchSize, 1]));
+            _stepPositionsValue = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(_stepPositions, [BatchSize, 1]));
             _maskRows = new long[BatchSize * MaxLength];
             _maskScratch = new long[BatchSize * MaxLength];
             _nextPosition = new int[BatchSize];
@@ -201,10 +201,10 @@ public sealed class DecoderSession : IDisposable
                 }
             }
             int total = Length + size;
-            using var idsValue = OrtValue.CreateTensorValueFromMemory(ids, [BatchSize, size]);
-            using var positionsValue = OrtValue.CreateTensorValueFromMemory(positions, [BatchSize, size]);
-            _binding.BindInput("input_ids", idsValue);
-            _binding.BindInput("position_ids", positionsValue);
+            using var idsValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(ids, [BatchSize, size]));
+            using var positionsValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(positions, [BatchSize, size]));
+            _binding.BindInput("input_ids", idsValue.Value);
+            _binding.BindInput("position_ids", positionsValue.Value);
             _binding.BindInput("attention_mask", MaskValue(total));
             _stepInputsBound = false;
             if (_fullLogits)
@@ -222,6 +222,8 @@ public sealed class DecoderSession : IDisposable
             if (_fullLogits)
             {
                 using var outputs = _binding.GetOutputValues();
+                OrtValueLedger.TrackCreated(outputs.Count);
+                using var releaseOutputs = new LedgerRelease(outputs.Count);
                 var names = _binding.GetOutputNames();
                 var all = outputs[Array.IndexOf(names, "logits")].GetTensorDataAsSpan<float>(); // [batch, size, vocab]
                 for (int row = 0; row < BatchSize; row++)
@@ -245,7 +247,7 @@ public sealed class DecoderSession : IDisposable
     {
         if (BatchSize == 1) Array.Copy(_maskRows, Length, _maskScratch, Length, total - Length);
         else for (int row = 0; row < BatchSize; row++) Array.Copy(_maskRows, row * MaxLength, _maskScratch, row * total, total);
-        return _maskViews[total] ??= OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _maskScratch.AsMemory(0, BatchSize * total), [BatchSize, total]);
+        return _maskViews[total] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _maskScratch.AsMemory(0, BatchSize * total), [BatchSize, total]));
     }
 
     private void Run(CancellationToken cancellationToken)
@@ -319,14 +321,20 @@ public sealed class DecoderSession : IDisposable
     public void Dispose()
     {
         _binding?.Dispose();
-        if (_maskViews is not null) foreach (var view in _maskViews) view?.Dispose();
-        _stepLogits?.Dispose();
-        _stepIdsValue?.Dispose();
-        _stepPositionsValue?.Dispose();
+        if (_maskViews is not null) foreach (var view in _maskViews) OrtValueLedger.Release(view);
+        OrtValueLedger.Release(_stepLogits);
+        OrtValueLedger.Release(_stepIdsValue);
+        OrtValueLedger.Release(_stepPositionsValue);
         _cache?.Dispose();
         _session?.Dispose();
         _runOptions.Dispose();
     }
+}
+
+/// <summary>Records, when disposed, that ONNX Runtime's output values of a run were released.</summary>
+internal readonly struct LedgerRelease(int count) : IDisposable
+{
+    public void Dispose() => OrtValueLedger.TrackDisposed(count);
 }
 
 /// <summary>The sequence reached the session's max length.</summary>

@@ -93,11 +93,11 @@ public sealed unsafe class KvCache : IDisposable
                 // The previous present view already covers exactly the past; reuse it.
                 if (_pastViews[t] is null || _pastShape[2] != pastLength)
                 {
-                    _pastViews[t]?.Dispose();
+                    OrtValueLedger.Release(_pastViews[t]);
                     _pastShape[2] = pastLength;
                     _pastViews[t] = View(_buffers[t, _current], _pastShape);
                 }
-                _presentViews[t]?.Dispose();
+                OrtValueLedger.Release(_presentViews[t]);
                 _presentShape[2] = totalLength;
                 _presentViews[t] = View(_buffers[t, 1 - _current], _presentShape);
                 binding.BindInput(pastName, _pastViews[t]!);
@@ -112,7 +112,7 @@ public sealed unsafe class KvCache : IDisposable
         _current = 1 - _current;
         for (int t = 0; t < _layers * 2; t++)
         {
-            _pastViews[t]?.Dispose();
+            OrtValueLedger.Release(_pastViews[t]);
             _pastViews[t] = _presentViews[t];
             _presentViews[t] = null;
         }
@@ -125,7 +125,7 @@ public sealed unsafe class KvCache : IDisposable
         _current = 0;
         for (int t = 0; t < _layers * 2; t++)
         {
-            _pastViews[t]?.Dispose();
+            OrtValueLedger.Release(_pastViews[t]);
             _pastViews[t] = null;
         }
         _pastShape[2] = -1;
@@ -144,15 +144,15 @@ public sealed unsafe class KvCache : IDisposable
         return result;
     }
 
-    private static OrtValue View(nint buffer, long[] shape) =>
+    private static OrtValue View(nint buffer, long[] shape) => OrtValueLedger.Track(
         OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, shape, buffer,
-            shape.Aggregate(1L, (a, b) => a * b) * sizeof(float));
+            shape.Aggregate(1L, (a, b) => a * b) * sizeof(float)));
 
     public void Dispose()
     {
-        foreach (var v in _shared) v?.Dispose();
-        foreach (var v in _pastViews) v?.Dispose();
-        foreach (var v in _presentViews) v?.Dispose();
+        foreach (var v in _shared) OrtValueLedger.Release(v);
+        foreach (var v in _pastViews) OrtValueLedger.Release(v);
+        foreach (var v in _presentViews) OrtValueLedger.Release(v);
         Array.Clear(_shared);
         Array.Clear(_pastViews);
         Array.Clear(_presentViews);

@@ -53,7 +53,13 @@ public sealed record ModelFolder
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(File.ReadAllBytes(configPath), new JsonDocumentOptions { MaxDepth = 16 });
+            // Strict UTF-8 first: System.Text.Json checks string contents only when they are read.
+            string text = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(File.ReadAllBytes(configPath));
+            document = JsonDocument.Parse(text, new JsonDocumentOptions { MaxDepth = 16 });
+        }
+        catch (System.Text.DecoderFallbackException)
+        {
+            throw new ModelFormatException(configPath, "is not valid UTF-8");
         }
         catch (JsonException e)
         {

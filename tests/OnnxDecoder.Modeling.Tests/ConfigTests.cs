@@ -59,6 +59,14 @@ public class ConfigTests
     }
 
     [Test]
+    public void Caps_on_heads_head_dim_and_experts()
+    {
+        Assert.That(() => (TestConfigs.Base with { NumHeads = 4096, NumKvHeads = 1 }).Validate(), Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: num_attention_heads (4096) exceeds the cap of 2048"));
+        Assert.That(() => (TestConfigs.Base with { HeadDim = 8192 }).Validate(), Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: head_dim (8192) exceeds the cap of 4096"));
+        Assert.That(() => (TestConfigs.Base with { ModelType = "mixtral", NumExperts = 5000, ExpertsPerToken = 2 }).Validate(), Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: num_local_experts (5000) exceeds the cap of 1024"));
+    }
+
+    [Test]
     public void Rules_reached_only_with_head_dim_given_or_other_families()
     {
         Assert.That(() => DecoderConfig.FromHuggingFace(With(With(Llama, "head_dim", "8"), "num_attention_heads", "0")),
@@ -72,7 +80,7 @@ public class ConfigTests
         Assert.That(() => (TestConfigs.Base with { SharedExpertIntermediateSize = 16 }).Validate(),
             Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: shared_expert_intermediate_size needs a mixture-of-experts model (num_experts)"));
         Assert.That(() => (TestConfigs.Base with { ModelType = "qwen2_moe", NumExperts = 4, ExpertsPerToken = 1, SharedExpertIntermediateSize = -1 }).Validate(),
-            Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: shared_expert_intermediate_size (-1) must be positive when set"));
+            Throws.TypeOf<ConfigException>().With.Message.EqualTo("config.json: shared_expert_intermediate_size (-1) must be between 0 and 1048576"));
     }
 
     [Test]
@@ -119,6 +127,11 @@ public class ConfigTests
     [TestCase("rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8, \"original_max_position_embeddings\": 64, \"low_freq_factor\": 4, \"high_freq_factor\": 1}", "config.json: rope_scaling.high_freq_factor (1) must exceed low_freq_factor (4), which must be positive")]
     [TestCase("rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4, \"beta_fast\": 1, \"beta_slow\": 2}", "config.json: rope_scaling.beta_fast (1) must exceed beta_slow (2), which must be positive")]
     [TestCase("rope_scaling", "[1]", "config.json: rope_scaling must be an object or null")]
+    [TestCase("hidden_size", "262144", "config.json: hidden_size (262144) exceeds the cap of 131072")]
+    [TestCase("intermediate_size", "2000000", "config.json: intermediate_size (2000000) exceeds the cap of 1048576")]
+    [TestCase("num_hidden_layers", "134217729", "config.json: num_hidden_layers (134217729) exceeds the cap of 1024")]
+    [TestCase("vocab_size", "5000000", "config.json: vocab_size (5000000) exceeds the cap of 4194304")]
+    [TestCase("max_position_embeddings", "20000000", "config.json: max_position_embeddings (20000000) exceeds the cap of 16777216")]
     public void Each_invalid_field_is_an_error_that_names_it(string field, string value, string message)
     {
         var error = Assert.Throws<ConfigException>(() => DecoderConfig.FromHuggingFace(With(Llama, field, value)));

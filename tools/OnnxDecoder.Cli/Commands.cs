@@ -16,7 +16,7 @@ namespace OnnxDecoder.Cli;
 /// <summary>The verbs of DESIGN.md. Every failure is one line on stderr naming the problem, and exit code 1.</summary>
 public static class Commands
 {
-    public static IEnumerable<Command> All() => [Export(), ExportCard(), Generate(), Chat(), Bench(), Synth(), Inspect(), Demo()];
+    public static IEnumerable<Command> All() => [Export(), ExportCard(), Generate(), Chat(), Bench(), Soak(), Synth(), Inspect(), Demo()];
 
     public static Lowering ParseLowering(string text) => text.ToLowerInvariant() switch
     {
@@ -63,19 +63,20 @@ public static class Commands
         var precision = new Option<string>("--precision") { Description = "fp32 (int8, int4, fp16: not yet)", DefaultValueFactory = _ => "fp32" };
         var maxLength = new Option<int?>("--max-length") { Description = "longest sequence the export serves (default: the model's context)" };
         var target = new Option<string>("--target") { Description = "execution provider the export is for: cpu, cuda, dml", DefaultValueFactory = _ => "cpu" };
+        var allowNonFinite = new Option<bool>("--allow-non-finite") { Description = "export weights holding NaN or infinity instead of refusing them" };
         var command = new Command("export", "Export a checkpoint to a model folder (model.onnx, genai_config.json, tokenizer)")
-            { checkpoint, tokenizer, output, lowering, precision, maxLength, target };
+            { checkpoint, tokenizer, output, lowering, precision, maxLength, target, allowNonFinite };
         command.SetAction(r => Guard(() =>
         {
             if (r.GetValue(precision) != "fp32") throw new ArgumentException($"--precision {r.GetValue(precision)} is not implemented yet: use fp32");
             var options = new ExportOptions { Lowering = ParseLowering(r.GetValue(lowering)!), MaxLength = r.GetValue(maxLength), Target = ParseTarget(r.GetValue(target)!) };
-            RunExport(r.GetValue(checkpoint)!, r.GetValue(tokenizer), r.GetValue(output)!, options);
+            RunExport(r.GetValue(checkpoint)!, r.GetValue(tokenizer), r.GetValue(output)!, options, r.GetValue(allowNonFinite));
             return 0;
         }));
         return command;
     }
 
-    private static ExportReport RunExport(string checkpointPath, string? tokenizerPath, string outDir, ExportOptions options)
+    private static ExportReport RunExport(string checkpointPath, string? tokenizerPath, string outDir, ExportOptions options, bool allowNonFinite = false)
     {
         using var checkpoint = Checkpoint.Open(checkpointPath, tokenizerPath);
         ExportReport? report = null;
@@ -85,7 +86,7 @@ public static class Commands
             {
                 var task = context.AddTask($"export {Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpointPath))}", maxValue: 1);
                 report = ModelFolderWriter.Write(outDir, checkpoint.Config, checkpoint.Weights, options, checkpoint.Description, checkpoint.SourceFiles,
-                    checkpoint.WriteTokenizer, progress: (done, total) => task.Value = total == 0 ? 1 : (double)done / total);
+                    checkpoint.WriteTokenizer, progress: (done, total) => task.Value = total == 0 ? 1 : (double)done / total, allowNonFinite: allowNonFinite);
                 task.Value = 1;
             });
         }
@@ -98,7 +99,7 @@ public static class Commands
                     long percent = total == 0 ? 100 : done * 100 / total;
                     if (percent / 25 != lastReported / 25) Console.WriteLine($"  weights written: {percent}%");
                     lastReported = percent;
-                });
+                }, allowNonFinite: allowNonFinite);
         }
         Console.WriteLine($"exported {checkpoint.Format} {checkpoint.Config} -> {report!.Directory} ({report.NodeCount} nodes, {report.WeightBytes / 1048576.0:F1} MiB of weights, {report.Elapsed.TotalSeconds:F1} s)");
         return report;
@@ -260,6 +261,23 @@ public static class Commands
             var result = Benchmark.Run(r.GetValue(model)!, r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs),
                 Providers(r.GetValue(ep)!) with { IntraOpThreads = r.GetValue(threads) });
             Console.WriteLine(r.GetValue(format) == "json" ? result.ToJsonString() : Benchmark.Describe(result));
+            return 0;
+        }));
+        return command;
+    }
+
+    private static Command Soak()
+    {
+        var model = ModelOption();
+        var generations = new Option<int>("--generations") { DefaultValueFactory = _ => 2000 };
+        var tokens = new Option<int>("--tokens") { Description = "tokens per generation", DefaultValueFactory = _ => 32 };
+        var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 200 };
+        var reopen = new Option<int>("--reopen-every") { Description = "open a new session every N generations (0: never)", DefaultValueFactory = _ => 250 };
+        var command = new Command("soak", "Leak check: many generations in one process; reports managed heap and RSS growth and OrtValues created/disposed (JSON)")
+            { model, generations, tokens, warmup, reopen };
+        command.SetAction(r => Guard(() =>
+        {
+            Console.WriteLine(Cli.Soak.Run(r.GetValue(model)!, r.GetValue(generations), r.GetValue(tokens), r.GetValue(warmup), r.GetValue(reopen)).ToJsonString());
             return 0;
         }));
         return command;

@@ -32,7 +32,10 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
             var files = new List<string> { configPath };
             foreach (var shard in shardNames)
             {
-                var file = SafeTensorsFile.Open(Path.Combine(directory, shard));
+                string shardPath = Path.Combine(directory, shard);
+                if (new FileInfo(shardPath).LinkTarget is not null)
+                    throw new ModelFormatException(shardPath, "is a symbolic link: shards must be regular files inside the model folder");
+                var file = SafeTensorsFile.Open(shardPath);
                 folder._files.Add(file);
                 files.Add(file.Path);
                 foreach (var stored in file.Entries.Keys)

@@ -58,28 +58,44 @@ public sealed class TextTokenizer
             {
                 return new TextTokenizer(SentencePieceTokenizer.Create(stream, false, false), bosTokenId, "sentencepiece");
             }
-            catch (Exception e) when (e is not IOException)
+            catch (Exception e) when (e is not OutOfMemoryException)
             {
-                throw new ModelFormatException(model, $"not a SentencePiece model this library can run ({e.Message})", e);
+                // Parse errors include IOException subclasses (protobuf's InvalidProtocolBufferException).
+                throw new ModelFormatException(model, $"is not a SentencePiece model this library can run ({e.GetType().Name}: {e.Message})", e);
             }
         }
         if (File.Exists(vocab) && File.Exists(merges))
         {
             CheckSize(vocab);
             CheckSize(merges);
-            return new TextTokenizer(ByteLevelBpe.FromFiles(vocab, merges), bosTokenId, "bpe");
+            return new TextTokenizer(Guarded(merges, () => ByteLevelBpe.FromFiles(vocab, merges)), bosTokenId, "bpe");
         }
         if (File.Exists(tiktoken))
         {
             CheckSize(tiktoken);
-            return new TextTokenizer(TiktokenFile.Load(tiktoken, Path.Combine(folder, "tokenizer_config.json")), bosTokenId, "tiktoken");
+            return new TextTokenizer(Guarded(tiktoken, () => TiktokenFile.Load(tiktoken, Path.Combine(folder, "tokenizer_config.json"))), bosTokenId, "tiktoken");
         }
         if (File.Exists(json))
         {
             CheckSize(json);
-            return new TextTokenizer(HuggingFaceTokenizerJson.Load(json), bosTokenId, "tokenizer.json");
+            return new TextTokenizer(Guarded(json, () => HuggingFaceTokenizerJson.Load(json)), bosTokenId, "tokenizer.json");
         }
         throw new ModelFormatException(folder, "no tokenizer found: expected tokenizer.model, vocab.json + merges.txt, or tokenizer.json");
+    }
+
+    /// <summary>Tokenizer files come from elsewhere: whatever the library throws on a malformed one
+    /// becomes a ModelFormatException naming the file.</summary>
+    private static Tokenizer Guarded(string path, Func<Tokenizer> load)
+    {
+        try
+        {
+            return load();
+        }
+        catch (Exception e) when (e is not (ModelFormatException or OutOfMemoryException))
+        {
+            // Parse errors include IOException subclasses (protobuf's InvalidProtocolBufferException).
+            throw new ModelFormatException(path, $"is not a tokenizer this library can run ({e.GetType().Name}: {e.Message})", e);
+        }
     }
 
     private static void CheckSize(string path)
