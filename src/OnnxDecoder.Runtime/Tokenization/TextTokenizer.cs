@@ -261,7 +261,7 @@ internal static class HuggingFaceTokenizerJson
         {
             using var document = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 64 });
             var root = document.RootElement;
-            if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException(path, "has no model object");
             string type = model.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
             if (type != "BPE") throw new ModelFormatException(path, $"model.type '{type}' is not supported (only BPE)");
