@@ -41,7 +41,13 @@ public static class Soak
         long rssBefore = ResidentBytes();
         var clock = Stopwatch.StartNew();
         tokensOut = 0;
-        for (int i = warmup; i < warmup + generations; i++) Generation(i);
+        bool trace = Environment.GetEnvironmentVariable("ONNXDECODER_SOAK_TRACE") is not null;
+        for (int i = warmup; i < warmup + generations; i++)
+        {
+            Generation(i);
+            if (trace && (i - warmup) % 200 == 0)
+                Console.Error.WriteLine($"generation {i}: rss {ResidentBytes() / 1048576.0:F1} MiB, threads {Process.GetCurrentProcess().Threads.Count}, gc heap {GC.GetGCMemoryInfo().HeapSizeBytes / 1048576.0:F1} MiB, committed {GC.GetGCMemoryInfo().TotalCommittedBytes / 1048576.0:F1} MiB");
+        }
         double seconds = clock.Elapsed.TotalSeconds;
         long managedAfter = ManagedHeapBytes();
         long rssAfter = ResidentBytes();
