@@ -63,6 +63,10 @@ public sealed class DecoderSession : IDisposable
         {
             _session = new InferenceSession(Folder.ModelPath, sessionOptions);
         }
+        catch (OnnxRuntimeException e) when (e.Message.Contains("EnvCreatedWithGlobalThreadPools", StringComparison.Ordinal))
+        {
+            throw new InvalidOperationException("ShareThreadPool needs ONNX Runtime's environment to be created by OnnxDecoder first, but other code in this process created it without global thread pools: set ShareThreadPool = false", e);
+        }
         catch (OnnxRuntimeException e)
         {
             throw new ModelFormatException(Folder.ModelPath, $"ONNX Runtime could not load the model: {e.Message}", e);

@@ -17,6 +17,13 @@ public sealed record ExecutionProviderOptions
     public int DeviceId { get; init; }
     /// <summary>Intra-op threads (0: ONNX Runtime's default, one per physical core).</summary>
     public int IntraOpThreads { get; init; }
+
+    /// <summary>Run every session on one process-wide thread pool instead of a pool per session: a
+    /// service that opens and closes sessions keeps the same threads. Off by default: ONNX Runtime's
+    /// environment is one per process, so this works only when our runtime creates it first (not
+    /// after onnxruntime-genai or other ONNX Runtime users in the same process). The pool is created
+    /// with the first session's IntraOpThreads.</summary>
+    public bool ShareThreadPool { get; init; }
     public GraphOptimizationLevel OptimizationLevel { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
 
     public static ExecutionProvider Parse(string name) => name.Trim().ToLowerInvariant() switch
@@ -39,6 +46,7 @@ public static class ExecutionProviders
     public static SessionOptions Create(ExecutionProviderOptions options, out ExecutionProvider chosen)
     {
         if (options.Preference.Count == 0) throw new ArgumentException("the execution provider list is empty");
+        bool sharedPool = options.ShareThreadPool && EnsureSharedThreadPool(options.IntraOpThreads);
         var failures = new List<string>();
         foreach (var provider in options.Preference)
         {
@@ -47,7 +55,8 @@ public static class ExecutionProviders
                 GraphOptimizationLevel = options.OptimizationLevel,
                 LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
             };
-            if (options.IntraOpThreads > 0) session.IntraOpNumThreads = options.IntraOpThreads;
+            if (sharedPool) session.DisablePerSessionThreads();
+            else if (options.IntraOpThreads > 0) session.IntraOpNumThreads = options.IntraOpThreads;
             try
             {
                 switch (provider)
@@ -75,6 +84,24 @@ public static class ExecutionProviders
             }
         }
         throw new ExecutionProviderException("no execution provider could be loaded: " + string.Join("; ", failures));
+    }
+
+    private static readonly object EnvironmentGate = new();
+    private static bool? _sharedPoolAvailable;
+
+    /// <summary>Creates ONNX Runtime's environment with global thread pools, once. False when the
+    /// environment already existed without them (created by other code in the process).</summary>
+    private static bool EnsureSharedThreadPool(int intraOpThreads)
+    {
+        lock (EnvironmentGate)
+        {
+            if (_sharedPoolAvailable is { } known) return known;
+            if (OrtEnv.IsCreated) return (_sharedPoolAvailable = false).Value;
+            var threading = new OrtThreadingOptions { GlobalIntraOpNumThreads = Math.Max(0, intraOpThreads), GlobalInterOpNumThreads = 1 };
+            var creation = new EnvironmentCreationOptions { threadOptions = threading };
+            OrtEnv.CreateInstanceWithOptions(ref creation);
+            return (_sharedPoolAvailable = true).Value;
+        }
     }
 
     public static string Name(ExecutionProvider provider) => provider switch

@@ -273,11 +273,12 @@ public static class Commands
         var tokens = new Option<int>("--tokens") { Description = "tokens per generation", DefaultValueFactory = _ => 32 };
         var warmup = new Option<int>("--warmup") { DefaultValueFactory = _ => 200 };
         var reopen = new Option<int>("--reopen-every") { Description = "open a new session every N generations (0: never)", DefaultValueFactory = _ => 250 };
+        var shared = new Option<bool>("--share-thread-pool") { Description = "run all sessions on one process-wide ONNX Runtime thread pool" };
         var command = new Command("soak", "Leak check: many generations in one process; reports managed heap and RSS growth and OrtValues created/disposed (JSON)")
-            { model, generations, tokens, warmup, reopen };
+            { model, generations, tokens, warmup, reopen, shared };
         command.SetAction(r => Guard(() =>
         {
-            Console.WriteLine(Cli.Soak.Run(r.GetValue(model)!, r.GetValue(generations), r.GetValue(tokens), r.GetValue(warmup), r.GetValue(reopen)).ToJsonString());
+            Console.WriteLine(Cli.Soak.Run(r.GetValue(model)!, r.GetValue(generations), r.GetValue(tokens), r.GetValue(warmup), r.GetValue(reopen), r.GetValue(shared)).ToJsonString());
             return 0;
         }));
         return command;

@@ -15,8 +15,9 @@ namespace OnnxDecoder.Cli;
 /// </summary>
 public static class Soak
 {
-    public static JsonObject Run(string modelFolder, int generations, int tokens, int warmup, int reopenEvery)
+    public static JsonObject Run(string modelFolder, int generations, int tokens, int warmup, int reopenEvery, bool shareThreadPool = false)
     {
+        var sessionOptions = new DecoderSessionOptions { Providers = new ExecutionProviderOptions { ShareThreadPool = shareThreadPool } };
         long liveAtStart = OrtValueLedger.Live;
         string[] prompts = ["Once upon a time", "The little dog", "One day, Lily", "Tom and his friend went to the park"];
         DecoderSession? session = null;
@@ -28,7 +29,7 @@ public static class Soak
             if (session is null || (reopenEvery > 0 && i % reopenEvery == 0))
             {
                 session?.Dispose();
-                session = new DecoderSession(modelFolder);
+                session = new DecoderSession(modelFolder, sessionOptions);
                 tokenizer ??= TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
                 generator = new Generator(session, tokenizer);
             }
@@ -56,6 +57,7 @@ public static class Soak
         return new JsonObject
         {
             ["generations"] = generations,
+            ["shared_thread_pool"] = shareThreadPool,
             ["warmup_generations"] = warmup,
             ["tokens_generated"] = tokensOut,
             ["seconds"] = Math.Round(seconds, 2),
