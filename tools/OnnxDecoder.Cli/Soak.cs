@@ -74,7 +74,7 @@ public static class Soak
         };
     }
 
-    /// <summary>The managed heap after full, compacting collections (GC.GetTotalMemory can read below zero on .NET 10).</summary>
+    /// <summary>Live managed bytes after full, compacting collections (GC.GetTotalMemory read below zero here on .NET 10).</summary>
     private static long ManagedHeapBytes()
     {
         for (int i = 0; i < 2; i++)
@@ -83,7 +83,9 @@ public static class Soak
             GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
             GC.WaitForPendingFinalizers();
         }
-        return GC.GetGCMemoryInfo(GCKind.FullBlocking).HeapSizeBytes;
+        // Live objects after the last full collection, generation by generation (HeapSizeBytes also
+        // counts free space inside regions, which moves with fragmentation, not with what we keep).
+        return GC.GetGCMemoryInfo(GCKind.FullBlocking).GenerationInfo.ToArray().Sum(g => g.SizeAfterBytes - g.FragmentationAfterBytes);
     }
 
     private static long ResidentBytes()
