@@ -71,8 +71,55 @@ public sealed class DecoderGraph
     /// <summary>x @ W (+ b): a PyTorch Linear, named by the scope the caller opened.</summary>
     public Value Linear(Value x, string weightName, string? biasName = null)
     {
-        var y = B.Op("MatMul", [x, LinearWeight(weightName)]);
+        var y = Project(x, weightName);
         return biasName is null ? y : B.Op("Add", [y, Weight(biasName)]);
+    }
+
+    public bool Quantized => Options.Quantization is not null;
+
+    /// <summary>
+    /// x [.., K] times a weight: a PyTorch Linear [N, K], or a GPT-2 Conv1D [K, N] when
+    /// <paramref name="storedInOut"/>. Float32 weights go through MatMul; quantized ones through
+    /// MatMulNBits (ort lowering) or DequantizeLinear + MatMul (portable int8, per output channel).
+    /// </summary>
+    public Value Project(Value x, string weightName, bool storedInOut = false)
+    {
+        if (Options.Quantization is not { } q)
+            return B.Op("MatMul", [x, storedInOut ? Weight(weightName) : LinearWeight(weightName)]);
+        var parts = Shared($"quantized:{weightName}", () => QuantizedInitializers(weightName, storedInOut, q));
+        if (Ort)
+        {
+            var attributes = new List<Attr> { Attr.Int("K", parts.K), Attr.Int("N", parts.N), Attr.Int("bits", q.Bits), Attr.Int("block_size", q.BlockSize) };
+            if (q.AccuracyLevel > 0) attributes.Add(Attr.Int("accuracy_level", q.AccuracyLevel));
+            return B.MsOp("MatMulNBits", [x, parts.Packed, parts.Scales, parts.ZeroPoints], [.. attributes]);
+        }
+        //   q [N, K] int8 --DequantizeLinear(axis 0, per row)--> [N, K] --Transpose--> [K, N] --MatMul
+        var weight = B.Op("DequantizeLinear", [parts.Packed, parts.Scales, parts.ZeroPoints], Attr.Int("axis", 0));
+        return B.Op("MatMul", [x, B.Op("Transpose", [weight], Attr.Ints("perm", 1, 0))]);
+    }
+
+    private sealed record QuantizedParts(Value Packed, Value Scales, Value? ZeroPoints, int N, int K);
+
+    private QuantizedParts QuantizedInitializers(string name, bool storedInOut, Quantization.QuantizationOptions q)
+    {
+        var source = Weights.Get(name);
+        if (source.Shape.Count != 2) throw new ArgumentException($"weight '{name}' is [{string.Join(", ", source.Shape)}]; only 2-D weights are quantized");
+        if (Ort)
+        {
+            var lazy = new Quantization.LazyQuantized(source, storedInOut, q, q.Symmetric ? 2 : 3);
+            int blocks = (lazy.K + q.BlockSize - 1) / q.BlockSize, blob = q.BlockSize * q.Bits / 8;
+            var packed = B.Initializer(name + ".quantized", lazy.Part(w => w.Packed, ElementType.UInt8, [lazy.N, blocks, blob]));
+            var scales = B.Initializer(name + ".scales", lazy.Part(w => System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.Scales.AsSpan()).ToArray(), ElementType.Float, [lazy.N * blocks]));
+            Value? zeros = q.Symmetric ? null : B.Initializer(name + ".zero_points", lazy.Part(w => w.ZeroPoints!, ElementType.UInt8,
+                [q.Bits == 8 ? lazy.N * blocks : lazy.N * ((blocks + 1) / 2)]));
+            return new QuantizedParts(packed, scales, zeros, lazy.N, lazy.K);
+        }
+        // Portable int8: one block per output row (per-channel), uint8 with a zero point per row.
+        var rows = new Quantization.LazyPerChannel(source, storedInOut, q.Symmetric);
+        var values = B.Initializer(name + ".quantized", rows.Part(w => w.Values, ElementType.UInt8, [rows.N, rows.K]));
+        var rowScales = B.Initializer(name + ".scales", rows.Part(w => System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.Scales.AsSpan()).ToArray(), ElementType.Float, [rows.N]));
+        var rowZeros = B.Initializer(name + ".zero_points", rows.Part(w => w.ZeroPoints, ElementType.UInt8, [rows.N]));
+        return new QuantizedParts(values, rowScales, rowZeros, rows.N, rows.K);
     }
 
     /// <summary>Dimension <paramref name="axis"/> of x as a 1-D int64 tensor [1].</summary>

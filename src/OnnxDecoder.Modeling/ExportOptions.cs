@@ -28,6 +28,12 @@ public sealed record ExportOptions
     /// <summary>The execution provider the export is meant for; combinations that cannot run are refused.</summary>
     public ExecutionTarget Target { get; init; } = ExecutionTarget.Cpu;
 
+    /// <summary>Weight quantization (int8/int4); null keeps float32 weights.</summary>
+    public Quantization.QuantizationOptions? Quantization { get; init; }
+
+    /// <summary>"fp32", "int8" or "int4", for metadata and genai_config.</summary>
+    public string Precision => Quantization is null ? "fp32" : $"int{Quantization.Bits}";
+
     /// <summary>Extra metadata_props (source, checksum); family, lowering and precision are always written.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; init; } = new Dictionary<string, string>();
 }
@@ -36,8 +42,10 @@ public sealed record ExportOptions
 public static class LoweringSupport
 {
     /// <summary>Null when the combination runs; otherwise the reason and the alternative.</summary>
-    public static string? WhyNot(DecoderConfig config, Lowering lowering, ExecutionTarget target)
+    public static string? WhyNot(DecoderConfig config, Lowering lowering, ExecutionTarget target, Quantization.QuantizationOptions? quantization = null)
     {
+        if (lowering == Lowering.Portable && quantization is { Bits: 4 })
+            return "int4 weights need MatMulNBits: export with --lowering ort, or --precision int8 (per-channel DequantizeLinear, opset 17) for the portable lowering";
         if (lowering == Lowering.Portable) return null;
         if (target == ExecutionTarget.DirectML)
         {
@@ -47,9 +55,9 @@ public static class LoweringSupport
         return null;
     }
 
-    public static void ThrowIfUnsupported(DecoderConfig config, Lowering lowering, ExecutionTarget target)
+    public static void ThrowIfUnsupported(DecoderConfig config, Lowering lowering, ExecutionTarget target, Quantization.QuantizationOptions? quantization = null)
     {
-        if (WhyNot(config, lowering, target) is { } reason)
+        if (WhyNot(config, lowering, target, quantization) is { } reason)
             throw new NotSupportedException($"lowering '{lowering.ToString().ToLowerInvariant()}' on {target}: {reason}");
     }
 }

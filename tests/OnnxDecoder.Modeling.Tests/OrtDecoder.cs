@@ -11,11 +11,11 @@ public sealed class OrtDecoder : IDisposable
     private readonly InferenceSession _session;
     private readonly DecoderConfig _config;
 
-    public OrtDecoder(DecoderConfig config, IWeightSource weights, ExportOptions options)
+    public OrtDecoder(DecoderConfig config, IWeightSource weights, ExportOptions options, GraphOptimizationLevel optimization = GraphOptimizationLevel.ORT_ENABLE_ALL)
     {
         _config = config;
         var model = DecoderFamily.For(config).Build(config, weights, options);
-        using var sessionOptions = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        using var sessionOptions = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR, GraphOptimizationLevel = optimization };
         _session = new InferenceSession(model.ToModelProto().ToByteArray(), sessionOptions);
     }
 

@@ -2,8 +2,9 @@ using OnnxDecoder.Onnx;
 
 namespace OnnxDecoder.Modeling.Components;
 
-/// <summary>The weights of one feed-forward block, already laid out [in, out] for MatMul.</summary>
-public sealed record MlpWeights(Value? Gate, Value Up, Value Down, Value? UpBias = null, Value? DownBias = null);
+/// <summary>The weights of one feed-forward block by checkpoint name: PyTorch Linear [out, in], or
+/// GPT-2 Conv1D [in, out] when <paramref name="StoredInOut"/>; biases optional.</summary>
+public sealed record MlpWeights(string? Gate, string Up, string Down, string? UpBias = null, string? DownBias = null, bool StoredInOut = false);
 
 /// <summary>Feed-forward blocks: SwiGLU (down(act(gate x) * up x)) and the plain MLP (proj(act(fc x))).</summary>
 public static class Mlp
@@ -16,20 +17,20 @@ public static class Mlp
         if (w.Gate is not null)
         {
             Value gate, up;
-            using (b.Scope("gate_proj")) gate = b.Op("MatMul", [x, w.Gate]);                // [.., intermediate]
-            using (b.Scope("up_proj")) up = b.Op("MatMul", [x, w.Up]);
+            using (b.Scope("gate_proj")) gate = g.Project(x, w.Gate, w.StoredInOut);            // [.., intermediate]
+            using (b.Scope("up_proj")) up = g.Project(x, w.Up, w.StoredInOut);
             using (b.Scope("act_fn")) hidden = b.Op("Mul", [Activate(g, gate), up]);
         }
         else
         {
-            using (b.Scope("fc")) hidden = b.Op("MatMul", [x, w.Up]);
-            if (w.UpBias is not null) hidden = b.Op("Add", [hidden, w.UpBias]);
+            using (b.Scope("fc")) hidden = g.Project(x, w.Up, w.StoredInOut);
+            if (w.UpBias is not null) hidden = b.Op("Add", [hidden, g.Weight(w.UpBias)]);
             using (b.Scope("act_fn")) hidden = Activate(g, hidden);
         }
         using (b.Scope("down_proj"))
         {
-            var y = b.Op("MatMul", [hidden, w.Down]);                                          // [.., hidden]
-            return w.DownBias is null ? y : b.Op("Add", [y, w.DownBias]);
+            var y = g.Project(hidden, w.Down, w.StoredInOut);                                   // [.., hidden]
+            return w.DownBias is null ? y : b.Op("Add", [y, g.Weight(w.DownBias)]);
         }
     }
 

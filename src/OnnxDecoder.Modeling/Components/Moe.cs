@@ -22,10 +22,11 @@ public static class Moe
         var b = g.B;
         var tokens = b.Op("Reshape", [x, b.Int64s(-1, c.HiddenSize)]);                                  // [N, hidden]
         Value routerLogits;
-        using (b.Scope("router")) routerLogits = b.Op("MatMul", [tokens, g.LinearWeight(names.Router)]); // [N, experts]
+        using (b.Scope("router")) routerLogits = b.Op("MatMul", [tokens, g.LinearWeight(names.Router)]); // [N, experts]: routing stays float32
 
         bool gated = names.Gate is not null;
-        Value combined = g.Ort && gated && c.HiddenAct == Activation.Silu ? Fused(g, tokens, routerLogits, names) : Spelled(g, tokens, routerLogits, names);
+        // The fused op takes float32 experts; quantized experts are spelled out so they can use MatMulNBits.
+        Value combined = g.Ort && gated && c.HiddenAct == Activation.Silu && !g.Quantized ? Fused(g, tokens, routerLogits, names) : Spelled(g, tokens, routerLogits, names);
         return (b.Op("Reshape", [combined, b.Op("Shape", [x])]), routerLogits);
     }
 
@@ -80,7 +81,7 @@ public static class Moe
         for (int e = 0; e < c.NumExperts; e++)
         {
             using var scope = b.Scope($"experts.{e}");
-            var mlp = new MlpWeights(names.Gate is null ? null : g.LinearWeight(names.Gate[e]), g.LinearWeight(names.Up[e]), g.LinearWeight(names.Down[e]));
+            var mlp = new MlpWeights(names.Gate?[e], names.Up[e], names.Down[e]);
             var y = Mlp.Apply(g, tokens, mlp);                                                        // [N, hidden]
             var column = b.Int64s(e);
             var weight = b.Op("Gather", [weights, column], Attr.Int("axis", 1));                     // [N, 1]

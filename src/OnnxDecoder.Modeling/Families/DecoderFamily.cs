@@ -32,7 +32,8 @@ public abstract class DecoderFamily
     public OnnxModel Build(DecoderConfig config, IWeightSource weights, ExportOptions options)
     {
         config.Validate();
-        LoweringSupport.ThrowIfUnsupported(config, options.Lowering, options.Target);
+        LoweringSupport.ThrowIfUnsupported(config, options.Lowering, options.Target, options.Quantization);
+        options.Quantization?.Validate();
         var b = new GraphBuilder("decoder", defaultOpset: 17);
         var g = new DecoderGraph(b, config, options, weights);
 
@@ -101,7 +102,9 @@ public abstract class DecoderFamily
         b.Metadata("onnxdecoder.family", Name);
         b.Metadata("onnxdecoder.model_type", config.ModelType);
         b.Metadata("onnxdecoder.lowering", options.Lowering.ToString().ToLowerInvariant());
-        b.Metadata("onnxdecoder.precision", "fp32");
+        b.Metadata("onnxdecoder.precision", options.Precision);
+        if (options.Quantization is { } quantization)
+            b.Metadata("onnxdecoder.quantization", $"bits {quantization.Bits}, block {quantization.BlockSize}, {(quantization.Symmetric ? "symmetric" : "asymmetric")}, accuracy level {quantization.AccuracyLevel}");
         b.Metadata("onnxdecoder.max_length", g.MaxLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
         foreach (var (key, value) in options.Metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal)) b.Metadata(key, value);
         return b.Build();
@@ -135,9 +138,13 @@ public abstract class DecoderFamily
     protected abstract Value FeedForward(DecoderGraph g, int layer, Value x, List<Value> routerLogits);
 
     /// <summary>[B, S, hidden] -> [B, S, vocab]; tied heads reuse the token embedding.</summary>
-    protected virtual Value LmHead(DecoderGraph g, Value x) => g.Config.TieWordEmbeddings
-        ? g.B.Op("MatMul", [x, g.B.Op("Transpose", [g.Weight(EmbeddingName)], Attr.Ints("perm", 1, 0))])
-        : g.B.Op("MatMul", [x, g.LinearWeight("lm_head.weight")]);
+    protected virtual Value LmHead(DecoderGraph g, Value x)
+    {
+        if (g.Quantized) return g.Project(x, g.Config.TieWordEmbeddings ? EmbeddingName : "lm_head.weight"); // [vocab, hidden] is already [N, K]
+        return g.Config.TieWordEmbeddings
+            ? g.B.Op("MatMul", [x, g.B.Op("Transpose", [g.Weight(EmbeddingName)], Attr.Ints("perm", 1, 0))])
+            : g.B.Op("MatMul", [x, g.LinearWeight("lm_head.weight")]);
+    }
 
     /// <summary>Norm tensors: scale, plus bias for LayerNorm.</summary>
     protected static IEnumerable<TensorSpec> NormSpecs(DecoderConfig c, string prefix)

@@ -52,17 +52,16 @@ public sealed class Gpt2 : DecoderFamily
     {
         var b = g.B;
         using var scope = b.Scope("c_attn");
-        var qkv = b.Op("Add", [b.Op("MatMul", [x, g.Weight(H(layer, "attn.c_attn.weight"))]), g.Weight(H(layer, "attn.c_attn.bias"))]); // [B, S, 3*hidden]
+        var qkv = b.Op("Add", [g.Project(x, H(layer, "attn.c_attn.weight"), storedInOut: true), g.Weight(H(layer, "attn.c_attn.bias"))]); // [B, S, 3*hidden]
         long hidden = g.Config.HiddenSize;
         var parts = b.Node(GraphBuilder.DefaultDomain, "Split", [qkv, b.Int64s(hidden, hidden, hidden)], 3, Attr.Int("axis", -1));
         return (parts[0], parts[1], parts[2]);
     }
 
     protected override Value ProjectOut(DecoderGraph g, int layer, Value context) =>
-        g.B.Op("Add", [g.B.Op("MatMul", [context, g.Weight(H(layer, "attn.c_proj.weight"))]), g.Weight(H(layer, "attn.c_proj.bias"))]);
+        g.B.Op("Add", [g.Project(context, H(layer, "attn.c_proj.weight"), storedInOut: true), g.Weight(H(layer, "attn.c_proj.bias"))]);
 
     protected override Value FeedForward(DecoderGraph g, int layer, Value x, List<Value> routerLogits) =>
-        Mlp.Apply(g, x, new MlpWeights(null,
-            g.Weight(H(layer, "mlp.c_fc.weight")), g.Weight(H(layer, "mlp.c_proj.weight")),
-            g.Weight(H(layer, "mlp.c_fc.bias")), g.Weight(H(layer, "mlp.c_proj.bias"))));
+        Mlp.Apply(g, x, new MlpWeights(null, H(layer, "mlp.c_fc.weight"), H(layer, "mlp.c_proj.weight"),
+            H(layer, "mlp.c_fc.bias"), H(layer, "mlp.c_proj.bias"), StoredInOut: true));
 }

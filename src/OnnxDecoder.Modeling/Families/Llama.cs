@@ -85,10 +85,10 @@ public class Llama : DecoderFamily
         string mlp = $"model.layers.{layer}.mlp";
         bool bias = g.Config.ProjectionBias && !g.Config.GatedMlp;
         return Mlp.Apply(g, x, new MlpWeights(
-            g.Config.GatedMlp ? g.LinearWeight($"{mlp}.gate_proj.weight") : null,
-            g.LinearWeight($"{mlp}.up_proj.weight"),
-            g.LinearWeight($"{mlp}.down_proj.weight"),
-            bias ? g.Weight($"{mlp}.up_proj.bias") : null,
-            bias ? g.Weight($"{mlp}.down_proj.bias") : null));
+            g.Config.GatedMlp ? $"{mlp}.gate_proj.weight" : null,
+            $"{mlp}.up_proj.weight",
+            $"{mlp}.down_proj.weight",
+            bias ? $"{mlp}.up_proj.bias" : null,
+            bias ? $"{mlp}.down_proj.bias" : null));
     }
 }

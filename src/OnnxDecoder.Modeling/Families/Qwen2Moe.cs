@@ -57,8 +57,7 @@ public sealed class Qwen2Moe : Llama
 
         using var scope = b.Scope("shared_expert");
         string shared = $"{Mlp(layer)}.shared_expert";
-        var sharedOut = Components.Mlp.Apply(g, x, new MlpWeights(
-            g.LinearWeight($"{shared}.gate_proj.weight"), g.LinearWeight($"{shared}.up_proj.weight"), g.LinearWeight($"{shared}.down_proj.weight"))); // [B, S, hidden]
+        var sharedOut = Components.Mlp.Apply(g, x, new MlpWeights($"{shared}.gate_proj.weight", $"{shared}.up_proj.weight", $"{shared}.down_proj.weight")); // [B, S, hidden]
         Value gate;
         using (b.Scope("gate")) gate = b.Op("Sigmoid", [b.Op("MatMul", [x, g.LinearWeight($"{Mlp(layer)}.shared_expert_gate.weight")])]); // [B, S, 1]
         return b.Op("Add", [routed, b.Op("Mul", [sharedOut, gate])]);

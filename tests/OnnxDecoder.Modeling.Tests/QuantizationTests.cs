@@ -1,0 +1,146 @@
+using Microsoft.ML.OnnxRuntime;
+using OnnxDecoder.Modeling;
+using OnnxDecoder.Modeling.Families;
+using OnnxDecoder.Modeling.Quantization;
+using OnnxDecoder.Modeling.Tests.Reference;
+using static OnnxDecoder.Modeling.Tests.Inputs;
+
+namespace OnnxDecoder.Modeling.Tests;
+
+public class QuantizationTests
+{
+    /// <summary>Plain loops, written from the definition: per block of K, symmetric scale = max|w| / (2^(b-1) - 1)
+    /// with zero point 2^(b-1); asymmetric [min(0, lo), max(0, hi)] onto [0, 2^b - 1]; q = clamp(round(w / s) + z).</summary>
+    private static (int[] Q, float[] Scales, int[] Zeros) Reference(float[] w, int n, int k, int bits, int bs, bool symmetric)
+    {
+        int blocks = (k + bs - 1) / bs, levels = (1 << bits) - 1, half = 1 << (bits - 1);
+        var q = new int[n * blocks * bs];
+        var scales = new float[n * blocks];
+        var zeros = new int[n * blocks];
+        for (int row = 0; row < n; row++)
+            for (int b = 0; b < blocks; b++)
+            {
+                var values = Enumerable.Range(b * bs, Math.Min(bs, k - b * bs)).Select(i => w[row * k + i]).ToArray();
+                float scale = symmetric ? values.Max(Math.Abs) / (half - 1) : (Math.Max(0, values.Max()) - Math.Min(0, values.Min())) / levels;
+                int zero = symmetric ? half : scale == 0 ? 0 : Math.Clamp((int)MathF.Round(-Math.Min(0, values.Min()) / scale), 0, levels);
+                scales[row * blocks + b] = scale;
+                zeros[row * blocks + b] = zero;
+                for (int i = 0; i < bs; i++)
+                    q[(row * blocks + b) * bs + i] = i < values.Length ? Math.Clamp((int)MathF.Round(values[i] * (scale == 0 ? 0 : 1 / scale)) + zero, 0, levels) : zero;
+            }
+        return (q, scales, zeros);
+    }
+
+    [Test]
+    public void Block_quantizer_matches_the_plain_loop_for_every_block_size_bits_and_symmetry(
+        [Values(32, 64, 128)] int blockSize, [Values(4, 8)] int bits, [Values(true, false)] bool symmetric, [Values(128, 100)] int k)
+    {
+        const int n = 5;
+        var random = new Random(blockSize * 31 + bits + k);
+        var w = Enumerable.Range(0, n * k).Select(_ => (float)(random.NextDouble() * 3 - 1)).ToArray(); // skewed: asymmetric matters
+        var quantized = BlockQuantizer.Quantize(w, n, k, new QuantizationOptions { Bits = bits, BlockSize = blockSize, Symmetric = symmetric });
+        var (q, scales, zeros) = Reference(w, n, k, bits, blockSize, symmetric);
+        int blocks = (k + blockSize - 1) / blockSize;
+
+        Assert.That(quantized.Scales, Is.EqualTo(scales));
+        for (int row = 0; row < n; row++)
+            for (int col = 0; col < blocks * blockSize; col++)
+            {
+                Assert.That(quantized.Quant(row, col), Is.EqualTo(q[(row * blocks + col / blockSize) * blockSize + col % blockSize]), $"q[{row}, {col}]");
+                Assert.That(quantized.ZeroPoint(row, col / blockSize), Is.EqualTo(zeros[row * blocks + col / blockSize]));
+            }
+        var dequantized = quantized.Dequantize();
+        for (int i = 0; i < w.Length; i++)
+            Assert.That(dequantized[i], Is.EqualTo(w[i]).Within(scales[(i / k) * blocks + (i % k) / blockSize] * 0.5f + 1e-6f), "rounding to nearest loses at most half a step");
+        Assert.That(quantized.Packed, Has.Length.EqualTo(n * blocks * blockSize * bits / 8), "MatMulNBits layout [N, blocks, block x bits / 8]");
+    }
+
+    [Test]
+    public void Per_channel_int8_matches_the_plain_loop()
+    {
+        var random = new Random(2);
+        const int n = 4, k = 37;
+        var w = Enumerable.Range(0, n * k).Select(_ => (float)(random.NextDouble() * 2 - 0.5)).ToArray();
+        foreach (bool symmetric in new[] { true, false })
+        {
+            var quantized = PerChannelWeight.Quantize(w, n, k, symmetric);
+            var (q, scales, zeros) = Reference(w, n, k, 8, k, symmetric);
+            Assert.That(quantized.Scales, Is.EqualTo(scales));
+            Assert.That(quantized.ZeroPoints.Select(z => (int)z), Is.EqualTo(zeros));
+            Assert.That(quantized.Values.Select(v => (int)v), Is.EqualTo(q));
+        }
+    }
+
+    /// <summary>The reference forward pass on the weights the quantized graph really computes with.</summary>
+    private static InMemoryWeights DequantizedCopy(DecoderConfig c, InMemoryWeights w, QuantizationOptions q, bool portable)
+    {
+        var copy = new InMemoryWeights();
+        foreach (var name in w.Names)
+        {
+            var shape = w.Shape(name);
+            bool projected = name == "lm_head.weight" || name.Contains(".self_attn.") && name.EndsWith("proj.weight")
+                || name.Contains(".mlp.") && name.EndsWith("proj.weight") || name.Contains(".experts.");
+            if (!projected) { copy.Add(name, w.Values(name), shape); continue; }
+            int n = (int)shape[0], k = (int)shape[1];
+            copy.Add(name, portable ? PerChannelWeight.Quantize(w.Values(name), n, k, q.Symmetric).Dequantize()
+                                    : BlockQuantizer.Quantize(w.Values(name), n, k, q).Dequantize(), shape);
+        }
+        return copy;
+    }
+
+    public static IEnumerable<TestCaseData> GraphCases()
+    {
+        var dense = TestConfigs.Base with { TieWordEmbeddings = false, AttentionBias = true };
+        var moe = TestConfigs.Base with { ModelType = "mixtral", NumExperts = 4, ExpertsPerToken = 2, TieWordEmbeddings = false };
+        var options = new[]
+        {
+            new QuantizationOptions { Bits = 4, BlockSize = 32 },
+            new QuantizationOptions { Bits = 4, BlockSize = 64, Symmetric = false },
+            new QuantizationOptions { Bits = 8, BlockSize = 128 },
+            new QuantizationOptions { Bits = 8, BlockSize = 32, Symmetric = false },
+        };
+        foreach (var (name, config) in new[] { ("dense", dense), ("moe", moe) })
+        {
+            foreach (var q in options)
+                yield return new TestCaseData(config, q, Lowering.Ort).SetArgDisplayNames(name, $"int{q.Bits}-b{q.BlockSize}-{(q.Symmetric ? "sym" : "asym")}", "ort");
+            yield return new TestCaseData(config, new QuantizationOptions { Bits = 8 }, Lowering.Portable).SetArgDisplayNames(name, "int8-per-channel", "portable");
+        }
+    }
+
+    [TestCaseSource(nameof(GraphCases))]
+    public void Quantized_graphs_compute_the_reference_on_dequantized_weights(DecoderConfig config, QuantizationOptions q, Lowering lowering)
+    {
+        var weights = TestConfigs.Weights(config.Validate());
+        var ids = Tokens(1, 7, config.VocabSize, seed: 5);
+        var expected = new ReferenceDecoder(config, DequantizedCopy(config, weights, q, lowering == Lowering.Portable)).Forward(ids, Ones(1, 7), Positions(1, 0, 7));
+        // The portable graph is checked at basic optimization: at extended and above, ONNX Runtime's CPU
+        // QDQ fusion rewrites DequantizeLinear + MatMul into an integer matmul that also quantizes the
+        // activations (a different computation; bounded below).
+        var level = lowering == Lowering.Portable ? GraphOptimizationLevel.ORT_ENABLE_BASIC : GraphOptimizationLevel.ORT_ENABLE_ALL;
+        using (var decoder = new OrtDecoder(config, weights, new ExportOptions { Lowering = lowering, Quantization = q }, level))
+            Assert.That(MaxAbsDifference(decoder.Run(ids, Ones(1, 7), Positions(1, 0, 7)).Logits, expected), Is.LessThan(1e-4f));
+        if (lowering == Lowering.Portable)
+        {
+            using var fused = new OrtDecoder(config, weights, new ExportOptions { Lowering = lowering, Quantization = q });
+            Assert.That(MaxAbsDifference(fused.Run(ids, Ones(1, 7), Positions(1, 0, 7)).Logits, expected), Is.LessThan(0.1f), "ORT's integer rewrite stays close");
+        }
+
+        var fp32 = new ReferenceDecoder(config, weights).Forward(ids, Ones(1, 7), Positions(1, 0, 7));
+        Assert.That(MaxAbsDifference(fp32, expected), Is.GreaterThan(1e-4f), "the check is sensitive: quantization does move these logits");
+    }
+
+    [Test]
+    public void Quantized_exports_use_the_right_ops_and_refuse_portable_int4()
+    {
+        var config = TestConfigs.Base with { TieWordEmbeddings = false };
+        var weights = TestConfigs.Weights(config);
+        var ort = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } });
+        Assert.That(ort.OpHistogram()["com.microsoft.MatMulNBits"], Is.EqualTo(2 * 7 + 1), "q, k, v, o, gate, up, down per layer, and the head");
+        Assert.That(ort.OpHistogram().ContainsKey("MatMul"), Is.False);
+        var portable = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 8 } });
+        Assert.That(portable.OpHistogram()["DequantizeLinear"], Is.EqualTo(15));
+        Assert.That(() => DecoderFamily.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 4 } }),
+            Throws.TypeOf<NotSupportedException>().With.Message.Contains("int4 weights need MatMulNBits: export with --lowering ort"));
+        Assert.That(() => new QuantizationOptions { BlockSize = 48 }.Validate(), Throws.TypeOf<ArgumentOutOfRangeException>());
+    }
+}
