@@ -60,16 +60,27 @@ public static class Commands
         var tokenizer = new Option<string?>("--tokenizer") { Description = "llama2.c tokenizer.bin (default: tok{vocab}.bin or tokenizer.bin beside the checkpoint)" };
         var output = new Option<string>("--out") { Description = "model folder to write", Required = true };
         var lowering = new Option<string>("--lowering") { Description = "portable (standard ops, every EP) or ort (fused com.microsoft ops)", DefaultValueFactory = _ => "ort" };
-        var precision = new Option<string>("--precision") { Description = "fp32 (int8, int4, fp16: not yet)", DefaultValueFactory = _ => "fp32" };
+        var precision = new Option<string>("--precision") { Description = "fp32, int8 or int4 weights (fp16: not yet)", DefaultValueFactory = _ => "fp32" };
+        var blockSize = new Option<int>("--block-size") { Description = "int8/int4: weights per scale along the input dimension (32, 64, 128)", DefaultValueFactory = _ => 32 };
+        var asymmetric = new Option<bool>("--asymmetric") { Description = "int8/int4: a zero point per block (default: symmetric)" };
+        var accuracy = new Option<int>("--accuracy-level") { Description = "int8/int4 with the ort lowering: MatMulNBits accuracy_level (0 fp32 compute ... 4 int8 activations)" };
         var maxLength = new Option<int?>("--max-length") { Description = "longest sequence the export serves (default: the model's context)" };
         var target = new Option<string>("--target") { Description = "execution provider the export is for: cpu, cuda, dml", DefaultValueFactory = _ => "cpu" };
         var allowNonFinite = new Option<bool>("--allow-non-finite") { Description = "export weights holding NaN or infinity instead of refusing them" };
         var command = new Command("export", "Export a checkpoint to a model folder (model.onnx, genai_config.json, tokenizer)")
-            { checkpoint, tokenizer, output, lowering, precision, maxLength, target, allowNonFinite };
+            { checkpoint, tokenizer, output, lowering, precision, maxLength, target, allowNonFinite, blockSize, asymmetric, accuracy };
         command.SetAction(r => Guard(() =>
         {
-            if (r.GetValue(precision) != "fp32") throw new ArgumentException($"--precision {r.GetValue(precision)} is not implemented yet: use fp32");
-            var options = new ExportOptions { Lowering = ParseLowering(r.GetValue(lowering)!), MaxLength = r.GetValue(maxLength), Target = ParseTarget(r.GetValue(target)!) };
+            var quantization = r.GetValue(precision) switch
+            {
+                "fp32" => null,
+                "int8" or "int4" => new Modeling.Quantization.QuantizationOptions
+                {
+                    Bits = r.GetValue(precision) == "int8" ? 8 : 4, BlockSize = r.GetValue(blockSize), Symmetric = !r.GetValue(asymmetric), AccuracyLevel = r.GetValue(accuracy),
+                }.Validate(),
+                var p => throw new ArgumentException($"--precision {p} is not supported: use fp32, int8 or int4"),
+            };
+            var options = new ExportOptions { Lowering = ParseLowering(r.GetValue(lowering)!), MaxLength = r.GetValue(maxLength), Target = ParseTarget(r.GetValue(target)!), Quantization = quantization };
             RunExport(r.GetValue(checkpoint)!, r.GetValue(tokenizer), r.GetValue(output)!, options, r.GetValue(allowNonFinite));
             return 0;
         }));

@@ -1,0 +1,114 @@
+using Microsoft.ML.OnnxRuntime;
+using OnnxDecoder.Exporters.Synth;
+using OnnxDecoder.Modeling;
+using OnnxDecoder.Modeling.Quantization;
+using OnnxDecoder.Runtime;
+using OnnxDecoder.Runtime.Tokenization;
+using OnnxDecoder.Tests.Shared;
+
+namespace OnnxDecoder.Exporters.Tests;
+
+/// <summary>Quantized exports of real and benchmark-size models (issue 7's acceptance).</summary>
+[Parallelizable(ParallelScope.None)]
+public class QuantizedExportTests
+{
+    private string _root = "";
+
+    [SetUp] public void SetUp() => _root = TestPaths.NewTempFolder("quantized");
+    [TearDown] public void TearDown() => Directory.Delete(_root, recursive: true);
+
+    private string Export(string checkpointPath, string? tokenizer, string name, QuantizationOptions? quantization)
+    {
+        string folder = Path.Combine(_root, name);
+        using var checkpoint = Checkpoint.Open(checkpointPath, tokenizer);
+        ModelFolderWriter.Write(folder, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = quantization },
+            checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer);
+        return folder;
+    }
+
+    [Test]
+    public void Stories260K_int8_generates_fp32s_first_100_tokens()
+    {
+        string folder = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "int8", new QuantizationOptions { Bits = 8 });
+        var (promptIds, golden) = Stories260K.Golden();
+        using var session = new DecoderSession(folder);
+        var tokens = new Generator(session, TextTokenizer.Load(folder, 1)).Generate(promptIds, new GenerationOptions { MaxNewTokens = 100 }).TokenIds;
+        Assert.That(tokens, Is.EqualTo(golden.Take(100)));
+    }
+
+    /// <summary>Logits at every position of one teacher-forced pass: [positions, vocab].</summary>
+    private static float[] TeacherForcedLogits(string folder, long[] ids, int layers, int kvHeads, int headDim)
+    {
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        using var session = new InferenceSession(Path.Combine(folder, "model.onnx"), options);
+        var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
+        var values = new List<OrtValue>
+        {
+            OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]),
+            OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, ids.Length).ToArray(), [1, ids.Length]),
+            OrtValue.CreateTensorValueFromMemory(Enumerable.Range(0, ids.Length).Select(i => (long)i).ToArray(), [1, ids.Length]),
+        };
+        for (int i = 0; i < layers; i++)
+            foreach (var kind in new[] { "key", "value" })
+            {
+                names.Add($"past_key_values.{i}.{kind}");
+                values.Add(OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, kvHeads, 0, headDim]));
+            }
+        try
+        {
+            using var outputs = session.Run(new RunOptions(), names, values, ["logits"]);
+            return outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    private static double TopOneAgreement(string a, string b, long[] ids, DecoderConfig config)
+    {
+        var x = TeacherForcedLogits(a, ids, config.NumLayers, config.NumKvHeads, config.HeadDim);
+        var y = TeacherForcedLogits(b, ids, config.NumLayers, config.NumKvHeads, config.HeadDim);
+        int vocab = config.VocabSize, agree = 0;
+        for (int t = 0; t < ids.Length; t++)
+            if (Runtime.Sampling.Sampler.ArgMax(x.AsSpan(t * vocab, vocab)) == Runtime.Sampling.Sampler.ArgMax(y.AsSpan(t * vocab, vocab))) agree++;
+        return (double)agree / ids.Length;
+    }
+
+    /// <summary>
+    /// Synth llama-110m has random weights: its logits are nearly flat (median top-1 margin 0.19,
+    /// about 0.19 standard deviations of a position's logits), so top-1 agreement there measures
+    /// how much noise a precision adds. int8 keeps 96.5% of the 256 teacher-forced top-1 tokens;
+    /// int4 keeps 36-45% (see the issue note), which is why int4 is judged on a trained model below.
+    /// </summary>
+    [Test]
+    public void Int8_agrees_with_fp32_on_at_least_90_percent_of_top_1_tokens_over_256_teacher_forced_positions_of_llama_110m()
+    {
+        string synth = Path.Combine(_root, "llama-110m");
+        SynthPresets.Write("llama-110m", 1, synth);
+        var config = SynthPresets.Get("llama-110m");
+        string fp32 = Export(synth, null, "fp32", null);
+        string int8 = Export(synth, null, "int8", new QuantizationOptions { Bits = 8, BlockSize = 32 });
+        var random = new Random(7);
+        var ids = Enumerable.Range(0, 256).Select(_ => (long)random.Next(config.VocabSize - 1)).ToArray();
+        double agreement = TopOneAgreement(fp32, int8, ids, config);
+        TestContext.Out.WriteLine($"llama-110m int8 vs fp32 top-1 agreement: {100 * agreement:F1}%");
+        Assert.That(agreement, Is.GreaterThanOrEqualTo(0.9));
+        // The file keeps the 98 MB float32 embedding for the token lookup (GatherBlockQuantized is not used
+        // yet) beside the int8 head, so it is about half the fp32 file, while decode reads ~3.5x fewer bytes.
+        Assert.That(new FileInfo(Path.Combine(int8, "model.onnx.data")).Length, Is.LessThan(new FileInfo(Path.Combine(fp32, "model.onnx.data")).Length * 0.55));
+    }
+
+    [Test]
+    public void Int4_on_the_trained_stories260K_keeps_at_least_85_percent_of_top_1_tokens_over_256_teacher_forced_positions()
+    {
+        var (promptIds, golden) = Stories260K.Golden();
+        var ids = promptIds.Concat(golden).Take(256).Select(i => (long)i).ToArray();
+        string fp32 = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "fp32", null);
+        string int4 = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "int4", new QuantizationOptions { Bits = 4, BlockSize = 32, Symmetric = false });
+        using var checkpoint = Checkpoint.Open(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer);
+        double agreement = TopOneAgreement(fp32, int4, ids, checkpoint.Config);
+        TestContext.Out.WriteLine($"stories260K int4 (asymmetric, block 32) vs fp32 top-1 agreement: {100 * agreement:F1}%");
+        Assert.That(agreement, Is.GreaterThanOrEqualTo(0.85));
+    }
+}
