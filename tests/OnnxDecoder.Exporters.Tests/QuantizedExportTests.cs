@@ -26,10 +26,11 @@ public class QuantizedExportTests
         return folder;
     }
 
-    [Test]
-    public void Stories260K_int8_generates_fp32s_first_100_tokens()
+    [TestCase(0)]
+    [TestCase(4)]
+    public void Stories260K_int8_generates_fp32s_first_100_tokens(int accuracyLevel)
     {
-        string folder = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "int8", new QuantizationOptions { Bits = 8 });
+        string folder = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "int8", new QuantizationOptions { Bits = 8, AccuracyLevel = accuracyLevel });
         var (promptIds, golden) = Stories260K.Golden();
         using var session = new DecoderSession(folder);
         var tokens = new Generator(session, TextTokenizer.Load(folder, 1)).Generate(promptIds, new GenerationOptions { MaxNewTokens = 100 }).TokenIds;

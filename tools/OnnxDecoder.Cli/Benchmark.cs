@@ -13,6 +13,78 @@ namespace OnnxDecoder.Cli;
 /// </summary>
 public static class Benchmark
 {
+    /// <summary>Several models measured in one run, alternating run by run so machine noise hits all alike.</summary>
+    public static JsonArray RunAlternating(IReadOnlyList<string> modelFolders, int promptTokens, int genTokens, int runs, ExecutionProviderOptions providers)
+    {
+        var perModel = modelFolders.Select(_ => new List<JsonObject>()).ToList();
+        for (int r = 0; r < runs; r++)
+            for (int m = 0; m < modelFolders.Count; m++)
+                perModel[m].Add(Run(modelFolders[m], promptTokens, genTokens, 1, providers));
+        double bandwidth = CopyBandwidthBytesPerSecond();
+        var results = new JsonArray();
+        for (int m = 0; m < modelFolders.Count; m++)
+        {
+            double decode = Median(perModel[m].Select(j => j["decode_tokens_per_s"]!.GetValue<double>()));
+            long weightBytes = BytesReadPerStep(modelFolders[m]);
+            double ceiling = bandwidth / weightBytes;
+            results.Add(new JsonObject
+            {
+                ["model"] = Path.GetFullPath(modelFolders[m]),
+                ["decode_tokens_per_s"] = Math.Round(decode, 1),
+                ["decode_runs"] = new JsonArray(perModel[m].Select(j => (JsonNode)j["decode_tokens_per_s"]!.GetValue<double>()).ToArray()),
+                ["ratio_to_first"] = 0.0,
+                ["weight_bytes_read_per_step"] = weightBytes,
+                ["copy_bandwidth_gb_per_s"] = Math.Round(bandwidth / 1e9, 2),
+                ["bandwidth_ceiling_tokens_per_s"] = Math.Round(ceiling, 1),
+                ["fraction_of_ceiling"] = Math.Round(decode / ceiling, 3),
+            });
+        }
+        double first = results[0]!["decode_tokens_per_s"]!.GetValue<double>();
+        foreach (var r in results) r!["ratio_to_first"] = Math.Round(r["decode_tokens_per_s"]!.GetValue<double>() / first, 2);
+        return results;
+    }
+
+    /// <summary>
+    /// Memory bandwidth from a large copy: 2 x 512 MiB / best time of 5 copies (each byte is read once
+    /// and written once). A decode step reads every weight once, so bandwidth / bytes read per step is
+    /// the step-rate ceiling that memory allows.
+    /// </summary>
+    public static double CopyBandwidthBytesPerSecond()
+    {
+        const int size = 512 << 20;
+        var source = GC.AllocateUninitializedArray<byte>(size);
+        var destination = GC.AllocateUninitializedArray<byte>(size);
+        Array.Fill(source, (byte)1);
+        Array.Fill(destination, (byte)2);
+        double best = double.MaxValue;
+        for (int i = 0; i < 5; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            source.AsSpan().CopyTo(destination);
+            best = Math.Min(best, Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
+        return 2.0 * size / best;
+    }
+
+    /// <summary>Bytes of initializers a decode step reads: all of them, except tables used only by
+    /// Gather (the token embedding, of which a step reads one row).</summary>
+    public static long BytesReadPerStep(string modelFolder)
+    {
+        var folder = ModelFolder.Open(modelFolder);
+        using var file = OnnxDecoder.Onnx.OnnxModelFile.Load(folder.ModelPath);
+        var graph = file.Model.Graph;
+        var consumers = graph.Node.SelectMany(n => n.Input.Select(i => (Input: i, Op: n.OpType))).ToLookup(x => x.Input, x => x.Op);
+        long bytes = 0;
+        foreach (var tensor in graph.Initializer)
+        {
+            var ops = consumers[tensor.Name].ToList();
+            if (ops.Count > 0 && ops.All(op => op == "Gather")) continue;
+            var external = file.ExternalTensors.FirstOrDefault(e => e.TensorName == tensor.Name);
+            bytes += external?.Length ?? tensor.RawData.Length;
+        }
+        return bytes;
+    }
+
     public static JsonObject Run(string modelFolder, int promptTokens, int genTokens, int runs, ExecutionProviderOptions providers)
     {
         if (promptTokens < 1 || genTokens < 2 || runs < 1) throw new ArgumentException("bench needs --prompt-tokens >= 1, --gen-tokens >= 2 and --runs >= 1");
@@ -118,7 +190,7 @@ public static class Benchmark
         return Process.GetCurrentProcess().PeakWorkingSet64;
     }
 
-    private static double Median(IEnumerable<double> values)
+    internal static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToArray();
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;

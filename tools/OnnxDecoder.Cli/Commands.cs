@@ -63,7 +63,7 @@ public static class Commands
         var precision = new Option<string>("--precision") { Description = "fp32, int8 or int4 weights (fp16: not yet)", DefaultValueFactory = _ => "fp32" };
         var blockSize = new Option<int>("--block-size") { Description = "int8/int4: weights per scale along the input dimension (32, 64, 128)", DefaultValueFactory = _ => 32 };
         var asymmetric = new Option<bool>("--asymmetric") { Description = "int8/int4: a zero point per block (default: symmetric)" };
-        var accuracy = new Option<int>("--accuracy-level") { Description = "int8/int4 with the ort lowering: MatMulNBits accuracy_level (0 fp32 compute ... 4 int8 activations)" };
+        var accuracy = new Option<int>("--accuracy-level") { Description = "int8/int4 with the ort lowering: MatMulNBits accuracy_level; 4 (default) quantizes activations to int8, the fast CPU kernels; 0 computes in fp32", DefaultValueFactory = _ => 4 };
         var maxLength = new Option<int?>("--max-length") { Description = "longest sequence the export serves (default: the model's context)" };
         var target = new Option<string>("--target") { Description = "execution provider the export is for: cpu, cuda, dml", DefaultValueFactory = _ => "cpu" };
         var allowNonFinite = new Option<bool>("--allow-non-finite") { Description = "export weights holding NaN or infinity instead of refusing them" };
@@ -258,7 +258,7 @@ public static class Commands
 
     private static Command Bench()
     {
-        var model = ModelOption();
+        var model = new Option<string[]>("--model") { Description = "model folder; repeat to measure several side by side (runs alternate)", Required = true, AllowMultipleArgumentsPerToken = false };
         var promptTokens = new Option<int>("--prompt-tokens") { DefaultValueFactory = _ => 128 };
         var genTokens = new Option<int>("--gen-tokens") { DefaultValueFactory = _ => 128 };
         var runs = new Option<int>("--runs") { DefaultValueFactory = _ => 5 };
@@ -269,8 +269,17 @@ public static class Commands
             { model, promptTokens, genTokens, runs, format, ep, threads };
         command.SetAction(r => Guard(() =>
         {
-            var result = Benchmark.Run(r.GetValue(model)!, r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs),
-                Providers(r.GetValue(ep)!) with { IntraOpThreads = r.GetValue(threads) });
+            var providers = Providers(r.GetValue(ep)!) with { IntraOpThreads = r.GetValue(threads) };
+            var models = r.GetValue(model)!;
+            if (models.Length > 1)
+            {
+                var compared = Benchmark.RunAlternating(models, r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs), providers);
+                Console.WriteLine(r.GetValue(format) == "json" ? compared.ToJsonString() : string.Join("\n", compared.Select(c =>
+                    $"{c!["model"]}: decode {c["decode_tokens_per_s"]} tok/s (x{c["ratio_to_first"]} of the first), reads {c["weight_bytes_read_per_step"]} bytes/step, " +
+                    $"ceiling {c["bandwidth_ceiling_tokens_per_s"]} tok/s at {c["copy_bandwidth_gb_per_s"]} GB/s copy bandwidth: {c["fraction_of_ceiling"]} of it")));
+                return 0;
+            }
+            var result = Benchmark.Run(models[0], r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs), providers);
             Console.WriteLine(r.GetValue(format) == "json" ? result.ToJsonString() : Benchmark.Describe(result));
             return 0;
         }));
