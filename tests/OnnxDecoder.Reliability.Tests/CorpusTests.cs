@@ -25,12 +25,7 @@ public class CorpusTests
     [SetUp] public void SetUp() => _root = TestPaths.NewTempFolder("corpus");
     [TearDown] public void TearDown() => Directory.Delete(_root, recursive: true);
 
-    private static void Refused(Action action, string path, string problem)
-    {
-        var error = Assert.Throws(Is.InstanceOf<ModelFormatException>(), () => action())!;
-        Assert.That(error.Message, Does.StartWith(Path.GetFullPath(path)));
-        Assert.That(error.Message, Does.Contain(problem));
-    }
+    private static void Refused(Action action, string path, string problem) => Refusals.AssertRefused(action, path, problem);
 
     private string TokenizerFolder(string name, string file, string content)
     {
