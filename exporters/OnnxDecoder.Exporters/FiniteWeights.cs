@@ -9,8 +9,24 @@ namespace OnnxDecoder.Exporters;
 /// into the model: a damaged checkpoint fails the export (which then writes nothing) with the
 /// tensor and the element named, instead of producing a model that generates garbage.
 /// </summary>
-public sealed class FiniteWeights(IWeightSource inner, string source) : IWeightSource
+public sealed class FiniteWeights(IWeightSource inner, string source) : Modeling.Quantization.IQuantizedWeightSource
 {
+    public Modeling.Quantization.CarriedWeight? TryCarry(string name, Modeling.Quantization.QuantizationOptions options)
+    {
+        if (inner is not Modeling.Quantization.IQuantizedWeightSource native || native.TryCarry(name, options) is not { } carried) return null;
+        return carried with
+        {
+            Load = () =>
+            {
+                var weight = carried.Load();
+                for (int i = 0; i < weight.Scales.Length; i++)
+                    if (!float.IsFinite(weight.Scales[i]))
+                        throw new ModelFormatException(source, $"tensor '{name}' has a non-finite block scale at block {i}: the checkpoint is damaged (export with --allow-non-finite to keep it anyway)");
+                return weight;
+            },
+        };
+    }
+
     public IReadOnlyCollection<string> Names => inner.Names;
 
     public ITensorSource Get(string name)

@@ -106,7 +106,10 @@ public sealed class DecoderGraph
         if (source.Shape.Count != 2) throw new ArgumentException($"weight '{name}' is [{string.Join(", ", source.Shape)}]; only 2-D weights are quantized");
         if (Ort)
         {
-            var lazy = new Quantization.LazyQuantized(source, storedInOut, q, q.Symmetric ? 2 : 3);
+            // Stored blocks that MatMulNBits can take as they are (GGUF Q4_0, Q8_0) skip the float round trip.
+            var lazy = !storedInOut && Weights is Quantization.IQuantizedWeightSource native && native.TryCarry(name, q) is { } carried
+                ? new Quantization.LazyQuantized(carried)
+                : new Quantization.LazyQuantized(source, storedInOut, q, q.Symmetric ? 2 : 3);
             int blocks = (lazy.K + q.BlockSize - 1) / q.BlockSize, blob = q.BlockSize * q.Bits / 8;
             var packed = B.Initializer(name + ".quantized", lazy.Part(w => w.Packed, ElementType.UInt8, [lazy.N, blocks, blob]));
             var scales = B.Initializer(name + ".scales", lazy.Part(w => System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.Scales.AsSpan()).ToArray(), ElementType.Float, [lazy.N * blocks]));

@@ -11,13 +11,17 @@ namespace OnnxDecoder.Exporters.Tests;
 /// </summary>
 public static class GgufTestWriter
 {
-    public static void Write(string path, DecoderConfig c, InMemoryWeights w, bool q8)
+    public static void Write(string path, DecoderConfig c, InMemoryWeights w, bool q8) => Write(path, c, w, q8 ? 8u : 0u);
+
+    /// <summary>Writes with 2-D weights (rows a multiple of 32) as ggml type <paramref name="type"/>: 0 F32, 8 Q8_0, 2 Q4_0.</summary>
+    public static void Write(string path, DecoderConfig c, InMemoryWeights w, uint type)
     {
         var tensors = new List<(string Name, long[] Shape, uint Type, byte[] Data)>();
         void Add(string name, float[] values, long[] shape)
         {
-            bool quantize = q8 && shape.Length >= 2 && shape[^1] % 32 == 0;
-            tensors.Add((name, shape, quantize ? 8u : 0u, quantize ? QuantizeQ8(values) : System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray()));
+            bool quantize = type != 0 && shape.Length >= 2 && shape[^1] % 32 == 0;
+            byte[] data = !quantize ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray() : type == 8 ? QuantizeQ8(values) : QuantizeQ4(values);
+            tensors.Add((name, shape, quantize ? type : 0u, data));
         }
         void Copy(string hf, string gguf) => Add(gguf, w.Values(hf), w.Shape(hf));
 
@@ -134,6 +138,31 @@ public static class GgufTestWriter
             float inverse = d == 0 ? 0 : 1 / d;
             BinaryPrimitives.WriteUInt16LittleEndian(output.AsSpan(block * 34), BitConverter.HalfToUInt16Bits((Half)d));
             for (int j = 0; j < 32; j++) output[block * 34 + 2 + j] = (byte)(sbyte)MathF.Round(values[block * 32 + j] * inverse);
+        }
+        return output;
+    }
+
+    /// <summary>ggml's Q4_0: per 32 values, d = (the value of largest magnitude) / -8 (f16), q = min(15, trunc(x / d + 8.5)),
+    /// element j in the low nibble of byte j and element j + 16 in its high nibble.</summary>
+    public static byte[] QuantizeQ4(float[] values)
+    {
+        var output = new byte[values.Length / 32 * 18];
+        for (int block = 0; block < values.Length / 32; block++)
+        {
+            float max = 0, absMax = 0;
+            for (int j = 0; j < 32; j++)
+            {
+                float v = values[block * 32 + j];
+                if (Math.Abs(v) > absMax) { absMax = Math.Abs(v); max = v; }
+            }
+            float d = max / -8, inverse = d == 0 ? 0 : 1 / d;
+            BinaryPrimitives.WriteUInt16LittleEndian(output.AsSpan(block * 18), BitConverter.HalfToUInt16Bits((Half)d));
+            for (int j = 0; j < 16; j++)
+            {
+                int low = Math.Min(15, (int)(sbyte)(values[block * 32 + j] * inverse + 8.5f));
+                int high = Math.Min(15, (int)(sbyte)(values[block * 32 + 16 + j] * inverse + 8.5f));
+                output[block * 18 + 2 + j] = (byte)(low | high << 4);
+            }
         }
         return output;
     }

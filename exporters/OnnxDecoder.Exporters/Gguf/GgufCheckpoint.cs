@@ -15,10 +15,58 @@ namespace OnnxDecoder.Exporters.Gguf;
 ///   output_norm -> model.norm                output -> lm_head (absent: tied)
 /// </code>
 /// </summary>
-public sealed class GgufCheckpoint : IWeightSource
+public sealed class GgufCheckpoint : Modeling.Quantization.IQuantizedWeightSource
 {
     private readonly GgufFile _file;
     private readonly Dictionary<string, Func<ITensorSource>> _tensors = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (string GgufName, int? Expert)> _origins = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Q4_0 and Q8_0 are symmetric blocks of 32 with one fp16 scale: MatMulNBits 4-bit and 8-bit at
+    /// block 32 hold the same numbers. Q4_0 stores element j in the low nibble of byte j and j + 16 in
+    /// the high one, where MatMulNBits wants 2i low and 2i + 1 high, so the nibbles are reordered;
+    /// Q8_0's signed bytes become unsigned with zero point 128. No value passes through float.
+    /// Other block formats (Q4_K, Q6_K) have sub-block scales and mins MatMulNBits cannot express.
+    /// </summary>
+    public Modeling.Quantization.CarriedWeight? TryCarry(string name, Modeling.Quantization.QuantizationOptions options)
+    {
+        if (!_origins.TryGetValue(name, out var origin) || !options.Symmetric || options.BlockSize != 32) return null;
+        var tensor = _file.Tensors[origin.GgufName];
+        bool match = (tensor.Type, options.Bits) is (GgmlType.Q4_0, 4) or (GgmlType.Q8_0, 8);
+        if (!match) return null;
+        var shape = origin.Expert is null ? tensor.Shape : tensor.Shape[1..];
+        if (shape.Length != 2) return null;
+        int n = (int)shape[0], k = (int)shape[1];
+        return new Modeling.Quantization.CarriedWeight(n, k, () => Carry(tensor, origin.Expert, n, k, options.Bits));
+    }
+
+    private Modeling.Quantization.QuantizedWeight Carry(GgufTensor tensor, int? expert, int n, int k, int bits)
+    {
+        int blocks = k / 32;
+        long bytesPerExpert = tensor.ByteLength / (expert is null ? 1 : tensor.Shape[0]);
+        var raw = _file.RawBytes(tensor.Offset + (expert ?? 0) * bytesPerExpert, bytesPerExpert);
+        int blockBytes = tensor.Type == GgmlType.Q4_0 ? 18 : 34, blob = bits == 4 ? 16 : 32;
+        var packed = new byte[(long)n * blocks * blob];
+        var scales = new float[n * blocks];
+        for (long b = 0; b < (long)n * blocks; b++)
+        {
+            var block = raw.AsSpan((int)(b * blockBytes), blockBytes);
+            scales[b] = (float)BitConverter.UInt16BitsToHalf(System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(block));
+            var target = packed.AsSpan((int)(b * blob), blob);
+            if (tensor.Type == GgmlType.Q8_0)
+                for (int i = 0; i < 32; i++) target[i] = (byte)((sbyte)block[2 + i] + 128);
+            else
+                for (int i = 0; i < 16; i++)
+                {
+                    int first = NibbleOfQ4_0(block, 2 * i), second = NibbleOfQ4_0(block, 2 * i + 1);
+                    target[i] = (byte)(first | second << 4);
+                }
+        }
+        return new Modeling.Quantization.QuantizedWeight(n, k, bits, 32, packed, scales, null);
+    }
+
+    /// <summary>The 4-bit value of element j (0..31) of a Q4_0 block: low nibbles hold 0..15, high nibbles 16..31.</summary>
+    private static int NibbleOfQ4_0(ReadOnlySpan<byte> block, int j) => j < 16 ? block[2 + j] & 0xF : block[2 + j - 16] >> 4;
 
     private GgufCheckpoint(GgufFile file) => _file = file;
 
@@ -95,6 +143,7 @@ public sealed class GgufCheckpoint : IWeightSource
         {
             if (!_file.Tensors.TryGetValue(ggufName, out var tensor)) return; // the name check reports what is missing
             _tensors[hfName] = () => _file.Tensor(ggufName);
+            _origins[hfName] = (ggufName, null);
             dtypes[hfName] = tensor.Type.ToString();
         }
         void MapStacked(string ggufName, int experts, Func<int, string> hfName)
@@ -106,6 +155,7 @@ public sealed class GgufCheckpoint : IWeightSource
             {
                 int expert = e;
                 _tensors[hfName(e)] = () => _file.Tensor(ggufName, expert);
+                _origins[hfName(e)] = (ggufName, expert);
                 dtypes[hfName(e)] = tensor.Type.ToString();
             }
         }

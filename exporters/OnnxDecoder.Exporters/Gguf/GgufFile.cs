@@ -218,6 +218,16 @@ public sealed class GgufFile : IDisposable
         });
     }
 
+    /// <summary>A copy of raw bytes of the file (range-checked), e.g. one tensor's quantized blocks.</summary>
+    public byte[] RawBytes(long offset, long length)
+    {
+        if (length > Array.MaxLength) throw Bad($"a {length}-byte range is too large to copy");
+        _file.CheckRange(offset, length);
+        var bytes = new byte[length];
+        using (var stream = new MemoryStream(bytes)) _file.CopyTo(stream, offset, length);
+        return bytes;
+    }
+
     public T? Get<T>(string key) where T : class => Metadata.TryGetValue(key, out var v) ? v as T : null;
 
     /// <summary>A whole-number metadata value of any integer type, or null.</summary>

@@ -7,27 +7,38 @@ namespace OnnxDecoder.Modeling.Quantization;
 /// while the model is written. The writer asks for them one after another, so the quantization runs
 /// once, when the first part is written, and is dropped after the last: one tensor in memory at a time.
 /// </summary>
-internal sealed class LazyQuantized(ITensorSource source, bool storedInOut, QuantizationOptions options, int parts)
+internal sealed class LazyQuantized
 {
+    private readonly Func<QuantizedWeight> _produce;
+    private readonly int _parts;
     private QuantizedWeight? _weight;
     private int _written;
 
-    public int N { get; } = storedInOut ? (int)source.Shape[1] : (int)source.Shape[0];
-    public int K { get; } = storedInOut ? (int)source.Shape[0] : (int)source.Shape[1];
+    /// <summary>Quantizes a float32 source (a Linear [N, K], or a Conv1D [K, N] when storedInOut).</summary>
+    public LazyQuantized(ITensorSource source, bool storedInOut, QuantizationOptions options, int parts)
+    {
+        N = storedInOut ? (int)source.Shape[1] : (int)source.Shape[0];
+        K = storedInOut ? (int)source.Shape[0] : (int)source.Shape[1];
+        _parts = parts;
+        _produce = () => BlockQuantizer.Quantize(TensorTransforms.ReadFloats(storedInOut ? TensorTransforms.Transpose2D(source) : source), N, K, options);
+    }
+
+    /// <summary>Carries already-quantized blocks (symmetric: packed values and scales).</summary>
+    public LazyQuantized(CarriedWeight carried)
+    {
+        (N, K, _produce, _parts) = (carried.N, carried.K, carried.Load, 2);
+    }
+
+    public int N { get; }
+    public int K { get; }
 
     public ITensorSource Part(Func<QuantizedWeight, byte[]> bytes, ElementType type, long[] shape) =>
         TensorData.Lazy(type, shape, stream =>
         {
-            var weight = _weight ??= Quantize();
+            var weight = _weight ??= _produce();
             stream.Write(bytes(weight));
-            if (++_written % parts == 0) _weight = null;
+            if (++_written % _parts == 0) _weight = null;
         });
-
-    private QuantizedWeight Quantize()
-    {
-        var values = TensorTransforms.ReadFloats(storedInOut ? TensorTransforms.Transpose2D(source) : source); // [N, K]
-        return BlockQuantizer.Quantize(values, N, K, options);
-    }
 }
 
 /// <summary>A weight W [N, K] quantized to uint8 with one scale and zero point per row (DequantizeLinear, axis 0).</summary>
