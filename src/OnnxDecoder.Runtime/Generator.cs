@@ -27,7 +27,9 @@ public sealed record GenerationTimings(double PrefillMs, double DecodeMs, double
 
 public sealed record GenerationResult(int[] PromptTokenIds, int[] TokenIds, string Text, StopReason StopReason, GenerationTimings Timings);
 
-/// <summary>One piece of a stream: a generated token and the text it completed (may be empty).</summary>
+/// <summary>One piece of a stream: a generated token and the text it released (may be empty: text
+/// that could still become part of a stop string, or of a multi-byte character, is held back).
+/// A last piece with TokenId -1 releases text held back when generation ends.</summary>
 public sealed record GeneratedToken(int TokenId, string Text);
 
 /// <summary>
@@ -141,16 +143,25 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
         var decodeClock = new Stopwatch();
         var step = new long[1];
         StopReason reason;
+        int released = 0; // characters of text already handed to onToken
         while (true)
         {
             int next = sampler.Next(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_sequence));
             if (generated.Count == 0) ttftMs = clock.Elapsed.TotalMilliseconds;
             if (eos.Contains(next)) { reason = StopReason.Eos; _pending = null; break; }
             generated.Add(next);
-            string piece = detokenizer.Add(next);
-            text.Append(piece);
-            onToken?.Invoke(new GeneratedToken(next, piece));
-            if (options.StopStrings.Count > 0 && CutAtStopString(text, options.StopStrings)) { reason = StopReason.StopString; _pending = next; break; }
+            text.Append(detokenizer.Add(next));
+            if (options.StopStrings.Count > 0 && CutAtStopString(text, options.StopStrings))
+            {
+                onToken?.Invoke(new GeneratedToken(next, text.Length > released ? text.ToString(released, text.Length - released) : ""));
+                reason = StopReason.StopString;
+                _pending = next;
+                break;
+            }
+            // Hold back a tail that could still grow into a stop string.
+            int safe = text.Length - StopPrefixLength(text, options.StopStrings);
+            onToken?.Invoke(new GeneratedToken(next, safe > released ? text.ToString(released, safe - released) : ""));
+            released = Math.Max(released, safe);
             if (generated.Count >= options.MaxNewTokens) { reason = StopReason.MaxTokens; _pending = next; break; }
             if (Session.Length >= Session.MaxLength) { reason = StopReason.ContextFull; _pending = null; break; }
             step[0] = next;
@@ -159,9 +170,27 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
             decodeClock.Stop();
             _sequence.Add(next);
         }
-        if (reason != StopReason.StopString) text.Append(detokenizer.Flush());
+        if (reason != StopReason.StopString)
+        {
+            text.Append(detokenizer.Flush());
+            if (text.Length > released) onToken?.Invoke(new GeneratedToken(-1, text.ToString(released, text.Length - released)));
+        }
         var timings = new GenerationTimings(prefillMs, decodeClock.Elapsed.TotalMilliseconds, ttftMs, input.Count, Math.Max(0, generated.Count - 1));
         return new GenerationResult([.. reportedPrompt ?? input], [.. generated], text.ToString(), reason, timings);
+    }
+
+    /// <summary>Length of the longest end of <paramref name="text"/> that begins some stop string.</summary>
+    private static int StopPrefixLength(System.Text.StringBuilder text, IReadOnlyList<string> stops)
+    {
+        int longest = 0;
+        foreach (var stop in stops)
+            for (int length = Math.Min(stop.Length - 1, text.Length); length > longest; length--)
+            {
+                bool match = true;
+                for (int i = 0; i < length && match; i++) match = text[text.Length - length + i] == stop[i];
+                if (match) { longest = length; break; }
+            }
+        return longest;
     }
 
     private static bool CutAtStopString(System.Text.StringBuilder text, IReadOnlyList<string> stops)

@@ -148,9 +148,15 @@ public class GenerationTests
         var (session, generator) = Open(Lowering.Ort);
         using (session)
         {
-            var result = generator.Generate("Once upon a time", new GenerationOptions { MaxNewTokens = 100, StopStrings = ["Lily."] });
+            var streamed = new System.Text.StringBuilder();
+            var result = generator.Generate("Once upon a time", new GenerationOptions { MaxNewTokens = 100, StopStrings = ["Lily."] }, t => streamed.Append(t.Text));
             Assert.That(result.StopReason, Is.EqualTo(StopReason.StopString));
             Assert.That(result.Text, Is.EqualTo(", there was a little girl named "));
+            Assert.That(streamed.ToString(), Is.EqualTo(result.Text), "streamed pieces never show the stop string");
+
+            var plain = new System.Text.StringBuilder();
+            var whole = generator.Generate("Once upon a time", new GenerationOptions { MaxNewTokens = 60 }, t => plain.Append(t.Text));
+            Assert.That(plain.ToString(), Is.EqualTo(whole.Text), "without a stop string the stream is the whole text");
         }
     }
 

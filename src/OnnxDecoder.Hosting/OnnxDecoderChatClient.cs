@@ -1,0 +1,141 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
+using OnnxDecoder.Runtime;
+using OnnxDecoder.Runtime.Sampling;
+using OnnxDecoder.Runtime.Tokenization;
+using AIChatMessage = Microsoft.Extensions.AI.ChatMessage;
+using TemplateMessage = OnnxDecoder.Runtime.Tokenization.ChatMessage;
+
+namespace OnnxDecoder.Hosting;
+
+/// <summary>
+/// Microsoft.Extensions.AI's IChatClient over the loaded model: the conversation is rendered in the
+/// family's chat format, ChatOptions map onto sampling (temperature, top-p, top-k, max output tokens,
+/// stop sequences, seed), usage is reported, and each request borrows one sequence slot.
+/// </summary>
+public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDecoderChatClient> logger) : IChatClient
+{
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<AIChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var text = new System.Text.StringBuilder();
+        ChatResponseUpdate? last = null;
+        UsageDetails? usage = null;
+        await foreach (var update in GetStreamingResponseAsync(messages, options, cancellationToken).ConfigureAwait(false))
+        {
+            text.Append(update.Text);
+            last = update;
+            usage = update.Contents.OfType<UsageContent>().FirstOrDefault()?.Details ?? usage;
+        }
+        return new ChatResponse(new AIChatMessage(ChatRole.Assistant, text.ToString()))
+        {
+            ModelId = model.ModelId,
+            FinishReason = last?.FinishReason,
+            Usage = usage,
+            ResponseId = last?.ResponseId,
+            CreatedAt = last?.CreatedAt,
+        };
+    }
+
+    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<AIChatMessage> messages, ChatOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        using var lease = await model.AcquireAsync(cancellationToken).ConfigureAwait(false);
+        var conversation = messages.Select(m => new TemplateMessage(m.Role == ChatRole.System ? "system" : m.Role == ChatRole.Assistant ? "assistant" : "user", m.Text)).ToList();
+        if (options?.Instructions is { Length: > 0 } instructions) conversation.Insert(0, new TemplateMessage("system", instructions));
+        var promptIds = ChatTemplate.Encode(model.ChatFormat, conversation, model.Tokenizer);
+        var generation = Map(options);
+        string responseId = Guid.NewGuid().ToString("N");
+
+        var tags = OnnxDecoderTelemetry.Tags(model.ModelId);
+        using var activity = OnnxDecoderTelemetry.ActivitySource.StartActivity($"chat {model.ModelId}", ActivityKind.Internal);
+        activity?.SetTag("gen_ai.operation.name", "chat");
+        activity?.SetTag("gen_ai.request.model", model.ModelId);
+        activity?.SetTag("gen_ai.request.max_tokens", generation.MaxNewTokens);
+        activity?.SetTag("gen_ai.request.temperature", generation.Sampling.Temperature);
+        var clock = Stopwatch.StartNew();
+        bool first = true;
+        int outputTokens = 0;
+        var generator = new Generator(lease.Session, model.Tokenizer);
+        GenerationResult? result = null;
+        await foreach (var token in Stream(generator, promptIds, generation, r => result = r, cancellationToken).ConfigureAwait(false))
+        {
+            if (first)
+            {
+                OnnxDecoderTelemetry.TimeToFirstToken.Record(clock.Elapsed.TotalSeconds, tags);
+                first = false;
+            }
+            if (token.TokenId >= 0) outputTokens++;
+            if (token.Text.Length > 0)
+                yield return new ChatResponseUpdate(ChatRole.Assistant, token.Text) { ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow };
+        }
+
+        var finish = result!.StopReason is StopReason.MaxTokens or StopReason.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
+        var usage = new UsageDetails { InputTokenCount = promptIds.Length, OutputTokenCount = result.TokenIds.Length, TotalTokenCount = promptIds.Length + result.TokenIds.Length };
+        var inputTags = tags; inputTags.Add("gen_ai.token.type", "input");
+        var outputTags = tags; outputTags.Add("gen_ai.token.type", "output");
+        OnnxDecoderTelemetry.TokenUsage.Record(promptIds.Length, inputTags);
+        OnnxDecoderTelemetry.TokenUsage.Record(result.TokenIds.Length, outputTags);
+        OnnxDecoderTelemetry.OperationDuration.Record(clock.Elapsed.TotalSeconds, tags);
+        activity?.SetTag("gen_ai.usage.input_tokens", promptIds.Length);
+        activity?.SetTag("gen_ai.usage.output_tokens", result.TokenIds.Length);
+        activity?.SetTag("gen_ai.response.finish_reasons", finish.Value);
+        Log.Generated(logger, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalMilliseconds, result.StopReason.ToString());
+        yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(usage)])
+        {
+            ResponseId = responseId, ModelId = model.ModelId, FinishReason = finish, CreatedAt = DateTimeOffset.UtcNow,
+        };
+    }
+
+    /// <summary>Runs the generator on a worker thread and streams its tokens, with backpressure.</summary>
+    private static async IAsyncEnumerable<GeneratedToken> Stream(Generator generator, int[] promptIds, GenerationOptions options, Action<GenerationResult> done,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var channel = System.Threading.Channels.Channel.CreateBounded<GeneratedToken>(new System.Threading.Channels.BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var producer = Task.Factory.StartNew(() =>
+        {
+            try
+            {
+                done(generator.Generate(promptIds, options, t => channel.Writer.WriteAsync(t, stop.Token).AsTask().GetAwaiter().GetResult(), stop.Token));
+                channel.Writer.Complete();
+            }
+            catch (Exception e)
+            {
+                channel.Writer.Complete(e);
+            }
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        try
+        {
+            await foreach (var token in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false)) yield return token;
+        }
+        finally
+        {
+            stop.Cancel();
+            try { await producer.ConfigureAwait(false); } catch (OperationCanceledException) { }
+        }
+    }
+
+    private GenerationOptions Map(ChatOptions? options) => new()
+    {
+        MaxNewTokens = options?.MaxOutputTokens ?? model.Options.DefaultMaxOutputTokens,
+        StopStrings = options?.StopSequences?.ToList() ?? [],
+        Sampling = new SamplingOptions
+        {
+            Temperature = options?.Temperature ?? model.Options.DefaultTemperature,
+            TopP = options?.TopP ?? 1,
+            TopK = options?.TopK ?? 0,
+            Seed = options?.Seed is { } seed ? unchecked((int)seed) : null,
+        }.Validate(),
+    };
+
+    public object? GetService(Type serviceType, object? serviceKey = null) =>
+        serviceKey is not null ? null
+        : serviceType == typeof(ChatClientMetadata) ? new ChatClientMetadata("onnxdecoder", null, model.ModelId)
+        : serviceType.IsInstanceOfType(this) ? this
+        : serviceType.IsInstanceOfType(model) ? model
+        : null;
+
+    public void Dispose() { }
+}

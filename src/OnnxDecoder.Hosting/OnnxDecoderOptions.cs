@@ -1,0 +1,51 @@
+using System.ComponentModel.DataAnnotations;
+using Microsoft.Extensions.Options;
+
+namespace OnnxDecoder.Hosting;
+
+/// <summary>The "OnnxDecoder" configuration section.</summary>
+public sealed class OnnxDecoderOptions
+{
+    public const string Section = "OnnxDecoder";
+
+    /// <summary>Model folder written by `onnx-decoder export`.</summary>
+    [Required]
+    public string ModelPath { get; set; } = "";
+
+    /// <summary>Execution providers in order of preference: cpu, cuda, dml.</summary>
+    [MinLength(1)]
+    public List<string> ExecutionProviders { get; set; } = ["cpu"];
+
+    /// <summary>Sequences generated at once (each with its own KV cache).</summary>
+    [Range(1, 1024)]
+    public int MaxConcurrentSequences { get; set; } = 4;
+
+    /// <summary>Requests that may wait for a free sequence before new ones are refused.</summary>
+    [Range(0, 100_000)]
+    public int MaxQueueLength { get; set; } = 64;
+
+    /// <summary>KV cache length per sequence (default: the model's context).</summary>
+    [Range(1, 1 << 24)]
+    public int? MaxLength { get; set; }
+
+    [Range(1, 1 << 20)]
+    public int DefaultMaxOutputTokens { get; set; } = 256;
+
+    [Range(0.0, 100.0)]
+    public float DefaultTemperature { get; set; }
+}
+
+/// <summary>Checks what DataAnnotations cannot: the model folder exists and the providers are known.</summary>
+internal sealed class OnnxDecoderOptionsValidator : IValidateOptions<OnnxDecoderOptions>
+{
+    public ValidateOptionsResult Validate(string? name, OnnxDecoderOptions options)
+    {
+        var failures = new List<string>();
+        if (!string.IsNullOrWhiteSpace(options.ModelPath) && !File.Exists(Path.Combine(options.ModelPath, "genai_config.json")))
+            failures.Add($"OnnxDecoder:ModelPath '{options.ModelPath}' is not a model folder (no genai_config.json): export one with `onnx-decoder export`");
+        foreach (var provider in options.ExecutionProviders)
+            if (provider.Trim().ToLowerInvariant() is not ("cpu" or "cuda" or "dml" or "directml"))
+                failures.Add($"OnnxDecoder:ExecutionProviders '{provider}' is not known: use cpu, cuda or dml");
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}

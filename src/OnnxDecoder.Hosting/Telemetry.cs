@@ -1,0 +1,45 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Logging;
+
+namespace OnnxDecoder.Hosting;
+
+/// <summary>
+/// Metrics and traces after the OpenTelemetry gen_ai conventions: token usage, operation duration
+/// and time to first token, tagged with the operation, the provider and the model.
+/// </summary>
+public static class OnnxDecoderTelemetry
+{
+    public const string Name = "OnnxDecoder";
+    public static readonly ActivitySource ActivitySource = new(Name);
+    private static readonly Meter Meter = new(Name);
+
+    public static readonly Histogram<long> TokenUsage = Meter.CreateHistogram<long>("gen_ai.client.token.usage", "{token}", "Input and output tokens per operation");
+    public static readonly Histogram<double> OperationDuration = Meter.CreateHistogram<double>("gen_ai.client.operation.duration", "s", "Duration of a generation");
+    public static readonly Histogram<double> TimeToFirstToken = Meter.CreateHistogram<double>("gen_ai.server.time_to_first_token", "s", "Time until the first output token");
+
+    internal static TagList Tags(string model) => new()
+    {
+        { "gen_ai.operation.name", "chat" },
+        { "gen_ai.provider.name", "onnxdecoder" },
+        { "gen_ai.request.model", model },
+    };
+}
+
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Loading model {ModelPath}")]
+    public static partial void Loading(ILogger logger, string modelPath);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Model {Model} ready on {Provider} in {Milliseconds:F0} ms ({Sequences} sequences, chat format {Format})")]
+    public static partial void Ready(ILogger logger, string model, string provider, double milliseconds, int sequences, string format);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "Loading model {ModelPath} failed")]
+    public static partial void LoadFailed(ILogger logger, Exception exception, string modelPath);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Debug, Message = "Generated {OutputTokens} tokens from {InputTokens} in {Milliseconds:F1} ms, stop: {StopReason}")]
+    public static partial void Generated(ILogger logger, int inputTokens, int outputTokens, double milliseconds, string stopReason);
+
+    [LoggerMessage(EventId = 5, Level = LogLevel.Warning, Message = "Request refused: {Waiting} requests already wait for a sequence (limit {Limit})")]
+    public static partial void QueueFull(ILogger logger, int waiting, int limit);
+}
