@@ -56,17 +56,15 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         activity?.SetTag("gen_ai.request.temperature", generation.Sampling.Temperature);
         var clock = Stopwatch.StartNew();
         bool first = true;
-        int outputTokens = 0;
         var generator = new Generator(lease.Session, model.Tokenizer);
         GenerationResult? result = null;
-        await foreach (var token in Stream(generator, promptIds, generation, r => result = r, cancellationToken).ConfigureAwait(false))
+        await foreach (var token in generator.StreamAsync(promptIds, generation, r => result = r, cancellationToken).ConfigureAwait(false))
         {
             if (first)
             {
                 OnnxDecoderTelemetry.TimeToFirstToken.Record(clock.Elapsed.TotalSeconds, tags);
                 first = false;
             }
-            if (token.TokenId >= 0) outputTokens++;
             if (token.Text.Length > 0)
                 yield return new ChatResponseUpdate(ChatRole.Assistant, token.Text) { ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow };
         }
@@ -86,35 +84,6 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         {
             ResponseId = responseId, ModelId = model.ModelId, FinishReason = finish, CreatedAt = DateTimeOffset.UtcNow,
         };
-    }
-
-    /// <summary>Runs the generator on a worker thread and streams its tokens, with backpressure.</summary>
-    private static async IAsyncEnumerable<GeneratedToken> Stream(Generator generator, int[] promptIds, GenerationOptions options, Action<GenerationResult> done,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        var channel = System.Threading.Channels.Channel.CreateBounded<GeneratedToken>(new System.Threading.Channels.BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var producer = Task.Factory.StartNew(() =>
-        {
-            try
-            {
-                done(generator.Generate(promptIds, options, t => channel.Writer.WriteAsync(t, stop.Token).AsTask().GetAwaiter().GetResult(), stop.Token));
-                channel.Writer.Complete();
-            }
-            catch (Exception e)
-            {
-                channel.Writer.Complete(e);
-            }
-        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        try
-        {
-            await foreach (var token in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false)) yield return token;
-        }
-        finally
-        {
-            stop.Cancel();
-            try { await producer.ConfigureAwait(false); } catch (OperationCanceledException) { }
-        }
     }
 
     private GenerationOptions Map(ChatOptions? options) => new()

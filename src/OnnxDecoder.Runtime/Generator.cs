@@ -91,7 +91,13 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
     /// reader (a bounded channel), so cancelling the token, or leaving the loop, stops generation
     /// within one step.
     /// </summary>
-    public async IAsyncEnumerable<GeneratedToken> StreamAsync(string prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<GeneratedToken> StreamAsync(string prompt, GenerationOptions options, CancellationToken cancellationToken = default) =>
+        StreamAsync(Tokenizer.Encode(prompt, addBos: true), options, null, cancellationToken);
+
+    /// <summary>Streams the generation after <paramref name="promptIds"/> (from a fresh cache);
+    /// <paramref name="onResult"/> receives the whole result once generation has finished.</summary>
+    public async IAsyncEnumerable<GeneratedToken> StreamAsync(IReadOnlyList<int> promptIds, GenerationOptions options, Action<GenerationResult>? onResult,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var channel = Channel.CreateBounded<GeneratedToken>(new BoundedChannelOptions(4) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -99,7 +105,8 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
         {
             try
             {
-                Generate(prompt, options, token => channel.Writer.WriteAsync(token, stop.Token).AsTask().GetAwaiter().GetResult(), stop.Token);
+                var result = Generate(promptIds, options, token => channel.Writer.WriteAsync(token, stop.Token).AsTask().GetAwaiter().GetResult(), stop.Token);
+                onResult?.Invoke(result);
                 channel.Writer.Complete();
             }
             catch (Exception e)
