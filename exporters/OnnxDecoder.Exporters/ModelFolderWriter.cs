@@ -18,6 +18,19 @@ public sealed record ExportReport(string Directory, string ModelPath, string? Da
 /// </summary>
 public static class ModelFolderWriter
 {
+    /// <summary>Opens a checkpoint (llama2.c .bin with its tokenizer, GGUF, or Hugging Face folder) and exports it.</summary>
+    public static ExportReport Export(string checkpointPath, string? tokenizerPath, string directory, ExportOptions options)
+    {
+        using var checkpoint = Checkpoint.Open(checkpointPath, tokenizerPath);
+        return Write(directory, checkpoint, options);
+    }
+
+    /// <summary>Exports an open checkpoint: its config, weights, source files and tokenizer.</summary>
+    public static ExportReport Write(string directory, Checkpoint checkpoint, ExportOptions options,
+        Action<string>? log = null, Action<long, long>? progress = null, bool allowNonFinite = false) =>
+        Write(directory, checkpoint.Config, checkpoint.Weights, options, checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer,
+            log, progress, allowNonFinite);
+
     public static ExportReport Write(string directory, DecoderConfig config, IWeightSource weights, ExportOptions options,
         string sourceDescription, IReadOnlyList<string> sourceFiles, Action<string>? writeTokenizer, Action<string>? log = null, Action<long, long>? progress = null,
         bool allowNonFinite = false)

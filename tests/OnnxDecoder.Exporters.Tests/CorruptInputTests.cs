@@ -172,7 +172,7 @@ public class CorruptInputTests
         void Export()
         {
             using var checkpoint = Checkpoint.Open(folder);
-            ModelFolderWriter.Write(outDir, checkpoint.Config, checkpoint.Weights, new Modeling.ExportOptions(), checkpoint.Description, checkpoint.SourceFiles, null);
+            ModelFolderWriter.Write(outDir, checkpoint, new Modeling.ExportOptions());
         }
 
         RewriteWith(folder, t => t.Where(x => x.Name != "model.layers.1.mlp.up_proj.weight").ToList());

@@ -18,9 +18,7 @@ public class GgufCarryTests
     private string Export(string gguf, string name, QuantizationOptions? q)
     {
         string folder = Path.Combine(_root, name);
-        using var checkpoint = Checkpoint.Open(gguf);
-        ModelFolderWriter.Write(folder, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = q },
-            checkpoint.Description, checkpoint.SourceFiles, null);
+        ModelFolderWriter.Export(gguf, null, folder, new ExportOptions { Lowering = Lowering.Ort, Quantization = q });
         return folder;
     }
 

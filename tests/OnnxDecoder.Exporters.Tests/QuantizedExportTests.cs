@@ -20,9 +20,7 @@ public class QuantizedExportTests
     private string Export(string checkpointPath, string? tokenizer, string name, QuantizationOptions? quantization)
     {
         string folder = Path.Combine(_root, name);
-        using var checkpoint = Checkpoint.Open(checkpointPath, tokenizer);
-        ModelFolderWriter.Write(folder, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = quantization },
-            checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer);
+        ModelFolderWriter.Export(checkpointPath, tokenizer, folder, new ExportOptions { Lowering = Lowering.Ort, Quantization = quantization });
         return folder;
     }
 

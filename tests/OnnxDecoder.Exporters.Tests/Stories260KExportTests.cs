@@ -22,9 +22,7 @@ public class Stories260KExportTests
             foreach (var lowering in new[] { Lowering.Portable, Lowering.Ort })
             {
                 string folder = Path.Combine(_root, $"{name}-{lowering}");
-                using var checkpoint = Checkpoint.Open(path, Stories260K.Tokenizer);
-                ModelFolderWriter.Write(folder, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = lowering },
-                    checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer);
+                ModelFolderWriter.Export(path, Stories260K.Tokenizer, folder, new ExportOptions { Lowering = lowering });
                 Exports[$"{name}-{lowering}"] = folder;
             }
     }

@@ -56,8 +56,7 @@ public class SynthAndGgufAgreementTests
     {
         string folder = Path.Combine(_root, $"model-{Path.GetFileNameWithoutExtension(checkpointPath)}-{lowering}");
         checkpoint = Checkpoint.Open(checkpointPath);
-        ModelFolderWriter.Write(folder, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = lowering },
-            checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer);
+        ModelFolderWriter.Write(folder, checkpoint, new ExportOptions { Lowering = lowering });
         return folder;
     }
 

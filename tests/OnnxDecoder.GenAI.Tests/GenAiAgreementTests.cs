@@ -21,9 +21,7 @@ public class GenAiAgreementTests
     {
         string folder = Path.Combine(_root, lowering.ToString());
         if (Directory.Exists(folder)) return folder;
-        using var checkpoint = Checkpoint.Open(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer);
-        ModelFolderWriter.Write(folder, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = lowering },
-            checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer);
+        ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, folder, new ExportOptions { Lowering = lowering });
         return folder;
     }
 

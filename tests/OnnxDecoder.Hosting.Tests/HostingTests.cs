@@ -25,9 +25,7 @@ public class HostingTests
     {
         _root = TestPaths.NewTempFolder("hosting");
         _model = Path.Combine(_root, "stories260k");
-        using var checkpoint = Checkpoint.Open(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer);
-        ModelFolderWriter.Write(_model, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = Lowering.Ort },
-            checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer);
+        ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, _model, new ExportOptions { Lowering = Lowering.Ort });
     }
 
     [OneTimeTearDown] public void Delete() => Directory.Delete(_root, recursive: true);

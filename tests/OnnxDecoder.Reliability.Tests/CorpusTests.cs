@@ -132,13 +132,11 @@ public class CorpusTests
         SafeTensorsWriter.Write(Path.Combine(folder, "model.safetensors"), tensors);
         string output = Path.Combine(_root, "out");
         using var checkpoint = Checkpoint.Open(folder);
-        var error = Assert.Throws<ModelFormatException>(() => ModelFolderWriter.Write(output, checkpoint.Config, checkpoint.Weights, new ExportOptions(),
-            checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer))!;
+        var error = Assert.Throws<ModelFormatException>(() => ModelFolderWriter.Write(output, checkpoint, new ExportOptions()))!;
         Assert.That(error.Message, Is.EqualTo($"{folder}: tensor 'model.layers.1.mlp.down_proj.weight' {problem}: the checkpoint is damaged (export with --allow-non-finite to keep it anyway)"));
         Assert.That(Directory.GetFiles(output).Where(f => f.EndsWith(".onnx") || f.EndsWith(".data")), Is.Empty, "no model is left behind");
 
-        var allowed = ModelFolderWriter.Write(output, checkpoint.Config, checkpoint.Weights, new ExportOptions(),
-            checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer, allowNonFinite: true);
+        var allowed = ModelFolderWriter.Write(output, checkpoint, new ExportOptions(), allowNonFinite: true);
         Assert.That(File.Exists(allowed.ModelPath), "--allow-non-finite exports it anyway");
     }
 

@@ -24,9 +24,7 @@ public class SoakTests
         try
         {
             string folder = Path.Combine(root, "stories260k");
-            using (var checkpoint = Checkpoint.Open(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer))
-                ModelFolderWriter.Write(folder, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = Lowering.Ort },
-                    checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer);
+            ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, folder, new ExportOptions { Lowering = Lowering.Ort });
 
             var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
             foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "onnx-decoder.dll"), "soak", "--model", folder,

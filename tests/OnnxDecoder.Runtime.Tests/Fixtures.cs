@@ -23,9 +23,7 @@ public class Fixtures
         {
             if (Folders.TryGetValue(lowering, out var folder)) return folder;
             folder = Path.Combine(_root, $"stories260k-{lowering}");
-            using var checkpoint = Checkpoint.Open(Exporters.Tests.Stories260K.LegacyCheckpoint, Exporters.Tests.Stories260K.Tokenizer);
-            ModelFolderWriter.Write(folder, checkpoint.Config, checkpoint.Weights, new ExportOptions { Lowering = lowering },
-                checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer);
+            ModelFolderWriter.Export(Exporters.Tests.Stories260K.LegacyCheckpoint, Exporters.Tests.Stories260K.Tokenizer, folder, new ExportOptions { Lowering = lowering });
             Folders[lowering] = folder;
             return folder;
         }

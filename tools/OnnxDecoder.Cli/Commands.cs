@@ -96,16 +96,15 @@ public static class Commands
             AnsiConsole.Progress().Start(context =>
             {
                 var task = context.AddTask($"export {Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpointPath))}", maxValue: 1);
-                report = ModelFolderWriter.Write(outDir, checkpoint.Config, checkpoint.Weights, options, checkpoint.Description, checkpoint.SourceFiles,
-                    checkpoint.WriteTokenizer, progress: (done, total) => task.Value = total == 0 ? 1 : (double)done / total, allowNonFinite: allowNonFinite);
+                report = ModelFolderWriter.Write(outDir, checkpoint, options,
+                    progress: (done, total) => task.Value = total == 0 ? 1 : (double)done / total, allowNonFinite: allowNonFinite);
                 task.Value = 1;
             });
         }
         else
         {
             long lastReported = -1;
-            report = ModelFolderWriter.Write(outDir, checkpoint.Config, checkpoint.Weights, options, checkpoint.Description, checkpoint.SourceFiles,
-                checkpoint.WriteTokenizer, log: Console.WriteLine, progress: (done, total) =>
+            report = ModelFolderWriter.Write(outDir, checkpoint, options, log: Console.WriteLine, progress: (done, total) =>
                 {
                     long percent = total == 0 ? 100 : done * 100 / total;
                     if (percent / 25 != lastReported / 25) Console.WriteLine($"  weights written: {percent}%");
