@@ -180,15 +180,8 @@ public static class Benchmark
         return second;
     }
 
-    private static long PeakRssBytes()
-    {
-        // VmHWM is the peak resident set; Process.PeakWorkingSet64 reads the same on Linux.
-        if (File.Exists("/proc/self/status"))
-            foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        return Process.GetCurrentProcess().PeakWorkingSet64;
-    }
+    /// <summary>Peak resident set (VmHWM); where /proc is missing, the process's peak working set.</summary>
+    private static long PeakRssBytes() => ProcessMemory.StatusBytes("VmHWM:") ?? Process.GetCurrentProcess().PeakWorkingSet64;
 
     internal static double Median(IEnumerable<double> values)
     {

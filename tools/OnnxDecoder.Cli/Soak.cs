@@ -88,11 +88,5 @@ public static class Soak
         return GC.GetGCMemoryInfo(GCKind.FullBlocking).GenerationInfo.ToArray().Sum(g => g.SizeAfterBytes - g.FragmentationAfterBytes);
     }
 
-    private static long ResidentBytes()
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        return Process.GetCurrentProcess().WorkingSet64;
-    }
+    private static long ResidentBytes() => ProcessMemory.StatusBytes("VmRSS:") ?? Process.GetCurrentProcess().WorkingSet64;
 }
