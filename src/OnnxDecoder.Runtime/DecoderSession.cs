@@ -25,7 +25,8 @@ public sealed record DecoderSessionOptions
 /// </summary>
 public sealed class DecoderSession : IDisposable
 {
-    private readonly InferenceSession _session;
+    private readonly DecoderModel _model;
+    private readonly bool _ownsModel;
     private readonly OrtIoBinding _binding;
     private readonly RunOptions _runOptions = new();
     private readonly KvCache _cache;
@@ -42,40 +43,38 @@ public sealed class DecoderSession : IDisposable
     private int _busy;
     private bool _stepLogitsBound, _stepInputsBound;
 
+    /// <summary>Loads the model in <paramref name="modelFolder"/> for this session alone.</summary>
     public DecoderSession(string modelFolder, DecoderSessionOptions? options = null)
+        : this(new DecoderModel(modelFolder, (options ?? new DecoderSessionOptions()).Providers), options, ownsModel: true)
+    {
+    }
+
+    /// <summary>A session over a model loaded once and shared (the caller keeps owning it).</summary>
+    public DecoderSession(DecoderModel model, DecoderSessionOptions? options = null) : this(model, options, ownsModel: false)
+    {
+    }
+
+    private DecoderSession(DecoderModel model, DecoderSessionOptions? options, bool ownsModel)
     {
         options ??= new DecoderSessionOptions();
-        Folder = ModelFolder.Open(modelFolder);
-        BatchSize = options.BatchSize > 0 ? options.BatchSize : throw new ArgumentOutOfRangeException(nameof(options), options.BatchSize, "batch size must be positive");
-        MaxLength = options.MaxLength ?? Folder.ContextLength;
-        if (MaxLength <= 0 || MaxLength > Folder.ContextLength)
-            throw new ArgumentOutOfRangeException(nameof(options), MaxLength, $"max length must be between 1 and the model's context length ({Folder.ContextLength})");
-        PrefillChunk = options.PrefillChunk;
-
-        long kvBytes = KvCache.BytesFor(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer);
-        if (options.MaxKvCacheBytes is { } budget && kvBytes > budget)
-            throw new InvalidOperationException(
-                $"the KV cache needs {kvBytes:N0} bytes ({Folder.NumLayers} layers x 2 x batch {BatchSize} x {Folder.NumKvHeads} kv heads x {MaxLength} positions x head size {Folder.HeadSize} x 4 bytes{(Folder.PastPresentShareBuffer ? "" : " x 2 buffers")}), over the budget of {budget:N0}: lower the max length or the batch size");
-
-        using var sessionOptions = ExecutionProviders.Create(options.Providers, out var provider);
-        Provider = provider;
+        _model = model;
+        _ownsModel = ownsModel;
         try
         {
-            _session = new InferenceSession(Folder.ModelPath, sessionOptions);
-        }
-        catch (OnnxRuntimeException e) when (e.Message.Contains("EnvCreatedWithGlobalThreadPools", StringComparison.Ordinal))
-        {
-            throw new InvalidOperationException("ShareThreadPool needs ONNX Runtime's environment to be created by OnnxDecoder first, but other code in this process created it without global thread pools: set ShareThreadPool = false", e);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new ModelFormatException(Folder.ModelPath, $"ONNX Runtime could not load the model: {e.Message}", e);
-        }
-        try
-        {
-            _fullLogits = ValidateGraph();
+            Folder = model.Folder;
+            Provider = model.Provider;
+            BatchSize = options.BatchSize > 0 ? options.BatchSize : throw new ArgumentOutOfRangeException(nameof(options), options.BatchSize, "batch size must be positive");
+            MaxLength = options.MaxLength ?? Folder.ContextLength;
+            if (MaxLength <= 0 || MaxLength > Folder.ContextLength)
+                throw new ArgumentOutOfRangeException(nameof(options), MaxLength, $"max length must be between 1 and the model's context length ({Folder.ContextLength})");
+            PrefillChunk = options.PrefillChunk;
+            long kvBytes = KvCache.BytesFor(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer);
+            if (options.MaxKvCacheBytes is { } budget && kvBytes > budget)
+                throw new InvalidOperationException(
+                    $"the KV cache needs {kvBytes:N0} bytes ({Folder.NumLayers} layers x 2 x batch {BatchSize} x {Folder.NumKvHeads} kv heads x {MaxLength} positions x head size {Folder.HeadSize} x 4 bytes{(Folder.PastPresentShareBuffer ? "" : " x 2 buffers")}), over the budget of {budget:N0}: lower the max length or the batch size");
+            _fullLogits = model.FullLogits;
             _cache = new KvCache(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer);
-            _binding = _session.CreateIoBinding();
+            _binding = model.Session.CreateIoBinding();
             _logits = new float[BatchSize * Folder.VocabSize];
             _stepLogits = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(_logits, [BatchSize, 1, Folder.VocabSize]));
             _stepIds = new long[BatchSize];
@@ -94,6 +93,8 @@ public sealed class DecoderSession : IDisposable
         }
     }
 
+    /// <summary>The loaded model this session runs.</summary>
+    public DecoderModel Model => _model;
     public ModelFolder Folder { get; }
     public ExecutionProvider Provider { get; }
     public int BatchSize { get; }
@@ -101,6 +102,9 @@ public sealed class DecoderSession : IDisposable
     public int PrefillChunk { get; }
     public int VocabSize => Folder.VocabSize;
     public long KvCacheBytes => _cache.TotalBytes;
+
+    /// <summary>The cache, for moving a prefilled prompt into a batch row (<see cref="ContinuousBatcher"/>).</summary>
+    internal KvCache Cache => _cache;
 
     /// <summary>Positions filled so far (the shared timeline of all rows, padding included).</summary>
     public int Length { get; private set; }
@@ -260,7 +264,7 @@ public sealed class DecoderSession : IDisposable
         using var registration = cancellationToken.Register(static state => ((RunOptions)state!).Terminate = true, _runOptions);
         try
         {
-            _session.RunWithBinding(_runOptions, _binding);
+            _model.Session.RunWithBinding(_runOptions, _binding);
         }
         catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
         {
@@ -292,36 +296,6 @@ public sealed class DecoderSession : IDisposable
 
     private void Exit() => Volatile.Write(ref _busy, 0);
 
-    /// <summary>Checks the graph's inputs and outputs against genai_config.json; returns whether
-    /// logits cover every position ([B, S, V]) rather than only the last.</summary>
-    private bool ValidateGraph()
-    {
-        var inputs = _session.InputMetadata;
-        var outputs = _session.OutputMetadata;
-        string where = Folder.ConfigPath;
-        foreach (var name in new[] { "input_ids", "attention_mask", "position_ids" })
-            if (!inputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no input '{name}' (inputs: {string.Join(", ", inputs.Keys)})");
-        if (!outputs.TryGetValue("logits", out var logits)) throw new ModelFormatException(where, "the graph has no output 'logits'");
-        int layers = inputs.Keys.Count(k => k.StartsWith(Folder.PastKeyPattern.Split("%d")[0], StringComparison.Ordinal) && k.EndsWith(Folder.PastKeyPattern.Split("%d")[1], StringComparison.Ordinal));
-        if (layers != Folder.NumLayers) throw new ModelFormatException(where, $"model.decoder.num_hidden_layers is {Folder.NumLayers} but the graph has {layers} past key inputs");
-        for (int layer = 0; layer < Folder.NumLayers; layer++)
-        {
-            foreach (var name in new[] { Folder.PastKeyName(layer), Folder.PastValueName(layer) })
-            {
-                if (!inputs.TryGetValue(name, out var meta)) throw new ModelFormatException(where, $"the graph has no input '{name}'");
-                var dims = meta.Dimensions;
-                if (dims.Length != 4 || dims[1] != Folder.NumKvHeads || dims[3] != Folder.HeadSize)
-                    throw new ModelFormatException(where, $"graph input '{name}' is [{string.Join(", ", dims)}], genai_config.json says [batch, {Folder.NumKvHeads}, past, {Folder.HeadSize}]");
-            }
-            foreach (var name in new[] { Folder.PresentKeyName(layer), Folder.PresentValueName(layer) })
-                if (!outputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no output '{name}'");
-        }
-        var logitDims = logits.Dimensions;
-        if (logitDims.Length != 3 || logitDims[2] != Folder.VocabSize)
-            throw new ModelFormatException(where, $"graph output 'logits' is [{string.Join(", ", logitDims)}], genai_config.json says vocab_size {Folder.VocabSize}");
-        return logitDims[1] != 1;
-    }
-
     public void Dispose()
     {
         _binding?.Dispose();
@@ -330,7 +304,7 @@ public sealed class DecoderSession : IDisposable
         OrtValueLedger.Release(_stepIdsValue);
         OrtValueLedger.Release(_stepPositionsValue);
         _cache?.Dispose();
-        _session?.Dispose();
+        if (_ownsModel) _model?.Dispose();
         _runOptions.Dispose();
     }
 }

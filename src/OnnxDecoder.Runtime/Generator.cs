@@ -130,18 +130,11 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
     private GenerationResult Run(IReadOnlyList<int> input, GenerationOptions options, Action<GeneratedToken>? onToken, CancellationToken cancellationToken, IReadOnlyList<int>? reportedPrompt = null)
     {
         if (Session.BatchSize != 1) throw new InvalidOperationException("Generator serves a batch of one; use BatchGenerator for batches");
-        if (input.Count == 0) throw new ArgumentException("the prompt is empty: encode at least one token (BOS)", nameof(input));
-        if (options.MaxNewTokens <= 0) throw new ArgumentOutOfRangeException(nameof(options), options.MaxNewTokens, "max new tokens must be positive");
+        var state = new GenerationState(options, Session.Folder.EosTokenIds, Tokenizer, Session.VocabSize, _sequence, input);
         if (Session.Length + input.Count > Session.MaxLength)
             throw new ContextFullException($"the prompt needs {Session.Length + input.Count} positions but the max length is {Session.MaxLength}: shorten the prompt or export with a larger --max-length");
 
-        var eos = options.EosTokenIds ?? Session.Folder.EosTokenIds;
-        var sampler = new Sampler(options.Sampling, Session.VocabSize);
-        var detokenizer = new IncrementalDetokenizer(Tokenizer, _sequence.Concat(input).ToList());
-        var generated = new List<int>();
-        var text = new System.Text.StringBuilder();
         var clock = Stopwatch.StartNew();
-
         var ids = new long[input.Count];
         for (int i = 0; i < ids.Length; i++) ids[i] = input[i];
         var logits = Session.Append(ids, ids.Length, cancellationToken: cancellationToken);
@@ -149,70 +142,22 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
         double prefillMs = clock.Elapsed.TotalMilliseconds, ttftMs = 0;
         var decodeClock = new Stopwatch();
         var step = new long[1];
-        StopReason reason;
-        int released = 0; // characters of text already handed to onToken
         while (true)
         {
-            int next = sampler.Next(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_sequence));
-            if (generated.Count == 0) ttftMs = clock.Elapsed.TotalMilliseconds;
-            if (eos.Contains(next)) { reason = StopReason.Eos; _pending = null; break; }
-            generated.Add(next);
-            text.Append(detokenizer.Add(next));
-            if (options.StopStrings.Count > 0 && CutAtStopString(text, options.StopStrings))
-            {
-                onToken?.Invoke(new GeneratedToken(next, text.Length > released ? text.ToString(released, text.Length - released) : ""));
-                reason = StopReason.StopString;
-                _pending = next;
-                break;
-            }
-            // Hold back a tail that could still grow into a stop string.
-            int safe = text.Length - StopPrefixLength(text, options.StopStrings);
-            onToken?.Invoke(new GeneratedToken(next, safe > released ? text.ToString(released, safe - released) : ""));
-            released = Math.Max(released, safe);
-            if (generated.Count >= options.MaxNewTokens) { reason = StopReason.MaxTokens; _pending = next; break; }
-            if (Session.Length >= Session.MaxLength) { reason = StopReason.ContextFull; _pending = null; break; }
-            step[0] = next;
+            var piece = state.Next(logits, Session.Length, Session.MaxLength);
+            if (state.Generated.Count <= 1 && ttftMs == 0) ttftMs = clock.Elapsed.TotalMilliseconds;
+            if (piece is not null) onToken?.Invoke(piece);
+            if (state.StopReason is not null) break;
+            step[0] = state.Generated[^1];
             decodeClock.Start();
             logits = Session.Step(step, cancellationToken);
             decodeClock.Stop();
-            _sequence.Add(next);
+            _sequence.Add(state.Generated[^1]);
         }
-        if (reason != StopReason.StopString)
-        {
-            text.Append(detokenizer.Flush());
-            if (text.Length > released) onToken?.Invoke(new GeneratedToken(-1, text.ToString(released, text.Length - released)));
-        }
-        var timings = new GenerationTimings(prefillMs, decodeClock.Elapsed.TotalMilliseconds, ttftMs, input.Count, Math.Max(0, generated.Count - 1));
-        return new GenerationResult([.. reportedPrompt ?? input], [.. generated], text.ToString(), reason, timings);
-    }
-
-    /// <summary>Length of the longest end of <paramref name="text"/> that begins some stop string.</summary>
-    private static int StopPrefixLength(System.Text.StringBuilder text, IReadOnlyList<string> stops)
-    {
-        int longest = 0;
-        foreach (var stop in stops)
-            for (int length = Math.Min(stop.Length - 1, text.Length); length > longest; length--)
-            {
-                bool match = true;
-                for (int i = 0; i < length && match; i++) match = text[text.Length - length + i] == stop[i];
-                if (match) { longest = length; break; }
-            }
-        return longest;
-    }
-
-    private static bool CutAtStopString(System.Text.StringBuilder text, IReadOnlyList<string> stops)
-    {
-        string current = text.ToString();
-        int cut = -1;
-        foreach (var stop in stops)
-        {
-            if (stop.Length == 0) continue;
-            int at = current.IndexOf(stop, StringComparison.Ordinal);
-            if (at >= 0 && (cut < 0 || at < cut)) cut = at;
-        }
-        if (cut < 0) return false;
-        text.Length = cut;
-        return true;
+        _pending = state.Pending;
+        if (state.Tail() is { } tail) onToken?.Invoke(tail);
+        var timings = new GenerationTimings(prefillMs, decodeClock.Elapsed.TotalMilliseconds, ttftMs, input.Count, Math.Max(0, state.Generated.Count - 1));
+        return new GenerationResult([.. reportedPrompt ?? input], [.. state.Generated], state.Text, state.StopReason.Value, timings);
     }
 }
 

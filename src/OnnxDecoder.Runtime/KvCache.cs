@@ -20,12 +20,13 @@ public sealed unsafe class KvCache : IDisposable
 {
     private readonly int _layers, _batch, _kvHeads, _headDim;
     private readonly nint[,] _buffers; // [layer * 2 + (0 key | 1 value), 0 | 1]
-    private readonly OrtValue?[] _shared;
+    private readonly OrtValue?[][] _sharedByRows; // shared mode: [rows - 1][layer * 2 + kind] views over the first rows
     private readonly OrtValue?[] _pastViews;
     private readonly OrtValue?[] _presentViews;
     private readonly long[] _pastShape, _presentShape;
     private int _current; // which of the two buffers holds the past (separate mode)
-    private OrtIoBinding? _sharedBoundTo; // shared mode binds once: the same buffers serve every run
+    private OrtIoBinding? _sharedBoundTo; // shared mode binds once per row count: the same buffers serve every run
+    private int _sharedBoundRows;
 
     public KvCache(int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared)
     {
@@ -37,7 +38,7 @@ public sealed unsafe class KvCache : IDisposable
         Shared = shared;
         BytesPerBuffer = checked((long)batch * kvHeads * maxLength * headDim * sizeof(float));
         _buffers = new nint[layers * 2, shared ? 1 : 2];
-        _shared = new OrtValue?[layers * 2];
+        _sharedByRows = new OrtValue?[shared ? batch : 0][];
         _pastViews = new OrtValue?[layers * 2];
         _presentViews = new OrtValue?[layers * 2];
         _pastShape = [batch, kvHeads, 0, headDim];
@@ -50,9 +51,6 @@ public sealed unsafe class KvCache : IDisposable
                     _buffers[t, copy] = (nint)NativeMemory.AlignedAlloc((nuint)BytesPerBuffer, 64);
                     NativeMemory.Clear((void*)_buffers[t, copy], (nuint)BytesPerBuffer);
                 }
-            if (shared)
-                for (int t = 0; t < layers * 2; t++)
-                    _shared[t] = View(_buffers[t, 0], [batch, kvHeads, maxLength, headDim]);
         }
         catch
         {
@@ -73,37 +71,117 @@ public sealed unsafe class KvCache : IDisposable
         checked((long)layers * 2 * batch * kvHeads * maxLength * headDim * sizeof(float) * (shared ? 1 : 2));
 
     /// <summary>Binds past inputs and present outputs for a run whose past holds <paramref name="pastLength"/>
-    /// positions and whose present will hold <paramref name="totalLength"/>.</summary>
-    public void Bind(OrtIoBinding binding, ModelFolder folder, int pastLength, int totalLength)
+    /// positions and whose present will hold <paramref name="totalLength"/>, over the first
+    /// <paramref name="rows"/> rows of the batch (default: all).</summary>
+    public void Bind(OrtIoBinding binding, ModelFolder folder, int pastLength, int totalLength, int rows = 0)
     {
-        if (Shared && ReferenceEquals(_sharedBoundTo, binding)) return;
+        if (rows == 0) rows = _batch;
+        if (rows < 0 || rows > _batch) throw new ArgumentOutOfRangeException(nameof(rows), rows, $"the cache holds 1..{_batch} rows");
+        if (Shared)
+        {
+            if (ReferenceEquals(_sharedBoundTo, binding) && _sharedBoundRows == rows) return;
+            var views = _sharedByRows[rows - 1] ??= new OrtValue?[_layers * 2];
+            for (int t = 0; t < views.Length; t++)
+                views[t] ??= View(_buffers[t, 0], [rows, _kvHeads, MaxLength, _headDim]);
+            for (int layer = 0; layer < _layers; layer++)
+            {
+                binding.BindInput(folder.PastKeyName(layer), views[layer * 2]!);
+                binding.BindOutput(folder.PresentKeyName(layer), views[layer * 2]!);
+                binding.BindInput(folder.PastValueName(layer), views[layer * 2 + 1]!);
+                binding.BindOutput(folder.PresentValueName(layer), views[layer * 2 + 1]!);
+            }
+            _sharedBoundTo = binding;
+            _sharedBoundRows = rows;
+            return;
+        }
+        // The previous present views already cover exactly the past; reuse them (decided once for all tensors).
+        bool pastFits = _pastShape[0] == rows && _pastShape[2] == pastLength;
+        _pastShape[0] = rows;
+        _pastShape[2] = pastLength;
         for (int layer = 0; layer < _layers; layer++)
             for (int kind = 0; kind < 2; kind++)
             {
                 int t = layer * 2 + kind;
                 string pastName = kind == 0 ? folder.PastKeyName(layer) : folder.PastValueName(layer);
                 string presentName = kind == 0 ? folder.PresentKeyName(layer) : folder.PresentValueName(layer);
-                if (Shared)
-                {
-                    binding.BindInput(pastName, _shared[t]!);
-                    binding.BindOutput(presentName, _shared[t]!);
-                    _sharedBoundTo = binding;
-                    continue;
-                }
-                // The previous present view already covers exactly the past; reuse it.
-                if (_pastViews[t] is null || _pastShape[2] != pastLength)
+                if (_pastViews[t] is null || !pastFits)
                 {
                     OrtValueLedger.Release(_pastViews[t]);
-                    _pastShape[2] = pastLength;
                     _pastViews[t] = View(_buffers[t, _current], _pastShape);
                 }
                 OrtValueLedger.Release(_presentViews[t]);
+                _presentShape[0] = rows;
                 _presentShape[2] = totalLength;
                 _presentViews[t] = View(_buffers[t, 1 - _current], _presentShape);
                 binding.BindInput(pastName, _pastViews[t]!);
                 binding.BindOutput(presentName, _presentViews[t]!);
             }
     }
+
+    /// <summary>
+    /// Copies <paramref name="count"/> positions of every layer and head from one row of
+    /// <paramref name="source"/> into one row of this cache. Lengths name each cache's current
+    /// layout (its sequence length; ignored in shared mode, whose rows span the max length).
+    /// Used once per request to move a prefilled prompt into a batch row, never per token.
+    /// </summary>
+    public void CopySegment(KvCache source, int sourceLength, int sourceRow, int sourceStart, int count, int targetLength, int targetRow, int targetStart)
+    {
+        if (source._layers != _layers || source._kvHeads != _kvHeads || source._headDim != _headDim)
+            throw new ArgumentException("the caches belong to different models", nameof(source));
+        int sourceStride = source.Shared ? source.MaxLength : sourceLength, targetStride = Shared ? MaxLength : targetLength;
+        if (count < 0 || sourceStart < 0 || targetStart < 0 || sourceStart + count > sourceStride || targetStart + count > targetStride
+            || (uint)sourceRow >= (uint)source._batch || (uint)targetRow >= (uint)_batch)
+            throw new ArgumentOutOfRangeException(nameof(count), $"segment [{sourceStart}, +{count}) of row {sourceRow} does not fit [{targetStart}, +{count}) of row {targetRow}");
+        long bytes = (long)count * _headDim * sizeof(float);
+        for (int t = 0; t < _layers * 2; t++)
+        {
+            var from = (float*)source.Current(t);
+            var to = (float*)Current(t);
+            for (int h = 0; h < _kvHeads; h++)
+                Buffer.MemoryCopy(from + (((long)sourceRow * _kvHeads + h) * sourceStride + sourceStart) * _headDim,
+                    to + (((long)targetRow * _kvHeads + h) * targetStride + targetStart) * _headDim, bytes, bytes);
+        }
+    }
+
+    /// <summary>
+    /// Moves every row's live positions [start, start + length) so that they end at
+    /// <paramref name="newLength"/> (left padding before them), over the first <paramref name="rows"/>
+    /// rows; rows of length 0 are left as they are. Shrinks the timeline of a batch whose rows
+    /// joined at different times, or grows it for a prompt longer than the timeline. Shared mode
+    /// moves in place; separate mode writes the new layout into the other buffer.
+    /// </summary>
+    public void Relayout(int rows, ReadOnlySpan<int> start, ReadOnlySpan<int> length, int oldLength, int newLength)
+    {
+        if (newLength < 0 || newLength > MaxLength) throw new ArgumentOutOfRangeException(nameof(newLength), newLength, $"the cache holds 0..{MaxLength} positions");
+        int oldStride = Shared ? MaxLength : oldLength, newStride = Shared ? MaxLength : newLength;
+        for (int row = 0; row < rows; row++)
+            if (length[row] > newLength || start[row] < 0 || start[row] + length[row] > oldLength)
+                throw new ArgumentOutOfRangeException(nameof(length), $"row {row}: [{start[row]}, +{length[row]}) does not fit {oldLength} -> {newLength} positions");
+        for (int t = 0; t < _layers * 2; t++)
+        {
+            var from = (float*)Current(t);
+            var to = Shared ? from : (float*)_buffers[t, 1 - _current];
+            for (int row = 0; row < rows; row++)
+            {
+                if (length[row] == 0) continue;
+                long bytes = (long)length[row] * _headDim * sizeof(float);
+                for (int h = 0; h < _kvHeads; h++)
+                    Buffer.MemoryCopy(from + (((long)row * _kvHeads + h) * oldStride + start[row]) * _headDim,
+                        to + (((long)row * _kvHeads + h) * newStride + newLength - length[row]) * _headDim, bytes, bytes); // memmove semantics
+            }
+        }
+        if (Shared) return;
+        _current = 1 - _current;
+        for (int t = 0; t < _layers * 2; t++)
+        {
+            OrtValueLedger.Release(_pastViews[t]);
+            _pastViews[t] = null;
+        }
+        _pastShape[2] = newLength;
+    }
+
+    /// <summary>The buffer holding the past of tensor <paramref name="t"/> (layer * 2 + kind).</summary>
+    private nint Current(int t) => _buffers[t, Shared ? 0 : _current];
 
     /// <summary>After a successful run in separate mode, the present becomes the next past.</summary>
     public void Advance(int totalLength)
@@ -150,10 +228,12 @@ public sealed unsafe class KvCache : IDisposable
 
     public void Dispose()
     {
-        foreach (var v in _shared) OrtValueLedger.Release(v);
+        foreach (var views in _sharedByRows)
+            if (views is not null) foreach (var v in views) OrtValueLedger.Release(v);
+        _sharedBoundTo = null;
         foreach (var v in _pastViews) OrtValueLedger.Release(v);
         foreach (var v in _presentViews) OrtValueLedger.Release(v);
-        Array.Clear(_shared);
+        Array.Clear(_sharedByRows);
         Array.Clear(_pastViews);
         Array.Clear(_presentViews);
         for (int t = 0; t < _buffers.GetLength(0); t++)

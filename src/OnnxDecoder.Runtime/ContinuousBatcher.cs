@@ -1,0 +1,493 @@
+using System.Diagnostics;
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Microsoft.ML.OnnxRuntime;
+using OnnxDecoder.Runtime.Tokenization;
+
+namespace OnnxDecoder.Runtime;
+
+/// <summary>How a <see cref="ContinuousBatcher"/> is sized.</summary>
+public sealed record BatcherOptions
+{
+    /// <summary>Sequences decoded together: rows of the batch, each with its own row of the KV cache.</summary>
+    public int MaxSequences { get; init; } = 8;
+    /// <summary>Requests that may wait for a free row before new ones are refused.</summary>
+    public int MaxQueueLength { get; init; } = 64;
+    /// <summary>Positions of the shared timeline (and so the longest sequence); default: the model's context.</summary>
+    public int? MaxLength { get; init; }
+    /// <summary>Prefill a new prompt in chunks of at most this many tokens, with a decode step of the
+    /// running sequences between chunks (0: the whole prompt in one run).</summary>
+    public int PrefillChunk { get; init; }
+    /// <summary>Refuse to start when the KV caches would exceed this many bytes (null: no limit).</summary>
+    public long? MaxKvCacheBytes { get; init; }
+}
+
+/// <summary>Every row is busy and the wait queue is full: retry later (HTTP 429/503).</summary>
+public sealed class QueueFullException(string message) : InvalidOperationException(message);
+
+/// <summary>
+/// Continuous batching over one loaded model. Requests wait in a bounded queue; each admitted
+/// request is prefilled alone, its prompt's keys and values are moved once into a free row of a
+/// batch KV cache, and from then on one ONNX Runtime run decodes one token for every active row.
+/// A new request joins between two steps; a finished, cancelled or abandoned request leaves its row
+/// at the next step boundary.
+/// <para>
+/// Rows share a timeline of positions (the columns of the attention mask): a row's tokens end at
+/// the current column, with left padding before them, and each row keeps its own position ids. A
+/// prompt longer than the timeline shifts the running rows right; a timeline that reaches the max
+/// length is compacted to the longest live row. Those moves copy KV memory, rarely; a decode step
+/// copies none (ort lowering) or only the graph's own concatenation (portable lowering).
+/// </para>
+/// One scheduler thread owns the session, the cache and every row; callers only enqueue and read.
+/// </summary>
+public sealed class ContinuousBatcher : IDisposable
+{
+    private readonly DecoderModel _model;
+    private readonly TextTokenizer _tokenizer;
+    private readonly BatcherOptions _options;
+    private readonly DecoderSession _prefill;          // batch of one: prompts run here, then move into a row
+    private readonly KvCache _cache;                   // [rows, kv_heads, max_length, head_dim] per layer and kind
+    private readonly OrtIoBinding _binding;
+    private readonly RunOptions _runOptions = new();
+    private readonly int _rowsCapacity, _vocab;
+    private readonly float[] _logits;                  // [rows, vocab]
+    private readonly long[] _stepIds, _stepPositions;  // [rows]
+    private readonly long[] _mask;                     // [rows, T] for the current run
+    private readonly OrtValue?[] _logitsViews, _idsViews, _positionViews; // per row count, made on first use
+    private readonly BatchedSequence?[] _rows;         // the sequence decoding in each row
+    private readonly int[] _rowStart;                  // first column of each row's tokens on the timeline
+    private readonly int[] _rowLength, _rowStartScratch; // scratch for relayouts
+    private readonly ConcurrentQueue<BatchedSequence> _queue = new();
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly CancellationTokenSource _shutdown = new();
+    private readonly Thread _scheduler;
+    private BatchedSequence? _prefilling;             // admitted, its prompt partly run through _prefill
+    private int _prefillDone;
+    private int _length;                              // columns of the timeline in use
+    private int _outstanding;                         // queued + prefilling + decoding
+    private long _steps, _rowSteps, _compactions;
+
+    public ContinuousBatcher(DecoderModel model, TextTokenizer tokenizer, BatcherOptions? options = null)
+    {
+        _model = model;
+        _tokenizer = tokenizer;
+        _options = options ?? new BatcherOptions();
+        var folder = model.Folder;
+        _rowsCapacity = _options.MaxSequences is > 0 and <= 4096 ? _options.MaxSequences : throw new ArgumentOutOfRangeException(nameof(options), _options.MaxSequences, "MaxSequences must be between 1 and 4096");
+        if (_options.MaxQueueLength < 0) throw new ArgumentOutOfRangeException(nameof(options), _options.MaxQueueLength, "MaxQueueLength must not be negative");
+        if (_options.PrefillChunk < 0) throw new ArgumentOutOfRangeException(nameof(options), _options.PrefillChunk, "PrefillChunk must not be negative");
+        MaxLength = _options.MaxLength ?? folder.ContextLength;
+        if (MaxLength <= 1 || MaxLength > folder.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(options), MaxLength, $"MaxLength must be between 2 and the model's context length ({folder.ContextLength})");
+        long bytes = KvCache.BytesFor(folder.NumLayers, _rowsCapacity + 1, folder.NumKvHeads, MaxLength, folder.HeadSize, folder.PastPresentShareBuffer);
+        if (_options.MaxKvCacheBytes is { } budget && bytes > budget)
+            throw new InvalidOperationException($"the KV caches need {bytes:N0} bytes ({_rowsCapacity} rows + 1 prefill row x {MaxLength} positions), over the budget of {budget:N0}: lower MaxSequences or MaxLength");
+        _vocab = folder.VocabSize;
+        try
+        {
+            _prefill = new DecoderSession(model, new DecoderSessionOptions { MaxLength = MaxLength, PrefillChunk = 0 });
+            _cache = new KvCache(folder.NumLayers, _rowsCapacity, folder.NumKvHeads, MaxLength, folder.HeadSize, folder.PastPresentShareBuffer);
+            _binding = model.Session.CreateIoBinding();
+            _logits = new float[_rowsCapacity * _vocab];
+            _stepIds = new long[_rowsCapacity];
+            _stepPositions = new long[_rowsCapacity];
+            _mask = new long[_rowsCapacity * MaxLength];
+            _logitsViews = new OrtValue?[_rowsCapacity + 1];
+            _idsViews = new OrtValue?[_rowsCapacity + 1];
+            _positionViews = new OrtValue?[_rowsCapacity + 1];
+            _rows = new BatchedSequence?[_rowsCapacity];
+            _rowStart = new int[_rowsCapacity];
+            _rowLength = new int[_rowsCapacity];
+            _rowStartScratch = new int[_rowsCapacity];
+        }
+        catch
+        {
+            DisposeNative();
+            throw;
+        }
+        _scheduler = new Thread(Schedule) { IsBackground = true, Name = "OnnxDecoder batch scheduler" };
+        _scheduler.Start();
+    }
+
+    public DecoderModel Model => _model;
+    public TextTokenizer Tokenizer => _tokenizer;
+    public int MaxSequences => _rowsCapacity;
+    public int MaxLength { get; }
+    public long KvCacheBytes => _cache.TotalBytes + _prefill.KvCacheBytes;
+    /// <summary>Requests submitted and not finished (queued, prefilling or decoding).</summary>
+    public int Outstanding => Volatile.Read(ref _outstanding);
+    /// <summary>Batched decode runs so far.</summary>
+    public long Steps => Interlocked.Read(ref _steps);
+    /// <summary>Tokens those runs decoded (rows that held a sequence); over <see cref="Steps"/>, the mean batch occupancy.</summary>
+    public long RowSteps => Interlocked.Read(ref _rowSteps);
+    /// <summary>Times the timeline reached the max length and was compacted (each moves the live KV once).</summary>
+    public long Compactions => Interlocked.Read(ref _compactions);
+
+    /// <summary>
+    /// Queues a generation after <paramref name="promptIds"/> (BOS included). Throws at once for a
+    /// request that cannot run (<see cref="QueueFullException"/>, <see cref="ContextFullException"/>,
+    /// invalid options); otherwise the returned sequence streams its tokens. Cancelling
+    /// <paramref name="cancellationToken"/> or disposing the sequence frees its row within one step.
+    /// </summary>
+    public BatchedSequence Submit(IReadOnlyList<int> promptIds, GenerationOptions options, CancellationToken cancellationToken = default)
+    {
+        ObjectDisposedException.ThrowIf(_shutdown.IsCancellationRequested, this);
+        foreach (int id in promptIds)
+            if ((uint)id >= (uint)_vocab) throw new ArgumentOutOfRangeException(nameof(promptIds), id, $"token id {id} is outside the vocabulary (0..{_vocab - 1})");
+        var state = new GenerationState(options, _model.Folder.EosTokenIds, _tokenizer, _vocab, [], promptIds);
+        if (promptIds.Count > MaxLength)
+            throw new ContextFullException($"the prompt needs {promptIds.Count} positions but the max length is {MaxLength}: shorten the prompt");
+        int capacity = _rowsCapacity + _options.MaxQueueLength;
+        if (Interlocked.Increment(ref _outstanding) > capacity)
+        {
+            int waiting = Interlocked.Decrement(ref _outstanding) - _rowsCapacity;
+            throw new QueueFullException($"all {_rowsCapacity} sequences are busy and {Math.Max(0, waiting)} requests already wait (limit {_options.MaxQueueLength}): retry later");
+        }
+        var sequence = new BatchedSequence(this, [.. promptIds], state, cancellationToken);
+        _queue.Enqueue(sequence);
+        _wake.Release();
+        return sequence;
+    }
+
+    /// <summary>Streams one generation through the batch; leaving the loop early frees its row.</summary>
+    public async IAsyncEnumerable<GeneratedToken> StreamAsync(IReadOnlyList<int> promptIds, GenerationOptions options, Action<GenerationResult>? onResult = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        using var sequence = Submit(promptIds, options, cancellationToken);
+        await foreach (var token in sequence.Tokens.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+            yield return token;
+        var result = await sequence.Completion.ConfigureAwait(false);
+        onResult?.Invoke(result);
+    }
+
+    /// <summary>Generates through the batch and returns the whole result.</summary>
+    public async Task<GenerationResult> GenerateAsync(IReadOnlyList<int> promptIds, GenerationOptions options, CancellationToken cancellationToken = default)
+    {
+        using var sequence = Submit(promptIds, options, cancellationToken);
+        return await sequence.Completion.ConfigureAwait(false);
+    }
+
+    internal void Wake() => _wake.Release();
+
+    private void Schedule()
+    {
+        while (!_shutdown.IsCancellationRequested)
+        {
+            try
+            {
+                DropCancelled();
+                Admit();
+                bool decoding = Array.Exists(_rows, r => r is not null);
+                if (decoding) Step();
+                else if (_prefilling is null) _wake.Wait(_shutdown.Token);
+            }
+            catch (Exception) when (_shutdown.IsCancellationRequested)
+            {
+                break; // a run terminated by Dispose: every sequence gets the shutdown error below
+            }
+            catch (Exception e)
+            {
+                FailAll(e); // a failed run leaves the cache undefined: every running sequence gets the error
+            }
+        }
+        var closed = new ObjectDisposedException(nameof(ContinuousBatcher), "the batcher was shut down before this request finished");
+        FailAll(closed);
+        while (_queue.TryDequeue(out var queued)) Complete(queued, closed);
+    }
+
+    private void DropCancelled()
+    {
+        for (int row = 0; row < _rows.Length; row++)
+            if (_rows[row] is { IsCancelled: true } sequence)
+            {
+                _rows[row] = null;
+                Complete(sequence, null);
+            }
+        if (_prefilling is { IsCancelled: true } prefilling)
+        {
+            _prefilling = null;
+            Complete(prefilling, null);
+        }
+    }
+
+    /// <summary>Moves queued requests into free rows: runs (a chunk of) one prompt, and once a
+    /// prompt is whole, places its cache into its row and samples its first token.</summary>
+    private void Admit()
+    {
+        while (true)
+        {
+            if (_prefilling is null)
+            {
+                int free = Array.IndexOf(_rows, null);
+                if (free < 0 || !_queue.TryDequeue(out var next)) return;
+                if (next.IsCancelled) { Complete(next, null); continue; }
+                _prefilling = next;
+                _prefillDone = 0;
+                _prefill.Reset();
+                next.Clock.Restart();
+            }
+            var sequence = _prefilling;
+            int total = sequence.PromptIds.Length;
+            int size = _options.PrefillChunk > 0 ? Math.Min(_options.PrefillChunk, total - _prefillDone) : total - _prefillDone;
+            var ids = new long[size];
+            for (int i = 0; i < size; i++) ids[i] = sequence.PromptIds[_prefillDone + i];
+            ReadOnlySpan<float> logits;
+            try
+            {
+                logits = _prefill.Append(ids, size, cancellationToken: sequence.Token);
+            }
+            catch (Exception e)
+            {
+                _prefilling = null;
+                Complete(sequence, e is OperationCanceledException ? null : e);
+                continue;
+            }
+            _prefillDone += size;
+            if (_prefillDone < total)
+            {
+                if (Array.Exists(_rows, r => r is not null)) return; // let the running rows take a step between chunks
+                continue;
+            }
+            _prefilling = null;
+            sequence.PrefillMs = sequence.Clock.Elapsed.TotalMilliseconds;
+            var piece = sequence.State.Next(logits, total, MaxLength);
+            sequence.FirstTokenMs = sequence.SinceSubmitted.Elapsed.TotalMilliseconds;
+            if (piece is not null) sequence.Emit(piece);
+            if (sequence.State.StopReason is not null) { Complete(sequence, null); continue; }
+            Place(sequence, Array.IndexOf(_rows, null), total); // the row that was free at admission still is
+        }
+    }
+
+    /// <summary>Copies the prefilled prompt (length <paramref name="count"/>) into <paramref name="row"/>
+    /// so that it ends at the timeline's current column.</summary>
+    private void Place(BatchedSequence sequence, int row, int count)
+    {
+        int rows = ActiveRows();
+        if (rows == 0) Relayout(0, count);            // an empty batch starts a fresh timeline
+        else if (count > _length) Relayout(rows, count); // shift the running rows right to make room
+        _cache.CopySegment(_prefill.Cache, count, 0, 0, count, _length, row, _length - count);
+        _rowStart[row] = _length - count;
+        sequence.Positions = count;
+        sequence.Clock.Restart();
+        _rows[row] = sequence;
+    }
+
+    /// <summary>Moves every live row so that it ends at column <paramref name="newLength"/>.</summary>
+    private void Relayout(int rows, int newLength)
+    {
+        for (int row = 0; row < rows; row++)
+        {
+            _rowLength[row] = _rows[row] is null ? 0 : _length - _rowStart[row];
+            _rowStartScratch[row] = _rows[row] is null ? 0 : _rowStart[row];
+        }
+        _cache.Relayout(rows, _rowStartScratch.AsSpan(0, rows), _rowLength.AsSpan(0, rows), _length, newLength);
+        for (int row = 0; row < rows; row++)
+            if (_rows[row] is not null) _rowStart[row] = newLength - _rowLength[row];
+        _length = newLength;
+    }
+
+    /// <summary>One past the highest row that holds a sequence: the batch size of the next run.</summary>
+    private int ActiveRows()
+    {
+        for (int row = _rows.Length - 1; row >= 0; row--)
+            if (_rows[row] is not null) return row + 1;
+        return 0;
+    }
+
+    /// <summary>One batched decode run: a token for every active row; empty rows below the highest
+    /// active one ride along with a pad token that attends only to itself.</summary>
+    private void Step()
+    {
+        int rows = ActiveRows();
+        if (_length + 1 > MaxLength)
+        {
+            int longest = 0;
+            for (int row = 0; row < rows; row++)
+                if (_rows[row] is not null) longest = Math.Max(longest, _length - _rowStart[row]);
+            Relayout(rows, longest);
+            Interlocked.Increment(ref _compactions);
+        }
+        int total = _length + 1;
+        var folder = _model.Folder;
+        for (int row = 0; row < rows; row++)
+        {
+            var mask = _mask.AsSpan(row * total, total);
+            if (_rows[row] is { } sequence)
+            {
+                _stepIds[row] = sequence.State.Generated[^1];
+                _stepPositions[row] = sequence.Positions;
+                mask[.._rowStart[row]].Clear();
+                mask[_rowStart[row]..].Fill(1);
+            }
+            else
+            {
+                _stepIds[row] = folder.PadTokenId;
+                _stepPositions[row] = 0;
+                mask.Clear();
+                mask[^1] = 1;
+            }
+        }
+        using var maskValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _mask.AsMemory(0, rows * total), [rows, total]));
+        _binding.BindInput("input_ids", _idsViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _stepIds.AsMemory(0, rows), [rows, 1])));
+        _binding.BindInput("position_ids", _positionViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _stepPositions.AsMemory(0, rows), [rows, 1])));
+        _binding.BindInput("attention_mask", maskValue.Value);
+        if (_model.FullLogits)
+            _binding.BindOutputToDevice("logits", OrtMemoryInfo.DefaultInstance);
+        else
+            _binding.BindOutput("logits", _logitsViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _logits.AsMemory(0, rows * _vocab), [rows, 1, _vocab])));
+        _cache.Bind(_binding, folder, _length, total, rows);
+        using (var registration = _shutdown.Token.Register(static state => ((RunOptions)state!).Terminate = true, _runOptions))
+            _model.Session.RunWithBinding(_runOptions, _binding);
+        if (_model.FullLogits) CopyFullLogits(rows);
+        _cache.Advance(total);
+        _length = total;
+        Interlocked.Increment(ref _steps);
+        for (int row = 0; row < rows; row++)
+        {
+            if (_rows[row] is not { } sequence) continue;
+            Interlocked.Increment(ref _rowSteps);
+            sequence.Positions++;
+            sequence.DecodedSteps++;
+            var piece = sequence.State.Next(_logits.AsSpan(row * _vocab, _vocab), sequence.Positions, MaxLength);
+            if (piece is not null) sequence.Emit(piece);
+            if (sequence.State.StopReason is not null)
+            {
+                _rows[row] = null;
+                Complete(sequence, null);
+            }
+        }
+    }
+
+    private void CopyFullLogits(int rows)
+    {
+        using var outputs = _binding.GetOutputValues();
+        OrtValueLedger.TrackCreated(outputs.Count);
+        using var release = new LedgerRelease(outputs.Count);
+        var all = outputs[Array.IndexOf(_binding.GetOutputNames(), "logits")].GetTensorDataAsSpan<float>(); // [rows, 1, vocab]
+        all[..(rows * _vocab)].CopyTo(_logits);
+    }
+
+    private void FailAll(Exception error)
+    {
+        for (int row = 0; row < _rows.Length; row++)
+            if (_rows[row] is { } sequence)
+            {
+                _rows[row] = null;
+                Complete(sequence, error);
+            }
+        if (_prefilling is { } prefilling)
+        {
+            _prefilling = null;
+            Complete(prefilling, error);
+        }
+        _length = 0;
+        _cache.Reset();
+    }
+
+    /// <summary>Finishes a sequence: its result (or error, or cancellation) and its slot back.</summary>
+    private void Complete(BatchedSequence sequence, Exception? error)
+    {
+        if (sequence.Finish(error)) Interlocked.Decrement(ref _outstanding);
+    }
+
+    public void Dispose()
+    {
+        if (_shutdown.IsCancellationRequested) return;
+        _shutdown.Cancel();
+        _wake.Release();
+        if (_scheduler.IsAlive) _scheduler.Join();
+        DisposeNative();
+        _shutdown.Dispose();
+        _wake.Dispose();
+    }
+
+    private void DisposeNative()
+    {
+        _binding?.Dispose();
+        foreach (var views in new[] { _logitsViews, _idsViews, _positionViews })
+            if (views is not null) foreach (var view in views) OrtValueLedger.Release(view);
+        _cache?.Dispose();
+        _prefill?.Dispose();
+        _runOptions.Dispose();
+    }
+}
+
+/// <summary>
+/// One request inside a <see cref="ContinuousBatcher"/>: its tokens as they are generated and its
+/// final result. Disposing it before it finished cancels it and frees its row.
+/// </summary>
+public sealed class BatchedSequence : IDisposable
+{
+    private readonly ContinuousBatcher _owner;
+    private readonly Channel<GeneratedToken> _tokens = Channel.CreateUnbounded<GeneratedToken>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly TaskCompletionSource<GenerationResult> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _cancel;
+    private readonly CancellationTokenRegistration _wakeOnCancel;
+    private int _finished;
+
+    internal BatchedSequence(ContinuousBatcher owner, int[] promptIds, GenerationState state, CancellationToken cancellationToken)
+    {
+        _owner = owner;
+        PromptIds = promptIds;
+        State = state;
+        _cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        _wakeOnCancel = _cancel.Token.Register(static o => ((ContinuousBatcher)o!).Wake(), owner);
+    }
+
+    internal int[] PromptIds { get; }
+    internal GenerationState State { get; }
+    internal CancellationToken Token => _cancel.Token;
+    internal bool IsCancelled => _cancel.IsCancellationRequested;
+    internal Stopwatch Clock { get; } = new();
+    internal Stopwatch SinceSubmitted { get; } = Stopwatch.StartNew();
+    internal int Positions { get; set; }
+    internal int DecodedSteps { get; set; }
+    internal double PrefillMs { get; set; }
+    internal double FirstTokenMs { get; set; }
+
+    /// <summary>Generated pieces, in order; completes when generation ends (with the error, if any).</summary>
+    public ChannelReader<GeneratedToken> Tokens => _tokens.Reader;
+    /// <summary>The whole result; cancelled when the request was cancelled.</summary>
+    public Task<GenerationResult> Completion => _completion.Task;
+
+    /// <summary>Stops this request; its row is freed at the next step boundary.</summary>
+    public void Cancel()
+    {
+        try { _cancel.Cancel(); } catch (ObjectDisposedException) { }
+    }
+
+    internal void Emit(GeneratedToken piece) => _tokens.Writer.TryWrite(piece);
+
+    /// <summary>Completes once; returns false when already completed.</summary>
+    internal bool Finish(Exception? error)
+    {
+        if (Interlocked.Exchange(ref _finished, 1) == 1) return false;
+        if (error is null && State.StopReason is { } reason)
+        {
+            if (State.Tail() is { } tail) Emit(tail);
+            double decodeMs = Clock.IsRunning && PrefillMs > 0 ? Clock.Elapsed.TotalMilliseconds : 0;
+            var timings = new GenerationTimings(PrefillMs, decodeMs, FirstTokenMs, PromptIds.Length, DecodedSteps);
+            _completion.TrySetResult(new GenerationResult(PromptIds, [.. State.Generated], State.Text, reason, timings));
+            _tokens.Writer.TryComplete();
+        }
+        else if (error is null)
+        {
+            var cancelled = new OperationCanceledException("the request was cancelled", _cancel.Token);
+            _completion.TrySetCanceled(_cancel.Token);
+            _tokens.Writer.TryComplete(cancelled);
+        }
+        else
+        {
+            _completion.TrySetException(error);
+            _tokens.Writer.TryComplete(error);
+        }
+        return true;
+    }
+
+    public void Dispose()
+    {
+        if (Volatile.Read(ref _finished) == 0) Cancel();
+        _wakeOnCancel.Dispose();
+    }
+}

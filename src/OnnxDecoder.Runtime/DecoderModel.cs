@@ -1,0 +1,78 @@
+using Microsoft.ML.OnnxRuntime;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Runtime;
+
+/// <summary>
+/// A model folder loaded into one ONNX Runtime session, checked against its genai_config.json.
+/// The weights live here once; any number of <see cref="DecoderSession"/>s and a
+/// <see cref="ContinuousBatcher"/> run it, each with its own KV cache and IO binding.
+/// </summary>
+public sealed class DecoderModel : IDisposable
+{
+    public DecoderModel(string modelFolder, ExecutionProviderOptions? providers = null)
+    {
+        Folder = ModelFolder.Open(modelFolder);
+        using var sessionOptions = ExecutionProviders.Create(providers ?? new ExecutionProviderOptions(), out var provider);
+        Provider = provider;
+        try
+        {
+            Session = new InferenceSession(Folder.ModelPath, sessionOptions);
+        }
+        catch (OnnxRuntimeException e) when (e.Message.Contains("EnvCreatedWithGlobalThreadPools", StringComparison.Ordinal))
+        {
+            throw new InvalidOperationException("ShareThreadPool needs ONNX Runtime's environment to be created by OnnxDecoder first, but other code in this process created it without global thread pools: set ShareThreadPool = false", e);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelFormatException(Folder.ModelPath, $"ONNX Runtime could not load the model: {e.Message}", e);
+        }
+        try
+        {
+            FullLogits = ValidateGraph();
+        }
+        catch
+        {
+            Session.Dispose();
+            throw;
+        }
+    }
+
+    public ModelFolder Folder { get; }
+    public ExecutionProvider Provider { get; }
+    public InferenceSession Session { get; }
+    /// <summary>Whether logits cover every position ([B, S, V]) rather than only the last.</summary>
+    public bool FullLogits { get; }
+
+    /// <summary>Checks the graph's inputs and outputs against genai_config.json; returns whether
+    /// logits cover every position ([B, S, V]) rather than only the last.</summary>
+    private bool ValidateGraph()
+    {
+        var inputs = Session.InputMetadata;
+        var outputs = Session.OutputMetadata;
+        string where = Folder.ConfigPath;
+        foreach (var name in new[] { "input_ids", "attention_mask", "position_ids" })
+            if (!inputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no input '{name}' (inputs: {string.Join(", ", inputs.Keys)})");
+        if (!outputs.TryGetValue("logits", out var logits)) throw new ModelFormatException(where, "the graph has no output 'logits'");
+        int layers = inputs.Keys.Count(k => k.StartsWith(Folder.PastKeyPattern.Split("%d")[0], StringComparison.Ordinal) && k.EndsWith(Folder.PastKeyPattern.Split("%d")[1], StringComparison.Ordinal));
+        if (layers != Folder.NumLayers) throw new ModelFormatException(where, $"model.decoder.num_hidden_layers is {Folder.NumLayers} but the graph has {layers} past key inputs");
+        for (int layer = 0; layer < Folder.NumLayers; layer++)
+        {
+            foreach (var name in new[] { Folder.PastKeyName(layer), Folder.PastValueName(layer) })
+            {
+                if (!inputs.TryGetValue(name, out var meta)) throw new ModelFormatException(where, $"the graph has no input '{name}'");
+                var dims = meta.Dimensions;
+                if (dims.Length != 4 || dims[1] != Folder.NumKvHeads || dims[3] != Folder.HeadSize)
+                    throw new ModelFormatException(where, $"graph input '{name}' is [{string.Join(", ", dims)}], genai_config.json says [batch, {Folder.NumKvHeads}, past, {Folder.HeadSize}]");
+            }
+            foreach (var name in new[] { Folder.PresentKeyName(layer), Folder.PresentValueName(layer) })
+                if (!outputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no output '{name}'");
+        }
+        var logitDims = logits.Dimensions;
+        if (logitDims.Length != 3 || logitDims[2] != Folder.VocabSize)
+            throw new ModelFormatException(where, $"graph output 'logits' is [{string.Join(", ", logitDims)}], genai_config.json says vocab_size {Folder.VocabSize}");
+        return logitDims[1] != 1;
+    }
+
+    public void Dispose() => Session?.Dispose();
+}
