@@ -13,7 +13,7 @@ namespace OnnxDecoder.Hosting;
 /// <summary>
 /// Microsoft.Extensions.AI's IChatClient over the loaded model: the conversation is rendered in the
 /// family's chat format, ChatOptions map onto sampling (temperature, top-p, top-k, max output tokens,
-/// stop sequences, seed), usage is reported, and each request borrows one sequence slot.
+/// stop sequences, seed), usage is reported, and each request takes a row of the model's continuous batch.
 /// </summary>
 public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDecoderChatClient> logger) : IChatClient
 {
@@ -41,9 +41,9 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<AIChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        using var lease = await model.AcquireAsync(cancellationToken).ConfigureAwait(false);
         var conversation = messages.Select(m => new TemplateMessage(m.Role == ChatRole.System ? "system" : m.Role == ChatRole.Assistant ? "assistant" : "user", m.Text)).ToList();
         if (options?.Instructions is { Length: > 0 } instructions) conversation.Insert(0, new TemplateMessage("system", instructions));
+        await model.WaitUntilLoadedAsync(cancellationToken).ConfigureAwait(false);
         var promptIds = ChatTemplate.Encode(model.ChatFormat, conversation, model.Tokenizer);
         var generation = Map(options);
         string responseId = Guid.NewGuid().ToString("N");
@@ -56,9 +56,8 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         activity?.SetTag("gen_ai.request.temperature", generation.Sampling.Temperature);
         var clock = Stopwatch.StartNew();
         bool first = true;
-        var generator = new Generator(lease.Session, model.Tokenizer);
-        GenerationResult? result = null;
-        await foreach (var token in generator.StreamAsync(promptIds, generation, r => result = r, cancellationToken).ConfigureAwait(false))
+        using var sequence = await model.SubmitAsync(promptIds, generation, cancellationToken).ConfigureAwait(false);
+        await foreach (var token in sequence.Tokens.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
             if (first)
             {
@@ -68,8 +67,9 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
             if (token.Text.Length > 0)
                 yield return new ChatResponseUpdate(ChatRole.Assistant, token.Text) { ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow };
         }
+        var result = await sequence.Completion.ConfigureAwait(false);
 
-        var finish = result!.StopReason is StopReason.MaxTokens or StopReason.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
+        var finish = result.StopReason is StopReason.MaxTokens or StopReason.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
         var usage = new UsageDetails { InputTokenCount = promptIds.Length, OutputTokenCount = result.TokenIds.Length, TotalTokenCount = promptIds.Length + result.TokenIds.Length };
         var inputTags = tags; inputTags.Add("gen_ai.token.type", "input");
         var outputTags = tags; outputTags.Add("gen_ai.token.type", "output");

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
@@ -9,23 +8,19 @@ using OnnxDecoder.Runtime.Tokenization;
 
 namespace OnnxDecoder.Hosting;
 
-/// <summary>Every sequence slot is busy and the wait queue is full: retry later (HTTP 429/503).</summary>
-public sealed class QueueFullException(string message) : Exception(message);
-
 /// <summary>
-/// The one loaded model of the service: its folder, tokenizer and chat format, and a pool of
-/// sessions (one per concurrent sequence, each with its own KV cache) handed out per request.
-/// Loaded in the background by <see cref="OnnxDecoderLoader"/>; requests wait for it.
+/// The one loaded model of the service: its folder, tokenizer and chat format, and the
+/// <see cref="ContinuousBatcher"/> that decodes every request's tokens in shared batched runs
+/// (MaxConcurrentSequences rows, MaxQueueLength waiting). Loaded in the background by
+/// <see cref="OnnxDecoderLoader"/>; requests wait for it.
 /// </summary>
 public sealed class OnnxDecoderModel : IDisposable
 {
     private readonly OnnxDecoderOptions _options;
     private readonly ILogger<OnnxDecoderModel> _logger;
     private readonly TaskCompletionSource _loaded = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly ConcurrentBag<DecoderSession> _idle = [];
-    private readonly List<DecoderSession> _all = [];
-    private SemaphoreSlim? _slots;
-    private int _waiting;
+    private DecoderModel? _model;
+    private ContinuousBatcher? _batcher;
 
     public OnnxDecoderModel(IOptions<OnnxDecoderOptions> options, ILogger<OnnxDecoderModel> logger)
     {
@@ -39,8 +34,12 @@ public sealed class OnnxDecoderModel : IDisposable
     public TextTokenizer Tokenizer { get; private set; } = null!;
     public ChatFormat ChatFormat { get; private set; }
     public OnnxDecoderOptions Options => _options;
+    /// <summary>The batcher; null until loaded.</summary>
+    public ContinuousBatcher? Batcher => _batcher;
+    /// <summary>Positions one sequence may use (prompt and output), once loaded.</summary>
+    public int MaxLength => _batcher?.MaxLength ?? 0;
 
-    /// <summary>Opens every session; called once by the hosted loader.</summary>
+    /// <summary>Loads the model and starts the batcher; called once by the hosted loader.</summary>
     internal void Load()
     {
         try
@@ -52,72 +51,57 @@ public sealed class OnnxDecoderModel : IDisposable
                 Preference = _options.ExecutionProviders.Select(ExecutionProviderOptions.Parse).ToList(),
                 AllowFallback = _options.ExecutionProviders.Count > 1,
             };
-            for (int i = 0; i < _options.MaxConcurrentSequences; i++)
+            _model = new DecoderModel(_options.ModelPath, providers);
+            Tokenizer = TextTokenizer.Load(_model.Folder.Directory, _model.Folder.BosTokenId);
+            ChatFormat = ChatTemplate.Detect(_model.Folder.Directory, Tokenizer);
+            ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(_model.Folder.Directory));
+            _batcher = new ContinuousBatcher(_model, Tokenizer, new BatcherOptions
             {
-                var session = new DecoderSession(_options.ModelPath, new DecoderSessionOptions { Providers = providers, MaxLength = _options.MaxLength });
-                _all.Add(session);
-                _idle.Add(session);
-            }
-            var first = _all[0];
-            Tokenizer = TextTokenizer.Load(first.Folder.Directory, first.Folder.BosTokenId);
-            ChatFormat = ChatTemplate.Detect(first.Folder.Directory, Tokenizer);
-            ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(first.Folder.Directory));
-            _slots = new SemaphoreSlim(_all.Count, _all.Count);
-            Log.Ready(_logger, ModelId, ExecutionProviders.Name(first.Provider), clock.Elapsed.TotalMilliseconds, _all.Count, ChatFormat.ToString());
+                MaxSequences = _options.MaxConcurrentSequences,
+                MaxQueueLength = _options.MaxQueueLength,
+                MaxLength = _options.MaxLength,
+                PrefillChunk = _options.PrefillChunk,
+            });
+            Log.Ready(_logger, ModelId, ExecutionProviders.Name(_model.Provider), clock.Elapsed.TotalMilliseconds, _options.MaxConcurrentSequences, ChatFormat.ToString());
             _loaded.SetResult();
         }
         catch (Exception e)
         {
             Log.LoadFailed(_logger, e, _options.ModelPath);
+            _batcher?.Dispose();
+            _model?.Dispose();
+            _batcher = null;
+            _model = null;
             _loaded.SetException(e);
         }
     }
 
-    /// <summary>Waits for a free sequence (within the queue limit) and lends its session.</summary>
-    public async Task<Lease> AcquireAsync(CancellationToken cancellationToken)
+    /// <summary>Waits until the model is loaded (throws its load error if loading failed).</summary>
+    public Task WaitUntilLoadedAsync(CancellationToken cancellationToken) => _loaded.Task.WaitAsync(cancellationToken);
+
+    /// <summary>
+    /// Queues a generation (waiting for the model to load first). Throws <see cref="QueueFullException"/>
+    /// when every sequence is busy and the queue is full, <see cref="ContextFullException"/> when the
+    /// prompt does not fit.
+    /// </summary>
+    public async Task<BatchedSequence> SubmitAsync(IReadOnlyList<int> promptIds, GenerationOptions options, CancellationToken cancellationToken)
     {
-        await _loaded.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
-        if (!_slots!.Wait(0))
+        await WaitUntilLoadedAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            int waiting = Interlocked.Increment(ref _waiting);
-            try
-            {
-                if (waiting > _options.MaxQueueLength)
-                {
-                    Log.QueueFull(_logger, waiting - 1, _options.MaxQueueLength);
-                    throw new QueueFullException($"all {_all.Count} sequences are busy and {waiting - 1} requests already wait (limit {_options.MaxQueueLength}): retry later");
-                }
-                await _slots.WaitAsync(cancellationToken).ConfigureAwait(false);
-            }
-            finally
-            {
-                Interlocked.Decrement(ref _waiting);
-            }
+            return _batcher!.Submit(promptIds, options, cancellationToken);
         }
-        _idle.TryTake(out var session);
-        return new Lease(this, session!);
-    }
-
-    /// <summary>A session lent to one request; disposing returns it.</summary>
-    public sealed class Lease(OnnxDecoderModel owner, DecoderSession session) : IDisposable
-    {
-        public DecoderSession Session { get; } = session;
-        private int _returned;
-
-        public void Dispose()
+        catch (QueueFullException)
         {
-            if (Interlocked.Exchange(ref _returned, 1) == 1) return;
-            Session.Reset();
-            owner._idle.Add(Session);
-            owner._slots!.Release();
+            Log.QueueFull(_logger, _batcher!.Outstanding - _options.MaxConcurrentSequences, _options.MaxQueueLength);
+            throw;
         }
     }
 
     public void Dispose()
     {
-        foreach (var session in _all) session.Dispose();
-        _all.Clear();
-        _slots?.Dispose();
+        _batcher?.Dispose();
+        _model?.Dispose();
     }
 }
 

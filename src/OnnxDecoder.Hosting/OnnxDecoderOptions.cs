@@ -16,7 +16,7 @@ public sealed class OnnxDecoderOptions
     [MinLength(1)]
     public List<string> ExecutionProviders { get; set; } = ["cpu"];
 
-    /// <summary>Sequences generated at once (each with its own KV cache).</summary>
+    /// <summary>Sequences decoded together in one batched run (each with its own KV cache row).</summary>
     [Range(1, 1024)]
     public int MaxConcurrentSequences { get; set; } = 4;
 
@@ -27,6 +27,11 @@ public sealed class OnnxDecoderOptions
     /// <summary>KV cache length per sequence (default: the model's context).</summary>
     [Range(1, 1 << 24)]
     public int? MaxLength { get; set; }
+
+    /// <summary>Prefill a new prompt in chunks of this many tokens, with decode steps of the running
+    /// sequences between chunks (0: whole prompts; long prompts then pause the others).</summary>
+    [Range(0, 1 << 20)]
+    public int PrefillChunk { get; set; }
 
     [Range(1, 1 << 20)]
     public int DefaultMaxOutputTokens { get; set; } = 256;

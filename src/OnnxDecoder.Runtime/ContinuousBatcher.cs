@@ -168,7 +168,13 @@ public sealed class ContinuousBatcher : IDisposable
         return await sequence.Completion.ConfigureAwait(false);
     }
 
-    internal void Wake() => _wake.Release();
+    /// <summary>A request was cancelled: it stops counting against the queue limit at once (its
+    /// row, if it has one, is freed at the next step boundary) and the scheduler wakes to drop it.</summary>
+    internal void OnCancelled(BatchedSequence sequence)
+    {
+        if (sequence.TakeSlot()) Interlocked.Decrement(ref _outstanding);
+        try { _wake.Release(); } catch (ObjectDisposedException) { }
+    }
 
     private void Schedule()
     {
@@ -388,7 +394,8 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Finishes a sequence: its result (or error, or cancellation) and its slot back.</summary>
     private void Complete(BatchedSequence sequence, Exception? error)
     {
-        if (sequence.Finish(error)) Interlocked.Decrement(ref _outstanding);
+        sequence.Finish(error);
+        if (sequence.TakeSlot()) Interlocked.Decrement(ref _outstanding);
     }
 
     public void Dispose()
@@ -424,7 +431,7 @@ public sealed class BatchedSequence : IDisposable
     private readonly TaskCompletionSource<GenerationResult> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _cancel;
     private readonly CancellationTokenRegistration _wakeOnCancel;
-    private int _finished;
+    private int _finished, _slotReturned;
 
     internal BatchedSequence(ContinuousBatcher owner, int[] promptIds, GenerationState state, CancellationToken cancellationToken)
     {
@@ -432,7 +439,7 @@ public sealed class BatchedSequence : IDisposable
         PromptIds = promptIds;
         State = state;
         _cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        _wakeOnCancel = _cancel.Token.Register(static o => ((ContinuousBatcher)o!).Wake(), owner);
+        _wakeOnCancel = _cancel.Token.Register(static o => { var s = (BatchedSequence)o!; s._owner.OnCancelled(s); }, this);
     }
 
     internal int[] PromptIds { get; }
@@ -457,12 +464,15 @@ public sealed class BatchedSequence : IDisposable
         try { _cancel.Cancel(); } catch (ObjectDisposedException) { }
     }
 
+    /// <summary>True exactly once: whoever gets it returns this request's place in the queue limit.</summary>
+    internal bool TakeSlot() => Interlocked.Exchange(ref _slotReturned, 1) == 0;
+
     internal void Emit(GeneratedToken piece) => _tokens.Writer.TryWrite(piece);
 
-    /// <summary>Completes once; returns false when already completed.</summary>
-    internal bool Finish(Exception? error)
+    /// <summary>Completes once; later calls do nothing.</summary>
+    internal void Finish(Exception? error)
     {
-        if (Interlocked.Exchange(ref _finished, 1) == 1) return false;
+        if (Interlocked.Exchange(ref _finished, 1) == 1) return;
         if (error is null && State.StopReason is { } reason)
         {
             if (State.Tail() is { } tail) Emit(tail);
@@ -482,7 +492,6 @@ public sealed class BatchedSequence : IDisposable
             _completion.TrySetException(error);
             _tokens.Writer.TryComplete(error);
         }
-        return true;
     }
 
     public void Dispose()
