@@ -48,7 +48,6 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         var generation = Map(options);
         string responseId = Guid.NewGuid().ToString("N");
 
-        var tags = OnnxDecoderTelemetry.Tags(model.ModelId);
         using var activity = OnnxDecoderTelemetry.ActivitySource.StartActivity($"chat {model.ModelId}", ActivityKind.Internal);
         activity?.SetTag("gen_ai.operation.name", "chat");
         activity?.SetTag("gen_ai.request.model", model.ModelId);
@@ -61,7 +60,7 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         {
             if (first)
             {
-                OnnxDecoderTelemetry.TimeToFirstToken.Record(clock.Elapsed.TotalSeconds, tags);
+                OnnxDecoderTelemetry.RecordFirstToken(model.ModelId, "chat", clock.Elapsed.TotalSeconds);
                 first = false;
             }
             if (token.Text.Length > 0)
@@ -71,11 +70,7 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
 
         var finish = result.StopReason is StopReason.MaxTokens or StopReason.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
         var usage = new UsageDetails { InputTokenCount = promptIds.Length, OutputTokenCount = result.TokenIds.Length, TotalTokenCount = promptIds.Length + result.TokenIds.Length };
-        var inputTags = tags; inputTags.Add("gen_ai.token.type", "input");
-        var outputTags = tags; outputTags.Add("gen_ai.token.type", "output");
-        OnnxDecoderTelemetry.TokenUsage.Record(promptIds.Length, inputTags);
-        OnnxDecoderTelemetry.TokenUsage.Record(result.TokenIds.Length, outputTags);
-        OnnxDecoderTelemetry.OperationDuration.Record(clock.Elapsed.TotalSeconds, tags);
+        OnnxDecoderTelemetry.RecordCompletion(model.ModelId, "chat", promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds);
         activity?.SetTag("gen_ai.usage.input_tokens", promptIds.Length);
         activity?.SetTag("gen_ai.usage.output_tokens", result.TokenIds.Length);
         activity?.SetTag("gen_ai.response.finish_reasons", finish.Value);

@@ -18,12 +18,26 @@ public static class OnnxDecoderTelemetry
     public static readonly Histogram<double> OperationDuration = Meter.CreateHistogram<double>("gen_ai.client.operation.duration", "s", "Duration of a generation");
     public static readonly Histogram<double> TimeToFirstToken = Meter.CreateHistogram<double>("gen_ai.server.time_to_first_token", "s", "Time until the first output token");
 
-    internal static TagList Tags(string model) => new()
+    internal static TagList Tags(string model, string operation = "chat") => new()
     {
-        { "gen_ai.operation.name", "chat" },
+        { "gen_ai.operation.name", operation },
         { "gen_ai.provider.name", "onnxdecoder" },
         { "gen_ai.request.model", model },
     };
+
+    /// <summary>Records the time to the first output token of one operation ("chat" or "text_completion").</summary>
+    public static void RecordFirstToken(string model, string operation, double seconds) => TimeToFirstToken.Record(seconds, Tags(model, operation));
+
+    /// <summary>Records the input and output tokens and the duration of one finished operation.</summary>
+    public static void RecordCompletion(string model, string operation, int inputTokens, int outputTokens, double seconds)
+    {
+        var tags = Tags(model, operation);
+        var input = tags; input.Add("gen_ai.token.type", "input");
+        var output = tags; output.Add("gen_ai.token.type", "output");
+        TokenUsage.Record(inputTokens, input);
+        TokenUsage.Record(outputTokens, output);
+        OperationDuration.Record(seconds, tags);
+    }
 }
 
 internal static partial class Log

@@ -1,0 +1,262 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using OnnxDecoder.Hosting;
+using OnnxDecoder.Runtime;
+using OnnxDecoder.Runtime.Tokenization;
+
+namespace OnnxDecoder.Server;
+
+/// <summary>
+/// The OpenAI-compatible HTTP API over the loaded model: POST /v1/chat/completions and
+/// /v1/completions (JSON, or server-sent events when "stream" is true), GET /v1/models and
+/// GET /health. Every request is one sequence of the model's continuous batch; a client that
+/// disconnects cancels its sequence and frees its row.
+/// </summary>
+public static partial class OpenAIEndpoints
+{
+    /// <summary>Request bodies above this size are refused (413 from Kestrel, 400 here when the length is declared).</summary>
+    public const long MaxRequestBodyBytes = 4 << 20;
+    /// <summary>Seconds a client is asked to wait when the queue is full or the model still loads.</summary>
+    public const int RetryAfterSeconds = 1;
+
+    internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping, // JSON bodies, never embedded in HTML
+    };
+    private static readonly byte[] DataPrefix = "data: "u8.ToArray(), EventEnd = "\n\n"u8.ToArray(), Done = "data: [DONE]\n\n"u8.ToArray();
+
+    public static IEndpointRouteBuilder MapOnnxDecoderApi(this IEndpointRouteBuilder endpoints)
+    {
+        endpoints.MapPost("/v1/chat/completions", (HttpContext http) => Complete(http, chat: true));
+        endpoints.MapPost("/v1/completions", (HttpContext http) => Complete(http, chat: false));
+        endpoints.MapGet("/v1/models", (HttpContext http) =>
+        {
+            var model = http.RequestServices.GetRequiredService<OnnxDecoderModel>();
+            return model.IsReady
+                ? Results.Json(new ModelList("list", [new ModelCard(model.ModelId, "model", Created, "onnxdecoder")]), Json)
+                : ErrorResult(NotReady(model));
+        });
+        endpoints.MapHealthChecks("/health", new HealthCheckOptions
+        {
+            ResponseWriter = (http, report) => http.Response.WriteAsJsonAsync(new
+            {
+                status = report.Status.ToString(),
+                checks = report.Entries.ToDictionary(e => e.Key, e => new { status = e.Value.Status.ToString(), description = e.Value.Description }),
+            }, Json),
+        });
+        return endpoints;
+    }
+
+    private static readonly long Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+    private static async Task Complete(HttpContext http, bool chat)
+    {
+        var model = http.RequestServices.GetRequiredService<OnnxDecoderModel>();
+        var logger = http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("OnnxDecoder.Server");
+        var aborted = http.RequestAborted;
+        string operation = chat ? "chat" : "text_completion";
+        var clock = Stopwatch.StartNew();
+        OpenAIRequest request;
+        BatchedSequence sequence;
+        int[] promptIds;
+        try
+        {
+            request = await Read(http, chat).ConfigureAwait(false);
+            if (!model.IsReady) throw NotReady(model);
+            if (request.Model is { Length: > 0 } name && name != model.ModelId)
+                throw new OpenAIError(400, $"the model '{name}' does not exist; this server serves '{model.ModelId}'", "model", "model_not_found");
+            promptIds = chat ? ChatTemplate.Encode(model.ChatFormat, request.Messages, model.Tokenizer)
+                : request.PromptIds ?? model.Tokenizer.Encode(request.Prompt ?? "", addBos: true);
+            int room = model.MaxLength - promptIds.Length;
+            if (room <= 0)
+                throw new OpenAIError(400, $"this model's maximum context length is {model.MaxLength} tokens, but the prompt has {promptIds.Length}: shorten it", chat ? "messages" : "prompt", "context_length_exceeded");
+            if (request.MaxTokens is { } max && max <= 0)
+                throw OpenAIError.Invalid($"'max_tokens' is {max}; it must be at least 1", "max_tokens");
+            if (request.MaxTokens > room)
+                throw new OpenAIError(400, $"this model's maximum context length is {model.MaxLength} tokens; you requested {promptIds.Length + request.MaxTokens} ({promptIds.Length} in the prompt, {request.MaxTokens} for the output): lower max_tokens to at most {room}", "max_tokens", "context_length_exceeded");
+            int maxNew = request.MaxTokens ?? Math.Min(chat ? model.Options.DefaultMaxOutputTokens : 16, room);
+            var generation = request.ToGeneration(maxNew, model.Options.DefaultTemperature);
+            try
+            {
+                sequence = await model.SubmitAsync(promptIds, generation, aborted).ConfigureAwait(false);
+            }
+            catch (QueueFullException e)
+            {
+                throw new OpenAIError(429, e.Message, null, "queue_full", "rate_limit_error", RetryAfterSeconds);
+            }
+            catch (ArgumentOutOfRangeException e) when (e.ParamName == "promptIds")
+            {
+                throw OpenAIError.Invalid(e.Message.Split(" (Parameter")[0], "prompt");
+            }
+        }
+        catch (OpenAIError error)
+        {
+            Log.Refused(logger, error.Status, error.Message);
+            await WriteError(http, error).ConfigureAwait(false);
+            return;
+        }
+        catch (OperationCanceledException) when (aborted.IsCancellationRequested)
+        {
+            return;
+        }
+
+        using (sequence)
+        {
+            string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
+            long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+            try
+            {
+                GenerationResult result;
+                if (request.Stream)
+                    result = await Stream(http, sequence, chat, id, created, model.ModelId, request.IncludeUsage, promptIds.Length, clock, operation).ConfigureAwait(false);
+                else
+                {
+                    bool first = true;
+                    await foreach (var _ in sequence.Tokens.ReadAllAsync(aborted).ConfigureAwait(false))
+                        if (first) { first = false; OnnxDecoderTelemetry.RecordFirstToken(model.ModelId, operation, clock.Elapsed.TotalSeconds); }
+                    result = await sequence.Completion.ConfigureAwait(false);
+                    var usage = new Usage(promptIds.Length, result.TokenIds.Length, promptIds.Length + result.TokenIds.Length);
+                    object body = chat
+                        ? new ChatCompletion(id, "chat.completion", created, model.ModelId, [new ChatChoice(0, new ChatMessageBody("assistant", result.Text), FinishReason(result))], usage)
+                        : new TextCompletion(id, "text_completion", created, model.ModelId, [new TextChoice(result.Text, 0, null, FinishReason(result))], usage);
+                    await Results.Json(body, Json).ExecuteAsync(http).ConfigureAwait(false);
+                }
+                OnnxDecoderTelemetry.RecordCompletion(model.ModelId, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds);
+                Log.Completed(logger, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalMilliseconds, result.StopReason.ToString());
+            }
+            catch (OperationCanceledException) when (aborted.IsCancellationRequested)
+            {
+                Log.Disconnected(logger, operation);
+            }
+            catch (Exception e) when (!http.Response.HasStarted)
+            {
+                Log.Failed(logger, e, operation);
+                await WriteError(http, new OpenAIError(500, $"generation failed: {e.Message}", type: "server_error")).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                Log.Failed(logger, e, operation); // mid-stream: report in the stream and end it
+                await WriteEvent(http, new OpenAIError(500, $"generation failed: {e.Message}", type: "server_error").ToBody(), CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static async Task<GenerationResult> Stream(HttpContext http, BatchedSequence sequence, bool chat, string id, long created, string modelId, bool includeUsage, int promptTokens, Stopwatch clock, string operation)
+    {
+        var aborted = http.RequestAborted;
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        http.Response.Headers["X-Accel-Buffering"] = "no";
+        http.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        await http.Response.StartAsync(aborted).ConfigureAwait(false);
+        if (chat) await WriteEvent(http, ChatChunk(id, created, modelId, new Delta("assistant", ""), null), aborted).ConfigureAwait(false);
+        bool first = true;
+        await foreach (var piece in sequence.Tokens.ReadAllAsync(aborted).ConfigureAwait(false))
+        {
+            if (first) { first = false; OnnxDecoderTelemetry.RecordFirstToken(modelId, operation, clock.Elapsed.TotalSeconds); }
+            if (piece.Text.Length == 0) continue;
+            object chunk = chat ? ChatChunk(id, created, modelId, new Delta(null, piece.Text), null)
+                : new TextCompletionChunk(id, "text_completion", created, modelId, [new TextChoice(piece.Text, 0, null, null)], null);
+            await WriteEvent(http, chunk, aborted).ConfigureAwait(false);
+        }
+        var result = await sequence.Completion.ConfigureAwait(false);
+        string finish = FinishReason(result);
+        await WriteEvent(http, chat ? ChatChunk(id, created, modelId, new Delta(null, null), finish)
+            : new TextCompletionChunk(id, "text_completion", created, modelId, [new TextChoice("", 0, null, finish)], null), aborted).ConfigureAwait(false);
+        if (includeUsage)
+        {
+            var usage = new Usage(promptTokens, result.TokenIds.Length, promptTokens + result.TokenIds.Length);
+            await WriteEvent(http, chat ? new ChatCompletionChunk(id, "chat.completion.chunk", created, modelId, [], usage)
+                : new TextCompletionChunk(id, "text_completion", created, modelId, [], usage), aborted).ConfigureAwait(false);
+        }
+        await http.Response.Body.WriteAsync(Done, aborted).ConfigureAwait(false);
+        await http.Response.Body.FlushAsync(aborted).ConfigureAwait(false);
+        return result;
+    }
+
+    private static ChatCompletionChunk ChatChunk(string id, long created, string model, Delta delta, string? finish) =>
+        new(id, "chat.completion.chunk", created, model, [new ChunkChoice(0, delta, finish)], null);
+
+    private static async Task WriteEvent(HttpContext http, object payload, CancellationToken cancellationToken)
+    {
+        var body = http.Response.Body;
+        await body.WriteAsync(DataPrefix, cancellationToken).ConfigureAwait(false);
+        await JsonSerializer.SerializeAsync(body, payload, payload.GetType(), Json, cancellationToken).ConfigureAwait(false);
+        await body.WriteAsync(EventEnd, cancellationToken).ConfigureAwait(false);
+        await body.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private static string FinishReason(GenerationResult result) => result.StopReason is StopReason.MaxTokens or StopReason.ContextFull ? "length" : "stop";
+
+    private static async Task<OpenAIRequest> Read(HttpContext http, bool chat)
+    {
+        if (http.Request.ContentLength > MaxRequestBodyBytes)
+            throw OpenAIError.Invalid($"the request body has {http.Request.ContentLength} bytes; at most {MaxRequestBodyBytes} are accepted");
+        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = MaxRequestBodyBytes;
+        if (!(http.Request.ContentType?.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) ?? false))
+            throw OpenAIError.Invalid($"the request body must be JSON (Content-Type: application/json), not '{http.Request.ContentType}'");
+        try
+        {
+            using var document = await JsonDocument.ParseAsync(http.Request.Body, new JsonDocumentOptions { MaxDepth = 32 }, http.RequestAborted).ConfigureAwait(false);
+            return OpenAIRequest.Parse(document, chat);
+        }
+        catch (JsonException e)
+        {
+            throw OpenAIError.Invalid($"the request body is not valid JSON: {e.Message}");
+        }
+        catch (BadHttpRequestException e)
+        {
+            throw new OpenAIError(e.StatusCode, $"the request body could not be read: {e.Message}");
+        }
+    }
+
+    private static OpenAIError NotReady(OnnxDecoderModel model) => model.LoadError is { } error
+        ? new OpenAIError(503, $"the model failed to load: {error.Message}", null, "model_load_failed", "server_error")
+        : new OpenAIError(503, "the model is still loading: retry shortly", null, "model_loading", "server_error", RetryAfterSeconds);
+
+    private static IResult ErrorResult(OpenAIError error) => Results.Json(error.ToBody(), Json, statusCode: error.Status);
+
+    private static async Task WriteError(HttpContext http, OpenAIError error)
+    {
+        if (http.Response.HasStarted) return;
+        if (error.RetryAfterSeconds is { } seconds) http.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        await ErrorResult(error).ExecuteAsync(http).ConfigureAwait(false);
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 101, Level = LogLevel.Information, Message = "Refused with {Status}: {Reason}")]
+        public static partial void Refused(ILogger logger, int status, string reason);
+
+        [LoggerMessage(EventId = 102, Level = LogLevel.Debug, Message = "{Operation}: {InputTokens} -> {OutputTokens} tokens in {Milliseconds:F0} ms, stop: {StopReason}")]
+        public static partial void Completed(ILogger logger, string operation, int inputTokens, int outputTokens, double milliseconds, string stopReason);
+
+        [LoggerMessage(EventId = 103, Level = LogLevel.Information, Message = "{Operation}: the client disconnected; its sequence was cancelled")]
+        public static partial void Disconnected(ILogger logger, string operation);
+
+        [LoggerMessage(EventId = 104, Level = LogLevel.Error, Message = "{Operation} failed")]
+        public static partial void Failed(ILogger logger, Exception exception, string operation);
+    }
+}
+
+internal sealed record ModelList(string Object, IReadOnlyList<ModelCard> Data);
+internal sealed record ModelCard(string Id, string Object, long Created, [property: JsonPropertyName("owned_by")] string OwnedBy);
+internal sealed record Usage([property: JsonPropertyName("prompt_tokens")] int PromptTokens, [property: JsonPropertyName("completion_tokens")] int CompletionTokens, [property: JsonPropertyName("total_tokens")] int TotalTokens);
+internal sealed record ChatMessageBody(string Role, string Content);
+internal sealed record ChatChoice(int Index, ChatMessageBody Message, [property: JsonPropertyName("finish_reason")] string FinishReason);
+internal sealed record ChatCompletion(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, Usage Usage);
+internal sealed record Delta([property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content);
+internal sealed record ChunkChoice(int Index, Delta Delta, [property: JsonPropertyName("finish_reason")] string? FinishReason);
+internal sealed record ChatCompletionChunk(string Id, string Object, long Created, string Model, IReadOnlyList<ChunkChoice> Choices, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Usage? Usage);
+internal sealed record TextChoice(string Text, int Index, object? Logprobs, [property: JsonPropertyName("finish_reason")] string? FinishReason);
+internal sealed record TextCompletion(string Id, string Object, long Created, string Model, IReadOnlyList<TextChoice> Choices, Usage Usage);
+internal sealed record TextCompletionChunk(string Id, string Object, long Created, string Model, IReadOnlyList<TextChoice> Choices, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Usage? Usage);

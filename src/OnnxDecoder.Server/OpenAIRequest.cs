@@ -1,0 +1,193 @@
+using System.Text.Json;
+using OnnxDecoder.Runtime;
+using OnnxDecoder.Runtime.Sampling;
+using TemplateMessage = OnnxDecoder.Runtime.Tokenization.ChatMessage;
+
+namespace OnnxDecoder.Server;
+
+/// <summary>
+/// A /v1/chat/completions or /v1/completions request, read field by field from untrusted JSON:
+/// every wrong type or out-of-range value is refused with a 400 naming the field.
+/// </summary>
+internal sealed class OpenAIRequest
+{
+    public string? Model { get; private init; }
+    public bool Stream { get; private init; }
+    public bool IncludeUsage { get; private init; }
+    public int? MaxTokens { get; private init; }
+    public float? Temperature { get; private init; }
+    public float TopP { get; private init; } = 1;
+    public int TopK { get; private init; }
+    public float MinP { get; private init; }
+    public float RepetitionPenalty { get; private init; } = 1;
+    public int? Seed { get; private init; }
+    public IReadOnlyList<string> Stop { get; private init; } = [];
+    /// <summary>Chat: the conversation.</summary>
+    public List<TemplateMessage> Messages { get; private init; } = [];
+    /// <summary>Completions: the prompt text, or token ids.</summary>
+    public string? Prompt { get; private init; }
+    public int[]? PromptIds { get; private init; }
+
+    public const int MaxStopSequences = 4;
+
+    public static OpenAIRequest Parse(JsonDocument document, bool chat)
+    {
+        var root = document.RootElement;
+        if (root.ValueKind != JsonValueKind.Object) throw OpenAIError.Invalid("the request body must be a JSON object");
+        foreach (var unsupported in new[] { "tools", "functions", "logit_bias" })
+            if (root.TryGetProperty(unsupported, out var value) && value.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
+                && !(value.ValueKind == JsonValueKind.Array && value.GetArrayLength() == 0) && !(value.ValueKind == JsonValueKind.Object && !value.EnumerateObject().Any()))
+                throw OpenAIError.Invalid($"'{unsupported}' is not supported by this server", unsupported);
+        if (Optional(root, "logprobs") is { } logprobs && (logprobs.ValueKind == JsonValueKind.True || logprobs.ValueKind == JsonValueKind.Number))
+            throw OpenAIError.Invalid("'logprobs' is not supported by this server", "logprobs");
+        if (Integer(root, "n", 1, 128) is { } n && n != 1) throw OpenAIError.Invalid("only n = 1 is supported", "n");
+        foreach (var penalty in new[] { "presence_penalty", "frequency_penalty" })
+            if (Number(root, penalty, -2, 2) is { } p && p != 0)
+                throw OpenAIError.Invalid($"'{penalty}' is not supported; use 'repetition_penalty' (a multiplicative penalty, 1 = off)", penalty);
+
+        var streamOptions = Optional(root, "stream_options");
+        if (streamOptions is { ValueKind: not JsonValueKind.Object }) throw OpenAIError.Invalid("'stream_options' must be an object", "stream_options");
+        int[]? ids = null;
+        string? prompt = chat ? null : PromptText(root, out ids);
+        return new OpenAIRequest
+        {
+            Model = String(root, "model"),
+            Stream = Boolean(root, "stream") ?? false,
+            IncludeUsage = streamOptions is { } so && (Boolean(so, "include_usage", "stream_options.include_usage") ?? false),
+            MaxTokens = Integer(root, "max_completion_tokens", int.MinValue, int.MaxValue) ?? Integer(root, "max_tokens", int.MinValue, int.MaxValue),
+            Temperature = Number(root, "temperature", 0, 2),
+            TopP = Number(root, "top_p", 0, 1) is { } topP ? (topP == 0 ? float.Epsilon : topP) : 1,
+            TopK = Integer(root, "top_k", 0, int.MaxValue) ?? 0,
+            MinP = Number(root, "min_p", 0, 1) ?? 0,
+            RepetitionPenalty = Number(root, "repetition_penalty", 0.01f, 100) ?? 1,
+            Seed = Optional(root, "seed") is { } seed ? (seed.ValueKind == JsonValueKind.Number && seed.TryGetInt64(out long s) ? unchecked((int)s) : throw OpenAIError.Invalid("'seed' must be an integer", "seed")) : null,
+            Stop = StopSequences(root),
+            Messages = chat ? Conversation(root) : [],
+            Prompt = prompt,
+            PromptIds = ids,
+        };
+    }
+
+    /// <summary>Sampling and limits for this request, the output budget already checked against the context.</summary>
+    public GenerationOptions ToGeneration(int maxNewTokens, float defaultTemperature) => new()
+    {
+        MaxNewTokens = maxNewTokens,
+        StopStrings = Stop,
+        Sampling = new SamplingOptions
+        {
+            Temperature = Temperature ?? defaultTemperature,
+            TopP = TopP,
+            TopK = TopK,
+            MinP = MinP,
+            RepetitionPenalty = RepetitionPenalty,
+            Seed = Seed,
+        }.Validate(),
+    };
+
+    private static JsonElement? Optional(JsonElement root, string name) =>
+        root.TryGetProperty(name, out var value) && value.ValueKind != JsonValueKind.Null ? value : null;
+
+    private static string? String(JsonElement root, string name) => Optional(root, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.String } value => value.GetString(),
+        _ => throw OpenAIError.Invalid($"'{name}' must be a string", name),
+    };
+
+    private static bool? Boolean(JsonElement root, string name, string? param = null) => Optional(root, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.True } => true,
+        { ValueKind: JsonValueKind.False } => false,
+        _ => throw OpenAIError.Invalid($"'{param ?? name}' must be true or false", param ?? name),
+    };
+
+    private static int? Integer(JsonElement root, string name, int min, int max)
+    {
+        if (Optional(root, name) is not { } value) return null;
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt64(out long number)) throw OpenAIError.Invalid($"'{name}' must be an integer", name);
+        if (number < min || number > max) throw OpenAIError.Invalid($"'{name}' is {number}; it must be between {min} and {max}", name);
+        return (int)number;
+    }
+
+    private static float? Number(JsonElement root, string name, float min, float max)
+    {
+        if (Optional(root, name) is not { } value) return null;
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out double number) || !double.IsFinite(number)) throw OpenAIError.Invalid($"'{name}' must be a number", name);
+        if (number < min || number > max) throw OpenAIError.Invalid($"'{name}' is {number}; it must be between {min} and {max}", name);
+        return (float)number;
+    }
+
+    private static IReadOnlyList<string> StopSequences(JsonElement root)
+    {
+        switch (Optional(root, "stop"))
+        {
+            case null: return [];
+            case { ValueKind: JsonValueKind.String } one: return one.GetString() is { Length: > 0 } s ? [s] : [];
+            case { ValueKind: JsonValueKind.Array } many:
+                if (many.GetArrayLength() > MaxStopSequences) throw OpenAIError.Invalid($"'stop' has {many.GetArrayLength()} sequences; at most {MaxStopSequences} are allowed", "stop");
+                return many.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? e.GetString()! : throw OpenAIError.Invalid("'stop' must be a string or an array of strings", "stop"))
+                    .Where(s => s.Length > 0).ToList();
+            default: throw OpenAIError.Invalid("'stop' must be a string or an array of strings", "stop");
+        }
+    }
+
+    private static List<TemplateMessage> Conversation(JsonElement root)
+    {
+        if (Optional(root, "messages") is not { ValueKind: JsonValueKind.Array } messages)
+            throw OpenAIError.Invalid("'messages' is required: an array of {role, content} objects", "messages");
+        if (messages.GetArrayLength() == 0) throw OpenAIError.Invalid("'messages' must not be empty", "messages");
+        var result = new List<TemplateMessage>();
+        int index = 0;
+        foreach (var message in messages.EnumerateArray())
+        {
+            string where = $"messages[{index++}]";
+            if (message.ValueKind != JsonValueKind.Object) throw OpenAIError.Invalid($"'{where}' must be an object", where);
+            string role = String(message, "role") ?? throw OpenAIError.Invalid($"'{where}.role' is required", $"{where}.role");
+            role = role switch
+            {
+                "system" or "developer" => "system",
+                "user" or "assistant" => role,
+                _ => throw OpenAIError.Invalid($"'{where}.role' is '{role}'; this server takes system, developer, user and assistant messages", $"{where}.role"),
+            };
+            result.Add(new TemplateMessage(role, Content(message, where)));
+        }
+        return result;
+    }
+
+    /// <summary>A message's content: a string, or an array of text parts.</summary>
+    private static string Content(JsonElement message, string where)
+    {
+        switch (Optional(message, "content"))
+        {
+            case null: return "";
+            case { ValueKind: JsonValueKind.String } text: return text.GetString()!;
+            case { ValueKind: JsonValueKind.Array } parts:
+                var joined = new System.Text.StringBuilder();
+                foreach (var part in parts.EnumerateArray())
+                {
+                    if (part.ValueKind != JsonValueKind.Object || String(part, "type") != "text")
+                        throw OpenAIError.Invalid($"'{where}.content' may only hold text parts ({{\"type\": \"text\", \"text\": ...}})", $"{where}.content");
+                    joined.Append(String(part, "text"));
+                }
+                return joined.ToString();
+            default: throw OpenAIError.Invalid($"'{where}.content' must be a string or an array of text parts", $"{where}.content");
+        }
+    }
+
+    /// <summary>A completion prompt: a string, an array of one string, or an array of token ids.</summary>
+    private static string? PromptText(JsonElement root, out int[]? ids)
+    {
+        ids = null;
+        switch (Optional(root, "prompt"))
+        {
+            case null: throw OpenAIError.Invalid("'prompt' is required", "prompt");
+            case { ValueKind: JsonValueKind.String } text: return text.GetString();
+            case { ValueKind: JsonValueKind.Array } array when array.GetArrayLength() == 1 && array[0].ValueKind == JsonValueKind.String: return array[0].GetString();
+            case { ValueKind: JsonValueKind.Array } array when array.GetArrayLength() > 0 && array.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number):
+                ids = array.EnumerateArray().Select(e => e.TryGetInt32(out int id) && id >= 0 ? id : throw OpenAIError.Invalid("'prompt' token ids must be non-negative integers", "prompt")).ToArray();
+                return null;
+            default: throw OpenAIError.Invalid("'prompt' must be a string or an array of token ids (one prompt per request)", "prompt");
+        }
+    }
+}

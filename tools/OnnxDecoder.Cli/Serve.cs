@@ -1,0 +1,59 @@
+using System.CommandLine;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using OnnxDecoder.Server;
+
+namespace OnnxDecoder.Cli;
+
+/// <summary>`onnx-decoder serve`: the OpenAI-compatible HTTP server over one model folder.</summary>
+public static class Serve
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "model folder written by `export`", Required = true };
+        var host = new Option<string>("--host") { Description = "address to listen on (127.0.0.1: this machine only)", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "TCP port (0: any free port)", DefaultValueFactory = _ => 8080 };
+        var sequences = new Option<int>("--sequences") { Description = "sequences decoded together in one batch (each with its own KV cache row)", DefaultValueFactory = _ => 8 };
+        var queue = new Option<int>("--queue") { Description = "requests that may wait for a free sequence before 429s", DefaultValueFactory = _ => 64 };
+        var maxLength = new Option<int?>("--max-length") { Description = "positions per sequence (default: the model's context)" };
+        var prefillChunk = new Option<int>("--prefill-chunk") { Description = "prefill prompts in chunks of this many tokens between decode steps (0: whole)", DefaultValueFactory = _ => 0 };
+        var temperature = new Option<float>("--temperature") { Description = "temperature when a request gives none", DefaultValueFactory = _ => 0 };
+        var ep = new Option<string>("--ep") { Description = "execution providers in order of preference, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
+        var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)")
+        {
+            model, host, port, sequences, queue, maxLength, prefillChunk, temperature, ep,
+        };
+        command.SetAction(r =>
+        {
+            var settings = new Dictionary<string, string?>
+            {
+                ["OnnxDecoder:ModelPath"] = r.GetValue(model),
+                ["OnnxDecoder:MaxConcurrentSequences"] = r.GetValue(sequences).ToString(),
+                ["OnnxDecoder:MaxQueueLength"] = r.GetValue(queue).ToString(),
+                ["OnnxDecoder:PrefillChunk"] = r.GetValue(prefillChunk).ToString(),
+                ["OnnxDecoder:DefaultTemperature"] = r.GetValue(temperature).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["OnnxDecoder:MaxLength"] = r.GetValue(maxLength)?.ToString(),
+            };
+            var providers = r.GetValue(ep)!.Split(',', StringSplitOptions.RemoveEmptyEntries);
+            for (int i = 0; i < providers.Length; i++) settings[$"OnnxDecoder:ExecutionProviders:{i}"] = providers[i];
+            string address = r.GetValue(host)!.Contains(':') ? $"[{r.GetValue(host)}]" : r.GetValue(host)!;
+            try
+            {
+                using var app = OnnxDecoderServer.CreateHostBuilder(settings, $"http://{address}:{r.GetValue(port)}").Build();
+                app.Start();
+                var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+                Console.Error.WriteLine($"onnx-decoder: serving {r.GetValue(model)} on {string.Join(", ", addresses)} (Ctrl+C stops)");
+                app.WaitForShutdown();
+                return 0;
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"onnx-decoder: {e.Message.ReplaceLineEndings(" ")}");
+                return 1;
+            }
+        });
+        return command;
+    }
+}
