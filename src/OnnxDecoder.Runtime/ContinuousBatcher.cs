@@ -66,7 +66,7 @@ public sealed class ContinuousBatcher : IDisposable
     private int _prefillDone;
     private int _length;                              // columns of the timeline in use
     private int _outstanding;                         // queued + prefilling + decoding
-    private long _steps, _rowSteps, _compactions;
+    private long _steps, _rowSteps, _compactions, _stepTicks;
 
     public ContinuousBatcher(DecoderModel model, TextTokenizer tokenizer, BatcherOptions? options = null)
     {
@@ -121,6 +121,8 @@ public sealed class ContinuousBatcher : IDisposable
     public long Steps => Interlocked.Read(ref _steps);
     /// <summary>Tokens those runs decoded (rows that held a sequence); over <see cref="Steps"/>, the mean batch occupancy.</summary>
     public long RowSteps => Interlocked.Read(ref _rowSteps);
+    /// <summary>Time spent in batched decode runs (sampling included); <see cref="RowSteps"/> over it is the aggregate decode rate.</summary>
+    public TimeSpan DecodeTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _stepTicks));
     /// <summary>Times the timeline reached the max length and was compacted (each moves the live KV once).</summary>
     public long Compactions => Interlocked.Read(ref _compactions);
 
@@ -305,6 +307,19 @@ public sealed class ContinuousBatcher : IDisposable
     /// active one ride along with a pad token that attends only to itself.</summary>
     private void Step()
     {
+        long started = Stopwatch.GetTimestamp();
+        try
+        {
+            StepRows();
+        }
+        finally
+        {
+            Interlocked.Add(ref _stepTicks, Stopwatch.GetTimestamp() - started);
+        }
+    }
+
+    private void StepRows()
+    {
         int rows = ActiveRows();
         if (_length + 1 > MaxLength)
         {
@@ -394,8 +409,8 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Finishes a sequence: its result (or error, or cancellation) and its slot back.</summary>
     private void Complete(BatchedSequence sequence, Exception? error)
     {
+        if (sequence.TakeSlot()) Interlocked.Decrement(ref _outstanding); // first: a caller that sees the result may submit again at once
         sequence.Finish(error);
-        if (sequence.TakeSlot()) Interlocked.Decrement(ref _outstanding);
     }
 
     public void Dispose()

@@ -25,6 +25,9 @@ public sealed record ExecutionProviderOptions
     /// with the first session's IntraOpThreads.</summary>
     public bool ShareThreadPool { get; init; }
     public GraphOptimizationLevel OptimizationLevel { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
+    /// <summary>When set, ONNX Runtime records every node's time into a Chrome-trace JSON file whose
+    /// name starts with this prefix (written when the session ends).</summary>
+    public string? ProfileFilePrefix { get; init; }
 
     public static ExecutionProvider Parse(string name) => name.Trim().ToLowerInvariant() switch
     {
@@ -55,6 +58,11 @@ public static class ExecutionProviders
                 GraphOptimizationLevel = options.OptimizationLevel,
                 LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
             };
+            if (options.ProfileFilePrefix is { Length: > 0 } prefix)
+            {
+                session.EnableProfiling = true;
+                session.ProfileOutputPathPrefix = prefix;
+            }
             if (sharedPool) session.DisablePerSessionThreads();
             else if (options.IntraOpThreads > 0) session.IntraOpNumThreads = options.IntraOpThreads;
             try

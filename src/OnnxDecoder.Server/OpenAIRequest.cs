@@ -90,9 +90,22 @@ internal sealed class OpenAIRequest
     private static string? String(JsonElement root, string name) => Optional(root, name) switch
     {
         null => null,
-        { ValueKind: JsonValueKind.String } value => value.GetString(),
+        { ValueKind: JsonValueKind.String } value => Text(value, name),
         _ => throw OpenAIError.Invalid($"'{name}' must be a string", name),
     };
+
+    /// <summary>A JSON string's text; a string holding invalid UTF-8 is refused naming the field.</summary>
+    private static string Text(JsonElement value, string param)
+    {
+        try
+        {
+            return value.GetString()!;
+        }
+        catch (InvalidOperationException)
+        {
+            throw OpenAIError.Invalid($"'{param}' is not valid UTF-8", param);
+        }
+    }
 
     private static bool? Boolean(JsonElement root, string name, string? param = null) => Optional(root, name) switch
     {
@@ -123,10 +136,10 @@ internal sealed class OpenAIRequest
         switch (Optional(root, "stop"))
         {
             case null: return [];
-            case { ValueKind: JsonValueKind.String } one: return one.GetString() is { Length: > 0 } s ? [s] : [];
+            case { ValueKind: JsonValueKind.String } one: return Text(one, "stop") is { Length: > 0 } s ? [s] : [];
             case { ValueKind: JsonValueKind.Array } many:
                 if (many.GetArrayLength() > MaxStopSequences) throw OpenAIError.Invalid($"'stop' has {many.GetArrayLength()} sequences; at most {MaxStopSequences} are allowed", "stop");
-                return many.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? e.GetString()! : throw OpenAIError.Invalid("'stop' must be a string or an array of strings", "stop"))
+                return many.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? Text(e, "stop") : throw OpenAIError.Invalid("'stop' must be a string or an array of strings", "stop"))
                     .Where(s => s.Length > 0).ToList();
             default: throw OpenAIError.Invalid("'stop' must be a string or an array of strings", "stop");
         }
@@ -161,7 +174,7 @@ internal sealed class OpenAIRequest
         switch (Optional(message, "content"))
         {
             case null: return "";
-            case { ValueKind: JsonValueKind.String } text: return text.GetString()!;
+            case { ValueKind: JsonValueKind.String } text: return Text(text, $"{where}.content");
             case { ValueKind: JsonValueKind.Array } parts:
                 var joined = new System.Text.StringBuilder();
                 foreach (var part in parts.EnumerateArray())
@@ -182,8 +195,8 @@ internal sealed class OpenAIRequest
         switch (Optional(root, "prompt"))
         {
             case null: throw OpenAIError.Invalid("'prompt' is required", "prompt");
-            case { ValueKind: JsonValueKind.String } text: return text.GetString();
-            case { ValueKind: JsonValueKind.Array } array when array.GetArrayLength() == 1 && array[0].ValueKind == JsonValueKind.String: return array[0].GetString();
+            case { ValueKind: JsonValueKind.String } text: return Text(text, "prompt");
+            case { ValueKind: JsonValueKind.Array } array when array.GetArrayLength() == 1 && array[0].ValueKind == JsonValueKind.String: return Text(array[0], "prompt");
             case { ValueKind: JsonValueKind.Array } array when array.GetArrayLength() > 0 && array.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number):
                 ids = array.EnumerateArray().Select(e => e.TryGetInt32(out int id) && id >= 0 ? id : throw OpenAIError.Invalid("'prompt' token ids must be non-negative integers", "prompt")).ToArray();
                 return null;

@@ -129,6 +129,73 @@ public static class Benchmark
         };
     }
 
+    /// <summary>
+    /// Continuous batching throughput: for each level in <paramref name="concurrency"/>, that many
+    /// requests (prompt <paramref name="promptTokens"/>, exactly <paramref name="genTokens"/> generated,
+    /// EOS ignored) go through one <see cref="ContinuousBatcher"/> at once; levels alternate run by
+    /// run. Reports the aggregate decode rate (tokens decoded in batched runs over the time in those
+    /// runs), end-to-end tokens/s including prefill, and each level's ratio to the first.
+    /// </summary>
+    public static JsonArray RunConcurrent(string modelFolder, int promptTokens, int genTokens, int runs, int[] concurrency, ExecutionProviderOptions providers)
+    {
+        if (promptTokens < 1 || genTokens < 2 || runs < 1 || concurrency.Length == 0 || concurrency.Any(c => c < 1 || c > 1024))
+            throw new ArgumentException("bench needs --prompt-tokens >= 1, --gen-tokens >= 2, --runs >= 1 and --concurrent levels between 1 and 1024");
+        using var model = new DecoderModel(modelFolder, providers);
+        var folder = model.Folder;
+        int maxLength = promptTokens + genTokens;
+        if (maxLength > folder.ContextLength) throw new ArgumentException($"--prompt-tokens + --gen-tokens ({maxLength}) exceed the model's context length ({folder.ContextLength})");
+        var tokenizer = Runtime.Tokenization.TextTokenizer.Load(folder.Directory, folder.BosTokenId);
+        using var batcher = new ContinuousBatcher(model, tokenizer, new BatcherOptions { MaxSequences = concurrency.Max(), MaxLength = maxLength, MaxQueueLength = 0 });
+        var options = new GenerationOptions { MaxNewTokens = genTokens, EosTokenIds = [] };
+        int[] Prompt(int request)
+        {
+            var ids = new int[promptTokens];
+            ids[0] = folder.BosTokenId;
+            for (int i = 1; i < promptTokens; i++)
+            {
+                int id = 3 + (int)((i * 131L + request * 17L) % (folder.VocabSize - 3));
+                while (folder.EosTokenIds.Contains(id)) id = (id + 1) % folder.VocabSize;
+                ids[i] = id;
+            }
+            return ids;
+        }
+        (double Decode, double EndToEnd) Once(int level)
+        {
+            long rowSteps = batcher.RowSteps;
+            var decodeTime = batcher.DecodeTime;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var sequences = Enumerable.Range(0, level).Select(i => batcher.Submit(Prompt(i), options)).ToList();
+            Task.WaitAll(sequences.Select(s => s.Completion).ToArray());
+            clock.Stop();
+            foreach (var sequence in sequences) sequence.Dispose();
+            double decodeSeconds = (batcher.DecodeTime - decodeTime).TotalSeconds;
+            return ((batcher.RowSteps - rowSteps) / decodeSeconds, level * genTokens / clock.Elapsed.TotalSeconds);
+        }
+        foreach (int level in concurrency) Once(level); // warm-up: every batch size once
+        var measured = concurrency.ToDictionary(c => c, _ => new List<(double Decode, double EndToEnd)>());
+        for (int run = 0; run < runs; run++)
+            foreach (int level in concurrency) measured[level].Add(Once(level));
+        var result = new JsonArray();
+        double first = Median(measured[concurrency[0]].Select(m => m.Decode));
+        foreach (int level in concurrency)
+        {
+            double decode = Median(measured[level].Select(m => m.Decode));
+            result.Add(new JsonObject
+            {
+                ["model"] = Path.GetFullPath(modelFolder),
+                ["provider"] = ExecutionProviders.Name(model.Provider),
+                ["concurrent_sequences"] = level,
+                ["prompt_tokens"] = promptTokens,
+                ["gen_tokens"] = genTokens,
+                ["runs"] = runs,
+                ["aggregate_decode_tokens_per_s"] = Math.Round(decode, 1),
+                ["end_to_end_tokens_per_s"] = Math.Round(Median(measured[level].Select(m => m.EndToEnd)), 1),
+                ["ratio_to_first"] = Math.Round(decode / first, 2),
+            });
+        }
+        return result;
+    }
+
     public static string Describe(JsonObject r) =>
         $"{r["model"]} on {r["provider"]} ({r["kv_cache"]}), {r["prompt_tokens"]} prompt + {r["gen_tokens"]} generated tokens, median of {r["runs"]} runs:\n" +
         $"  prefill  {r["prefill_tokens_per_s"]} tok/s\n  decode   {r["decode_tokens_per_s"]} tok/s\n  TTFT     {r["ttft_ms"]} ms\n" +

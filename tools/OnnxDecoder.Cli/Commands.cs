@@ -264,12 +264,23 @@ public static class Commands
         var format = new Option<string>("--format") { DefaultValueFactory = _ => "text" };
         var ep = ProviderOption();
         var threads = new Option<int>("--threads") { Description = "intra-op threads (0: ONNX Runtime's default)" };
+        var concurrent = new Option<string?>("--concurrent") { Description = "continuous batching: comma-separated numbers of concurrent requests to compare, e.g. 1,8" };
         var command = new Command("bench", "Measure prefill and decode speed, time to first token, peak memory and allocations per token (median of N runs)")
-            { model, promptTokens, genTokens, runs, format, ep, threads };
+            { model, promptTokens, genTokens, runs, format, ep, threads, concurrent };
         command.SetAction(r => Guard(() =>
         {
             var providers = Providers(r.GetValue(ep)!) with { IntraOpThreads = r.GetValue(threads) };
             var models = r.GetValue(model)!;
+            if (r.GetValue(concurrent) is { } levels)
+            {
+                if (models.Length != 1) throw new ArgumentException("--concurrent measures one --model");
+                var parsed = levels.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                    .Select(l => int.TryParse(l, out int n) ? n : throw new ArgumentException($"--concurrent '{levels}' is not a list of numbers, e.g. 1,8")).ToArray();
+                var batched = Benchmark.RunConcurrent(models[0], r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs), parsed, providers);
+                Console.WriteLine(r.GetValue(format) == "json" ? batched.ToJsonString() : string.Join("\n", batched.Select(c =>
+                    $"{c!["concurrent_sequences"]} concurrent: aggregate decode {c["aggregate_decode_tokens_per_s"]} tok/s (x{c["ratio_to_first"]} of the first), end to end {c["end_to_end_tokens_per_s"]} tok/s")));
+                return 0;
+            }
             if (models.Length > 1)
             {
                 var compared = Benchmark.RunAlternating(models, r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs), providers);
