@@ -28,7 +28,22 @@ public sealed class DecoderGraph
     public IWeightSource Weights { get; }
     public bool Ort => Options.Lowering == Lowering.Ort;
     public int MaxLength { get; }
-    public ElementType Float => ElementType.Float;
+    /// <summary>The element type of activations, weights, KV cache and logits: float32, or float16.</summary>
+    public ElementType Float => Options.Float16 ? ElementType.Float16 : ElementType.Float;
+    public bool Float16 => Options.Float16;
+
+    /// <summary>A float32 scalar in the activation type.</summary>
+    public Value Scalar(float value) => B.Scalar(value, Float);
+
+    /// <summary>x cast to float32 (norms and softmax accumulate there) when activations are float16.</summary>
+    public Value ToFloat32(Value x) => Float16 ? B.Op("Cast", [x], Attr.Int("to", (int)ElementType.Float)) : x;
+
+    /// <summary>A float32 x back in the activation type.</summary>
+    public Value FromFloat32(Value x) => Float16 ? B.Op("Cast", [x], Attr.Int("to", (int)ElementType.Float16)) : x;
+
+    /// <summary>A checkpoint tensor in the activation type (float weights become float16 with --precision fp16).</summary>
+    private ITensorSource InActivationType(ITensorSource source, string name) =>
+        Float16 && source.ElementType == ElementType.Float ? TensorTransforms.ToFloat16(source, name) : source;
 
     /// <summary>input_ids [batch_size, sequence_length] int64.</summary>
     public Value InputIds { get; internal set; } = null!;
@@ -41,7 +56,7 @@ public sealed class DecoderGraph
     public Value Weight(string name)
     {
         if (!_weights.TryGetValue(name, out var value))
-            _weights[name] = value = B.Initializer(name, Weights.Get(name));
+            _weights[name] = value = B.Initializer(name, InActivationType(Weights.Get(name), name));
         return value;
     }
 
@@ -49,7 +64,7 @@ public sealed class DecoderGraph
     public Value LinearWeight(string name)
     {
         if (!_weights.TryGetValue(name, out var value))
-            _weights[name] = value = B.Initializer(name, TensorTransforms.Transpose2D(Weights.Get(name)));
+            _weights[name] = value = B.Initializer(name, InActivationType(TensorTransforms.Transpose2D(Weights.Get(name)), name));
         return value;
     }
 
@@ -57,7 +72,7 @@ public sealed class DecoderGraph
     public Value DerivedWeight(string name, Func<ITensorSource> make)
     {
         if (!_weights.TryGetValue(name, out var value))
-            _weights[name] = value = B.Initializer(name, make());
+            _weights[name] = value = B.Initializer(name, InActivationType(make(), name));
         return value;
     }
 

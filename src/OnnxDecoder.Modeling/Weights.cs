@@ -109,6 +109,80 @@ public static class TensorTransforms
         });
     }
 
+    /// <summary>
+    /// A float32 tensor written as float16 (round to nearest even), converted as it streams. A value
+    /// beyond float16's range (+-65504) fails the export naming the tensor instead of becoming infinity.
+    /// </summary>
+    public static ITensorSource ToFloat16(ITensorSource source, string name)
+    {
+        if (source.ElementType == ElementType.Float16) return source;
+        if (source.ElementType != ElementType.Float) throw new ArgumentException($"tensor '{name}' is {source.ElementType}; only float32 tensors convert to float16");
+        return TensorData.Lazy(ElementType.Float16, [.. source.Shape], stream =>
+        {
+            using var converter = new Float16Writer(stream, name);
+            source.WriteTo(converter);
+            converter.Finish();
+        });
+    }
+
+    /// <summary>A write-only stream that takes float32 bytes and writes float16 bytes to the destination.</summary>
+    private sealed class Float16Writer(Stream destination, string name) : Stream
+    {
+        private readonly byte[] _pending = new byte[4];
+        private readonly byte[] _output = new byte[1 << 15];
+        private int _pendingCount;
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> bytes)
+        {
+            while (_pendingCount > 0 && _pendingCount < 4 && bytes.Length > 0)
+            {
+                _pending[_pendingCount++] = bytes[0];
+                bytes = bytes[1..];
+                if (_pendingCount == 4) { Convert(_pending); _pendingCount = 0; }
+            }
+            int whole = bytes.Length / 4 * 4;
+            Convert(bytes[..whole]);
+            bytes[whole..].CopyTo(_pending);
+            _pendingCount = bytes.Length - whole;
+        }
+
+        private void Convert(ReadOnlySpan<byte> floatBytes)
+        {
+            var floats = MemoryMarshal.Cast<byte, float>(floatBytes);
+            while (floats.Length > 0)
+            {
+                int n = Math.Min(floats.Length, _output.Length / 2);
+                var halves = MemoryMarshal.Cast<byte, Half>(_output.AsSpan(0, n * 2));
+                for (int i = 0; i < n; i++)
+                {
+                    var h = (Half)floats[i];
+                    if (Half.IsInfinity(h) && float.IsFinite(floats[i]))
+                        throw new InvalidDataException($"tensor '{name}' holds {floats[i]}, beyond float16's range (+-65504): export it with --precision fp32");
+                    halves[i] = h;
+                }
+                destination.Write(_output, 0, n * 2);
+                floats = floats[n..];
+            }
+        }
+
+        public void Finish()
+        {
+            if (_pendingCount != 0) throw new InvalidDataException($"tensor '{name}' is not a whole number of float32 values");
+        }
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+    }
+
     /// <summary>float32 values of a small tensor.</summary>
     public static float[] ReadFloats(ITensorSource source)
     {

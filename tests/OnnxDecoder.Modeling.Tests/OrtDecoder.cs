@@ -10,6 +10,7 @@ public sealed class OrtDecoder : IDisposable
 {
     private readonly InferenceSession _session;
     private readonly DecoderConfig _config;
+    private readonly bool _half; // float16 KV cache and logits: converted at the boundary
 
     public OrtDecoder(DecoderConfig config, IWeightSource weights, ExportOptions options, GraphOptimizationLevel optimization = GraphOptimizationLevel.ORT_ENABLE_ALL)
     {
@@ -17,7 +18,16 @@ public sealed class OrtDecoder : IDisposable
         var model = DecoderFamily.For(config).Build(config, weights, options);
         using var sessionOptions = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR, GraphOptimizationLevel = optimization };
         _session = new InferenceSession(model.ToModelProto().ToByteArray(), sessionOptions);
+        _half = _session.OutputMetadata["logits"].ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16;
     }
+
+    private OrtValue FloatTensor(float[] values, long[] shape) => _half
+        ? OrtValue.CreateTensorValueFromMemory(values.Select(v => (Float16)v).ToArray(), shape)
+        : OrtValue.CreateTensorValueFromMemory(values, shape);
+
+    private float[] Floats(OrtValue value) => _half
+        ? value.GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)h).ToArray()
+        : value.GetTensorDataAsSpan<float>().ToArray();
 
     public sealed record Result(float[] Logits, float[][] PresentKeys, float[][] PresentValues, Dictionary<string, float[]> Extra);
 
@@ -36,9 +46,9 @@ public sealed class OrtDecoder : IDisposable
             for (int i = 0; i < _config.NumLayers; i++)
             {
                 names.Add($"past_key_values.{i}.key");
-                values.Add(OrtValue.CreateTensorValueFromMemory(pastKeys?[i] ?? [], pastShape));
+                values.Add(FloatTensor(pastKeys?[i] ?? [], pastShape));
                 names.Add($"past_key_values.{i}.value");
-                values.Add(OrtValue.CreateTensorValueFromMemory(pastValues?[i] ?? [], pastShape));
+                values.Add(FloatTensor(pastValues?[i] ?? [], pastShape));
             }
             var outputNames = new List<string> { "logits" };
             for (int i = 0; i < _config.NumLayers; i++) { outputNames.Add($"present.{i}.key"); outputNames.Add($"present.{i}.value"); }
@@ -49,12 +59,12 @@ public sealed class OrtDecoder : IDisposable
             var vals = new float[_config.NumLayers][];
             for (int i = 0; i < _config.NumLayers; i++)
             {
-                keys[i] = outputs[1 + 2 * i].GetTensorDataAsSpan<float>().ToArray();
-                vals[i] = outputs[2 + 2 * i].GetTensorDataAsSpan<float>().ToArray();
+                keys[i] = Floats(outputs[1 + 2 * i]);
+                vals[i] = Floats(outputs[2 + 2 * i]);
             }
             var extra = new Dictionary<string, float[]>();
-            for (int e = 0; e < extraOutputs.Length; e++) extra[extraOutputs[e]] = outputs[1 + 2 * _config.NumLayers + e].GetTensorDataAsSpan<float>().ToArray();
-            return new Result(outputs[0].GetTensorDataAsSpan<float>().ToArray(), keys, vals, extra);
+            for (int e = 0; e < extraOutputs.Length; e++) extra[extraOutputs[e]] = Floats(outputs[1 + 2 * _config.NumLayers + e]);
+            return new Result(Floats(outputs[0]), keys, vals, extra);
         }
         finally
         {

@@ -77,8 +77,9 @@ public static class Attention
         var keys = b.Op("Unsqueeze", [presentKey, b.Int64s(2)]);                                          // [B, kv_heads, 1, T, head_dim]
         var values = b.Op("Unsqueeze", [presentValue, b.Int64s(2)]);
         var scores = b.Op("MatMul", [qGrouped, b.Op("Transpose", [keys], Attr.Ints("perm", 0, 1, 2, 4, 3))]);
-        scores = b.Op("Add", [b.Op("Mul", [scores, b.FloatScalar((float)(1 / Math.Sqrt(c.HeadDim)))]), MaskBias(g)]);
-        var probabilities = b.Op("Softmax", [scores], Attr.Int("axis", -1));                              // [B, kv_heads, groups, S, T]
+        // Scale, mask and softmax in float32 (float16 scores are cast in, probabilities cast back).
+        scores = b.Op("Add", [b.Op("Mul", [g.ToFloat32(scores), b.FloatScalar((float)(1 / Math.Sqrt(c.HeadDim)))]), MaskBias(g)]);
+        var probabilities = g.FromFloat32(b.Op("Softmax", [scores], Attr.Int("axis", -1)));             // [B, kv_heads, groups, S, T]
         var context = b.Op("MatMul", [probabilities, values]);                                            // [B, kv_heads, groups, S, head_dim]
         context = b.Op("Reshape", [context, b.Int64s(0, c.NumHeads, -1, c.HeadDim)]);                    // [B, heads, S, head_dim]
         context = b.Op("Transpose", [context], perm);                                                     // [B, S, heads, head_dim]
@@ -86,11 +87,11 @@ public static class Attention
     }
 
     /// <summary>
-    /// The additive mask [B, 1, 1, S, T]: 0 where query i (at absolute position T - S + i) may see
-    /// key j, the lowest float elsewhere. A key is visible when j &lt;= T - S + i (causal), its
-    /// attention_mask entry is 1 (not left padding), and, with a sliding window W, T - S + i - j &lt; W.
+    /// Which keys each query sees [B, 1, 1, S, T] (bool): query i (at absolute position T - S + i)
+    /// sees key j when j &lt;= T - S + i (causal), its attention_mask entry is 1 (not left padding),
+    /// and, with a sliding window W, T - S + i - j &lt; W.
     /// </summary>
-    private static Value MaskBias(DecoderGraph g) => g.Shared("mask_bias", () =>
+    private static Value MaskAllowed(DecoderGraph g) => g.Shared("mask_allowed", () =>
     {
         var b = g.B;
         using var scope = b.Scope("attn_mask");
@@ -105,8 +106,15 @@ public static class Attention
         if (g.Config.SlidingWindow is { } window)
             visible = b.Op("And", [visible, b.Op("Less", [b.Op("Sub", [queryColumn, keyRow]), b.Int64Scalar(window)])]);
         var notPadding = b.Op("Cast", [b.Op("Unsqueeze", [g.AttentionMask, b.Int64s(1, 2, 3)])], Attr.Int("to", (int)ElementType.Bool)); // [B, 1, 1, 1, T]
-        var allowed = b.Op("And", [visible, notPadding]);                                     // [B, 1, 1, S, T]
-        return b.Op("Where", [allowed, b.FloatScalar(0), b.FloatScalar(float.MinValue)]);
+        return b.Op("And", [visible, notPadding]);                                            // [B, 1, 1, S, T]
+    });
+
+    /// <summary>The additive float32 mask [B, 1, 1, S, T]: 0 where allowed, the lowest float elsewhere.</summary>
+    private static Value MaskBias(DecoderGraph g) => g.Shared("mask_bias", () =>
+    {
+        var allowed = MaskAllowed(g);
+        using var scope = g.B.Scope("attn_mask");
+        return g.B.Op("Where", [allowed, g.B.FloatScalar(0), g.B.FloatScalar(float.MinValue)]);
     });
 
     /// <summary>
@@ -129,7 +137,8 @@ public static class Attention
     /// <summary>The additive mask as GQA's attention_bias [B, 1, S, T] (padding, causality, window).</summary>
     private static Value PaddingBias(DecoderGraph g) => g.Shared("gqa_bias", () =>
     {
-        var bias = MaskBias(g);
+        // GQA takes the bias in the activation type: float16's lowest finite value, not -infinity.
+        var bias = g.Float16 ? g.B.Op("Where", [MaskAllowed(g), g.Scalar(0), g.Scalar((float)Half.MinValue)]) : MaskBias(g);
         using var scope = g.B.Scope("attn_mask");
         return g.B.Op("Squeeze", [bias, g.B.Int64s(1)]);
     });

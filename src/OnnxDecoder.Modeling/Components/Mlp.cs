@@ -45,14 +45,14 @@ public static class Mlp
                 return b.Op("Mul", [x, b.Op("Sigmoid", [x])]);
             case Activation.Gelu:
             {
-                var erf = b.Op("Erf", [b.Op("Mul", [x, b.FloatScalar((float)(1 / Math.Sqrt(2)))])]);
-                return b.Op("Mul", [b.Op("Mul", [x, b.FloatScalar(0.5f)]), b.Op("Add", [erf, b.FloatScalar(1)])]);
+                var erf = b.Op("Erf", [b.Op("Mul", [x, g.Scalar((float)(1 / Math.Sqrt(2)))])]);
+                return b.Op("Mul", [b.Op("Mul", [x, g.Scalar(0.5f)]), b.Op("Add", [erf, g.Scalar(1)])]);
             }
             default:
             {
                 var cube = b.Op("Mul", [b.Op("Mul", [x, x]), x]);
-                var inner = b.Op("Mul", [b.Op("Add", [x, b.Op("Mul", [cube, b.FloatScalar(0.044715f)])]), b.FloatScalar((float)Math.Sqrt(2 / Math.PI))]);
-                return b.Op("Mul", [b.Op("Mul", [x, b.FloatScalar(0.5f)]), b.Op("Add", [b.Op("Tanh", [inner]), b.FloatScalar(1)])]);
+                var inner = b.Op("Mul", [b.Op("Add", [x, b.Op("Mul", [cube, g.Scalar(0.044715f)])]), g.Scalar((float)Math.Sqrt(2 / Math.PI))]);
+                return b.Op("Mul", [b.Op("Mul", [x, g.Scalar(0.5f)]), b.Op("Add", [b.Op("Tanh", [inner]), g.Scalar(1)])]);
             }
         }
     }

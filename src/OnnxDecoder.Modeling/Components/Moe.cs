@@ -73,7 +73,7 @@ public static class Moe
                 topWeights = b.Op("Div", [topWeights, b.Op("ReduceSum", [topWeights, b.Int64s(-1)], Attr.Int("keepdims", 1))]);
             var expertIds = b.Op("Range", [b.Int64Scalar(0), b.Int64Scalar(c.NumExperts), b.Int64Scalar(1)]);               // [experts]
             var oneHot = b.Op("Equal", [b.Op("Unsqueeze", [top[1], b.Int64s(-1)]), expertIds]);                          // [N, k, experts]
-            weights = b.Op("ReduceSum", [b.Op("Where", [oneHot, b.Op("Unsqueeze", [topWeights, b.Int64s(-1)]), b.FloatScalar(0)]), b.Int64s(1)], Attr.Int("keepdims", 0)); // [N, experts]
+            weights = b.Op("ReduceSum", [b.Op("Where", [oneHot, b.Op("Unsqueeze", [topWeights, b.Int64s(-1)]), g.Scalar(0)]), b.Int64s(1)], Attr.Int("keepdims", 0)); // [N, experts]
             selected = b.Op("Cast", [b.Op("ReduceMax", [b.Op("Cast", [oneHot], Attr.Int("to", (int)ElementType.Float))], Attr.Ints("axes", 1), Attr.Int("keepdims", 0))], Attr.Int("to", (int)ElementType.Bool)); // [N, experts]
         }
 
@@ -86,7 +86,7 @@ public static class Moe
             var column = b.Int64s(e);
             var weight = b.Op("Gather", [weights, column], Attr.Int("axis", 1));                     // [N, 1]
             var chosen = b.Op("Gather", [selected, column], Attr.Int("axis", 1));                    // [N, 1]
-            var contribution = b.Op("Where", [chosen, b.Op("Mul", [y, weight]), b.FloatScalar(0)]);  // [N, hidden]
+            var contribution = b.Op("Where", [chosen, b.Op("Mul", [y, weight]), g.Scalar(0)]);  // [N, hidden]
             sum = sum is null ? contribution : b.Op("Add", [sum, contribution]);
         }
         return sum!;

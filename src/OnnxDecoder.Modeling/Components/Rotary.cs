@@ -82,6 +82,9 @@ public static class Rotary
     {
         var (cos, sin) = Tables(g.Config, g.MaxLength);
         int half = g.Config.RotaryDim / 2;
+        if (g.Float16) // the tables are in the activation type (RotaryEmbedding requires it)
+            return (g.B.Initializer("cos_cache", TensorData.From<Half>(cos.Select(v => (Half)v).ToArray(), g.MaxLength, half)),
+                    g.B.Initializer("sin_cache", TensorData.From<Half>(sin.Select(v => (Half)v).ToArray(), g.MaxLength, half)));
         return (g.B.Initializer("cos_cache", TensorData.From<float>(cos, g.MaxLength, half)),
                 g.B.Initializer("sin_cache", TensorData.From<float>(sin, g.MaxLength, half)));
     });
@@ -118,7 +121,7 @@ public static class Rotary
         var inverseFrequencies = b.Op("Exp", [b.Op("Mul", [b.Constant<float>(exponents, exponents.Length), logBase])]);   // [rot/2]
         var positions = b.Op("Unsqueeze", [b.Op("Cast", [g.PositionIds], Attr.Int("to", (int)ElementType.Float)), b.Int64s(-1)]); // [B, S, 1]
         var angles = b.Op("Unsqueeze", [b.Op("Mul", [positions, inverseFrequencies]), b.Int64s(2)]);                          // [B, S, 1, rot/2]
-        return (b.Op("Cos", [angles]), b.Op("Sin", [angles]));
+        return (g.FromFloat32(b.Op("Cos", [angles])), g.FromFloat32(b.Op("Sin", [angles])));
     }
 
     /// <summary>Rotates x [B, S, heads, head_dim] with standard ops; both layouts, partial rotary.</summary>

@@ -32,7 +32,7 @@ public abstract class DecoderFamily
     public OnnxModel Build(DecoderConfig config, IWeightSource weights, ExportOptions options)
     {
         config.Validate();
-        LoweringSupport.ThrowIfUnsupported(config, options.Lowering, options.Target, options.Quantization);
+        LoweringSupport.ThrowIfUnsupported(config, options.Lowering, options.Target, options.Quantization, options.Float16);
         options.Quantization?.Validate();
         var b = new GraphBuilder("decoder", defaultOpset: 17);
         var g = new DecoderGraph(b, config, options, weights);
