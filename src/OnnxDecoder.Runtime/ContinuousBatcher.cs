@@ -51,10 +51,10 @@ public sealed class ContinuousBatcher : IDisposable
     private readonly OrtIoBinding _binding;
     private readonly RunOptions _runOptions = new();
     private readonly int _rowsCapacity, _vocab;
-    private readonly float[] _logits;                  // [rows, vocab]
+    private readonly LogitsBuffer _logits;             // [rows, vocab]
     private readonly long[] _stepIds, _stepPositions;  // [rows]
     private readonly long[] _mask;                     // [rows, T] for the current run
-    private readonly OrtValue?[] _logitsViews, _idsViews, _positionViews; // per row count, made on first use
+    private readonly OrtValue?[] _idsViews, _positionViews; // per row count, made on first use
     private readonly BatchedSequence?[] _rows;         // the sequence decoding in each row
     private readonly int[] _rowStart;                  // first column of each row's tokens on the timeline
     private readonly int[] _rowLength, _rowStartScratch; // scratch for relayouts
@@ -80,20 +80,19 @@ public sealed class ContinuousBatcher : IDisposable
         MaxLength = _options.MaxLength ?? folder.ContextLength;
         if (MaxLength <= 1 || MaxLength > folder.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(options), MaxLength, $"MaxLength must be between 2 and the model's context length ({folder.ContextLength})");
-        long bytes = KvCache.BytesFor(folder.NumLayers, _rowsCapacity + 1, folder.NumKvHeads, MaxLength, folder.HeadSize, folder.PastPresentShareBuffer);
+        long bytes = KvCache.BytesFor(folder.NumLayers, _rowsCapacity + 1, folder.NumKvHeads, MaxLength, folder.HeadSize, folder.PastPresentShareBuffer, model.KvElementType);
         if (_options.MaxKvCacheBytes is { } budget && bytes > budget)
             throw new InvalidOperationException($"the KV caches need {bytes:N0} bytes ({_rowsCapacity} rows + 1 prefill row x {MaxLength} positions), over the budget of {budget:N0}: lower MaxSequences or MaxLength");
         _vocab = folder.VocabSize;
         try
         {
             _prefill = new DecoderSession(model, new DecoderSessionOptions { MaxLength = MaxLength, PrefillChunk = 0 });
-            _cache = new KvCache(folder.NumLayers, _rowsCapacity, folder.NumKvHeads, MaxLength, folder.HeadSize, folder.PastPresentShareBuffer);
+            _cache = new KvCache(folder.NumLayers, _rowsCapacity, folder.NumKvHeads, MaxLength, folder.HeadSize, folder.PastPresentShareBuffer, model.KvElementType);
             _binding = model.Session.CreateIoBinding();
-            _logits = new float[_rowsCapacity * _vocab];
+            _logits = new LogitsBuffer(_rowsCapacity, _vocab, model.LogitsElementType);
             _stepIds = new long[_rowsCapacity];
             _stepPositions = new long[_rowsCapacity];
             _mask = new long[_rowsCapacity * MaxLength];
-            _logitsViews = new OrtValue?[_rowsCapacity + 1];
             _idsViews = new OrtValue?[_rowsCapacity + 1];
             _positionViews = new OrtValue?[_rowsCapacity + 1];
             _rows = new BatchedSequence?[_rowsCapacity];
@@ -356,11 +355,12 @@ public sealed class ContinuousBatcher : IDisposable
         if (_model.FullLogits)
             _binding.BindOutputToDevice("logits", OrtMemoryInfo.DefaultInstance);
         else
-            _binding.BindOutput("logits", _logitsViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _logits.AsMemory(0, rows * _vocab), [rows, 1, _vocab])));
+            _binding.BindOutput("logits", _logits.View(rows));
         _cache.Bind(_binding, folder, _length, total, rows);
         using (var registration = _shutdown.Token.Register(static state => ((RunOptions)state!).Terminate = true, _runOptions))
             _model.Session.RunWithBinding(_runOptions, _binding);
         if (_model.FullLogits) CopyFullLogits(rows);
+        else _logits.Complete(rows);
         _cache.Advance(total);
         _length = total;
         Interlocked.Increment(ref _steps);
@@ -370,7 +370,7 @@ public sealed class ContinuousBatcher : IDisposable
             Interlocked.Increment(ref _rowSteps);
             sequence.Positions++;
             sequence.DecodedSteps++;
-            var piece = sequence.State.Next(_logits.AsSpan(row * _vocab, _vocab), sequence.Positions, MaxLength);
+            var piece = sequence.State.Next(_logits.Values.AsSpan(row * _vocab, _vocab), sequence.Positions, MaxLength);
             if (piece is not null) sequence.Emit(piece);
             if (sequence.State.StopReason is not null)
             {
@@ -385,8 +385,7 @@ public sealed class ContinuousBatcher : IDisposable
         using var outputs = _binding.GetOutputValues();
         OrtValueLedger.TrackCreated(outputs.Count);
         using var release = new LedgerRelease(outputs.Count);
-        var all = outputs[Array.IndexOf(_binding.GetOutputNames(), "logits")].GetTensorDataAsSpan<float>(); // [rows, 1, vocab]
-        all[..(rows * _vocab)].CopyTo(_logits);
+        _logits.CopyLastPositions(outputs[Array.IndexOf(_binding.GetOutputNames(), "logits")], rows, 1); // [rows, 1, vocab]
     }
 
     private void FailAll(Exception error)
@@ -427,7 +426,8 @@ public sealed class ContinuousBatcher : IDisposable
     private void DisposeNative()
     {
         _binding?.Dispose();
-        foreach (var views in new[] { _logitsViews, _idsViews, _positionViews })
+        _logits?.Dispose();
+        foreach (var views in new[] { _idsViews, _positionViews })
             if (views is not null) foreach (var view in views) OrtValueLedger.Release(view);
         _cache?.Dispose();
         _prefill?.Dispose();

@@ -30,6 +30,11 @@ public sealed class DecoderModel : IDisposable
         try
         {
             FullLogits = ValidateGraph();
+            KvElementType = Session.InputMetadata[Folder.PastKeyName(0)].ElementDataType;
+            LogitsElementType = Session.OutputMetadata["logits"].ElementDataType;
+            _ = KvCache.SizeOf(KvElementType); // float or float16, else a clear refusal
+            if (LogitsElementType is not (Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16))
+                throw new ModelFormatException(Folder.ModelPath, $"the graph's logits are {LogitsElementType}; float32 or float16 logits are supported");
         }
         catch
         {
@@ -43,6 +48,9 @@ public sealed class DecoderModel : IDisposable
     public InferenceSession Session { get; }
     /// <summary>Whether logits cover every position ([B, S, V]) rather than only the last.</summary>
     public bool FullLogits { get; }
+    /// <summary>The KV cache's element type (float32, or float16 for --precision fp16 exports).</summary>
+    public Microsoft.ML.OnnxRuntime.Tensors.TensorElementType KvElementType { get; }
+    public Microsoft.ML.OnnxRuntime.Tensors.TensorElementType LogitsElementType { get; }
 
     /// <summary>Checks the graph's inputs and outputs against genai_config.json; returns whether
     /// logits cover every position ([B, S, V]) rather than only the last.</summary>

@@ -31,8 +31,7 @@ public sealed class DecoderSession : IDisposable
     private readonly RunOptions _runOptions = new();
     private readonly KvCache _cache;
     private readonly bool _fullLogits;
-    private readonly float[] _logits;              // [batch, vocab]: next-token logits of each row
-    private readonly OrtValue _stepLogits;         // view [batch, 1, vocab] over _logits
+    private readonly LogitsBuffer _logits;         // [batch, vocab]: next-token logits of each row (float32 for sampling)
     private readonly long[] _stepIds;              // [batch, 1]
     private readonly long[] _stepPositions;        // [batch, 1]
     private readonly OrtValue _stepIdsValue, _stepPositionsValue;
@@ -68,15 +67,14 @@ public sealed class DecoderSession : IDisposable
             if (MaxLength <= 0 || MaxLength > Folder.ContextLength)
                 throw new ArgumentOutOfRangeException(nameof(options), MaxLength, $"max length must be between 1 and the model's context length ({Folder.ContextLength})");
             PrefillChunk = options.PrefillChunk;
-            long kvBytes = KvCache.BytesFor(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer);
+            long kvBytes = KvCache.BytesFor(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer, model.KvElementType);
             if (options.MaxKvCacheBytes is { } budget && kvBytes > budget)
                 throw new InvalidOperationException(
-                    $"the KV cache needs {kvBytes:N0} bytes ({Folder.NumLayers} layers x 2 x batch {BatchSize} x {Folder.NumKvHeads} kv heads x {MaxLength} positions x head size {Folder.HeadSize} x 4 bytes{(Folder.PastPresentShareBuffer ? "" : " x 2 buffers")}), over the budget of {budget:N0}: lower the max length or the batch size");
+                    $"the KV cache needs {kvBytes:N0} bytes ({Folder.NumLayers} layers x 2 x batch {BatchSize} x {Folder.NumKvHeads} kv heads x {MaxLength} positions x head size {Folder.HeadSize} x {KvCache.SizeOf(model.KvElementType)} bytes{(Folder.PastPresentShareBuffer ? "" : " x 2 buffers")}), over the budget of {budget:N0}: lower the max length or the batch size");
             _fullLogits = model.FullLogits;
-            _cache = new KvCache(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer);
+            _cache = new KvCache(Folder.NumLayers, BatchSize, Folder.NumKvHeads, MaxLength, Folder.HeadSize, Folder.PastPresentShareBuffer, model.KvElementType);
             _binding = model.Session.CreateIoBinding();
-            _logits = new float[BatchSize * Folder.VocabSize];
-            _stepLogits = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(_logits, [BatchSize, 1, Folder.VocabSize]));
+            _logits = new LogitsBuffer(BatchSize, Folder.VocabSize, model.LogitsElementType);
             _stepIds = new long[BatchSize];
             _stepPositions = new long[BatchSize];
             _stepIdsValue = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(_stepIds, [BatchSize, 1]));
@@ -110,7 +108,7 @@ public sealed class DecoderSession : IDisposable
     public int Length { get; private set; }
 
     /// <summary>The next-token logits of every row after the last call: [batch, vocab].</summary>
-    public ReadOnlySpan<float> Logits => _logits;
+    public ReadOnlySpan<float> Logits => _logits.Values;
 
     /// <summary>Forgets every sequence; the buffers stay allocated for the next one.</summary>
     public void Reset()
@@ -145,7 +143,7 @@ public sealed class DecoderSession : IDisposable
                 }
             RunChunk(ids, chunkMask, size, cancellationToken);
         }
-        return _logits;
+        return _logits.Values;
     }
 
     /// <summary>One decode step: appends one token per row and returns the next logits [batch, vocab].</summary>
@@ -173,15 +171,16 @@ public sealed class DecoderSession : IDisposable
             _binding.BindInput("attention_mask", MaskValue(total));
             if (!_stepLogitsBound)
             {
-                _binding.BindOutput("logits", _stepLogits);
+                _binding.BindOutput("logits", _logits.View(BatchSize));
                 _stepLogitsBound = true;
             }
             _cache.Bind(_binding, Folder, Length, total);
             Run(cancellationToken);
+            _logits.Complete(BatchSize);
             _cache.Advance(total);
             Length = total;
             for (int row = 0; row < BatchSize; row++) _nextPosition[row]++;
-            return _logits;
+            return _logits.Values;
         }
         finally
         {
@@ -222,7 +221,7 @@ public sealed class DecoderSession : IDisposable
             }
             else if (!_stepLogitsBound)
             {
-                _binding.BindOutput("logits", _stepLogits);
+                _binding.BindOutput("logits", _logits.View(BatchSize));
                 _stepLogitsBound = true;
             }
             _cache.Bind(_binding, Folder, Length, total);
@@ -233,10 +232,9 @@ public sealed class DecoderSession : IDisposable
                 OrtValueLedger.TrackCreated(outputs.Count);
                 using var releaseOutputs = new LedgerRelease(outputs.Count);
                 var names = _binding.GetOutputNames();
-                var all = outputs[Array.IndexOf(names, "logits")].GetTensorDataAsSpan<float>(); // [batch, size, vocab]
-                for (int row = 0; row < BatchSize; row++)
-                    all.Slice((row * size + size - 1) * VocabSize, VocabSize).CopyTo(_logits.AsSpan(row * VocabSize, VocabSize));
+                _logits.CopyLastPositions(outputs[Array.IndexOf(names, "logits")], BatchSize, size); // [batch, size, vocab]
             }
+            else _logits.Complete(BatchSize);
             _cache.Advance(total);
             Length = total;
             for (int row = 0; row < BatchSize; row++)
@@ -300,7 +298,7 @@ public sealed class DecoderSession : IDisposable
     {
         _binding?.Dispose();
         if (_maskViews is not null) foreach (var view in _maskViews) OrtValueLedger.Release(view);
-        OrtValueLedger.Release(_stepLogits);
+        _logits?.Dispose();
         OrtValueLedger.Release(_stepIdsValue);
         OrtValueLedger.Release(_stepPositionsValue);
         _cache?.Dispose();

@@ -18,7 +18,8 @@ namespace OnnxDecoder.Runtime;
 /// </summary>
 public sealed unsafe class KvCache : IDisposable
 {
-    private readonly int _layers, _batch, _kvHeads, _headDim;
+    private readonly int _layers, _batch, _kvHeads, _headDim, _elementSize;
+    private readonly TensorElementType _elementType;
     private readonly nint[,] _buffers; // [layer * 2 + (0 key | 1 value), 0 | 1]
     private readonly OrtValue?[][] _sharedByRows; // shared mode: [rows - 1][layer * 2 + kind] views over the first rows
     private readonly OrtValue?[] _pastViews;
@@ -28,15 +29,18 @@ public sealed unsafe class KvCache : IDisposable
     private OrtIoBinding? _sharedBoundTo; // shared mode binds once per row count: the same buffers serve every run
     private int _sharedBoundRows;
 
-    public KvCache(int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared)
+    /// <param name="elementType">Float (4 bytes) or Float16 (2 bytes), as the graph's past/present.</param>
+    public KvCache(int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared, TensorElementType elementType = TensorElementType.Float)
     {
+        _elementType = elementType;
+        _elementSize = SizeOf(elementType);
         _layers = layers;
         _batch = batch;
         _kvHeads = kvHeads;
         _headDim = headDim;
         MaxLength = maxLength;
         Shared = shared;
-        BytesPerBuffer = checked((long)batch * kvHeads * maxLength * headDim * sizeof(float));
+        BytesPerBuffer = checked((long)batch * kvHeads * maxLength * headDim * _elementSize);
         _buffers = new nint[layers * 2, shared ? 1 : 2];
         _sharedByRows = new OrtValue?[shared ? batch : 0][];
         _pastViews = new OrtValue?[layers * 2];
@@ -67,8 +71,15 @@ public sealed unsafe class KvCache : IDisposable
     public long TotalBytes => BytesPerBuffer * _buffers.Length;
 
     /// <summary>What a cache of these dimensions will allocate, before allocating it.</summary>
-    public static long BytesFor(int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared) =>
-        checked((long)layers * 2 * batch * kvHeads * maxLength * headDim * sizeof(float) * (shared ? 1 : 2));
+    public static long BytesFor(int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared, TensorElementType elementType = TensorElementType.Float) =>
+        checked((long)layers * 2 * batch * kvHeads * maxLength * headDim * SizeOf(elementType) * (shared ? 1 : 2));
+
+    public static int SizeOf(TensorElementType elementType) => elementType switch
+    {
+        TensorElementType.Float => 4,
+        TensorElementType.Float16 => 2,
+        _ => throw new NotSupportedException($"a KV cache of {elementType} is not supported: export with --precision fp32 or fp16"),
+    };
 
     /// <summary>Binds past inputs and present outputs for a run whose past holds <paramref name="pastLength"/>
     /// positions and whose present will hold <paramref name="totalLength"/>, over the first
@@ -132,14 +143,15 @@ public sealed unsafe class KvCache : IDisposable
         if (count < 0 || sourceStart < 0 || targetStart < 0 || sourceStart + count > sourceStride || targetStart + count > targetStride
             || (uint)sourceRow >= (uint)source._batch || (uint)targetRow >= (uint)_batch)
             throw new ArgumentOutOfRangeException(nameof(count), $"segment [{sourceStart}, +{count}) of row {sourceRow} does not fit [{targetStart}, +{count}) of row {targetRow}");
-        long bytes = (long)count * _headDim * sizeof(float);
+        if (source._elementSize != _elementSize) throw new ArgumentException("the caches hold different element types", nameof(source));
+        long bytes = (long)count * _headDim * _elementSize, position = (long)_headDim * _elementSize;
         for (int t = 0; t < _layers * 2; t++)
         {
-            var from = (float*)source.Current(t);
-            var to = (float*)Current(t);
+            var from = (byte*)source.Current(t);
+            var to = (byte*)Current(t);
             for (int h = 0; h < _kvHeads; h++)
-                Buffer.MemoryCopy(from + (((long)sourceRow * _kvHeads + h) * sourceStride + sourceStart) * _headDim,
-                    to + (((long)targetRow * _kvHeads + h) * targetStride + targetStart) * _headDim, bytes, bytes);
+                Buffer.MemoryCopy(from + (((long)sourceRow * _kvHeads + h) * sourceStride + sourceStart) * position,
+                    to + (((long)targetRow * _kvHeads + h) * targetStride + targetStart) * position, bytes, bytes);
         }
     }
 
@@ -157,17 +169,18 @@ public sealed unsafe class KvCache : IDisposable
         for (int row = 0; row < rows; row++)
             if (length[row] > newLength || start[row] < 0 || start[row] + length[row] > oldLength)
                 throw new ArgumentOutOfRangeException(nameof(length), $"row {row}: [{start[row]}, +{length[row]}) does not fit {oldLength} -> {newLength} positions");
+        long position = (long)_headDim * _elementSize;
         for (int t = 0; t < _layers * 2; t++)
         {
-            var from = (float*)Current(t);
-            var to = Shared ? from : (float*)_buffers[t, 1 - _current];
+            var from = (byte*)Current(t);
+            var to = Shared ? from : (byte*)_buffers[t, 1 - _current];
             for (int row = 0; row < rows; row++)
             {
                 if (length[row] == 0) continue;
-                long bytes = (long)length[row] * _headDim * sizeof(float);
+                long bytes = length[row] * position;
                 for (int h = 0; h < _kvHeads; h++)
-                    Buffer.MemoryCopy(from + (((long)row * _kvHeads + h) * oldStride + start[row]) * _headDim,
-                        to + (((long)row * _kvHeads + h) * newStride + newLength - length[row]) * _headDim, bytes, bytes); // memmove semantics
+                    Buffer.MemoryCopy(from + (((long)row * _kvHeads + h) * oldStride + start[row]) * position,
+                        to + (((long)row * _kvHeads + h) * newStride + newLength - length[row]) * position, bytes, bytes); // memmove semantics
             }
         }
         if (Shared) return;
@@ -209,22 +222,31 @@ public sealed unsafe class KvCache : IDisposable
         _pastShape[2] = -1;
     }
 
-    /// <summary>The keys of one layer for tests and tools: [batch, kv_heads, length, head_dim] as laid out now.</summary>
+    /// <summary>The keys of one layer for tests and tools: [batch, kv_heads, length, head_dim] as laid out now (float16 widened).</summary>
     public float[] ReadKeys(int layer, int length)
     {
         int t = layer * 2;
         nint buffer = Shared ? _buffers[t, 0] : _buffers[t, _current];
         int stride = Shared ? MaxLength : length;
         var result = new float[_batch * _kvHeads * length * _headDim];
-        var source = new ReadOnlySpan<float>((void*)buffer, (int)(BytesPerBuffer / sizeof(float)));
+        int count = (int)(BytesPerBuffer / _elementSize);
         for (int bh = 0; bh < _batch * _kvHeads; bh++)
-            source.Slice(bh * stride * _headDim, length * _headDim).CopyTo(result.AsSpan(bh * length * _headDim));
+        {
+            var target = result.AsSpan(bh * length * _headDim, length * _headDim);
+            if (_elementSize == 4)
+                new ReadOnlySpan<float>((void*)buffer, count).Slice(bh * stride * _headDim, length * _headDim).CopyTo(target);
+            else
+            {
+                var halves = new ReadOnlySpan<Half>((void*)buffer, count).Slice(bh * stride * _headDim, length * _headDim);
+                for (int i = 0; i < halves.Length; i++) target[i] = (float)halves[i];
+            }
+        }
         return result;
     }
 
-    private static OrtValue View(nint buffer, long[] shape) => OrtValueLedger.Track(
-        OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.Float, shape, buffer,
-            shape.Aggregate(1L, (a, b) => a * b) * sizeof(float)));
+    private OrtValue View(nint buffer, long[] shape) => OrtValueLedger.Track(
+        OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, _elementType, shape, buffer,
+            shape.Aggregate(1L, (a, b) => a * b) * _elementSize));
 
     public void Dispose()
     {

@@ -17,19 +17,20 @@ public class GenAiAgreementTests
     [OneTimeSetUp] public void SetUp() => _root = TestPaths.NewTempFolder("genai");
     [OneTimeTearDown] public void TearDown() => Directory.Delete(_root, recursive: true);
 
-    private string Export(Lowering lowering)
+    private string Export(Lowering lowering, bool float16 = false)
     {
-        string folder = Path.Combine(_root, lowering.ToString());
+        string folder = Path.Combine(_root, lowering.ToString() + (float16 ? "-fp16" : ""));
         if (Directory.Exists(folder)) return folder;
-        ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, folder, new ExportOptions { Lowering = lowering });
+        ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, folder, new ExportOptions { Lowering = lowering, Float16 = float16 });
         return folder;
     }
 
-    [TestCase(Lowering.Ort)]
-    [TestCase(Lowering.Portable)]
-    public void GenAI_greedy_tokens_equal_ours_and_llama2c(Lowering lowering)
+    [TestCase(Lowering.Ort, false)]
+    [TestCase(Lowering.Portable, false)]
+    [TestCase(Lowering.Ort, true)]
+    public void GenAI_greedy_tokens_equal_ours_and_llama2c(Lowering lowering, bool float16)
     {
-        string folder = Export(lowering);
+        string folder = Export(lowering, float16);
         var (promptIds, goldenIds) = Stories260K.Golden();
         const int maxLength = 200;
 

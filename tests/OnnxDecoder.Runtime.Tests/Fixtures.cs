@@ -9,7 +9,7 @@ namespace OnnxDecoder.Runtime.Tests;
 public class Fixtures
 {
     private static string _root = "";
-    private static readonly Dictionary<Lowering, string> Folders = new();
+    private static readonly Dictionary<(Lowering, bool), string> Folders = new();
     private static readonly object Gate = new();
 
     [OneTimeSetUp] public void Create() => _root = TestPaths.NewTempFolder("runtime-tests");
@@ -17,14 +17,14 @@ public class Fixtures
 
     public static string Root => _root;
 
-    public static string Stories(Lowering lowering)
+    public static string Stories(Lowering lowering, bool float16 = false)
     {
         lock (Gate)
         {
-            if (Folders.TryGetValue(lowering, out var folder)) return folder;
-            folder = Path.Combine(_root, $"stories260k-{lowering}");
-            ModelFolderWriter.Export(Exporters.Tests.Stories260K.LegacyCheckpoint, Exporters.Tests.Stories260K.Tokenizer, folder, new ExportOptions { Lowering = lowering });
-            Folders[lowering] = folder;
+            if (Folders.TryGetValue((lowering, float16), out var folder)) return folder;
+            folder = Path.Combine(_root, $"stories260k-{lowering}{(float16 ? "-fp16" : "")}");
+            ModelFolderWriter.Export(Exporters.Tests.Stories260K.LegacyCheckpoint, Exporters.Tests.Stories260K.Tokenizer, folder, new ExportOptions { Lowering = lowering, Float16 = float16 });
+            Folders[(lowering, float16)] = folder;
             return folder;
         }
     }

@@ -60,7 +60,7 @@ public static class Commands
         var tokenizer = new Option<string?>("--tokenizer") { Description = "llama2.c tokenizer.bin (default: tok{vocab}.bin or tokenizer.bin beside the checkpoint)" };
         var output = new Option<string>("--out") { Description = "model folder to write", Required = true };
         var lowering = new Option<string>("--lowering") { Description = "portable (standard ops, every EP) or ort (fused com.microsoft ops)", DefaultValueFactory = _ => "ort" };
-        var precision = new Option<string>("--precision") { Description = "fp32, int8 or int4 weights (fp16: not yet)", DefaultValueFactory = _ => "fp32" };
+        var precision = new Option<string>("--precision") { Description = "fp32; fp16 (weights, activations, KV cache and logits; for CUDA and DirectML); int8 or int4 weights", DefaultValueFactory = _ => "fp32" };
         var blockSize = new Option<int>("--block-size") { Description = "int8/int4: weights per scale along the input dimension (32, 64, 128)", DefaultValueFactory = _ => 32 };
         var asymmetric = new Option<bool>("--asymmetric") { Description = "int8/int4: a zero point per block (default: symmetric)" };
         var accuracy = new Option<int>("--accuracy-level") { Description = "int8/int4 with the ort lowering: MatMulNBits accuracy_level; 4 (default) quantizes activations to int8, the fast CPU kernels; 0 computes in fp32", DefaultValueFactory = _ => 4 };
@@ -73,14 +73,18 @@ public static class Commands
         {
             var quantization = r.GetValue(precision) switch
             {
-                "fp32" => null,
+                "fp32" or "fp16" => null,
                 "int8" or "int4" => new Modeling.Quantization.QuantizationOptions
                 {
                     Bits = r.GetValue(precision) == "int8" ? 8 : 4, BlockSize = r.GetValue(blockSize), Symmetric = !r.GetValue(asymmetric), AccuracyLevel = r.GetValue(accuracy),
                 }.Validate(),
-                var p => throw new ArgumentException($"--precision {p} is not supported: use fp32, int8 or int4"),
+                var p => throw new ArgumentException($"--precision {p} is not supported: use fp32, fp16, int8 or int4"),
             };
-            var options = new ExportOptions { Lowering = ParseLowering(r.GetValue(lowering)!), MaxLength = r.GetValue(maxLength), Target = ParseTarget(r.GetValue(target)!), Quantization = quantization };
+            var options = new ExportOptions
+            {
+                Lowering = ParseLowering(r.GetValue(lowering)!), MaxLength = r.GetValue(maxLength), Target = ParseTarget(r.GetValue(target)!),
+                Quantization = quantization, Float16 = r.GetValue(precision) == "fp16",
+            };
             RunExport(r.GetValue(checkpoint)!, r.GetValue(tokenizer), r.GetValue(output)!, options, r.GetValue(allowNonFinite));
             return 0;
         }));

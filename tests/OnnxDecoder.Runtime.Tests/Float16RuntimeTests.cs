@@ -1,0 +1,40 @@
+using OnnxDecoder.Modeling;
+using OnnxDecoder.Runtime.Tokenization;
+
+namespace OnnxDecoder.Runtime.Tests;
+
+/// <summary>--precision fp16 exports through the runtime: a float16 KV cache bound once, float16
+/// logits widened for sampling, the same greedy text as float32.</summary>
+public class Float16RuntimeTests
+{
+    [TestCase(Lowering.Ort)]
+    [TestCase(Lowering.Portable)]
+    public void Stories260k_fp16_greedy_equals_fp32_for_100_tokens_and_the_cache_is_half_the_size(Lowering lowering)
+    {
+        string fp32 = Fixtures.Stories(lowering), fp16 = Fixtures.Stories(lowering, float16: true);
+        using var full = new DecoderSession(fp32, new DecoderSessionOptions { MaxLength = 256 });
+        using var half = new DecoderSession(fp16, new DecoderSessionOptions { MaxLength = 256 });
+        var tokenizer = TextTokenizer.Load(fp32, full.Folder.BosTokenId);
+        var options = new GenerationOptions { MaxNewTokens = 100, EosTokenIds = [] };
+        var expected = new Generator(full, tokenizer).Generate("Once upon a time", options);
+        var actual = new Generator(half, tokenizer).Generate("Once upon a time", options);
+        Assert.That(actual.TokenIds, Is.EqualTo(expected.TokenIds));
+        Assert.That(half.Model.KvElementType, Is.EqualTo(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16));
+        Assert.That(half.KvCacheBytes * 2, Is.EqualTo(full.KvCacheBytes));
+        Assert.That(new FileInfo(Path.Combine(fp16, "model.onnx.data")).Length, Is.LessThan(new FileInfo(Path.Combine(fp32, "model.onnx.data")).Length * 0.6));
+    }
+
+    [Test]
+    public async Task The_batcher_runs_fp16_exports_and_each_sequence_equals_its_single_run()
+    {
+        string folder = Fixtures.Stories(Lowering.Ort, float16: true);
+        using var model = new DecoderModel(folder);
+        var tokenizer = TextTokenizer.Load(folder, model.Folder.BosTokenId);
+        using var batcher = new ContinuousBatcher(model, tokenizer, new BatcherOptions { MaxSequences = 3, MaxLength = 96 });
+        string[] prompts = ["Once upon a time", "The little dog", "One day, Lily went to the park", "Tom and his friend", "She was sad"];
+        var results = await Task.WhenAll(prompts.Select((p, i) => batcher.GenerateAsync(tokenizer.Encode(p, addBos: true), new GenerationOptions { MaxNewTokens = 20 + 9 * i })));
+        using var session = new DecoderSession(model, new DecoderSessionOptions { MaxLength = 96 });
+        for (int i = 0; i < prompts.Length; i++)
+            Assert.That(results[i].TokenIds, Is.EqualTo(new Generator(session, tokenizer).Generate(prompts[i], new GenerationOptions { MaxNewTokens = 20 + 9 * i }).TokenIds), prompts[i]);
+    }
+}
