@@ -15,6 +15,8 @@ namespace OnnxDecoder.Server;
 public static class OnnxDecoderServer
 {
     public const string DefaultUrl = "http://127.0.0.1:8080";
+    /// <summary>Configuration key of the API key: when set, /v1 requests need "Authorization: Bearer KEY".</summary>
+    public const string ApiKeySetting = "OnnxDecoderServer:ApiKey";
 
     /// <param name="settings">Configuration entries (e.g. "OnnxDecoder:ModelPath") that override
     /// appsettings.json and environment variables.</param>
@@ -30,8 +32,9 @@ public static class OnnxDecoderServer
                     services.AddOnnxDecoder(context.Configuration.GetSection(OnnxDecoderOptions.Section));
                     services.AddRouting();
                 })
-                .Configure(app =>
+                .Configure((context, app) =>
                 {
+                    if (context.Configuration[ApiKeySetting] is { Length: > 0 } apiKey) app.Use(OpenAIEndpoints.RequireApiKey(apiKey));
                     app.UseRouting();
                     app.UseEndpoints(endpoints => endpoints.MapOnnxDecoderApi());
                 }));

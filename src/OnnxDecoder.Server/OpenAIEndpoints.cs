@@ -58,6 +58,30 @@ public static partial class OpenAIEndpoints
 
     private static readonly long Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
+    /// <summary>
+    /// Middleware for a server reachable by others: every /v1 request must carry
+    /// "Authorization: Bearer KEY" (compared in constant time), else 401 with an OpenAI error object.
+    /// /health stays open for probes.
+    /// </summary>
+    public static Func<HttpContext, RequestDelegate, Task> RequireApiKey(string apiKey)
+    {
+        byte[] expected = System.Text.Encoding.UTF8.GetBytes("Bearer " + apiKey);
+        return async (http, next) =>
+        {
+            if (http.Request.Path.StartsWithSegments("/v1"))
+            {
+                byte[] given = System.Text.Encoding.UTF8.GetBytes(http.Request.Headers.Authorization.ToString());
+                if (!System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(given, expected))
+                {
+                    http.Response.Headers.WWWAuthenticate = "Bearer";
+                    await WriteError(http, new OpenAIError(401, "a valid API key is required: send \"Authorization: Bearer <key>\"", null, "invalid_api_key")).ConfigureAwait(false);
+                    return;
+                }
+            }
+            await next(http).ConfigureAwait(false);
+        };
+    }
+
     private static async Task Complete(HttpContext http, bool chat)
     {
         var model = http.RequestServices.GetRequiredService<OnnxDecoderModel>();

@@ -174,6 +174,23 @@ public class ErrorTests
     }
 
     [Test]
+    public async Task With_an_api_key_v1_needs_the_bearer_token_and_health_stays_open()
+    {
+        var settings = ServerFixture.Settings(ServerFixture.Model);
+        settings[OnnxDecoderServer.ApiKeySetting] = "s3cret";
+        using var factory = new ServerFactory(settings);
+        using var client = factory.CreateClient();
+        await WaitReady(client);
+        var refused = await client.GetAsync("/v1/models");
+        Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
+        Assert.That((string?)JsonNode.Parse(await refused.Content.ReadAsStringAsync())!["error"]!["code"], Is.EqualTo("invalid_api_key"));
+        var wrong = new HttpRequestMessage(HttpMethod.Get, "/v1/models") { Headers = { Authorization = new("Bearer", "guess") } };
+        Assert.That((await client.SendAsync(wrong)).StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
+        var right = new HttpRequestMessage(HttpMethod.Get, "/v1/models") { Headers = { Authorization = new("Bearer", "s3cret") } };
+        Assert.That((await client.SendAsync(right)).StatusCode, Is.EqualTo(HttpStatusCode.OK));
+    }
+
+    [Test]
     public async Task A_model_that_fails_to_load_answers_503_and_unhealthy()
     {
         string broken = Path.Combine(Path.GetDirectoryName(ServerFixture.Model)!, "broken");

@@ -12,11 +12,13 @@ namespace OnnxDecoder.Server.Tests;
 public class OpenAIClientTests
 {
     private static IChatClient Client(Uri address, string model = "stories260k") =>
-        new OpenAI.Chat.ChatClient(model, new ApiKeyCredential("not-checked"), new OpenAIClientOptions { Endpoint = new Uri(address, "/v1"), NetworkTimeout = TimeSpan.FromMinutes(2) }).AsIChatClient();
+        new OpenAI.Chat.ChatClient(model, new ApiKeyCredential("test-key"), new OpenAIClientOptions { Endpoint = new Uri(address, "/v1"), NetworkTimeout = TimeSpan.FromMinutes(2) }).AsIChatClient();
 
     private static async Task<(IHost, Uri)> Started(int sequences)
     {
-        var (host, address) = await ServerFixture.StartOnLoopback(ServerFixture.Settings(ServerFixture.Model, sequences: sequences));
+        var settings = ServerFixture.Settings(ServerFixture.Model, sequences: sequences);
+        settings[OnnxDecoderServer.ApiKeySetting] = "test-key"; // the client sends its key as a bearer token
+        var (host, address) = await ServerFixture.StartOnLoopback(settings);
         using var http = new HttpClient { BaseAddress = address };
         await ErrorTests.WaitReady(http);
         return (host, address);

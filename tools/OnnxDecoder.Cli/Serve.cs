@@ -21,9 +21,10 @@ public static class Serve
         var prefillChunk = new Option<int>("--prefill-chunk") { Description = "prefill prompts in chunks of this many tokens between decode steps (0: whole)", DefaultValueFactory = _ => 0 };
         var temperature = new Option<float>("--temperature") { Description = "temperature when a request gives none", DefaultValueFactory = _ => 0 };
         var ep = new Option<string>("--ep") { Description = "execution providers in order of preference, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
+        var apiKey = new Option<string?>("--api-key") { Description = "require \"Authorization: Bearer KEY\" on /v1 (default: $ONNXDECODER_API_KEY; none: open)" };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)")
         {
-            model, host, port, sequences, queue, maxLength, prefillChunk, temperature, ep,
+            model, host, port, sequences, queue, maxLength, prefillChunk, temperature, ep, apiKey,
         };
         command.SetAction(r =>
         {
@@ -35,6 +36,7 @@ public static class Serve
                 ["OnnxDecoder:PrefillChunk"] = r.GetValue(prefillChunk).ToString(),
                 ["OnnxDecoder:DefaultTemperature"] = r.GetValue(temperature).ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["OnnxDecoder:MaxLength"] = r.GetValue(maxLength)?.ToString(),
+                [OnnxDecoderServer.ApiKeySetting] = r.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ONNXDECODER_API_KEY"),
             };
             var providers = r.GetValue(ep)!.Split(',', StringSplitOptions.RemoveEmptyEntries);
             for (int i = 0; i < providers.Length; i++) settings[$"OnnxDecoder:ExecutionProviders:{i}"] = providers[i];
