@@ -33,11 +33,17 @@ public sealed class QueueFullException(string message) : InvalidOperationExcepti
 /// A new request joins between two steps; a finished, cancelled or abandoned request leaves its row
 /// at the next step boundary.
 /// <para>
-/// Rows share a timeline of positions (the columns of the attention mask): a row's tokens end at
-/// the current column, with left padding before them, and each row keeps its own position ids. A
-/// prompt longer than the timeline shifts the running rows right; a timeline that reaches the max
-/// length is compacted to the longest live row. Those moves copy KV memory, rarely; a decode step
-/// copies none (ort lowering) or only the graph's own concatenation (portable lowering).
+/// With the ort lowering (GroupQueryAttention over a shared KV buffer, lengths taken per row from
+/// the mask) every row keeps its own length: its tokens start at column 0 of its cache row, its mask
+/// row has ones over its own tokens only, and each run's mask is as wide as the longest row. Nothing
+/// is ever moved, and attention covers each row's own keys.
+/// </para>
+/// <para>
+/// Otherwise (portable lowering, whose Concat appends every row at the same column) rows share a
+/// timeline of positions: a row's tokens end at the current column, with left padding before them,
+/// and each row keeps its own position ids. A prompt longer than the timeline shifts the running rows
+/// right; a timeline that reaches the max length is compacted to the longest live row. Those moves
+/// copy KV memory, rarely.
 /// </para>
 /// One scheduler thread owns the session, the cache and every row; callers only enqueue and read.
 /// </summary>
@@ -64,7 +70,8 @@ public sealed class ContinuousBatcher : IDisposable
     private readonly Thread _scheduler;
     private BatchedSequence? _prefilling;             // admitted, its prompt partly run through _prefill
     private int _prefillDone;
-    private int _length;                              // columns of the timeline in use
+    private readonly bool _ownLengths;                 // rows keep their own lengths (see the class remarks)
+    private int _length;                              // columns of the timeline in use (shared timeline only)
     private int _outstanding;                         // queued + prefilling + decoding
     private long _steps, _rowSteps, _compactions, _stepTicks;
 
@@ -84,6 +91,7 @@ public sealed class ContinuousBatcher : IDisposable
         if (_options.MaxKvCacheBytes is { } budget && bytes > budget)
             throw new InvalidOperationException($"the KV caches need {bytes:N0} bytes ({_rowsCapacity} rows + 1 prefill row x {MaxLength} positions), over the budget of {budget:N0}: lower MaxSequences or MaxLength");
         _vocab = folder.VocabSize;
+        _ownLengths = model.RowsKeepOwnLengths;
         try
         {
             _prefill = new DecoderSession(model, new DecoderSessionOptions { MaxLength = MaxLength, PrefillChunk = 0 });
@@ -270,6 +278,15 @@ public sealed class ContinuousBatcher : IDisposable
     /// so that it ends at the timeline's current column.</summary>
     private void Place(BatchedSequence sequence, int row, int count)
     {
+        if (_ownLengths)
+        {
+            _cache.CopySegment(_prefill.Cache, count, 0, 0, count, MaxLength, row, 0);
+            _rowStart[row] = 0;
+            sequence.Positions = count;
+            sequence.Clock.Restart();
+            _rows[row] = sequence;
+            return;
+        }
         int rows = ActiveRows();
         if (rows == 0) Relayout(0, count);            // an empty batch starts a fresh timeline
         else if (count > _length) Relayout(rows, count); // shift the running rows right to make room
@@ -320,7 +337,14 @@ public sealed class ContinuousBatcher : IDisposable
     private void StepRows()
     {
         int rows = ActiveRows();
-        if (_length + 1 > MaxLength)
+        if (_ownLengths)
+        {
+            // Each row's mask covers its own tokens plus the new one; the run is as wide as the longest.
+            _length = 0;
+            for (int row = 0; row < rows; row++)
+                if (_rows[row] is { } active) _length = Math.Max(_length, active.Positions);
+        }
+        else if (_length + 1 > MaxLength)
         {
             int longest = 0;
             for (int row = 0; row < rows; row++)
@@ -337,15 +361,24 @@ public sealed class ContinuousBatcher : IDisposable
             {
                 _stepIds[row] = sequence.State.Generated[^1];
                 _stepPositions[row] = sequence.Positions;
-                mask[.._rowStart[row]].Clear();
-                mask[_rowStart[row]..].Fill(1);
+                if (_ownLengths)
+                {
+                    mask[..(sequence.Positions + 1)].Fill(1);
+                    mask[(sequence.Positions + 1)..].Clear();
+                }
+                else
+                {
+                    mask[.._rowStart[row]].Clear();
+                    mask[_rowStart[row]..].Fill(1);
+                }
             }
             else
             {
+                // An empty row rides along with a pad token that attends only to itself.
                 _stepIds[row] = folder.PadTokenId;
                 _stepPositions[row] = 0;
                 mask.Clear();
-                mask[^1] = 1;
+                mask[_ownLengths ? 0 : ^1] = 1;
             }
         }
         using var maskValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _mask.AsMemory(0, rows * total), [rows, total]));

@@ -33,6 +33,8 @@ public sealed class DecoderModel : IDisposable
             KvElementType = Session.InputMetadata[Folder.PastKeyName(0)].ElementDataType;
             LogitsElementType = Session.OutputMetadata["logits"].ElementDataType;
             _ = KvCache.SizeOf(KvElementType); // float or float16, else a clear refusal
+            RowsKeepOwnLengths = Folder.PastPresentShareBuffer
+                && Session.ModelMetadata.CustomMetadataMap.TryGetValue("onnxdecoder.gqa_seqlens_k", out var lengths) && lengths == "last_attended_column";
             if (LogitsElementType is not (Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16))
                 throw new ModelFormatException(Folder.ModelPath, $"the graph's logits are {LogitsElementType}; float32 or float16 logits are supported");
         }
@@ -51,6 +53,12 @@ public sealed class DecoderModel : IDisposable
     /// <summary>The KV cache's element type (float32, or float16 for --precision fp16 exports).</summary>
     public Microsoft.ML.OnnxRuntime.Tensors.TensorElementType KvElementType { get; }
     public Microsoft.ML.OnnxRuntime.Tensors.TensorElementType LogitsElementType { get; }
+    /// <summary>
+    /// The graph takes each row's length from its attention mask (GroupQueryAttention with a shared
+    /// KV buffer, exported with per-row lengths): rows of one batch may hold sequences of different
+    /// lengths, each starting at position 0 of its cache row, with no shared timeline.
+    /// </summary>
+    public bool RowsKeepOwnLengths { get; }
 
     /// <summary>Checks the graph's inputs and outputs against genai_config.json; returns whether
     /// logits cover every position ([B, S, V]) rather than only the last.</summary>

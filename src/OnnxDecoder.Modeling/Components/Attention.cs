@@ -118,21 +118,27 @@ public static class Attention
     });
 
     /// <summary>
-    /// GroupQueryAttention's seqlens_k (int32 [B]) and total_sequence_length (int32 scalar). GQA
-    /// reads seqlens_k as "valid keys - 1" with padding on the right; our batches are padded on the
-    /// left, so every row gets T - 1 (all rows share one timeline, which is also where a shared KV
-    /// buffer writes) and the padding is masked through attention_bias instead.
+    /// GroupQueryAttention's seqlens_k (int32 [B]) and total_sequence_length (int32 scalar). GQA reads
+    /// seqlens_k[b] as the index of row b's last key (where a shared KV buffer writes its new token)
+    /// and attends keys 0..seqlens_k[b]. We give it the last column whose attention_mask is 1:
+    /// T - 1 for left-padded rows (padding then masked through attention_bias), and length - 1 for
+    /// rows whose tokens start at column 0 and end early, so rows of different lengths decode in
+    /// one batch, each over its own keys (<see cref="SeqlensKMetadata"/> marks graphs built so).
     /// </summary>
     private static (Value SeqlensK, Value TotalLength) GqaLengths(DecoderGraph g) => g.Shared("gqa_lengths", () =>
     {
         var b = g.B;
         using var scope = b.Scope("attn_mask");
         var total = g.Dim(g.AttentionMask, 1);                                                          // [1] = T
-        var batch = g.Dim(g.AttentionMask, 0);                                                          // [1] = B
-        var seqlensK = b.Op("Cast", [b.Op("Expand", [b.Op("Sub", [total, b.Int64s(1)]), batch])], Attr.Int("to", (int)ElementType.Int32)); // [B]
-        var totalLength = b.Op("Cast", [b.Op("Reshape", [total, b.Int64s()])], Attr.Int("to", (int)ElementType.Int32));                  // scalar
+        var columns = b.Op("Range", [b.Int64Scalar(0), b.Op("Reshape", [total, b.Int64s()]), b.Int64Scalar(1)]); // [T]
+        var lastAttended = b.Op("ReduceMax", [b.Op("Mul", [g.AttentionMask, columns])], Attr.Ints("axes", 1), Attr.Int("keepdims", 0)); // [B]
+        var seqlensK = b.Op("Cast", [lastAttended], Attr.Int("to", (int)ElementType.Int32));           // [B]
+        var totalLength = b.Op("Cast", [b.Op("Reshape", [total, b.Int64s()])], Attr.Int("to", (int)ElementType.Int32)); // scalar
         return (seqlensK, totalLength);
     });
+
+    /// <summary>Metadata key (value "last_attended_column") of graphs whose GQA lengths come per row from the mask.</summary>
+    public const string SeqlensKMetadata = "onnxdecoder.gqa_seqlens_k";
 
     /// <summary>The additive mask as GQA's attention_bias [B, 1, S, T] (padding, causality, window).</summary>
     private static Value PaddingBias(DecoderGraph g) => g.Shared("gqa_bias", () =>

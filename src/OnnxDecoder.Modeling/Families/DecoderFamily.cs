@@ -103,6 +103,7 @@ public abstract class DecoderFamily
         b.Metadata("onnxdecoder.model_type", config.ModelType);
         b.Metadata("onnxdecoder.lowering", options.Lowering.ToString().ToLowerInvariant());
         b.Metadata("onnxdecoder.precision", options.Precision);
+        if (options.Lowering == Lowering.Ort) b.Metadata(Attention.SeqlensKMetadata, "last_attended_column");
         if (options.Quantization is { } quantization)
             b.Metadata("onnxdecoder.quantization", $"bits {quantization.Bits}, block {quantization.BlockSize}, {(quantization.Symmetric ? "symmetric" : "asymmetric")}, accuracy level {quantization.AccuracyLevel}");
         b.Metadata("onnxdecoder.max_length", g.MaxLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
