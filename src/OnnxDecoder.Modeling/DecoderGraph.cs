@@ -113,9 +113,30 @@ public sealed class DecoderGraph
         return B.Op("MatMul", [x, B.Op("Transpose", [weight], Attr.Ints("perm", 1, 0))]);
     }
 
-    private sealed record QuantizedParts(Value Packed, Value Scales, Value? ZeroPoints, int N, int K);
+    private sealed record QuantizedParts(Value Packed, Value Scales, Value? ZeroPoints, int N, int K, Value? GatherZeroPoints = null);
 
-    private QuantizedParts QuantizedInitializers(string name, bool storedInOut, Quantization.QuantizationOptions q)
+    /// <summary>
+    /// Rows of a quantized table [N, K] picked by <paramref name="indices"/> [..] and dequantized:
+    /// [.., K] float (ort lowering, GatherBlockQuantized). The table's quantized initializers are the
+    /// ones MatMulNBits reads, so a tied embedding and LM head share one int4/int8 copy:
+    ///   packed [N, blocks, blob] ─GatherBlockQuantized(quantize_axis 2)─ [.., blocks, block] ─Reshape─ [.., blocks*block] ─Slice─ [.., K]
+    /// </summary>
+    public Value GatherQuantized(string weightName, Value indices)
+    {
+        var q = Options.Quantization ?? throw new InvalidOperationException("GatherQuantized needs a quantized export");
+        var parts = Shared($"quantized:{weightName}", () => QuantizedInitializers(weightName, false, q, gatherZeroPoints: !q.Symmetric));
+        int blocks = (parts.K + q.BlockSize - 1) / q.BlockSize;
+        // One block per (row, block) along the last axis: scales (and zero points) [N, blocks, 1].
+        var scales = Shared($"gather_scales:{weightName}", () => B.Op("Reshape", [parts.Scales, B.Int64s(parts.N, blocks, 1)]));
+        Value? zeros = q.Symmetric ? null : Shared($"gather_zero_points:{weightName}", () =>
+            B.Op("Reshape", [parts.GatherZeroPoints ?? throw new InvalidOperationException($"'{weightName}' was quantized before its gather was known"), B.Int64s(parts.N, blocks, 1)]));
+        var rows = B.MsOp("GatherBlockQuantized", [parts.Packed, indices, scales, zeros],
+            Attr.Int("gather_axis", 0), Attr.Int("quantize_axis", 2), Attr.Int("block_size", q.BlockSize), Attr.Int("bits", q.Bits)); // [.., blocks, block]
+        var flat = B.Op("Reshape", [rows, B.Int64s(0, 0, (long)blocks * q.BlockSize)]);                                         // [B, S, blocks*block]
+        return (long)blocks * q.BlockSize == parts.K ? flat : B.Op("Slice", [flat, B.Int64s(0), B.Int64s(parts.K), B.Int64s(2)]); // [B, S, K]
+    }
+
+    private QuantizedParts QuantizedInitializers(string name, bool storedInOut, Quantization.QuantizationOptions q, bool gatherZeroPoints = false)
     {
         var source = Weights.Get(name);
         if (source.Shape.Count != 2) throw new ArgumentException($"weight '{name}' is [{string.Join(", ", source.Shape)}]; only 2-D weights are quantized");
@@ -124,13 +145,16 @@ public sealed class DecoderGraph
             // Stored blocks that MatMulNBits can take as they are (GGUF Q4_0, Q8_0) skip the float round trip.
             var lazy = !storedInOut && Weights is Quantization.IQuantizedWeightSource native && native.TryCarry(name, q) is { } carried
                 ? new Quantization.LazyQuantized(carried)
-                : new Quantization.LazyQuantized(source, storedInOut, q, q.Symmetric ? 2 : 3);
+                : new Quantization.LazyQuantized(source, storedInOut, q, (q.Symmetric ? 2 : 3) + (gatherZeroPoints ? 1 : 0));
             int blocks = (lazy.K + q.BlockSize - 1) / q.BlockSize, blob = q.BlockSize * q.Bits / 8;
             var packed = B.Initializer(name + ".quantized", lazy.Part(w => w.Packed, ElementType.UInt8, [lazy.N, blocks, blob]));
             var scales = B.Initializer(name + ".scales", lazy.Part(w => System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.Scales.AsSpan()).ToArray(), ElementType.Float, [lazy.N * blocks]));
             Value? zeros = q.Symmetric ? null : B.Initializer(name + ".zero_points", lazy.Part(w => w.ZeroPoints!, ElementType.UInt8,
                 [q.Bits == 8 ? lazy.N * blocks : lazy.N * ((blocks + 1) / 2)]));
-            return new QuantizedParts(packed, scales, zeros, lazy.N, lazy.K);
+            // GatherBlockQuantized reads one zero point per (row, block) byte; MatMulNBits packs two 4-bit ones a byte.
+            Value? gatherZeros = q.Symmetric || !gatherZeroPoints ? null : B.Initializer(name + ".gather_zero_points", lazy.Part(w =>
+                Enumerable.Range(0, w.N * w.Blocks).Select(i => (byte)w.ZeroPoint(i / w.Blocks, i % w.Blocks)).ToArray(), ElementType.UInt8, [lazy.N * blocks]));
+            return new QuantizedParts(packed, scales, zeros, lazy.N, lazy.K, gatherZeros);
         }
         // Portable int8: one block per output row (per-channel), uint8 with a zero point per row.
         var rows = new Quantization.LazyPerChannel(source, storedInOut, q.Symmetric);

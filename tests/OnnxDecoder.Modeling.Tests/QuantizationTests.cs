@@ -79,7 +79,8 @@ public class QuantizationTests
         {
             var shape = w.Shape(name);
             bool projected = name == "lm_head.weight" || name.Contains(".self_attn.") && name.EndsWith("proj.weight")
-                || name.Contains(".mlp.") && name.EndsWith("proj.weight") || name.Contains(".experts.");
+                || name.Contains(".mlp.") && name.EndsWith("proj.weight") || name.Contains(".experts.")
+                || !portable && q.EmbeddingQuantized && name == "model.embed_tokens.weight"; // ort: the token table is gathered quantized (GatherBlockQuantized)
             if (!projected) { copy.Add(name, w.Values(name), shape); continue; }
             int n = (int)shape[0], k = (int)shape[1];
             copy.Add(name, portable ? PerChannelWeight.Quantize(w.Values(name), n, k, q.Symmetric).Dequantize()
@@ -105,6 +106,11 @@ public class QuantizationTests
                 yield return new TestCaseData(config, q, Lowering.Ort).SetArgDisplayNames(name, $"int{q.Bits}-b{q.BlockSize}-{(q.Symmetric ? "sym" : "asym")}", "ort");
             yield return new TestCaseData(config, new QuantizationOptions { Bits = 8 }, Lowering.Portable).SetArgDisplayNames(name, "int8-per-channel", "portable");
         }
+        // Tied embeddings: the gathered table and the LM head are one quantized copy. Hidden 48 with
+        // block 32 leaves a padded last block, which the gather slices off.
+        var tied = TestConfigs.Base with { TieWordEmbeddings = true, HiddenSize = 48, NumHeads = 6, NumKvHeads = 2 };
+        foreach (var q in options.Select(o => o with { QuantizeEmbedding = true }))
+            yield return new TestCaseData(tied, q, Lowering.Ort).SetArgDisplayNames("tied-hidden48", $"int{q.Bits}-b{q.BlockSize}-{(q.Symmetric ? "sym" : "asym")}-table-quantized", "ort");
     }
 
     [TestCaseSource(nameof(GraphCases))]
@@ -137,6 +143,14 @@ public class QuantizationTests
         var ort = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } });
         Assert.That(ort.OpHistogram()["com.microsoft.MatMulNBits"], Is.EqualTo(2 * 7 + 1), "q, k, v, o, gate, up, down per layer, and the head");
         Assert.That(ort.OpHistogram().ContainsKey("MatMul"), Is.False);
+        Assert.That(ort.OpHistogram()["com.microsoft.GatherBlockQuantized"], Is.EqualTo(1), "the token table is gathered quantized");
+        Assert.That(ort.OpHistogram().ContainsKey("Gather"), Is.False);
+
+        var tiedConfig = TestConfigs.Base with { TieWordEmbeddings = true };
+        var tied = DecoderFamily.For(tiedConfig).Build(tiedConfig, TestConfigs.Weights(tiedConfig), new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } }).ToModelProto();
+        var tables = tied.Graph.Initializer.Where(t => t.Name.StartsWith("model.embed_tokens.weight", StringComparison.Ordinal)).Select(t => t.Name).ToList();
+        Assert.That(tables, Is.EquivalentTo(new[] { "model.embed_tokens.weight.quantized", "model.embed_tokens.weight.scales" }),
+            "one quantized copy serves the gather and the tied head; no float table");
         var portable = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 8 } });
         Assert.That(portable.OpHistogram()["DequantizeLinear"], Is.EqualTo(15));
         Assert.That(() => DecoderFamily.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 4 } }),

@@ -123,7 +123,11 @@ public abstract class DecoderFamily
     protected virtual Value Embed(DecoderGraph g)
     {
         var b = g.B;
-        var x = b.Op("Gather", [g.Weight(EmbeddingName), g.InputIds], Attr.Int("axis", 0));
+        // Quantized ort exports keep the token table quantized too (int4/int8 rows dequantized on
+        // gather); with tied embeddings it is the LM head's own quantized copy.
+        var x = g.Options.Quantization is { EmbeddingQuantized: true } && g.Ort && g.Config.HiddenSize % 2 == 0
+            ? g.GatherQuantized(EmbeddingName, g.InputIds)                                               // [B, S, hidden]
+            : b.Op("Gather", [g.Weight(EmbeddingName), g.InputIds], Attr.Int("axis", 0));
         if (g.Config.Positions == PositionKind.Learned)
             x = b.Op("Add", [x, b.Op("Gather", [g.Weight(PositionEmbeddingName!), g.PositionIds], Attr.Int("axis", 0))]);
         return x;

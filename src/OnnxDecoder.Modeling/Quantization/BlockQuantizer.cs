@@ -11,6 +11,13 @@ public sealed record QuantizationOptions
     public bool Symmetric { get; init; } = true;
     /// <summary>MatMulNBits accuracy_level: 0 unset (fp32 compute), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations.</summary>
     public int AccuracyLevel { get; init; }
+    /// <summary>
+    /// Keep the token embedding quantized too (ort lowering, GatherBlockQuantized; a tied LM head
+    /// shares the copy). Null: yes for int4, where the float table would be most of the model's
+    /// bytes; no for int8, whose float table keeps greedy output closest to fp32.
+    /// </summary>
+    public bool? QuantizeEmbedding { get; init; }
+    public bool EmbeddingQuantized => QuantizeEmbedding ?? Bits == 4;
 
     public QuantizationOptions Validate()
     {
