@@ -108,9 +108,9 @@ public sealed class DecoderGraph
             if (q.AccuracyLevel > 0) attributes.Add(Attr.Int("accuracy_level", q.AccuracyLevel));
             return B.MsOp("MatMulNBits", [x, parts.Packed, parts.Scales, parts.ZeroPoints], [.. attributes]);
         }
-        //   q [N, K] int8 --DequantizeLinear(axis 0, per row)--> [N, K] --Transpose--> [K, N] --MatMul
+        //   q [N, K] int8 --DequantizeLinear(axis 0, per row)--> [N, K] float32 (opset 17) --Transpose--> [K, N] (--Cast fp16) --MatMul
         var weight = B.Op("DequantizeLinear", [parts.Packed, parts.Scales, parts.ZeroPoints], Attr.Int("axis", 0));
-        return B.Op("MatMul", [x, B.Op("Transpose", [weight], Attr.Ints("perm", 1, 0))]);
+        return B.Op("MatMul", [x, FromFloat32(B.Op("Transpose", [weight], Attr.Ints("perm", 1, 0)))]);
     }
 
     private sealed record QuantizedParts(Value Packed, Value Scales, Value? ZeroPoints, int N, int K, Value? GatherZeroPoints = null);
@@ -148,7 +148,8 @@ public sealed class DecoderGraph
                 : new Quantization.LazyQuantized(source, storedInOut, q, (q.Symmetric ? 2 : 3) + (gatherZeroPoints ? 1 : 0));
             int blocks = (lazy.K + q.BlockSize - 1) / q.BlockSize, blob = q.BlockSize * q.Bits / 8;
             var packed = B.Initializer(name + ".quantized", lazy.Part(w => w.Packed, ElementType.UInt8, [lazy.N, blocks, blob]));
-            var scales = B.Initializer(name + ".scales", lazy.Part(w => System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.Scales.AsSpan()).ToArray(), ElementType.Float, [lazy.N * blocks]));
+            // MatMulNBits (and GatherBlockQuantized) take scales in the activation type.
+            var scales = B.Initializer(name + ".scales", lazy.Part(w => ScaleBytes(w.Scales), Float, [lazy.N * blocks]));
             Value? zeros = q.Symmetric ? null : B.Initializer(name + ".zero_points", lazy.Part(w => w.ZeroPoints!, ElementType.UInt8,
                 [q.Bits == 8 ? lazy.N * blocks : lazy.N * ((blocks + 1) / 2)]));
             // GatherBlockQuantized reads one zero point per (row, block) byte; MatMulNBits packs two 4-bit ones a byte.
@@ -163,6 +164,11 @@ public sealed class DecoderGraph
         var rowZeros = B.Initializer(name + ".zero_points", rows.Part(w => w.ZeroPoints, ElementType.UInt8, [rows.N]));
         return new QuantizedParts(values, rowScales, rowZeros, rows.N, rows.K);
     }
+
+    /// <summary>Quantization scales as stored: float32, or float16 with float16 activations.</summary>
+    private byte[] ScaleBytes(float[] scales) => Float16
+        ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(scales.Select(s => (Half)s).ToArray().AsSpan()).ToArray()
+        : System.Runtime.InteropServices.MemoryMarshal.AsBytes(scales.AsSpan()).ToArray();
 
     /// <summary>Dimension <paramref name="axis"/> of x as a 1-D int64 tensor [1].</summary>
     public Value Dim(Value x, int axis) => B.Op("Shape", [x], Attr.Int("start", axis), Attr.Int("end", axis + 1));

@@ -31,12 +31,12 @@ public sealed record ExportOptions
     /// <summary>Weight quantization (int8/int4); null keeps float weights.</summary>
     public Quantization.QuantizationOptions? Quantization { get; init; }
 
-    /// <summary>float16 weights, activations, KV cache and logits (norms and softmax computed in
-    /// float32); for CUDA and DirectML. Not combined with <see cref="Quantization"/>.</summary>
+    /// <summary>float16 activations, KV cache and logits (norms and softmax computed in float32), and
+    /// float16 for every weight that is not quantized (and for quantization scales); for CUDA and DirectML.</summary>
     public bool Float16 { get; init; }
 
-    /// <summary>"fp32", "fp16", "int8" or "int4", for metadata and genai_config.</summary>
-    public string Precision => Quantization is not null ? $"int{Quantization.Bits}" : Float16 ? "fp16" : "fp32";
+    /// <summary>"fp32", "fp16", "int8", "int4", or "int8-fp16"/"int4-fp16" (quantized weights, float16 activations).</summary>
+    public string Precision => Quantization is not null ? $"int{Quantization.Bits}{(Float16 ? "-fp16" : "")}" : Float16 ? "fp16" : "fp32";
 
     /// <summary>Extra metadata_props (source, checksum); family, lowering and precision are always written.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; init; } = new Dictionary<string, string>();
@@ -48,8 +48,6 @@ public static class LoweringSupport
     /// <summary>Null when the combination runs; otherwise the reason and the alternative.</summary>
     public static string? WhyNot(DecoderConfig config, Lowering lowering, ExecutionTarget target, Quantization.QuantizationOptions? quantization = null, bool float16 = false)
     {
-        if (float16 && quantization is not null)
-            return "fp16 activations with int8/int4 weights are not exported yet: choose one --precision (fp16, int8 or int4)";
         if (lowering == Lowering.Portable && quantization is { Bits: 4 })
             return "int4 weights need MatMulNBits: export with --lowering ort, or --precision int8 (per-channel DequantizeLinear, opset 17) for the portable lowering";
         if (lowering == Lowering.Portable) return null;

@@ -86,9 +86,34 @@ public class Float16Tests
         Assert.That(floatWeights, Is.Not.Empty);
         Assert.That(floatWeights.Where(t => t.DataType != (int)ElementType.Float16).Select(t => t.Name), Is.Empty, "every weight is float16");
         Assert.That(model.MetadataProps.Single(p => p.Key == "onnxdecoder.precision").Value, Is.EqualTo("fp16"));
+    }
 
-        Assert.That(() => DecoderFamily.For(config).Build(config, TestConfigs.Weights(config), new ExportOptions { Lowering = Lowering.Ort, Float16 = true, Quantization = new Quantization.QuantizationOptions { Bits = 4 } }),
-            Throws.TypeOf<NotSupportedException>().With.Message.Contains("choose one --precision"));
+    public static IEnumerable<TestCaseData> QuantizedCases()
+    {
+        var dense = TestConfigs.Base with { TieWordEmbeddings = false, AttentionBias = true };
+        var tied = TestConfigs.Base with { TieWordEmbeddings = true };
+        var moe = TestConfigs.Base with { ModelType = "mixtral", NumExperts = 4, ExpertsPerToken = 2, TieWordEmbeddings = false };
+        foreach (var (name, config) in new[] { ("dense", dense), ("tied", tied), ("moe", moe) })
+        {
+            yield return new TestCaseData(config.Validate(), new Quantization.QuantizationOptions { Bits = 4 }, Lowering.Ort).SetArgDisplayNames(name, "int4-fp16", "ort");
+            yield return new TestCaseData(config.Validate(), new Quantization.QuantizationOptions { Bits = 8, Symmetric = false, BlockSize = 64 }, Lowering.Ort).SetArgDisplayNames(name, "int8-asym-fp16", "ort");
+            if (name != "tied")
+                yield return new TestCaseData(config.Validate(), new Quantization.QuantizationOptions { Bits = 8 }, Lowering.Portable).SetArgDisplayNames(name, "int8-fp16", "portable");
+        }
+    }
+
+    /// <summary>int8/int4 weights with float16 activations (scales stored as float16): the reference
+    /// runs on the dequantized weights rounded as the graph stores them.</summary>
+    [TestCaseSource(nameof(QuantizedCases))]
+    public void Quantized_weights_with_float16_activations_compute_the_reference(DecoderConfig config, Quantization.QuantizationOptions q, Lowering lowering)
+    {
+        var weights = TestConfigs.Weights(config);
+        var ids = Tokens(1, 7, config.VocabSize, seed: 5);
+        var expected = new ReferenceDecoder(config, QuantizationTests.DequantizedCopy(config, weights, q, lowering == Lowering.Portable, float16: true)).Forward(ids, Ones(1, 7), Positions(1, 0, 7));
+        var level = lowering == Lowering.Portable ? Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_BASIC : Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_ALL;
+        using var decoder = new OrtDecoder(config, weights, new ExportOptions { Lowering = lowering, Quantization = q, Float16 = true }, level);
+        float scale = expected.Max(Math.Abs);
+        Assert.That(MaxAbsDifference(decoder.Run(ids, Ones(1, 7), Positions(1, 0, 7)).Logits, expected), Is.LessThan(0.004f * scale + 1e-3f), $"logits scale {scale}");
     }
 
     [Test]

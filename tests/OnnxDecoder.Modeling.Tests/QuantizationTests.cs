@@ -72,7 +72,9 @@ public class QuantizationTests
     }
 
     /// <summary>The reference forward pass on the weights the quantized graph really computes with.</summary>
-    private static InMemoryWeights DequantizedCopy(DecoderConfig c, InMemoryWeights w, QuantizationOptions q, bool portable)
+    /// <param name="float16">Float16 activations: MatMulNBits scales are stored as float16, and every
+    /// weight the graph multiplies with is float16.</param>
+    internal static InMemoryWeights DequantizedCopy(DecoderConfig c, InMemoryWeights w, QuantizationOptions q, bool portable, bool float16 = false)
     {
         var copy = new InMemoryWeights();
         foreach (var name in w.Names)
@@ -81,10 +83,12 @@ public class QuantizationTests
             bool projected = name == "lm_head.weight" || name.Contains(".self_attn.") && name.EndsWith("proj.weight")
                 || name.Contains(".mlp.") && name.EndsWith("proj.weight") || name.Contains(".experts.")
                 || !portable && q.EmbeddingQuantized && name == "model.embed_tokens.weight"; // ort: the token table is gathered quantized (GatherBlockQuantized)
-            if (!projected) { copy.Add(name, w.Values(name), shape); continue; }
+            float[] Half16(float[] values) => float16 ? values.Select(v => (float)(Half)v).ToArray() : values;
+            if (!projected) { copy.Add(name, Half16(w.Values(name)), shape); continue; }
             int n = (int)shape[0], k = (int)shape[1];
-            copy.Add(name, portable ? PerChannelWeight.Quantize(w.Values(name), n, k, q.Symmetric).Dequantize()
-                                    : BlockQuantizer.Quantize(w.Values(name), n, k, q).Dequantize(), shape);
+            var blocks = BlockQuantizer.Quantize(w.Values(name), n, k, q);
+            if (float16) blocks = blocks with { Scales = Half16(blocks.Scales) };
+            copy.Add(name, Half16(portable ? PerChannelWeight.Quantize(w.Values(name), n, k, q.Symmetric).Dequantize() : blocks.Dequantize()), shape);
         }
         return copy;
     }

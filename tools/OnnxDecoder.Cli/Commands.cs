@@ -63,13 +63,14 @@ public static class Commands
         var precision = new Option<string>("--precision") { Description = "fp32; fp16 (weights, activations, KV cache and logits; for CUDA and DirectML); int8 or int4 weights", DefaultValueFactory = _ => "fp32" };
         var blockSize = new Option<int>("--block-size") { Description = "int8/int4: weights per scale along the input dimension (32, 64, 128)", DefaultValueFactory = _ => 32 };
         var asymmetric = new Option<bool>("--asymmetric") { Description = "int8/int4: a zero point per block (default: symmetric)" };
+        var activations = new Option<string>("--activations") { Description = "int8/int4: fp32 or fp16 activations, KV cache and logits (fp16 for CUDA and DirectML; --precision fp16 implies fp16)", DefaultValueFactory = _ => "fp32" };
         var embedding = new Option<string>("--embedding") { Description = "int8/int4 with the ort lowering: quantized (GatherBlockQuantized; a tied LM head shares the copy) or float token table (default: quantized for int4, float for int8)", DefaultValueFactory = _ => "auto" };
         var accuracy = new Option<int>("--accuracy-level") { Description = "int8/int4 with the ort lowering: MatMulNBits accuracy_level; 4 (default) quantizes activations to int8, the fast CPU kernels; 0 computes in fp32", DefaultValueFactory = _ => 4 };
         var maxLength = new Option<int?>("--max-length") { Description = "longest sequence the export serves (default: the model's context)" };
         var target = new Option<string>("--target") { Description = "execution provider the export is for: cpu, cuda, dml", DefaultValueFactory = _ => "cpu" };
         var allowNonFinite = new Option<bool>("--allow-non-finite") { Description = "export weights holding NaN or infinity instead of refusing them" };
         var command = new Command("export", "Export a checkpoint to a model folder (model.onnx, genai_config.json, tokenizer)")
-            { checkpoint, tokenizer, output, lowering, precision, maxLength, target, allowNonFinite, blockSize, asymmetric, accuracy, embedding };
+            { checkpoint, tokenizer, output, lowering, precision, maxLength, target, allowNonFinite, blockSize, asymmetric, accuracy, embedding, activations };
         command.SetAction(r => Guard(() =>
         {
             var quantization = r.GetValue(precision) switch
@@ -89,7 +90,12 @@ public static class Commands
             var options = new ExportOptions
             {
                 Lowering = ParseLowering(r.GetValue(lowering)!), MaxLength = r.GetValue(maxLength), Target = ParseTarget(r.GetValue(target)!),
-                Quantization = quantization, Float16 = r.GetValue(precision) == "fp16",
+                Quantization = quantization,
+                Float16 = r.GetValue(precision) == "fp16" || r.GetValue(activations) switch
+                {
+                    "fp32" => false, "fp16" => true,
+                    var a => throw new ArgumentException($"--activations {a} is not known: use fp32 or fp16"),
+                },
             };
             RunExport(r.GetValue(checkpoint)!, r.GetValue(tokenizer), r.GetValue(output)!, options, r.GetValue(allowNonFinite));
             return 0;
