@@ -73,7 +73,8 @@ public sealed class ContinuousBatcher : IDisposable
     private readonly bool _ownLengths;                 // rows keep their own lengths (see the class remarks)
     private int _length;                              // columns of the timeline in use (shared timeline only)
     private int _outstanding;                         // queued + prefilling + decoding
-    private long _steps, _rowSteps, _compactions, _stepTicks;
+    private long _steps, _rowSteps, _compactions, _stepTicks, _reusedPrefixTokens;
+    private readonly List<int> _prefillTokens = [];  // the tokens whose KV the prefill session holds
 
     public ContinuousBatcher(DecoderModel model, TextTokenizer tokenizer, BatcherOptions? options = null)
     {
@@ -130,6 +131,9 @@ public sealed class ContinuousBatcher : IDisposable
     public long RowSteps => Interlocked.Read(ref _rowSteps);
     /// <summary>Time spent in batched decode runs (sampling included); <see cref="RowSteps"/> over it is the aggregate decode rate.</summary>
     public TimeSpan DecodeTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _stepTicks));
+    /// <summary>Prompt tokens not run again because the previous prompt began with them (a shared
+    /// system prompt, or the earlier turns of a conversation).</summary>
+    public long ReusedPrefixTokens => Interlocked.Read(ref _reusedPrefixTokens);
     /// <summary>Times the timeline reached the max length and was compacted (each moves the live KV once).</summary>
     public long Compactions => Interlocked.Read(ref _compactions);
 
@@ -238,8 +242,7 @@ public sealed class ContinuousBatcher : IDisposable
                 if (free < 0 || !_queue.TryDequeue(out var next)) return;
                 if (next.IsCancelled) { Complete(next, null); continue; }
                 _prefilling = next;
-                _prefillDone = 0;
-                _prefill.Reset();
+                _prefillDone = ReusePrefix(next.PromptIds);
                 next.Clock.Restart();
             }
             var sequence = _prefilling;
@@ -255,9 +258,12 @@ public sealed class ContinuousBatcher : IDisposable
             catch (Exception e)
             {
                 _prefilling = null;
+                _prefill.Reset();
+                _prefillTokens.Clear();
                 Complete(sequence, e is OperationCanceledException ? null : e);
                 continue;
             }
+            _prefillTokens.AddRange(sequence.PromptIds.AsSpan(_prefillDone, size));
             _prefillDone += size;
             if (_prefillDone < total)
             {
@@ -272,6 +278,25 @@ public sealed class ContinuousBatcher : IDisposable
             if (sequence.State.StopReason is not null) { Complete(sequence, null); continue; }
             Place(sequence, Array.IndexOf(_rows, null), total); // the row that was free at admission still is
         }
+    }
+
+    /// <summary>
+    /// Keeps the longest prefix the prefill cache shares with <paramref name="prompt"/> (at least one
+    /// prompt token is always run, for its logits) and returns how many tokens it keeps.
+    /// </summary>
+    private int ReusePrefix(int[] prompt)
+    {
+        int common = 0;
+        if (_prefill.CanTruncate)
+        {
+            int limit = Math.Min(_prefillTokens.Count, prompt.Length - 1);
+            while (common < limit && _prefillTokens[common] == prompt[common]) common++;
+        }
+        if (common == 0) _prefill.Reset();
+        else _prefill.TruncateTo(common);
+        _prefillTokens.RemoveRange(common, _prefillTokens.Count - common);
+        Interlocked.Add(ref _reusedPrefixTokens, common);
+        return common;
     }
 
     /// <summary>Copies the prefilled prompt (length <paramref name="count"/>) into <paramref name="row"/>
@@ -436,6 +461,8 @@ public sealed class ContinuousBatcher : IDisposable
         }
         _length = 0;
         _cache.Reset();
+        _prefill.Reset();
+        _prefillTokens.Clear();
     }
 
     /// <summary>Finishes a sequence: its result (or error, or cancellation) and its slot back.</summary>

@@ -118,6 +118,24 @@ public sealed class DecoderSession : IDisposable
         _cache.Reset();
     }
 
+    /// <summary>Whether <see cref="TruncateTo"/> can keep a cached prefix: one unpadded row over a
+    /// shared KV buffer, where the first positions stay where they are.</summary>
+    public bool CanTruncate => BatchSize == 1 && _cache.Shared;
+
+    /// <summary>
+    /// Keeps the first <paramref name="length"/> cached positions and forgets the rest, so a prompt
+    /// that shares them is appended after them instead of run again (prefix reuse). Needs
+    /// <see cref="CanTruncate"/> and a sequence without padding.
+    /// </summary>
+    public void TruncateTo(int length)
+    {
+        if (!CanTruncate) throw new InvalidOperationException("only a batch of one over a shared KV buffer (ort lowering) can keep a cached prefix; call Reset instead");
+        if (length < 0 || length > Length) throw new ArgumentOutOfRangeException(nameof(length), length, $"the cache holds {Length} positions");
+        if (length == 0) { Reset(); return; }
+        Length = length;
+        _nextPosition[0] = length;
+    }
+
     /// <summary>
     /// Appends <paramref name="length"/> tokens to every row (a prompt, or more of a conversation
     /// whose earlier tokens stay cached). <paramref name="tokens"/> and <paramref name="mask"/> are

@@ -82,6 +82,31 @@ public class BatcherTests
     }
 
     [Test]
+    public async Task A_prompt_that_extends_the_previous_one_reuses_its_cached_prefix_and_stays_exact()
+    {
+        var (batcher, model) = Open(Lowering.Ort, sequences: 2);
+        using var _ = model;
+        using (batcher)
+        {
+            // A conversation: each turn's prompt begins with the previous prompt.
+            string first = "Once upon a time, there was a little girl named Lily.";
+            string second = first + " She loved to play outside.";
+            string third = second + " One day, she saw a big dog.";
+            int Tokens(string text) => batcher.Tokenizer.Encode(text, addBos: true).Length;
+            foreach (var prompt in new[] { first, second, third, third })
+            {
+                long before = batcher.ReusedPrefixTokens;
+                var result = await batcher.GenerateAsync(batcher.Tokenizer.Encode(prompt, addBos: true), new GenerationOptions { MaxNewTokens = 24 });
+                Assert.That(result.TokenIds, Is.EqualTo(Alone(Lowering.Ort, prompt, 24).TokenIds), prompt);
+                long reused = batcher.ReusedPrefixTokens - before;
+                if (prompt == first) Assert.That(reused, Is.Zero);
+                else if (prompt == second) Assert.That(reused, Is.EqualTo(Tokens(first)));
+                else Assert.That(reused, Is.GreaterThanOrEqualTo(Tokens(second)), "the same prompt again reuses all but its last token");
+            }
+        }
+    }
+
+    [Test]
     public async Task Cancelling_a_sequence_frees_its_row_for_the_next_request()
     {
         var (batcher, model) = Open(Lowering.Ort, sequences: 1, queue: 4);
