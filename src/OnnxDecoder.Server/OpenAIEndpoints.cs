@@ -133,6 +133,10 @@ public static partial class OpenAIEndpoints
             return;
         }
 
+        using var activity = OnnxDecoderTelemetry.ActivitySource.StartActivity($"{operation} {model.ModelId}", System.Diagnostics.ActivityKind.Server);
+        activity?.SetTag("gen_ai.operation.name", operation);
+        activity?.SetTag("gen_ai.request.model", model.ModelId);
+        activity?.SetTag("gen_ai.usage.input_tokens", promptIds.Length);
         using (sequence)
         {
             string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
@@ -155,6 +159,9 @@ public static partial class OpenAIEndpoints
                     await Results.Json(body, Json).ExecuteAsync(http).ConfigureAwait(false);
                 }
                 OnnxDecoderTelemetry.RecordCompletion(model.ModelId, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds);
+                activity?.SetTag("gen_ai.usage.output_tokens", result.TokenIds.Length);
+                activity?.SetTag("gen_ai.response.finish_reasons", FinishReason(result));
+                activity?.SetTag("gen_ai.response.id", id);
                 Log.Completed(logger, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalMilliseconds, result.StopReason.ToString());
             }
             catch (OperationCanceledException) when (aborted.IsCancellationRequested)

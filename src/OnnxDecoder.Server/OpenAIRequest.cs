@@ -41,6 +41,9 @@ internal sealed class OpenAIRequest
         if (Optional(root, "logprobs") is { } logprobs && (logprobs.ValueKind == JsonValueKind.True || logprobs.ValueKind == JsonValueKind.Number))
             throw OpenAIError.Invalid("'logprobs' is not supported by this server", "logprobs");
         if (Integer(root, "n", 1, 128) is { } n && n != 1) throw OpenAIError.Invalid("only n = 1 is supported", "n");
+        if (Integer(root, "best_of", 1, 128) is { } bestOf && bestOf != 1) throw OpenAIError.Invalid("only best_of = 1 is supported", "best_of");
+        if (Boolean(root, "echo") == true) throw OpenAIError.Invalid("'echo' is not supported by this server", "echo");
+        if (String(root, "suffix") is { Length: > 0 }) throw OpenAIError.Invalid("'suffix' is not supported by this server", "suffix");
         foreach (var penalty in new[] { "presence_penalty", "frequency_penalty" })
             if (Number(root, penalty, -2, 2) is { } p && p != 0)
                 throw OpenAIError.Invalid($"'{penalty}' is not supported; use 'repetition_penalty' (a multiplicative penalty, 1 = off)", penalty);

@@ -64,6 +64,8 @@ public class ErrorTests
     [TestCase("/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tools\": [{\"type\": \"function\"}]}", "tools", "'tools' is not supported by this server")]
     [TestCase("/v1/completions", "{\"prompt\": [1, 70000]}", "prompt", "token id 70000 is outside the vocabulary")]
     [TestCase("/v1/completions", "{\"prompt\": 12}", "prompt", "'prompt' must be a string or an array of token ids")]
+    [TestCase("/v1/completions", "{\"prompt\": \"Hi\", \"echo\": true}", "echo", "'echo' is not supported")]
+    [TestCase("/v1/completions", "{\"prompt\": \"Hi\", \"best_of\": 3}", "best_of", "only best_of = 1 is supported")]
     [TestCase("/v1/completions", "{\"prompt\": \"Hi\", \"stream\": \"yes\"}", "stream", "'stream' must be true or false")]
     public async Task Invalid_requests_get_400_with_an_openai_error_naming_the_field(string path, string json, string? param, string message)
     {
