@@ -15,6 +15,7 @@ public static class Serve
         var model = new Option<string>("--model") { Description = "model folder written by `export`", Required = true };
         var host = new Option<string>("--host") { Description = "address to listen on (127.0.0.1: this machine only)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "TCP port (0: any free port)", DefaultValueFactory = _ => 8080 };
+        var urls = new Option<string?>("--urls") { Description = "where to listen, e.g. http://127.0.0.1:8080 (several separated by ';'); overrides --host and --port" };
         var sequences = new Option<int>("--sequences") { Description = "sequences decoded together in one batch (each with its own KV cache row)", DefaultValueFactory = _ => 8 };
         var queue = new Option<int>("--queue") { Description = "requests that may wait for a free sequence before 429s", DefaultValueFactory = _ => 64 };
         var maxLength = new Option<int?>("--max-length") { Description = "positions per sequence (default: the model's context)" };
@@ -24,7 +25,7 @@ public static class Serve
         var apiKey = new Option<string?>("--api-key") { Description = "require \"Authorization: Bearer KEY\" on /v1 (default: $ONNXDECODER_API_KEY; none: open)" };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)")
         {
-            model, host, port, sequences, queue, maxLength, prefillChunk, temperature, ep, apiKey,
+            model, host, port, urls, sequences, queue, maxLength, prefillChunk, temperature, ep, apiKey,
         };
         command.SetAction(r =>
         {
@@ -37,13 +38,17 @@ public static class Serve
                 ["OnnxDecoder:DefaultTemperature"] = r.GetValue(temperature).ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["OnnxDecoder:MaxLength"] = r.GetValue(maxLength)?.ToString(),
                 [OnnxDecoderServer.ApiKeySetting] = r.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ONNXDECODER_API_KEY"),
+                // A host that fails to start is reported below in one line; the host's own log of it is a stack trace.
+                ["Logging:LogLevel:Microsoft.Extensions.Hosting.Internal.Host"] = "None",
             };
             var providers = r.GetValue(ep)!.Split(',', StringSplitOptions.RemoveEmptyEntries);
             for (int i = 0; i < providers.Length; i++) settings[$"OnnxDecoder:ExecutionProviders:{i}"] = providers[i];
             string address = r.GetValue(host)!.Contains(':') ? $"[{r.GetValue(host)}]" : r.GetValue(host)!;
             try
             {
-                using var app = OnnxDecoderServer.CreateHostBuilder(settings, $"http://{address}:{r.GetValue(port)}").Build();
+                _ = Runtime.ModelFolder.Open(r.GetValue(model)!); // a missing or broken folder fails here, naming the file
+                if (r.GetValue(port) is < 0 or > 65535) throw new ArgumentException($"--port {r.GetValue(port)} is not a TCP port: use 0 to 65535 (0: any free port)");
+                using var app = OnnxDecoderServer.CreateHostBuilder(settings, r.GetValue(urls) ?? $"http://{address}:{r.GetValue(port)}").Build();
                 app.Start();
                 var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
                 Console.Error.WriteLine($"onnx-decoder: serving {r.GetValue(model)} on {string.Join(", ", addresses)} (Ctrl+C stops)");
