@@ -283,4 +283,21 @@ public class CorruptInputTests
         Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
         Assert.That(stderr, Does.StartWith($"onnx-decoder: {path}: file is truncated"));
     }
+
+    [TestCase("--model", "/nowhere/at/all", "--port", "8080", "onnx-decoder: /nowhere/at/all: model folder not found")]
+    [TestCase("--model", "MODEL", "--port", "99999", "onnx-decoder: --port 99999 is not a TCP port")]
+    public void Serve_refuses_bad_arguments_in_one_line(string modelFlag, string model, string portFlag, string port, string message)
+    {
+        string folder = Path.Combine(_root, "serve-model");
+        if (model == "MODEL" && !Directory.Exists(folder)) ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, folder, new OnnxDecoder.Modeling.ExportOptions());
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "onnx-decoder.dll"), "serve", modelFlag, model == "MODEL" ? folder : model, portFlag, port }) start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        string stderr = process.StandardError.ReadToEnd();
+        process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        Assert.That(process.ExitCode, Is.EqualTo(1));
+        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1), stderr);
+        Assert.That(stderr, Does.StartWith(message));
+    }
 }
