@@ -24,17 +24,19 @@ public class Float16RuntimeTests
         Assert.That(new FileInfo(Path.Combine(fp16, "model.onnx.data")).Length, Is.LessThan(new FileInfo(Path.Combine(fp32, "model.onnx.data")).Length * 0.6));
     }
 
-    [Test]
-    public async Task The_batcher_runs_fp16_exports_and_each_sequence_equals_its_single_run()
+    [TestCase(Lowering.Ort)]
+    [TestCase(Lowering.Portable)] // shared timeline: float16 rows shifted and compacted (max length 64)
+    public async Task The_batcher_runs_fp16_exports_and_each_sequence_equals_its_single_run(Lowering lowering)
     {
-        string folder = Fixtures.Stories(Lowering.Ort, float16: true);
+        string folder = Fixtures.Stories(lowering, float16: true);
         using var model = new DecoderModel(folder);
         var tokenizer = TextTokenizer.Load(folder, model.Folder.BosTokenId);
-        using var batcher = new ContinuousBatcher(model, tokenizer, new BatcherOptions { MaxSequences = 3, MaxLength = 96 });
+        using var batcher = new ContinuousBatcher(model, tokenizer, new BatcherOptions { MaxSequences = 3, MaxLength = 64 });
         string[] prompts = ["Once upon a time", "The little dog", "One day, Lily went to the park", "Tom and his friend", "She was sad"];
-        var results = await Task.WhenAll(prompts.Select((p, i) => batcher.GenerateAsync(tokenizer.Encode(p, addBos: true), new GenerationOptions { MaxNewTokens = 20 + 9 * i })));
-        using var session = new DecoderSession(model, new DecoderSessionOptions { MaxLength = 96 });
+        var results = await Task.WhenAll(prompts.Select((p, i) => batcher.GenerateAsync(tokenizer.Encode(p, addBos: true), new GenerationOptions { MaxNewTokens = 20 + 9 * i, EosTokenIds = [] })));
+        using var session = new DecoderSession(model, new DecoderSessionOptions { MaxLength = 64 });
         for (int i = 0; i < prompts.Length; i++)
-            Assert.That(results[i].TokenIds, Is.EqualTo(new Generator(session, tokenizer).Generate(prompts[i], new GenerationOptions { MaxNewTokens = 20 + 9 * i }).TokenIds), prompts[i]);
+            Assert.That(results[i].TokenIds, Is.EqualTo(new Generator(session, tokenizer).Generate(prompts[i], new GenerationOptions { MaxNewTokens = 20 + 9 * i, EosTokenIds = [] }).TokenIds), prompts[i]);
+        if (lowering == Lowering.Portable) Assert.That(batcher.Compactions, Is.GreaterThan(0), "the float16 timeline was compacted");
     }
 }
