@@ -108,6 +108,12 @@ public sealed class DecoderGraph
             if (q.AccuracyLevel > 0) attributes.Add(Attr.Int("accuracy_level", q.AccuracyLevel));
             return B.MsOp("MatMulNBits", [x, parts.Packed, parts.Scales, parts.ZeroPoints], [.. attributes]);
         }
+        if (q.Bits == 4)
+        {
+            //   q [K, N] uint4 --DequantizeLinear(axis 0, block_size, opset 21)--> [K, N] (activation type) --MatMul
+            // The weight feeds MatMul's B directly, the form ONNX Runtime's CPU fuses back into MatMulNBits.
+            return B.Op("MatMul", [x, B.Op("DequantizeLinear", [parts.Packed, parts.Scales, parts.ZeroPoints], Attr.Int("axis", 0), Attr.Int("block_size", q.BlockSize))]);
+        }
         //   q [N, K] int8 --DequantizeLinear(axis 0, per row)--> [N, K] float32 (opset 17) --Transpose--> [K, N] (--Cast fp16) --MatMul
         var weight = B.Op("DequantizeLinear", [parts.Packed, parts.Scales, parts.ZeroPoints], Attr.Int("axis", 0));
         return B.Op("MatMul", [x, FromFloat32(B.Op("Transpose", [weight], Attr.Ints("perm", 1, 0)))]);
@@ -157,6 +163,28 @@ public sealed class DecoderGraph
                 Enumerable.Range(0, w.N * w.Blocks).Select(i => (byte)w.ZeroPoint(i / w.Blocks, i % w.Blocks)).ToArray(), ElementType.UInt8, [lazy.N * blocks]));
             return new QuantizedParts(packed, scales, zeros, lazy.N, lazy.K, gatherZeros);
         }
+        if (q.Bits == 4)
+        {
+            // Portable int4: the same blocks (along K) as MatMulNBits, laid out for DequantizeLinear-21 on
+            // MatMul's B: values uint4 [K, N], scales and uint4 zero points [blocks, N] (a partial last block is allowed).
+            var lazy = new Quantization.LazyQuantized(source, storedInOut, q, 3);
+            int blocks = (lazy.K + q.BlockSize - 1) / q.BlockSize;
+            static byte[] Nibbles(long count, Func<long, int> value)
+            {
+                var packed = new byte[(count + 1) / 2];
+                for (long i = 0; i < count; i++) packed[i / 2] |= (byte)(value(i) << (int)(i % 2 * 4)); // low nibble first
+                return packed;
+            }
+            var packed = B.Initializer(name + ".quantized", lazy.Part(w => Nibbles((long)w.K * w.N, i => w.Quant((int)(i % w.N), (int)(i / w.N))), ElementType.UInt4, [lazy.K, lazy.N]));
+            var scales = B.Initializer(name + ".scales", lazy.Part(w =>
+            {
+                var byBlock = new float[w.Scales.Length];                                   // [N, blocks] -> [blocks, N]
+                for (int n = 0; n < w.N; n++) for (int b = 0; b < w.Blocks; b++) byBlock[b * w.N + n] = w.Scales[n * w.Blocks + b];
+                return ScaleBytes(byBlock);
+            }, Float, [blocks, lazy.N]));
+            var zeros = B.Initializer(name + ".zero_points", lazy.Part(w => Nibbles((long)w.Blocks * w.N, i => w.ZeroPoint((int)(i % w.N), (int)(i / w.N))), ElementType.UInt4, [blocks, lazy.N]));
+            return new QuantizedParts(packed, scales, zeros, lazy.N, lazy.K);
+        }
         // Portable int8: one block per output row (per-channel), uint8 with a zero point per row.
         var rows = new Quantization.LazyPerChannel(source, storedInOut, q.Symmetric);
         var values = B.Initializer(name + ".quantized", rows.Part(w => w.Values, ElementType.UInt8, [rows.N, rows.K]));
@@ -169,6 +197,15 @@ public sealed class DecoderGraph
     private byte[] ScaleBytes(float[] scales) => Float16
         ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(scales.Select(s => (Half)s).ToArray().AsSpan()).ToArray()
         : System.Runtime.InteropServices.MemoryMarshal.AsBytes(scales.AsSpan()).ToArray();
+
+    /// <summary>ReduceMean/ReduceMax/... over <paramref name="axes"/>: an attribute up to opset 17, an
+    /// input from opset 18 (the portable int4 graph is opset 21).</summary>
+    public Value Reduce(string op, Value x, long[] axes, bool keepDims)
+    {
+        var keep = Attr.Int("keepdims", keepDims ? 1 : 0);
+        bool axesAsInput = op == "ReduceSum" || B.DefaultOpset >= 18; // ReduceSum moved at opset 13
+        return axesAsInput ? B.Op(op, [x, B.Int64s(axes)], keep) : B.Op(op, [x], Attr.Ints("axes", axes), keep);
+    }
 
     /// <summary>Dimension <paramref name="axis"/> of x as a 1-D int64 tensor [1].</summary>
     public Value Dim(Value x, int axis) => B.Op("Shape", [x], Attr.Int("start", axis), Attr.Int("end", axis + 1));

@@ -48,8 +48,6 @@ public static class LoweringSupport
     /// <summary>Null when the combination runs; otherwise the reason and the alternative.</summary>
     public static string? WhyNot(DecoderConfig config, Lowering lowering, ExecutionTarget target, Quantization.QuantizationOptions? quantization = null, bool float16 = false)
     {
-        if (lowering == Lowering.Portable && quantization is { Bits: 4 })
-            return "int4 weights need MatMulNBits: export with --lowering ort, or --precision int8 (per-channel DequantizeLinear, opset 17) for the portable lowering";
         if (lowering == Lowering.Portable) return null;
         if (target == ExecutionTarget.DirectML)
         {

@@ -88,7 +88,8 @@ public class QuantizationTests
             int n = (int)shape[0], k = (int)shape[1];
             var blocks = BlockQuantizer.Quantize(w.Values(name), n, k, q);
             if (float16) blocks = blocks with { Scales = Half16(blocks.Scales) };
-            copy.Add(name, Half16(portable ? PerChannelWeight.Quantize(w.Values(name), n, k, q.Symmetric).Dequantize() : blocks.Dequantize()), shape);
+            bool perChannel = portable && q.Bits == 8; // portable int4 uses the blocks, through DequantizeLinear-21
+            copy.Add(name, Half16(perChannel ? PerChannelWeight.Quantize(w.Values(name), n, k, q.Symmetric).Dequantize() : blocks.Dequantize()), shape);
         }
         return copy;
     }
@@ -109,7 +110,12 @@ public class QuantizationTests
             foreach (var q in options)
                 yield return new TestCaseData(config, q, Lowering.Ort).SetArgDisplayNames(name, $"int{q.Bits}-b{q.BlockSize}-{(q.Symmetric ? "sym" : "asym")}", "ort");
             yield return new TestCaseData(config, new QuantizationOptions { Bits = 8 }, Lowering.Portable).SetArgDisplayNames(name, "int8-per-channel", "portable");
+            yield return new TestCaseData(config, new QuantizationOptions { Bits = 4 }, Lowering.Portable).SetArgDisplayNames(name, "int4-b32-sym", "portable-opset21");
+            yield return new TestCaseData(config, new QuantizationOptions { Bits = 4, BlockSize = 64, Symmetric = false }, Lowering.Portable).SetArgDisplayNames(name, "int4-b64-asym", "portable-opset21");
         }
+        // K not divisible by the block: hidden 48 with block 32 pads the last block, sliced off after dequantizing.
+        var padded = TestConfigs.Base with { TieWordEmbeddings = false, HiddenSize = 48, NumHeads = 6, NumKvHeads = 2 };
+        yield return new TestCaseData(padded, new QuantizationOptions { Bits = 4, Symmetric = false }, Lowering.Portable).SetArgDisplayNames("hidden48", "int4-b32-asym", "portable-opset21");
         // Tied embeddings: the gathered table and the LM head are one quantized copy. Hidden 48 with
         // block 32 leaves a padded last block, which the gather slices off.
         var tied = TestConfigs.Base with { TieWordEmbeddings = true, HiddenSize = 48, NumHeads = 6, NumKvHeads = 2 };
@@ -140,7 +146,7 @@ public class QuantizationTests
     }
 
     [Test]
-    public void Quantized_exports_use_the_right_ops_and_refuse_portable_int4()
+    public void Quantized_exports_use_the_right_ops_and_portable_int4_is_opset_21_standard_ops()
     {
         var config = TestConfigs.Base with { TieWordEmbeddings = false };
         var weights = TestConfigs.Weights(config);
@@ -157,8 +163,12 @@ public class QuantizationTests
             "one quantized copy serves the gather and the tied head; no float table");
         var portable = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 8 } });
         Assert.That(portable.OpHistogram()["DequantizeLinear"], Is.EqualTo(15));
-        Assert.That(() => DecoderFamily.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 4 } }),
-            Throws.TypeOf<NotSupportedException>().With.Message.Contains("int4 weights need MatMulNBits: export with --lowering ort"));
+        Assert.That(portable.ToModelProto().OpsetImport.Single(o => o.Domain == "").Version, Is.EqualTo(17));
+        var portableInt4 = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 4 } }).ToModelProto();
+        Assert.That(portableInt4.OpsetImport.Single(o => o.Domain == "").Version, Is.EqualTo(21), "blocked 4-bit DequantizeLinear");
+        Assert.That(portableInt4.OpsetImport.Any(o => o.Domain == "com.microsoft"), Is.False, "standard ops only");
+        Assert.That(portableInt4.Graph.Node.Where(n => n.OpType == "DequantizeLinear").Select(n => n.Attribute.Single(a => a.Name == "block_size").I).ToList(), Has.Count.EqualTo(15).And.All.EqualTo(32));
+        Assert.That(portableInt4.Graph.Initializer.Where(t => t.Name.EndsWith(".quantized")).Select(t => t.DataType), Is.All.EqualTo((int)OnnxDecoder.Onnx.ElementType.UInt4));
         Assert.That(() => new QuantizationOptions { BlockSize = 48 }.Validate(), Throws.TypeOf<ArgumentOutOfRangeException>());
     }
 }

@@ -131,7 +131,7 @@ public static class Attention
         using var scope = b.Scope("attn_mask");
         var total = g.Dim(g.AttentionMask, 1);                                                          // [1] = T
         var columns = b.Op("Range", [b.Int64Scalar(0), b.Op("Reshape", [total, b.Int64s()]), b.Int64Scalar(1)]); // [T]
-        var lastAttended = b.Op("ReduceMax", [b.Op("Mul", [g.AttentionMask, columns])], Attr.Ints("axes", 1), Attr.Int("keepdims", 0)); // [B]
+        var lastAttended = g.Reduce("ReduceMax", b.Op("Mul", [g.AttentionMask, columns]), [1], keepDims: false);       // [B]
         var seqlensK = b.Op("Cast", [lastAttended], Attr.Int("to", (int)ElementType.Int32));           // [B]
         var totalLength = b.Op("Cast", [b.Op("Reshape", [total, b.Int64s()])], Attr.Int("to", (int)ElementType.Int32)); // scalar
         return (seqlensK, totalLength);

@@ -74,7 +74,7 @@ public static class Moe
             var expertIds = b.Op("Range", [b.Int64Scalar(0), b.Int64Scalar(c.NumExperts), b.Int64Scalar(1)]);               // [experts]
             var oneHot = b.Op("Equal", [b.Op("Unsqueeze", [top[1], b.Int64s(-1)]), expertIds]);                          // [N, k, experts]
             weights = b.Op("ReduceSum", [b.Op("Where", [oneHot, b.Op("Unsqueeze", [topWeights, b.Int64s(-1)]), g.Scalar(0)]), b.Int64s(1)], Attr.Int("keepdims", 0)); // [N, experts]
-            selected = b.Op("Cast", [b.Op("ReduceMax", [b.Op("Cast", [oneHot], Attr.Int("to", (int)ElementType.Float))], Attr.Ints("axes", 1), Attr.Int("keepdims", 0))], Attr.Int("to", (int)ElementType.Bool)); // [N, experts]
+            selected = b.Op("Cast", [g.Reduce("ReduceMax", b.Op("Cast", [oneHot], Attr.Int("to", (int)ElementType.Float)), [1], keepDims: false)], Attr.Int("to", (int)ElementType.Bool)); // [N, experts]
         }
 
         Value? sum = null;

@@ -22,7 +22,7 @@ public static class Norm
         //   └────────────────────────────────────────────────────Mul──Mul(weight)
         // With float16 activations the statistics and the scaling run in float32 (cast in, cast out).
         var x32 = g.ToFloat32(x);
-        var meanSquare = b.Op("ReduceMean", [b.Op("Mul", [x32, x32])], Attr.Ints("axes", -1), Attr.Int("keepdims", 1)); // [B, S, 1]
+        var meanSquare = g.Reduce("ReduceMean", b.Op("Mul", [x32, x32]), [-1], keepDims: true);                        // [B, S, 1]
         var inverseRms = b.Op("Reciprocal", [b.Op("Sqrt", [b.Op("Add", [meanSquare, b.FloatScalar(eps)])])]);          // [B, S, 1]
         return b.Op("Mul", [g.FromFloat32(b.Op("Mul", [x32, inverseRms])), g.Weight(prefix + ".weight")]);            // [B, S, hidden]
     }

@@ -34,7 +34,8 @@ public abstract class DecoderFamily
         config.Validate();
         LoweringSupport.ThrowIfUnsupported(config, options.Lowering, options.Target, options.Quantization, options.Float16);
         options.Quantization?.Validate();
-        var b = new GraphBuilder("decoder", defaultOpset: 17);
+        // Opset 17 everywhere, except the portable int4 form: blocked 4-bit DequantizeLinear needs opset 21.
+        var b = new GraphBuilder("decoder", defaultOpset: options.Lowering == Lowering.Portable && options.Quantization is { Bits: 4 } ? 21 : 17);
         var g = new DecoderGraph(b, config, options, weights);
 
         Dim batch = "batch_size", sequence = "sequence_length", past = "past_sequence_length", total = "total_sequence_length";
