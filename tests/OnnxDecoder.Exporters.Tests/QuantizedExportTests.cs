@@ -17,10 +17,10 @@ public class QuantizedExportTests
     [SetUp] public void SetUp() => _root = TestPaths.NewTempFolder("quantized");
     [TearDown] public void TearDown() => Directory.Delete(_root, recursive: true);
 
-    private string Export(string checkpointPath, string? tokenizer, string name, QuantizationOptions? quantization)
+    private string Export(string checkpointPath, string? tokenizer, string name, QuantizationOptions? quantization, Lowering lowering = Lowering.Ort)
     {
         string folder = Path.Combine(_root, name);
-        ModelFolderWriter.Export(checkpointPath, tokenizer, folder, new ExportOptions { Lowering = Lowering.Ort, Quantization = quantization });
+        ModelFolderWriter.Export(checkpointPath, tokenizer, folder, new ExportOptions { Lowering = lowering, Quantization = quantization });
         return folder;
     }
 
@@ -98,16 +98,17 @@ public class QuantizedExportTests
         Assert.That(new FileInfo(Path.Combine(int8, "model.onnx.data")).Length, Is.LessThan(new FileInfo(Path.Combine(fp32, "model.onnx.data")).Length * 0.55));
     }
 
-    [Test]
-    public void Int4_on_the_trained_stories260K_keeps_at_least_85_percent_of_top_1_tokens_over_256_teacher_forced_positions()
+    [TestCase(Lowering.Ort)]
+    [TestCase(Lowering.Portable)] // blocked DequantizeLinear-21, fused by ONNX Runtime into MatMulNBits
+    public void Int4_on_the_trained_stories260K_keeps_at_least_85_percent_of_top_1_tokens_over_256_teacher_forced_positions(Lowering lowering)
     {
         var (promptIds, golden) = Stories260K.Golden();
         var ids = promptIds.Concat(golden).Take(256).Select(i => (long)i).ToArray();
         string fp32 = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "fp32", null);
-        string int4 = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "int4", new QuantizationOptions { Bits = 4, BlockSize = 32, Symmetric = false });
+        string int4 = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "int4", new QuantizationOptions { Bits = 4, BlockSize = 32, Symmetric = false }, lowering);
         using var checkpoint = Checkpoint.Open(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer);
         double agreement = TopOneAgreement(fp32, int4, ids, checkpoint.Config);
-        TestContext.Out.WriteLine($"stories260K int4 (asymmetric, block 32) vs fp32 top-1 agreement: {100 * agreement:F1}%");
+        TestContext.Out.WriteLine($"stories260K int4 {lowering} (asymmetric, block 32) vs fp32 top-1 agreement: {100 * agreement:F1}%");
         Assert.That(agreement, Is.GreaterThanOrEqualTo(0.85));
     }
 }
