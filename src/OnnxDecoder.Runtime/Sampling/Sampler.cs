@@ -54,6 +54,7 @@ public sealed class Sampler
     /// <summary>The next token for one row's logits; <paramref name="history"/> feeds the repetition penalty.</summary>
     public int Next(ReadOnlySpan<float> logits, ReadOnlySpan<int> history = default)
     {
+        if (_options.IsGreedy && _options.RepetitionPenalty == 1) return ArgMax(logits); // nothing to rescale: no copy
         var scores = _scores.AsSpan(0, logits.Length);
         logits.CopyTo(scores);
         if (_options.RepetitionPenalty != 1)
@@ -123,6 +124,10 @@ public sealed class Sampler
     /// <summary>Index of the largest value; the first one on ties (as llama2.c's argmax).</summary>
     public static int ArgMax(ReadOnlySpan<float> values)
     {
+        if (values.IsEmpty) throw new ArgumentException("no logits to choose from", nameof(values));
+        // Vectorised maximum, then the first index holding it (NaN logits fall back to the plain scan).
+        float max = System.Numerics.Tensors.TensorPrimitives.Max(values);
+        if (!float.IsNaN(max)) return values.IndexOf(max);
         int best = 0;
         for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
         return best;
