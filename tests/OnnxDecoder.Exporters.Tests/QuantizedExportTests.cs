@@ -78,7 +78,7 @@ public class QuantizedExportTests
     /// Synth llama-110m has random weights: its logits are nearly flat (median top-1 margin 0.19,
     /// about 0.19 standard deviations of a position's logits), so top-1 agreement there measures
     /// how much noise a precision adds. int8 keeps 96.5% of the 256 teacher-forced top-1 tokens;
-    /// int4 keeps 36-45% (see the issue note), which is why int4 is judged on a trained model below.
+    /// int4 keeps 36-45% (`onnx-decoder compare`), which is why int4 is judged on a trained model below.
     /// </summary>
     [Test]
     public void Int8_agrees_with_fp32_on_at_least_90_percent_of_top_1_tokens_over_256_teacher_forced_positions_of_llama_110m()
@@ -93,8 +93,8 @@ public class QuantizedExportTests
         double agreement = TopOneAgreement(fp32, int8, ids, config);
         TestContext.Out.WriteLine($"llama-110m int8 vs fp32 top-1 agreement: {100 * agreement:F1}%");
         Assert.That(agreement, Is.GreaterThanOrEqualTo(0.9));
-        // The file keeps the 98 MB float32 embedding for the token lookup (GatherBlockQuantized is not used
-        // yet) beside the int8 head, so it is about half the fp32 file, while decode reads ~3.5x fewer bytes.
+        // int8 keeps the 98 MB float32 token table by default (--embedding auto quantizes it for int4 only)
+        // beside the int8 head, so the file is about half the fp32 file, while decode reads ~3.5x fewer bytes.
         Assert.That(new FileInfo(Path.Combine(int8, "model.onnx.data")).Length, Is.LessThan(new FileInfo(Path.Combine(fp32, "model.onnx.data")).Length * 0.55));
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using OnnxDecoder.Modeling;
 using OnnxDecoder.Runtime.Tokenization;
 
@@ -22,6 +23,34 @@ public class Float16RuntimeTests
         Assert.That(half.Model.KvElementType, Is.EqualTo(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16));
         Assert.That(half.KvCacheBytes * 2, Is.EqualTo(full.KvCacheBytes));
         Assert.That(new FileInfo(Path.Combine(fp16, "model.onnx.data")).Length, Is.LessThan(new FileInfo(Path.Combine(fp32, "model.onnx.data")).Length * 0.6));
+    }
+
+    [Test]
+    public void Compare_on_the_command_line_reports_agreement_of_an_export_with_its_original()
+    {
+        (int Exit, string Out, string Err) Cli(params string[] args)
+        {
+            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+            start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "onnx-decoder.dll"));
+            foreach (var a in args) start.ArgumentList.Add(a);
+            using var process = Process.Start(start)!;
+            string stdout = process.StandardOutput.ReadToEnd(), stderr = process.StandardError.ReadToEnd();
+            process.WaitForExit();
+            return (process.ExitCode, stdout, stderr);
+        }
+        string fp32 = Fixtures.Stories(Lowering.Ort), fp16 = Fixtures.Stories(Lowering.Ort, float16: true);
+        var same = Cli("compare", "--reference", fp32, "--model", fp32, "--positions", "64");
+        Assert.That(same.Exit, Is.Zero, same.Err);
+        Assert.That(same.Out, Does.Contain("top-1 agreement 65/65 = 100.0%, largest logit difference 0"));
+        var half = Cli("compare", "--reference", fp32, "--model", fp16, "--positions", "64");
+        Assert.That(half.Exit, Is.Zero, half.Err);
+        var agreement = double.Parse(System.Text.RegularExpressions.Regex.Match(half.Out, @"= ([0-9.]+)%").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        var difference = double.Parse(System.Text.RegularExpressions.Regex.Match(half.Out, @"difference ([0-9.eE+-]+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.That(agreement, Is.GreaterThanOrEqualTo(95));
+        Assert.That(difference, Is.GreaterThan(0).And.LessThan(0.2), "float16 moves the logits a little");
+        var refused = Cli("compare", "--reference", fp32, "--model", fp16, "--positions", "5000");
+        Assert.That(refused.Exit, Is.EqualTo(1));
+        Assert.That(refused.Err, Does.StartWith("onnx-decoder: --positions must leave 2..512 tokens in the context"));
     }
 
     [TestCase(Lowering.Ort)]

@@ -1,0 +1,101 @@
+using System.CommandLine;
+using Microsoft.ML.OnnxRuntime;
+using OnnxDecoder.Runtime;
+
+namespace OnnxDecoder.Cli;
+
+/// <summary>
+/// `onnx-decoder compare`: how far one export's predictions are from another's (a quantized or
+/// float16 export against its fp32 original) under teacher forcing: top-1 agreement and the largest
+/// logit difference over the same token sequence, in one prefill run each.
+/// </summary>
+public static class Compare
+{
+    public static Command Create()
+    {
+        var reference = new Option<string>("--reference") { Description = "model folder whose predictions count as right (usually the fp32 export)", Required = true };
+        var model = new Option<string>("--model") { Description = "model folder to compare with it", Required = true };
+        var positions = new Option<int>("--positions") { Description = "teacher-forced positions (tokens after BOS)", DefaultValueFactory = _ => 256 };
+        var seed = new Option<int>("--seed") { Description = "seed of the random token sequence", DefaultValueFactory = _ => 7 };
+        var text = new Option<string?>("--text") { Description = "a text file to use instead of random tokens (encoded with the reference's tokenizer)" };
+        var command = new Command("compare", "Teacher-forced top-1 agreement and logit difference between two exports of one model")
+        {
+            reference, model, positions, seed, text,
+        };
+        command.SetAction(r =>
+        {
+            try
+            {
+                var folder = ModelFolder.Open(r.GetValue(reference)!);
+                var other = ModelFolder.Open(r.GetValue(model)!);
+                if (other.VocabSize != folder.VocabSize) throw new ArgumentException($"the models' vocabularies differ ({folder.VocabSize} vs {other.VocabSize}): compare exports of one model");
+                long[] ids;
+                if (r.GetValue(text) is { } path)
+                {
+                    var tokenizer = Runtime.Tokenization.TextTokenizer.Load(folder.Directory, folder.BosTokenId);
+                    ids = [.. tokenizer.Encode(File.ReadAllText(path), addBos: true).Take(r.GetValue(positions) + 1).Select(i => (long)i)];
+                }
+                else
+                {
+                    var random = new Random(r.GetValue(seed));
+                    ids = [folder.BosTokenId, .. Enumerable.Range(0, r.GetValue(positions)).Select(_ => (long)random.Next(3, folder.VocabSize))];
+                }
+                if (ids.Length < 2 || ids.Length > Math.Min(folder.ContextLength, other.ContextLength))
+                    throw new ArgumentException($"--positions must leave 2..{Math.Min(folder.ContextLength, other.ContextLength)} tokens in the context, got {ids.Length}");
+                var a = Logits(folder, ids);
+                var b = Logits(other, ids);
+                int vocab = folder.VocabSize, agree = 0;
+                float maxDifference = 0;
+                for (int t = 0; t < ids.Length; t++)
+                {
+                    var x = a.AsSpan(t * vocab, vocab);
+                    var y = b.AsSpan(t * vocab, vocab);
+                    if (Runtime.Sampling.Sampler.ArgMax(x) == Runtime.Sampling.Sampler.ArgMax(y)) agree++;
+                    for (int v = 0; v < vocab; v++) maxDifference = Math.Max(maxDifference, Math.Abs(x[v] - y[v]));
+                }
+                Console.WriteLine($"{other.Directory} vs {folder.Directory}: top-1 agreement {agree}/{ids.Length} = {100.0 * agree / ids.Length:F1}%, largest logit difference {maxDifference:G4}");
+                return 0;
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"onnx-decoder: {e.Message.ReplaceLineEndings(" ")}");
+                return 1;
+            }
+        });
+        return command;
+    }
+
+    /// <summary>Logits at every position of one teacher-forced run: [positions, vocab] float32.</summary>
+    private static float[] Logits(ModelFolder folder, long[] ids)
+    {
+        using var model = new DecoderModel(folder.Directory);
+        if (!model.FullLogits) throw new ArgumentException($"{folder.ModelPath} returns logits for the last position only: compare needs an export with logits for every position");
+        using var session = new DecoderSession(model, new DecoderSessionOptions { MaxLength = ids.Length });
+        var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
+        var values = new List<OrtValue>
+        {
+            OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]),
+            OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, ids.Length).ToArray(), [1, ids.Length]),
+            OrtValue.CreateTensorValueFromMemory(Enumerable.Range(0, ids.Length).Select(i => (long)i).ToArray(), [1, ids.Length]),
+        };
+        try
+        {
+            var kvType = model.KvElementType;
+            for (int layer = 0; layer < folder.NumLayers; layer++)
+                foreach (var name in new[] { folder.PastKeyName(layer), folder.PastValueName(layer) })
+                {
+                    names.Add(name);
+                    values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, kvType, [1, folder.NumKvHeads, 0, folder.HeadSize], 0, 0));
+                }
+            using var runOptions = new RunOptions();
+            using var outputs = model.Session.Run(runOptions, names, values, ["logits"]);
+            return model.LogitsElementType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16
+                ? [.. outputs[0].GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)h)]
+                : outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        }
+        finally
+        {
+            foreach (var value in values) value.Dispose();
+        }
+    }
+}
