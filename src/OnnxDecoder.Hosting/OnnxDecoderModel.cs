@@ -61,8 +61,10 @@ public sealed class OnnxDecoderModel : IDisposable
                 MaxQueueLength = _options.MaxQueueLength,
                 MaxLength = _options.MaxLength,
                 PrefillChunk = _options.PrefillChunk,
+                MaxKvCacheBytes = _options.MaxKvCacheMiB * (1L << 20),
             });
-            Log.Ready(_logger, ModelId, ExecutionProviders.Name(_model.Provider), clock.Elapsed.TotalMilliseconds, _options.MaxConcurrentSequences, ChatFormat.ToString());
+            Log.Ready(_logger, ModelId, ExecutionProviders.Name(_model.Provider), clock.Elapsed.TotalMilliseconds, _options.MaxConcurrentSequences,
+                _batcher.MaxLength, _batcher.KvCacheBytes / 1048576.0, ChatFormat.ToString());
             _loaded.SetResult();
         }
         catch (Exception e)

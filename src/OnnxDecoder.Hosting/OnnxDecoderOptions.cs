@@ -28,6 +28,11 @@ public sealed class OnnxDecoderOptions
     [Range(1, 1 << 24)]
     public int? MaxLength { get; set; }
 
+    /// <summary>Refuse to load when the KV caches (every sequence row at MaxLength, plus the prefill
+    /// row) would exceed this many MiB; lower MaxConcurrentSequences or MaxLength to fit.</summary>
+    [Range(1, 1 << 30)]
+    public long? MaxKvCacheMiB { get; set; }
+
     /// <summary>Prefill a new prompt in chunks of this many tokens, with decode steps of the running
     /// sequences between chunks (0: whole prompts; long prompts then pause the others).</summary>
     [Range(0, 1 << 20)]

@@ -45,8 +45,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Loading model {ModelPath}")]
     public static partial void Loading(ILogger logger, string modelPath);
 
-    [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Model {Model} ready on {Provider} in {Milliseconds:F0} ms ({Sequences} sequences, chat format {Format})")]
-    public static partial void Ready(ILogger logger, string model, string provider, double milliseconds, int sequences, string format);
+    [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Model {Model} ready on {Provider} in {Milliseconds:F0} ms ({Sequences} sequences x {MaxLength} positions, KV cache {KvCacheMiB:F0} MiB, chat format {Format})")]
+    public static partial void Ready(ILogger logger, string model, string provider, double milliseconds, int sequences, int maxLength, double kvCacheMiB, string format);
 
     [LoggerMessage(EventId = 3, Level = LogLevel.Error, Message = "Loading model {ModelPath} failed")]
     public static partial void LoadFailed(ILogger logger, Exception exception, string modelPath);

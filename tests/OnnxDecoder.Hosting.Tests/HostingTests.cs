@@ -180,6 +180,18 @@ public class HostingTests
         await failing.StopAsync();
     }
 
+    [Test]
+    public async Task A_kv_budget_too_small_for_the_sequences_makes_the_model_unhealthy_with_the_sizes_named()
+    {
+        using var host = Host(new() { ["ModelPath"] = _model, ["MaxConcurrentSequences"] = "64", ["MaxKvCacheMiB"] = "1" });
+        await host.StartAsync();
+        var model = host.Services.GetRequiredService<OnnxDecoderModel>();
+        for (int i = 0; i < 200 && model.LoadError is null; i++) await Task.Delay(20);
+        Assert.That(model.LoadError, Is.Not.Null);
+        Assert.That(model.LoadError!.Message, Does.Contain("64 rows + 1 prefill row x 512 positions").And.Contain("over the budget of 1,048,576: lower MaxSequences or MaxLength"));
+        await host.StopAsync();
+    }
+
     [TestCase("ModelPath", "", "The ModelPath field is required")]
     [TestCase("ModelPath", "/nowhere/at/all", "OnnxDecoder:ModelPath '/nowhere/at/all' is not a model folder (no genai_config.json)")]
     [TestCase("MaxConcurrentSequences", "0", "MaxConcurrentSequences must be between 1 and 1024")]

@@ -19,13 +19,14 @@ public static class Serve
         var sequences = new Option<int>("--sequences") { Description = "sequences decoded together in one batch (each with its own KV cache row)", DefaultValueFactory = _ => 8 };
         var queue = new Option<int>("--queue") { Description = "requests that may wait for a free sequence before 429s", DefaultValueFactory = _ => 64 };
         var maxLength = new Option<int?>("--max-length") { Description = "positions per sequence (default: the model's context)" };
+        var maxKv = new Option<long?>("--max-kv-mib") { Description = "refuse to start when the KV caches would exceed this many MiB" };
         var prefillChunk = new Option<int>("--prefill-chunk") { Description = "prefill prompts in chunks of this many tokens between decode steps (0: whole)", DefaultValueFactory = _ => 0 };
         var temperature = new Option<float>("--temperature") { Description = "temperature when a request gives none", DefaultValueFactory = _ => 0 };
         var ep = new Option<string>("--ep") { Description = "execution providers in order of preference, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
         var apiKey = new Option<string?>("--api-key") { Description = "require \"Authorization: Bearer KEY\" on /v1 (default: $ONNXDECODER_API_KEY; none: open)" };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)")
         {
-            model, host, port, urls, sequences, queue, maxLength, prefillChunk, temperature, ep, apiKey,
+            model, host, port, urls, sequences, queue, maxLength, maxKv, prefillChunk, temperature, ep, apiKey,
         };
         command.SetAction(r =>
         {
@@ -37,6 +38,7 @@ public static class Serve
                 ["OnnxDecoder:PrefillChunk"] = r.GetValue(prefillChunk).ToString(),
                 ["OnnxDecoder:DefaultTemperature"] = r.GetValue(temperature).ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["OnnxDecoder:MaxLength"] = r.GetValue(maxLength)?.ToString(),
+                ["OnnxDecoder:MaxKvCacheMiB"] = r.GetValue(maxKv)?.ToString(),
                 [OnnxDecoderServer.ApiKeySetting] = r.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ONNXDECODER_API_KEY"),
                 // A host that fails to start is reported below in one line; the host's own log of it is a stack trace.
                 ["Logging:LogLevel:Microsoft.Extensions.Hosting.Internal.Host"] = "None",
