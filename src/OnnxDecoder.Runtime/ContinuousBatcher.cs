@@ -69,7 +69,6 @@ public sealed class ContinuousBatcher : IDisposable
     private readonly CancellationTokenSource _shutdown = new();
     private readonly Thread _scheduler;
     private BatchedSequence? _prefilling;             // admitted, its prompt partly run through _prefill
-    private int _prefillDone;
     private readonly bool _ownLengths;                 // rows keep their own lengths (see the class remarks)
     private int _length;                              // columns of the timeline in use (shared timeline only)
     private int _outstanding;                         // queued + prefilling + decoding
@@ -242,14 +241,14 @@ public sealed class ContinuousBatcher : IDisposable
                 if (free < 0 || !_queue.TryDequeue(out var next)) return;
                 if (next.IsCancelled) { Complete(next, null); continue; }
                 _prefilling = next;
-                _prefillDone = ReusePrefix(next.PromptIds);
+                ReusePrefix(next.PromptIds);
                 next.Clock.Restart();
             }
             var sequence = _prefilling;
-            int total = sequence.PromptIds.Length;
-            int size = _options.PrefillChunk > 0 ? Math.Min(_options.PrefillChunk, total - _prefillDone) : total - _prefillDone;
+            int total = sequence.PromptIds.Length, done = _prefillTokens.Count; // the prefill cache holds the prompt's first `done` tokens
+            int size = _options.PrefillChunk > 0 ? Math.Min(_options.PrefillChunk, total - done) : total - done;
             var ids = new long[size];
-            for (int i = 0; i < size; i++) ids[i] = sequence.PromptIds[_prefillDone + i];
+            for (int i = 0; i < size; i++) ids[i] = sequence.PromptIds[done + i];
             ReadOnlySpan<float> logits;
             try
             {
@@ -263,9 +262,8 @@ public sealed class ContinuousBatcher : IDisposable
                 Complete(sequence, e is OperationCanceledException ? null : e);
                 continue;
             }
-            _prefillTokens.AddRange(sequence.PromptIds.AsSpan(_prefillDone, size));
-            _prefillDone += size;
-            if (_prefillDone < total)
+            _prefillTokens.AddRange(sequence.PromptIds.AsSpan(done, size));
+            if (done + size < total)
             {
                 if (Array.Exists(_rows, r => r is not null)) return; // let the running rows take a step between chunks
                 continue;
@@ -276,15 +274,15 @@ public sealed class ContinuousBatcher : IDisposable
             sequence.FirstTokenMs = sequence.SinceSubmitted.Elapsed.TotalMilliseconds;
             if (piece is not null) sequence.Emit(piece);
             if (sequence.State.StopReason is not null) { Complete(sequence, null); continue; }
-            Place(sequence, Array.IndexOf(_rows, null), total); // the row that was free at admission still is
+            Place(sequence, Array.IndexOf(_rows, null)); // the row that was free at admission still is
         }
     }
 
     /// <summary>
     /// Keeps the longest prefix the prefill cache shares with <paramref name="prompt"/> (at least one
-    /// prompt token is always run, for its logits) and returns how many tokens it keeps.
+    /// prompt token is always run, for its logits); <see cref="_prefillTokens"/> is left holding it.
     /// </summary>
-    private int ReusePrefix(int[] prompt)
+    private void ReusePrefix(int[] prompt)
     {
         int common = 0;
         if (_prefill.CanTruncate)
@@ -296,28 +294,22 @@ public sealed class ContinuousBatcher : IDisposable
         else _prefill.TruncateTo(common);
         _prefillTokens.RemoveRange(common, _prefillTokens.Count - common);
         Interlocked.Add(ref _reusedPrefixTokens, common);
-        return common;
     }
 
-    /// <summary>Copies the prefilled prompt (length <paramref name="count"/>) into <paramref name="row"/>
-    /// so that it ends at the timeline's current column.</summary>
-    private void Place(BatchedSequence sequence, int row, int count)
+    /// <summary>Copies the prefilled prompt into <paramref name="row"/>: from column 0 when rows keep
+    /// their own lengths, else so that it ends at the timeline's current column.</summary>
+    private void Place(BatchedSequence sequence, int row)
     {
-        if (_ownLengths)
+        int count = sequence.PromptIds.Length, start = 0;
+        if (!_ownLengths)
         {
-            _cache.CopySegment(_prefill.Cache, count, 0, 0, count, MaxLength, row, 0);
-            _rowStart[row] = 0;
-            sequence.Positions = count;
-            sequence.Clock.Restart();
-            _rows[row] = sequence;
-            return;
+            int rows = ActiveRows();
+            if (rows == 0) Relayout(0, count);            // an empty batch starts a fresh timeline
+            else if (count > _length) Relayout(rows, count); // shift the running rows right to make room
+            start = _length - count;
         }
-        int rows = ActiveRows();
-        if (rows == 0) Relayout(0, count);            // an empty batch starts a fresh timeline
-        else if (count > _length) Relayout(rows, count); // shift the running rows right to make room
-        _cache.CopySegment(_prefill.Cache, count, 0, 0, count, _length, row, _length - count);
-        _rowStart[row] = _length - count;
-        sequence.Positions = count;
+        _cache.CopySegment(_prefill.Cache, count, 0, 0, count, _ownLengths ? MaxLength : _length, row, start);
+        _rowStart[row] = start;
         sequence.Clock.Restart();
         _rows[row] = sequence;
     }
@@ -426,7 +418,6 @@ public sealed class ContinuousBatcher : IDisposable
         {
             if (_rows[row] is not { } sequence) continue;
             Interlocked.Increment(ref _rowSteps);
-            sequence.Positions++;
             sequence.DecodedSteps++;
             var piece = sequence.State.Next(_logits.Values.AsSpan(row * _vocab, _vocab), sequence.Positions, MaxLength);
             if (piece is not null) sequence.Emit(piece);
@@ -523,7 +514,8 @@ public sealed class BatchedSequence : IDisposable
     internal bool IsCancelled => _cancel.IsCancellationRequested;
     internal Stopwatch Clock { get; } = new();
     internal Stopwatch SinceSubmitted { get; } = Stopwatch.StartNew();
-    internal int Positions { get; set; }
+    /// <summary>Positions the sequence holds in the cache: its prompt and every decoded token.</summary>
+    internal int Positions => PromptIds.Length + DecodedSteps;
     internal int DecodedSteps { get; set; }
     internal double PrefillMs { get; set; }
     internal double FirstTokenMs { get; set; }

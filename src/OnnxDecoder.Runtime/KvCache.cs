@@ -144,15 +144,8 @@ public sealed unsafe class KvCache : IDisposable
             || (uint)sourceRow >= (uint)source._batch || (uint)targetRow >= (uint)_batch)
             throw new ArgumentOutOfRangeException(nameof(count), $"segment [{sourceStart}, +{count}) of row {sourceRow} does not fit [{targetStart}, +{count}) of row {targetRow}");
         if (source._elementSize != _elementSize) throw new ArgumentException("the caches hold different element types", nameof(source));
-        long bytes = (long)count * _headDim * _elementSize, position = (long)_headDim * _elementSize;
         for (int t = 0; t < _layers * 2; t++)
-        {
-            var from = (byte*)source.Current(t);
-            var to = (byte*)Current(t);
-            for (int h = 0; h < _kvHeads; h++)
-                Buffer.MemoryCopy(from + (((long)sourceRow * _kvHeads + h) * sourceStride + sourceStart) * position,
-                    to + (((long)targetRow * _kvHeads + h) * targetStride + targetStart) * position, bytes, bytes);
-        }
+            CopyRow((byte*)source.Current(t), sourceRow, sourceStride, sourceStart, (byte*)Current(t), targetRow, targetStride, targetStart, count);
     }
 
     /// <summary>
@@ -169,19 +162,12 @@ public sealed unsafe class KvCache : IDisposable
         for (int row = 0; row < rows; row++)
             if (length[row] > newLength || start[row] < 0 || start[row] + length[row] > oldLength)
                 throw new ArgumentOutOfRangeException(nameof(length), $"row {row}: [{start[row]}, +{length[row]}) does not fit {oldLength} -> {newLength} positions");
-        long position = (long)_headDim * _elementSize;
         for (int t = 0; t < _layers * 2; t++)
         {
             var from = (byte*)Current(t);
             var to = Shared ? from : (byte*)_buffers[t, 1 - _current];
             for (int row = 0; row < rows; row++)
-            {
-                if (length[row] == 0) continue;
-                long bytes = length[row] * position;
-                for (int h = 0; h < _kvHeads; h++)
-                    Buffer.MemoryCopy(from + (((long)row * _kvHeads + h) * oldStride + start[row]) * position,
-                        to + (((long)row * _kvHeads + h) * newStride + newLength - length[row]) * position, bytes, bytes); // memmove semantics
-            }
+                if (length[row] > 0) CopyRow(from, row, oldStride, start[row], to, row, newStride, newLength - length[row], length[row]);
         }
         if (Shared) return;
         _current = 1 - _current;
@@ -191,6 +177,16 @@ public sealed unsafe class KvCache : IDisposable
             _pastViews[t] = null;
         }
         _pastShape[2] = newLength;
+    }
+
+    /// <summary>Copies <paramref name="count"/> positions of every kv head of one row between two buffers laid
+    /// out [rows, kv_heads, stride, head_dim] (the same buffer too: overlapping ranges move like memmove).</summary>
+    private void CopyRow(byte* from, int fromRow, int fromStride, int fromStart, byte* to, int toRow, int toStride, int toStart, int count)
+    {
+        long position = (long)_headDim * _elementSize, bytes = count * position;
+        for (int h = 0; h < _kvHeads; h++)
+            Buffer.MemoryCopy(from + (((long)fromRow * _kvHeads + h) * fromStride + fromStart) * position,
+                to + (((long)toRow * _kvHeads + h) * toStride + toStart) * position, bytes, bytes);
     }
 
     /// <summary>The buffer holding the past of tensor <paramref name="t"/> (layer * 2 + kind).</summary>
