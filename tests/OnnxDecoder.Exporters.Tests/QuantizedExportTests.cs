@@ -1,4 +1,3 @@
-using Microsoft.ML.OnnxRuntime;
 using OnnxDecoder.Exporters.Synth;
 using OnnxDecoder.Modeling;
 using OnnxDecoder.Modeling.Quantization;
@@ -35,44 +34,8 @@ public class QuantizedExportTests
         Assert.That(tokens, Is.EqualTo(golden.Take(100)));
     }
 
-    /// <summary>Logits at every position of one teacher-forced pass: [positions, vocab].</summary>
-    private static float[] TeacherForcedLogits(string folder, long[] ids, int layers, int kvHeads, int headDim)
-    {
-        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-        using var session = new InferenceSession(Path.Combine(folder, "model.onnx"), options);
-        var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
-        var values = new List<OrtValue>
-        {
-            OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]),
-            OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, ids.Length).ToArray(), [1, ids.Length]),
-            OrtValue.CreateTensorValueFromMemory(Enumerable.Range(0, ids.Length).Select(i => (long)i).ToArray(), [1, ids.Length]),
-        };
-        for (int i = 0; i < layers; i++)
-            foreach (var kind in new[] { "key", "value" })
-            {
-                names.Add($"past_key_values.{i}.{kind}");
-                values.Add(OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [1, kvHeads, 0, headDim]));
-            }
-        try
-        {
-            using var outputs = session.Run(new RunOptions(), names, values, ["logits"]);
-            return outputs[0].GetTensorDataAsSpan<float>().ToArray();
-        }
-        finally
-        {
-            foreach (var v in values) v.Dispose();
-        }
-    }
-
-    private static double TopOneAgreement(string a, string b, long[] ids, DecoderConfig config)
-    {
-        var x = TeacherForcedLogits(a, ids, config.NumLayers, config.NumKvHeads, config.HeadDim);
-        var y = TeacherForcedLogits(b, ids, config.NumLayers, config.NumKvHeads, config.HeadDim);
-        int vocab = config.VocabSize, agree = 0;
-        for (int t = 0; t < ids.Length; t++)
-            if (Runtime.Sampling.Sampler.ArgMax(x.AsSpan(t * vocab, vocab)) == Runtime.Sampling.Sampler.ArgMax(y.AsSpan(t * vocab, vocab))) agree++;
-        return (double)agree / ids.Length;
-    }
+    /// <summary>Top-1 agreement of two exports under teacher forcing (the `compare` verb's measure).</summary>
+    private static double TopOneAgreement(string a, string b, long[] ids) => Cli.Compare.Measure(a, b, ids).Fraction;
 
     /// <summary>
     /// Synth llama-110m has random weights: its logits are nearly flat (median top-1 margin 0.19,
@@ -90,7 +53,7 @@ public class QuantizedExportTests
         string int8 = Export(synth, null, "int8", new QuantizationOptions { Bits = 8, BlockSize = 32 });
         var random = new Random(7);
         var ids = Enumerable.Range(0, 256).Select(_ => (long)random.Next(config.VocabSize - 1)).ToArray();
-        double agreement = TopOneAgreement(fp32, int8, ids, config);
+        double agreement = TopOneAgreement(fp32, int8, ids);
         TestContext.Out.WriteLine($"llama-110m int8 vs fp32 top-1 agreement: {100 * agreement:F1}%");
         Assert.That(agreement, Is.GreaterThanOrEqualTo(0.9));
         // int8 keeps the 98 MB float32 token table by default (--embedding auto quantizes it for int4 only)
@@ -106,8 +69,7 @@ public class QuantizedExportTests
         var ids = promptIds.Concat(golden).Take(256).Select(i => (long)i).ToArray();
         string fp32 = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "fp32", null);
         string int4 = Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, "int4", new QuantizationOptions { Bits = 4, BlockSize = 32, Symmetric = false }, lowering);
-        using var checkpoint = Checkpoint.Open(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer);
-        double agreement = TopOneAgreement(fp32, int4, ids, checkpoint.Config);
+        double agreement = TopOneAgreement(fp32, int4, ids);
         TestContext.Out.WriteLine($"stories260K int4 {lowering} (asymmetric, block 32) vs fp32 top-1 agreement: {100 * agreement:F1}%");
         Assert.That(agreement, Is.GreaterThanOrEqualTo(0.85));
     }

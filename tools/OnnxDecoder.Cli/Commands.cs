@@ -34,7 +34,7 @@ public static class Commands
     };
 
     /// <summary>Runs a verb; any exception becomes one line on stderr and exit code 1.</summary>
-    private static int Guard(Func<int> body)
+    internal static int Guard(Func<int> body)
     {
         try
         {

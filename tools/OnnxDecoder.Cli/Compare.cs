@@ -22,55 +22,60 @@ public static class Compare
         {
             reference, model, positions, seed, text,
         };
-        command.SetAction(r =>
+        command.SetAction(r => Commands.Guard(() =>
         {
-            try
+            var folder = ModelFolder.Open(r.GetValue(reference)!);
+            long[] ids;
+            if (r.GetValue(text) is { } path)
             {
-                var folder = ModelFolder.Open(r.GetValue(reference)!);
-                var other = ModelFolder.Open(r.GetValue(model)!);
-                if (other.VocabSize != folder.VocabSize) throw new ArgumentException($"the models' vocabularies differ ({folder.VocabSize} vs {other.VocabSize}): compare exports of one model");
-                long[] ids;
-                if (r.GetValue(text) is { } path)
-                {
-                    var tokenizer = Runtime.Tokenization.TextTokenizer.Load(folder.Directory, folder.BosTokenId);
-                    ids = [.. tokenizer.Encode(File.ReadAllText(path), addBos: true).Take(r.GetValue(positions) + 1).Select(i => (long)i)];
-                }
-                else
-                {
-                    var random = new Random(r.GetValue(seed));
-                    ids = [folder.BosTokenId, .. Enumerable.Range(0, r.GetValue(positions)).Select(_ => (long)random.Next(3, folder.VocabSize))];
-                }
-                if (ids.Length < 2 || ids.Length > Math.Min(folder.ContextLength, other.ContextLength))
-                    throw new ArgumentException($"--positions must leave 2..{Math.Min(folder.ContextLength, other.ContextLength)} tokens in the context, got {ids.Length}");
-                var a = Logits(folder, ids);
-                var b = Logits(other, ids);
-                int vocab = folder.VocabSize, agree = 0;
-                float maxDifference = 0;
-                for (int t = 0; t < ids.Length; t++)
-                {
-                    var x = a.AsSpan(t * vocab, vocab);
-                    var y = b.AsSpan(t * vocab, vocab);
-                    if (Runtime.Sampling.Sampler.ArgMax(x) == Runtime.Sampling.Sampler.ArgMax(y)) agree++;
-                    for (int v = 0; v < vocab; v++) maxDifference = Math.Max(maxDifference, Math.Abs(x[v] - y[v]));
-                }
-                Console.WriteLine($"{other.Directory} vs {folder.Directory}: top-1 agreement {agree}/{ids.Length} = {100.0 * agree / ids.Length:F1}%, largest logit difference {maxDifference:G4}");
-                return 0;
+                var tokenizer = Runtime.Tokenization.TextTokenizer.Load(folder.Directory, folder.BosTokenId);
+                ids = [.. tokenizer.Encode(File.ReadAllText(path), addBos: true).Take(r.GetValue(positions) + 1).Select(i => (long)i)];
             }
-            catch (Exception e)
+            else
             {
-                Console.Error.WriteLine($"onnx-decoder: {e.Message.ReplaceLineEndings(" ")}");
-                return 1;
+                var random = new Random(r.GetValue(seed));
+                ids = [folder.BosTokenId, .. Enumerable.Range(0, r.GetValue(positions)).Select(_ => (long)random.Next(3, folder.VocabSize))];
             }
-        });
+            var result = Measure(folder.Directory, r.GetValue(model)!, ids);
+            Console.WriteLine($"{Path.GetFullPath(r.GetValue(model)!)} vs {folder.Directory}: top-1 agreement {result.Agreeing}/{result.Positions} = {100.0 * result.Agreeing / result.Positions:F1}%, largest logit difference {result.LargestDifference:G4}");
+            return 0;
+        }));
         return command;
     }
 
+    public sealed record Agreement(int Agreeing, int Positions, float LargestDifference)
+    {
+        public double Fraction => (double)Agreeing / Positions;
+    }
+
+    /// <summary>Teacher-forces <paramref name="ids"/> (BOS first) through both exports and compares
+    /// their predictions at every position.</summary>
+    public static Agreement Measure(string referenceFolder, string modelFolder, long[] ids)
+    {
+        var folder = ModelFolder.Open(referenceFolder);
+        var other = ModelFolder.Open(modelFolder);
+        if (other.VocabSize != folder.VocabSize) throw new ArgumentException($"the models' vocabularies differ ({folder.VocabSize} vs {other.VocabSize}): compare exports of one model");
+        if (ids.Length < 2 || ids.Length > Math.Min(folder.ContextLength, other.ContextLength))
+            throw new ArgumentException($"--positions must leave 2..{Math.Min(folder.ContextLength, other.ContextLength)} tokens in the context, got {ids.Length}");
+        var a = TeacherForcedLogits(folder, ids);
+        var b = TeacherForcedLogits(other, ids);
+        int vocab = folder.VocabSize, agree = 0;
+        float largest = 0;
+        for (int t = 0; t < ids.Length; t++)
+        {
+            var x = a.AsSpan(t * vocab, vocab);
+            var y = b.AsSpan(t * vocab, vocab);
+            if (Runtime.Sampling.Sampler.ArgMax(x) == Runtime.Sampling.Sampler.ArgMax(y)) agree++;
+            for (int v = 0; v < vocab; v++) largest = Math.Max(largest, Math.Abs(x[v] - y[v]));
+        }
+        return new Agreement(agree, ids.Length, largest);
+    }
+
     /// <summary>Logits at every position of one teacher-forced run: [positions, vocab] float32.</summary>
-    private static float[] Logits(ModelFolder folder, long[] ids)
+    private static float[] TeacherForcedLogits(ModelFolder folder, long[] ids)
     {
         using var model = new DecoderModel(folder.Directory);
         if (!model.FullLogits) throw new ArgumentException($"{folder.ModelPath} returns logits for the last position only: compare needs an export with logits for every position");
-        using var session = new DecoderSession(model, new DecoderSessionOptions { MaxLength = ids.Length });
         var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
         var values = new List<OrtValue>
         {

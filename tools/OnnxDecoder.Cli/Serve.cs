@@ -28,7 +28,7 @@ public static class Serve
         {
             model, host, port, urls, sequences, queue, maxLength, maxKv, prefillChunk, temperature, ep, apiKey,
         };
-        command.SetAction(r =>
+        command.SetAction(r => Commands.Guard(() =>
         {
             var settings = new Dictionary<string, string?>
             {
@@ -46,23 +46,15 @@ public static class Serve
             var providers = r.GetValue(ep)!.Split(',', StringSplitOptions.RemoveEmptyEntries);
             for (int i = 0; i < providers.Length; i++) settings[$"OnnxDecoder:ExecutionProviders:{i}"] = providers[i];
             string address = r.GetValue(host)!.Contains(':') ? $"[{r.GetValue(host)}]" : r.GetValue(host)!;
-            try
-            {
-                _ = Runtime.ModelFolder.Open(r.GetValue(model)!); // a missing or broken folder fails here, naming the file
-                if (r.GetValue(port) is < 0 or > 65535) throw new ArgumentException($"--port {r.GetValue(port)} is not a TCP port: use 0 to 65535 (0: any free port)");
-                using var app = OnnxDecoderServer.CreateHostBuilder(settings, r.GetValue(urls) ?? $"http://{address}:{r.GetValue(port)}").Build();
-                app.Start();
-                var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
-                Console.Error.WriteLine($"onnx-decoder: serving {r.GetValue(model)} on {string.Join(", ", addresses)} (Ctrl+C stops)");
-                app.WaitForShutdown();
-                return 0;
-            }
-            catch (Exception e)
-            {
-                Console.Error.WriteLine($"onnx-decoder: {e.Message.ReplaceLineEndings(" ")}");
-                return 1;
-            }
-        });
+            _ = Runtime.ModelFolder.Open(r.GetValue(model)!); // a missing or broken folder fails here, naming the file
+            if (r.GetValue(port) is < 0 or > 65535) throw new ArgumentException($"--port {r.GetValue(port)} is not a TCP port: use 0 to 65535 (0: any free port)");
+            using var app = OnnxDecoderServer.CreateHostBuilder(settings, r.GetValue(urls) ?? $"http://{address}:{r.GetValue(port)}").Build();
+            app.Start();
+            var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+            Console.Error.WriteLine($"onnx-decoder: serving {r.GetValue(model)} on {string.Join(", ", addresses)} (Ctrl+C stops)");
+            app.WaitForShutdown();
+            return 0;
+        }));
         return command;
     }
 }
