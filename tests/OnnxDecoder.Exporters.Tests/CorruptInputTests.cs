@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Text;
 using OnnxDecoder.Exporters.Gguf;
 using OnnxDecoder.Exporters.Llama2c;
@@ -271,15 +270,9 @@ public class CorruptInputTests
     {
         string path = Copy(Stories260K.LegacyCheckpoint, "cli.bin");
         using (var f = new FileStream(path, FileMode.Open)) f.SetLength(1000);
-        string cli = Path.Combine(AppContext.BaseDirectory, "onnx-decoder.dll");
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { cli, "export", "--checkpoint", path, "--out", Path.Combine(_root, "cli-out") }) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        string stderr = process.StandardError.ReadToEnd();
-        process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
+        var (exitCode, _, stderr) = OnnxDecoderCli.Run("export", "--checkpoint", path, "--out", Path.Combine(_root, "cli-out"));
 
-        Assert.That(process.ExitCode, Is.EqualTo(1));
+        Assert.That(exitCode, Is.EqualTo(1));
         Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
         Assert.That(stderr, Does.StartWith($"onnx-decoder: {path}: file is truncated"));
     }
@@ -290,13 +283,8 @@ public class CorruptInputTests
     {
         string folder = Path.Combine(_root, "serve-model");
         if (model == "MODEL" && !Directory.Exists(folder)) ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, folder, new OnnxDecoder.Modeling.ExportOptions());
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "onnx-decoder.dll"), "serve", modelFlag, model == "MODEL" ? folder : model, portFlag, port }) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        string stderr = process.StandardError.ReadToEnd();
-        process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        Assert.That(process.ExitCode, Is.EqualTo(1));
+        var (exitCode, _, stderr) = OnnxDecoderCli.Run("serve", modelFlag, model == "MODEL" ? folder : model, portFlag, port);
+        Assert.That(exitCode, Is.EqualTo(1));
         Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1), stderr);
         Assert.That(stderr, Does.StartWith(message));
     }

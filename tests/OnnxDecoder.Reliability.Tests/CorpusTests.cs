@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text;
 using OnnxDecoder.Exporters;
 using OnnxDecoder.Exporters.SafeTensors;
@@ -152,13 +151,8 @@ public class CorpusTests
         model.Graph.Initializer[0].ExternalData.Single(e => e.Key == "location").Value = "../../etc/passwd";
         File.WriteAllBytes(path, Google.Protobuf.MessageExtensions.ToByteArray(model));
 
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "onnx-decoder.dll"), "inspect", path }) start.ArgumentList.Add(a);
-        using var process = Process.Start(start)!;
-        string stderr = process.StandardError.ReadToEnd();
-        process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        Assert.That(process.ExitCode, Is.EqualTo(1));
+        var (exitCode, _, stderr) = OnnxDecoderCli.Run("inspect", path);
+        Assert.That(exitCode, Is.EqualTo(1));
         Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
         Assert.That(stderr, Does.StartWith($"onnx-decoder: {path}: tensor 'w': external location '../../etc/passwd' escapes the model's folder"));
     }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using OnnxDecoder.Exporters;
 using OnnxDecoder.Exporters.Tests;
@@ -26,15 +25,9 @@ public class SoakTests
             string folder = Path.Combine(root, "stories260k");
             ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, folder, new ExportOptions { Lowering = Lowering.Ort });
 
-            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "onnx-decoder.dll"), "soak", "--model", folder,
-                         "--generations", "2000", "--tokens", "32", "--warmup", "4000", "--reopen-every", "250" })
-                start.ArgumentList.Add(a);
-            using var process = Process.Start(start)!;
-            string stdout = process.StandardOutput.ReadToEnd();
-            string stderr = process.StandardError.ReadToEnd();
-            Assert.That(process.WaitForExit(300_000), "soak finished within 5 minutes");
-            Assert.That(process.ExitCode, Is.Zero, stderr);
+            var (exitCode, stdout, stderr) = OnnxDecoderCli.Run(TimeSpan.FromMinutes(5), "soak", "--model", folder,
+                "--generations", "2000", "--tokens", "32", "--warmup", "4000", "--reopen-every", "250");
+            Assert.That(exitCode, Is.Zero, stderr);
             TestContext.Out.WriteLine(stdout);
 
             using var json = JsonDocument.Parse(stdout);

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using OnnxDecoder.Tests.Shared;
 using OnnxDecoder.Modeling;
 using OnnxDecoder.Runtime.Tokenization;
 
@@ -28,29 +28,19 @@ public class Float16RuntimeTests
     [Test]
     public void Compare_on_the_command_line_reports_agreement_of_an_export_with_its_original()
     {
-        (int Exit, string Out, string Err) Cli(params string[] args)
-        {
-            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "onnx-decoder.dll"));
-            foreach (var a in args) start.ArgumentList.Add(a);
-            using var process = Process.Start(start)!;
-            string stdout = process.StandardOutput.ReadToEnd(), stderr = process.StandardError.ReadToEnd();
-            process.WaitForExit();
-            return (process.ExitCode, stdout, stderr);
-        }
         string fp32 = Fixtures.Stories(Lowering.Ort), fp16 = Fixtures.Stories(Lowering.Ort, float16: true);
-        var same = Cli("compare", "--reference", fp32, "--model", fp32, "--positions", "64");
-        Assert.That(same.Exit, Is.Zero, same.Err);
-        Assert.That(same.Out, Does.Contain("top-1 agreement 65/65 = 100.0%, largest logit difference 0"));
-        var half = Cli("compare", "--reference", fp32, "--model", fp16, "--positions", "64");
-        Assert.That(half.Exit, Is.Zero, half.Err);
-        var agreement = double.Parse(System.Text.RegularExpressions.Regex.Match(half.Out, @"= ([0-9.]+)%").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
-        var difference = double.Parse(System.Text.RegularExpressions.Regex.Match(half.Out, @"difference ([0-9.eE+-]+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        var same = OnnxDecoderCli.Run("compare", "--reference", fp32, "--model", fp32, "--positions", "64");
+        Assert.That(same.ExitCode, Is.Zero, same.Stderr);
+        Assert.That(same.Stdout, Does.Contain("top-1 agreement 65/65 = 100.0%, largest logit difference 0"));
+        var half = OnnxDecoderCli.Run("compare", "--reference", fp32, "--model", fp16, "--positions", "64");
+        Assert.That(half.ExitCode, Is.Zero, half.Stderr);
+        var agreement = double.Parse(System.Text.RegularExpressions.Regex.Match(half.Stdout, @"= ([0-9.]+)%").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        var difference = double.Parse(System.Text.RegularExpressions.Regex.Match(half.Stdout, @"difference ([0-9.eE+-]+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         Assert.That(agreement, Is.GreaterThanOrEqualTo(95));
         Assert.That(difference, Is.GreaterThan(0).And.LessThan(0.2), "float16 moves the logits a little");
-        var refused = Cli("compare", "--reference", fp32, "--model", fp16, "--positions", "5000");
-        Assert.That(refused.Exit, Is.EqualTo(1));
-        Assert.That(refused.Err, Does.StartWith("onnx-decoder: --positions must leave 2..512 tokens in the context"));
+        var refused = OnnxDecoderCli.Run("compare", "--reference", fp32, "--model", fp16, "--positions", "5000");
+        Assert.That(refused.ExitCode, Is.EqualTo(1));
+        Assert.That(refused.Stderr, Does.StartWith("onnx-decoder: --positions must leave 2..512 tokens in the context"));
     }
 
     [TestCase(Lowering.Ort)]

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using OnnxDecoder.Tests.Shared;
 using OnnxDecoder.Exporters.Tests;
 using OnnxDecoder.Modeling;
 using OnnxDecoder.Runtime.Sampling;
@@ -176,15 +176,9 @@ public class GenerationTests
         var (promptIds, golden) = Stories260K.Golden();
         foreach (var lowering in new[] { Lowering.Portable, Lowering.Ort })
         {
-            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "onnx-decoder.dll"), "generate", "--model", Fixtures.Stories(lowering),
-                         "--prompt", "Once upon a time", "--temperature", "0", "--format", "json", "--max-tokens", (201 - promptIds.Length).ToString() })
-                start.ArgumentList.Add(a);
-            using var process = Process.Start(start)!;
-            string stdout = process.StandardOutput.ReadToEnd();
-            string stderr = process.StandardError.ReadToEnd();
-            process.WaitForExit();
-            Assert.That(process.ExitCode, Is.Zero, stderr);
+            var (exitCode, stdout, stderr) = OnnxDecoderCli.Run("generate", "--model", Fixtures.Stories(lowering),
+                "--prompt", "Once upon a time", "--temperature", "0", "--format", "json", "--max-tokens", (201 - promptIds.Length).ToString());
+            Assert.That(exitCode, Is.Zero, stderr);
             using var json = System.Text.Json.JsonDocument.Parse(stdout);
             var root = json.RootElement;
             Assert.That(root.GetProperty("prompt_token_ids").EnumerateArray().Select(e => e.GetInt32()), Is.EqualTo(promptIds));
