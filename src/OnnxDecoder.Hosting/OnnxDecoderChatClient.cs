@@ -48,9 +48,7 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         var generation = Map(options);
         string responseId = Guid.NewGuid().ToString("N");
 
-        using var activity = OnnxDecoderTelemetry.ActivitySource.StartActivity($"chat {model.ModelId}", ActivityKind.Internal);
-        activity?.SetTag("gen_ai.operation.name", "chat");
-        activity?.SetTag("gen_ai.request.model", model.ModelId);
+        using var activity = OnnxDecoderTelemetry.StartOperation("chat", model.ModelId, ActivityKind.Internal);
         activity?.SetTag("gen_ai.request.max_tokens", generation.MaxNewTokens);
         activity?.SetTag("gen_ai.request.temperature", generation.Sampling.Temperature);
         var clock = Stopwatch.StartNew();
@@ -70,10 +68,7 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
 
         var finish = result.StopReason is StopReason.MaxTokens or StopReason.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
         var usage = new UsageDetails { InputTokenCount = promptIds.Length, OutputTokenCount = result.TokenIds.Length, TotalTokenCount = promptIds.Length + result.TokenIds.Length };
-        OnnxDecoderTelemetry.RecordCompletion(model.ModelId, "chat", promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds);
-        activity?.SetTag("gen_ai.usage.input_tokens", promptIds.Length);
-        activity?.SetTag("gen_ai.usage.output_tokens", result.TokenIds.Length);
-        activity?.SetTag("gen_ai.response.finish_reasons", finish.Value);
+        OnnxDecoderTelemetry.RecordCompletion(model.ModelId, "chat", promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds, activity, finish.Value);
         Log.Generated(logger, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalMilliseconds, result.StopReason.ToString());
         yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(usage)])
         {

@@ -28,8 +28,18 @@ public static class OnnxDecoderTelemetry
     /// <summary>Records the time to the first output token of one operation ("chat" or "text_completion").</summary>
     public static void RecordFirstToken(string model, string operation, double seconds) => TimeToFirstToken.Record(seconds, Tags(model, operation));
 
-    /// <summary>Records the input and output tokens and the duration of one finished operation.</summary>
-    public static void RecordCompletion(string model, string operation, int inputTokens, int outputTokens, double seconds)
+    /// <summary>A span for one operation ("chat" or "text_completion") on <paramref name="model"/>, tagged after the gen_ai conventions.</summary>
+    public static Activity? StartOperation(string operation, string model, ActivityKind kind)
+    {
+        var activity = ActivitySource.StartActivity($"{operation} {model}", kind);
+        activity?.SetTag("gen_ai.operation.name", operation);
+        activity?.SetTag("gen_ai.request.model", model);
+        return activity;
+    }
+
+    /// <summary>Records the input and output tokens and the duration of one finished operation, as
+    /// metrics and on its span.</summary>
+    public static void RecordCompletion(string model, string operation, int inputTokens, int outputTokens, double seconds, Activity? activity, string finishReason)
     {
         var tags = Tags(model, operation);
         var input = tags; input.Add("gen_ai.token.type", "input");
@@ -37,6 +47,9 @@ public static class OnnxDecoderTelemetry
         TokenUsage.Record(inputTokens, input);
         TokenUsage.Record(outputTokens, output);
         OperationDuration.Record(seconds, tags);
+        activity?.SetTag("gen_ai.usage.input_tokens", inputTokens);
+        activity?.SetTag("gen_ai.usage.output_tokens", outputTokens);
+        activity?.SetTag("gen_ai.response.finish_reasons", finishReason);
     }
 }
 

@@ -133,10 +133,7 @@ public static partial class OpenAIEndpoints
             return;
         }
 
-        using var activity = OnnxDecoderTelemetry.ActivitySource.StartActivity($"{operation} {model.ModelId}", System.Diagnostics.ActivityKind.Server);
-        activity?.SetTag("gen_ai.operation.name", operation);
-        activity?.SetTag("gen_ai.request.model", model.ModelId);
-        activity?.SetTag("gen_ai.usage.input_tokens", promptIds.Length);
+        using var activity = OnnxDecoderTelemetry.StartOperation(operation, model.ModelId, ActivityKind.Server);
         using (sequence)
         {
             string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
@@ -158,9 +155,7 @@ public static partial class OpenAIEndpoints
                         : new TextCompletion(id, "text_completion", created, model.ModelId, [new TextChoice(result.Text, 0, null, FinishReason(result))], usage);
                     await Results.Json(body, Json).ExecuteAsync(http).ConfigureAwait(false);
                 }
-                OnnxDecoderTelemetry.RecordCompletion(model.ModelId, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds);
-                activity?.SetTag("gen_ai.usage.output_tokens", result.TokenIds.Length);
-                activity?.SetTag("gen_ai.response.finish_reasons", FinishReason(result));
+                OnnxDecoderTelemetry.RecordCompletion(model.ModelId, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds, activity, FinishReason(result));
                 activity?.SetTag("gen_ai.response.id", id);
                 Log.Completed(logger, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalMilliseconds, result.StopReason.ToString());
             }
