@@ -409,7 +409,7 @@ public sealed class ContinuousBatcher : IDisposable
         _cache.Bind(_binding, folder, _length, total, rows);
         using (var registration = _shutdown.Token.Register(static state => ((RunOptions)state!).Terminate = true, _runOptions))
             _model.Session.RunWithBinding(_runOptions, _binding);
-        if (_model.FullLogits) CopyFullLogits(rows);
+        if (_model.FullLogits) _logits.CopyLastPositions(_binding, rows, 1); // [rows, 1, vocab]
         else _logits.Complete(rows);
         _cache.Advance(total);
         _length = total;
@@ -427,14 +427,6 @@ public sealed class ContinuousBatcher : IDisposable
                 Complete(sequence, null);
             }
         }
-    }
-
-    private void CopyFullLogits(int rows)
-    {
-        using var outputs = _binding.GetOutputValues();
-        OrtValueLedger.TrackCreated(outputs.Count);
-        using var release = new LedgerRelease(outputs.Count);
-        _logits.CopyLastPositions(outputs[Array.IndexOf(_binding.GetOutputNames(), "logits")], rows, 1); // [rows, 1, vocab]
     }
 
     private void FailAll(Exception error)

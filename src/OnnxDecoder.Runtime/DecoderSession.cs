@@ -244,14 +244,7 @@ public sealed class DecoderSession : IDisposable
             }
             _cache.Bind(_binding, Folder, Length, total);
             Run(cancellationToken);
-            if (_fullLogits)
-            {
-                using var outputs = _binding.GetOutputValues();
-                OrtValueLedger.TrackCreated(outputs.Count);
-                using var releaseOutputs = new LedgerRelease(outputs.Count);
-                var names = _binding.GetOutputNames();
-                _logits.CopyLastPositions(outputs[Array.IndexOf(names, "logits")], BatchSize, size); // [batch, size, vocab]
-            }
+            if (_fullLogits) _logits.CopyLastPositions(_binding, BatchSize, size); // [batch, size, vocab]
             else _logits.Complete(BatchSize);
             _cache.Advance(total);
             Length = total;

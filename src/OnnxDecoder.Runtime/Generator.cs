@@ -145,7 +145,7 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
         while (true)
         {
             var piece = state.Next(logits, Session.Length, Session.MaxLength);
-            if (state.Generated.Count <= 1 && ttftMs == 0) ttftMs = clock.Elapsed.TotalMilliseconds;
+            if (ttftMs == 0) ttftMs = clock.Elapsed.TotalMilliseconds; // the first sample
             if (piece is not null) onToken?.Invoke(piece);
             if (state.StopReason is not null) break;
             step[0] = state.Generated[^1];

@@ -41,9 +41,14 @@ internal sealed unsafe class LogitsBuffer : IDisposable
         if (_half is not null) TensorPrimitives.ConvertToSingle(_half.AsSpan(0, rows * _vocab), Values.AsSpan(0, rows * _vocab));
     }
 
-    /// <summary>Copies the last position of each row of a full-logits output [rows, positions, vocab].</summary>
-    public void CopyLastPositions(OrtValue output, int rows, int positions)
+    /// <summary>After a run whose logits output was bound to the device (a graph with logits for every
+    /// position): copies the last position of each row of [rows, positions, vocab] and releases the outputs.</summary>
+    public void CopyLastPositions(OrtIoBinding binding, int rows, int positions)
     {
+        using var outputs = binding.GetOutputValues();
+        OrtValueLedger.TrackCreated(outputs.Count);
+        using var release = new LedgerRelease(outputs.Count);
+        var output = outputs[Array.IndexOf(binding.GetOutputNames(), "logits")];
         for (int row = 0; row < rows; row++)
         {
             long offset = ((long)row * positions + positions - 1) * _vocab;

@@ -163,15 +163,12 @@ public static partial class OpenAIEndpoints
             {
                 Log.Disconnected(logger, operation);
             }
-            catch (Exception e) when (!http.Response.HasStarted)
-            {
-                Log.Failed(logger, e, operation);
-                await WriteError(http, new OpenAIError(500, $"generation failed: {e.Message}", type: "server_error")).ConfigureAwait(false);
-            }
             catch (Exception e)
             {
-                Log.Failed(logger, e, operation); // mid-stream: report in the stream and end it
-                await WriteEvent(http, new OpenAIError(500, $"generation failed: {e.Message}", type: "server_error").ToBody(), CancellationToken.None).ConfigureAwait(false);
+                Log.Failed(logger, e, operation);
+                var error = new OpenAIError(500, $"generation failed: {e.Message}", type: "server_error");
+                if (!http.Response.HasStarted) await WriteError(http, error).ConfigureAwait(false);
+                else await WriteEvent(http, error.ToBody(), CancellationToken.None).ConfigureAwait(false); // mid-stream: report in the stream and end it
             }
         }
     }
