@@ -71,7 +71,8 @@ public sealed record HfSpec
 
         bool attentionBias = f.Bool("attention_bias") ?? false;
         var windows = ReadWindows(f, type, layers);
-        string activation = (type == "gemma2" ? f.String("hidden_activation") ?? f.String("hidden_act") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? "silu");
+        // Gemma2MLP reads hidden_activation only (default gelu_pytorch_tanh); a hidden_act beside it is ignored.
+        string activation = type == "gemma2" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? "silu";
         if (!HfReference.KnownActivations.Contains(activation)) throw new FormatException($"{source}: activation '{activation}' is not known to the reference");
 
         var spec = new HfSpec
