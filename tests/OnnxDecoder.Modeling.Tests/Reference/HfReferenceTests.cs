@@ -207,6 +207,31 @@ public class HfReferenceTests
     }
 
     [Test]
+    public void Absent_fields_take_the_config_classes_defaults()
+    {
+        static string Without(string json, params string[] fields)
+        {
+            var root = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject();
+            foreach (var field in fields) root.Remove(field);
+            return root.ToJsonString();
+        }
+        // Qwen3Config: head_dim 128 (not hidden / heads), tie_word_embeddings false.
+        var qwen = HfSpec.Parse(Without(HfTestConfigs.Qwen3, "head_dim", "tie_word_embeddings"));
+        Assert.That((qwen.HeadDim, qwen.TieWordEmbeddings), Is.EqualTo((128, false)));
+        // Gemma2Config: head_dim 256, query_pre_attn_scalar 256, caps 50 / 30, tied, gelu_pytorch_tanh.
+        var gemma = HfSpec.Parse(Without(HfTestConfigs.Gemma2, "head_dim", "query_pre_attn_scalar", "attn_logit_softcapping",
+            "final_logit_softcapping", "tie_word_embeddings", "hidden_activation", "sliding_window"));
+        Assert.That((gemma.HeadDim, gemma.AttentionScale, gemma.AttentionSoftcap, gemma.FinalLogitSoftcap, gemma.TieWordEmbeddings),
+            Is.EqualTo((256, 1.0 / 16, (double?)50.0, (double?)30.0, true)));
+        Assert.That(gemma.Activation, Is.EqualTo("gelu_pytorch_tanh"));
+        Assert.That(gemma.LayerWindows[0], Is.EqualTo(4096));
+        // Phi3Config: rms_norm_eps 1e-5, head_dim = hidden / heads; an explicit null soft-cap turns Gemma's off.
+        Assert.That(HfSpec.Parse(Without(HfTestConfigs.Phi3Mini, "rms_norm_eps")).RmsNormEps, Is.EqualTo(1e-5));
+        Assert.That(HfSpec.Parse(HfTestConfigs.Phi3Mini).HeadDim, Is.EqualTo(8));
+        Assert.That(HfSpec.Parse(HfTestConfigs.With(HfTestConfigs.Gemma2, ("attn_logit_softcapping", null))).AttentionSoftcap, Is.Null);
+    }
+
+    [Test]
     public void Gemma2_final_softcap_bounds_the_logits_and_is_tanh_of_the_uncapped_logits()
     {
         var reference = new HfReference(HfTestConfigs.Gemma2TightSoftcaps, HfWeights.Random(HfTestConfigs.Gemma2TightSoftcaps, seed: 3));
@@ -284,6 +309,14 @@ public class HfReferenceTests
         var gemma = HfWeights.Expected(HfTestConfigs.Gemma2).Select(s => s.Name).ToHashSet();
         Assert.That(gemma, Does.Contain("model.layers.2.pre_feedforward_layernorm.weight").And.Contain("model.layers.2.post_feedforward_layernorm.weight"));
         Assert.That(gemma, Does.Not.Contain("lm_head.weight"));
+        // LlamaAttention puts attention_bias on o_proj too; LlamaMLP puts mlp_bias on gate, up and down.
+        string biased = HfTestConfigs.With(HfTestConfigs.Llama, ("attention_bias", true), ("mlp_bias", true));
+        var llama = HfWeights.Expected(biased).Select(s => s.Name).ToHashSet();
+        Assert.That(llama, Is.SupersetOf(new[] { "model.layers.0.self_attn.q_proj.bias", "model.layers.0.self_attn.o_proj.bias",
+            "model.layers.1.mlp.gate_proj.bias", "model.layers.1.mlp.up_proj.bias", "model.layers.1.mlp.down_proj.bias" }));
+        // Qwen2 hard-codes q/k/v biases and no o_proj bias, whatever attention_bias says.
+        var qwen2 = HfWeights.Expected(HfTestConfigs.With(HfTestConfigs.Qwen2, ("attention_bias", true))).Select(s => s.Name).ToHashSet();
+        Assert.That(qwen2, Does.Contain("model.layers.0.self_attn.k_proj.bias").And.Not.Contain("model.layers.0.self_attn.o_proj.bias"));
     }
 
     [Test]
