@@ -207,6 +207,45 @@ public class HfReferenceTests
     }
 
     [Test]
+    public void Phi3_fused_projections_equal_Mistral_with_the_row_blocks_split_out()
+    {
+        // Phi-3-mini's layout is Mistral's with q|k|v and gate|up stacked by rows; split them and the two
+        // readings must agree exactly (this guards the row offsets of the fused reads).
+        var phi = HfSpec.Parse(HfTestConfigs.Phi3Mini);
+        string mistralJson = HfTestConfigs.With(HfTestConfigs.Mistral, ("intermediate_size", 48), ("num_key_value_heads", 4),
+            ("vocab_size", 64), ("rope_theta", 10000.0), ("sliding_window", 5), ("head_dim", null));
+        var mistral = HfSpec.Parse(mistralJson);
+        var phiWeights = HfWeights.Random(phi, seed: 12);
+        var split = new InMemoryWeights();
+        foreach (var name in phiWeights.Names)
+        {
+            float[] values = phiWeights.Values(name);
+            long[] shape = phiWeights.Shape(name);
+            void Rows(string target, int from, int count) =>
+                split.Add(target, values[(from * (int)shape[1])..((from + count) * (int)shape[1])], count, shape[1]);
+            if (name.EndsWith("qkv_proj.weight"))
+            {
+                string prefix = name[..^"qkv_proj.weight".Length];
+                Rows(prefix + "q_proj.weight", 0, 32);
+                Rows(prefix + "k_proj.weight", 32, 32);
+                Rows(prefix + "v_proj.weight", 64, 32);
+            }
+            else if (name.EndsWith("gate_up_proj.weight"))
+            {
+                string prefix = name[..^"gate_up_proj.weight".Length];
+                Rows(prefix + "gate_proj.weight", 0, 48);
+                Rows(prefix + "up_proj.weight", 48, 48);
+            }
+            else split.Add(name, values, shape);
+        }
+        Assert.That(split.Names.OrderBy(n => n), Is.EqualTo(HfWeights.Expected(mistral).Select(t => t.Name).OrderBy(n => n)));
+        var (ids, mask, positions) = Batch(10, 64, seed: 4, 0, 2);
+        double[] a = new HfReference(phi, phiWeights).Forward(ids, mask, positions);
+        double[] b = new HfReference(mistral, split).Forward(ids, mask, positions);
+        Assert.That(a.Zip(b, (x, y) => Math.Abs(x - y)).Max(), Is.LessThan(1e-12));
+    }
+
+    [Test]
     public void Absent_fields_take_the_config_classes_defaults()
     {
         static string Without(string json, params string[] fields)
