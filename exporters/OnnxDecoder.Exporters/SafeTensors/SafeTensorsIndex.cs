@@ -93,7 +93,8 @@ public sealed class SafeTensorsIndex
             if (!_weightMap.TryGetValue(tensor, out var listed))
                 throw new ModelFormatException(Path, $"shard '{shard}' holds tensor '{tensor}', which weight_map does not list: the index and its shards disagree");
             if (listed != shard)
-                throw new ModelFormatException(Path, $"weight_map places tensor '{tensor}' in shard '{listed}', but shard '{shard}' holds it: the index and its shards disagree");
+                throw new ModelFormatException(Path,
+                    $"weight_map places tensor '{tensor}' in shard '{listed}', but shard '{shard}' holds it: the index and its shards disagree");
         }
     }
 

@@ -40,7 +40,8 @@ public static class CheckpointTokenizerFiles
             string path = Path.Combine(checkpointFolder, name);
             var info = new FileInfo(path);
             if (info.LinkTarget is not null)
-                throw new ModelFormatException(path, $"is a symbolic link (to '{info.LinkTarget}'); tokenizer files are copied into the export only as regular files: replace it with a copy");
+                throw new ModelFormatException(path,
+                    $"is a symbolic link (to '{info.LinkTarget}'); tokenizer files are copied into the export only as regular files: replace it with a copy");
             if (Directory.Exists(path)) throw new ModelFormatException(path, "is a folder; a tokenizer file is expected here: remove or rename it");
             if (!info.Exists) continue;
             Check(path, info.Length);
@@ -55,9 +56,11 @@ public static class CheckpointTokenizerFiles
 
     private static void Check(string path, long length)
     {
-        if (FileLinks.IsRegularFile(path) is false) throw new ModelFormatException(path, "is not a regular file (a FIFO, socket or device?): replace it with the file itself");
+        if (FileLinks.IsRegularFile(path) is false)
+            throw new ModelFormatException(path, "is not a regular file (a FIFO, socket or device?): replace it with the file itself");
         if (FileLinks.HardLinkCount(path) is > 1)
-            throw new ModelFormatException(path, "has more than one hard link; tokenizer files are copied into the export only when they have one: replace it with a copy");
+            throw new ModelFormatException(path,
+                "has more than one hard link; tokenizer files are copied into the export only when they have one: replace it with a copy");
         if (length > MaxBytes) throw new ModelFormatException(path, $"is {length} bytes, over the {MaxBytes}-byte limit for tokenizer files");
     }
 
