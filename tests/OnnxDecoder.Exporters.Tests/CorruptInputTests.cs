@@ -151,7 +151,7 @@ public class CorruptInputTests
         File.Move(config + ".off", config);
 
         File.WriteAllText(Path.Combine(folder, "model.safetensors.index.json"), """{"weight_map": {"model.norm.weight": "../model.safetensors"}}""");
-        AssertRefused(() => Checkpoint.Open(folder).Dispose(), Path.Combine(folder, "model.safetensors.index.json"), "shard '../model.safetensors' must be a plain file name inside the model folder");
+        AssertRefused(() => Checkpoint.Open(folder).Dispose(), Path.Combine(folder, "model.safetensors.index.json"), "shard '../model.safetensors' (listed for tensor 'model.norm.weight') must be a plain file name inside the model folder");
     }
 
     private static void RewriteWith(string folder, Func<List<(string Name, ITensorSource Tensor)>, List<(string Name, ITensorSource Tensor)>> change)

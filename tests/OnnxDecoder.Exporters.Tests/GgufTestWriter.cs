@@ -14,7 +14,7 @@ public static class GgufTestWriter
     public static void Write(string path, DecoderConfig c, InMemoryWeights w, bool q8) => Write(path, c, w, q8 ? 8u : 0u);
 
     /// <summary>Writes with 2-D weights (rows a multiple of 32) as ggml type <paramref name="type"/>: 0 F32, 8 Q8_0, 2 Q4_0.</summary>
-    public static void Write(string path, DecoderConfig c, InMemoryWeights w, uint type)
+    public static void Write(string path, DecoderConfig c, InMemoryWeights w, uint type, IReadOnlyList<(string Key, uint Type, byte[] Value)>? extraMetadata = null)
     {
         var tensors = new List<(string Name, long[] Shape, uint Type, byte[] Data)>();
         void Add(string name, float[] values, long[] shape)
@@ -74,10 +74,14 @@ public static class GgufTestWriter
             metadata.Add(("llama.expert_count", 4, U32((uint)c.NumExperts)));
             metadata.Add(("llama.expert_used_count", 4, U32((uint)c.ExpertsPerToken)));
         }
+        if (extraMetadata is not null) metadata.AddRange(extraMetadata);
         WriteFile(path, metadata, tensors);
     }
 
-    public static void WriteFile(string path, IReadOnlyList<(string Key, uint Type, byte[] Value)> metadata, IReadOnlyList<(string Name, long[] Shape, uint Type, byte[] Data)> tensors)
+    /// <summary>Writes a GGUF file; <paramref name="offsets"/> (relative to the data section) replaces the
+    /// packed, 32-aligned layout, so tests can write files whose tensors overlap or are misaligned.</summary>
+    public static void WriteFile(string path, IReadOnlyList<(string Key, uint Type, byte[] Value)> metadata, IReadOnlyList<(string Name, long[] Shape, uint Type, byte[] Data)> tensors,
+        IReadOnlyList<ulong>? offsets = null)
     {
         var header = new MemoryStream();
         header.Write(U32(0x46554747));
@@ -91,15 +95,16 @@ public static class GgufTestWriter
             header.Write(value);
         }
         ulong offset = 0;
-        var offsets = new List<ulong>();
-        foreach (var (name, shape, type, data) in tensors)
+        var placed = new List<ulong>();
+        for (int i = 0; i < tensors.Count; i++)
         {
+            var (name, shape, type, data) = tensors[i];
             header.Write(Str(name));
             header.Write(U32((uint)shape.Length));
             foreach (var dim in shape.Reverse()) header.Write(U64((ulong)dim)); // GGUF lists ne innermost first
             header.Write(U32(type));
-            header.Write(U64(offset));
-            offsets.Add(offset);
+            placed.Add(offsets?[i] ?? offset);
+            header.Write(U64(placed[i]));
             offset = (offset + (ulong)data.Length + 31) / 32 * 32;
         }
         using var file = File.Create(path);
@@ -108,7 +113,9 @@ public static class GgufTestWriter
         long dataStart = file.Position;
         for (int i = 0; i < tensors.Count; i++)
         {
-            file.Write(new byte[dataStart + (long)offsets[i] - file.Position]);
+            long at = dataStart + (long)placed[i];
+            if (at > file.Length) file.SetLength(at);
+            file.Position = at;
             file.Write(tensors[i].Data);
         }
     }

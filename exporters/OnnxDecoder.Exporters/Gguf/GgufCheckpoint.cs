@@ -223,13 +223,14 @@ public sealed class GgufCheckpoint : Modeling.Quantization.IQuantizedWeightSourc
             int type = types is null ? 1 : types[i] is int t && t is >= 1 and <= 6 ? t : throw Bad($"tokenizer.ggml.token_type[{i}] is not a type 1..6");
             pieces.Add((piece, score, (SentencePieceModelWriter.PieceType)type));
         }
+        var chatTemplates = _file.ChatTemplates();
         int unk = (int)(_file.Integer("tokenizer.ggml.unknown_token_id") ?? 0), bos = (int)(_file.Integer("tokenizer.ggml.bos_token_id") ?? 1), eos = (int)(_file.Integer("tokenizer.ggml.eos_token_id") ?? 2);
         return directory =>
         {
             // tokenizer.model for Microsoft.ML.Tokenizers, tokenizer.json for onnxruntime-genai.
             using (var stream = File.Create(Path.Combine(directory, "tokenizer.model")))
                 SentencePieceModelWriter.Write(pieces, escapeWhitespaces: true, unk, bos, eos, stream);
-            TokenizerJsonWriter.WriteSentencePieceBpe(directory, pieces, unk, bos, eos, contextLength);
+            TokenizerJsonWriter.WriteSentencePieceBpe(directory, pieces, unk, bos, eos, contextLength, chatTemplates);
         };
     }
 }

@@ -14,7 +14,8 @@ public sealed record GgufTensor(string Name, GgmlType Type, long[] Shape, long O
 /// A memory-mapped GGUF v3 file parsed as hostile input: caps on string length, array length,
 /// tensor and metadata counts and dimensions (at most 4); checked size arithmetic (a dimension of
 /// 2^42+1 cannot wrap); array element types checked before use; the alignment a power of two; every
-/// tensor's data inside the file and aligned. Tensors are read lazily and dequantised to float32.
+/// tensor's data inside the file, aligned, and sharing no byte with another tensor's; tensor names
+/// unique. Tensors are read lazily and dequantised to float32.
 /// </summary>
 public sealed class GgufFile : IDisposable
 {
@@ -170,6 +171,15 @@ public sealed class GgufFile : IDisposable
                 throw Bad($"tensor '{name}' data (offset {offset}, {bytes} bytes) runs past the end of the file");
             if (!tensors.TryAdd(name, new GgufTensor(name, type, shape, dataStart + (long)offset, bytes))) throw Bad($"tensor '{name}' appears twice");
         }
+        // Two tensors sharing bytes would export one weight's data as another's: each range must end before the next begins.
+        GgufTensor? previous = null;
+        foreach (var tensor in tensors.Values.OrderBy(t => t.Offset).ThenBy(t => t.ByteLength))
+        {
+            if (previous is not null && tensor.Offset < previous.Offset + previous.ByteLength)
+                throw Bad($"tensor '{tensor.Name}' data (offset {tensor.Offset - dataStart}, {tensor.ByteLength} bytes) overlaps tensor '{previous.Name}' " +
+                    $"(offset {previous.Offset - dataStart}, {previous.ByteLength} bytes): the file is corrupt, re-convert it");
+            previous = tensor;
+        }
         Tensors = tensors;
     }
 
@@ -226,6 +236,30 @@ public sealed class GgufFile : IDisposable
         var bytes = new byte[length];
         using (var stream = new MemoryStream(bytes)) _file.CopyTo(stream, offset, length);
         return bytes;
+    }
+
+    /// <summary>
+    /// The chat templates in the metadata, as (name, Jinja source): tokenizer.chat_template is the
+    /// "default" one; llama.cpp's converter stores further named ones (e.g. "tool_use") under
+    /// tokenizer.chat_template.NAME and lists their names in tokenizer.chat_templates.
+    /// </summary>
+    public IReadOnlyList<(string Name, string Template)> ChatTemplates()
+    {
+        var templates = new List<(string, string)>();
+        if (Metadata.TryGetValue("tokenizer.chat_template", out var main))
+            templates.Add(("default", main as string ?? throw Bad($"metadata 'tokenizer.chat_template' must be a string, found {main.GetType().Name}")));
+        if (!Metadata.TryGetValue("tokenizer.chat_templates", out var listed)) return templates;
+        if (listed is not object[] names) throw Bad($"metadata 'tokenizer.chat_templates' must be an array of names, found {listed.GetType().Name}");
+        foreach (var item in names)
+        {
+            string name = item as string ?? throw Bad("metadata 'tokenizer.chat_templates' must hold strings");
+            if (name == "default" && templates.Count > 0) continue; // the default is tokenizer.chat_template itself
+            if (templates.Any(t => t.Item1 == name)) throw Bad($"metadata 'tokenizer.chat_templates' lists '{name}' twice");
+            string key = $"tokenizer.chat_template.{name}";
+            if (!Metadata.TryGetValue(key, out var template)) throw Bad($"metadata 'tokenizer.chat_templates' lists '{name}' but '{key}' is missing");
+            templates.Add((name, template as string ?? throw Bad($"metadata '{key}' must be a string, found {template.GetType().Name}")));
+        }
+        return templates;
     }
 
     public T? Get<T>(string key) where T : class => Metadata.TryGetValue(key, out var v) ? v as T : null;

@@ -6,7 +6,7 @@ namespace OnnxDecoder.Exporters.SafeTensors;
 
 /// <summary>
 /// A Hugging Face model folder: config.json plus model.safetensors, or shards listed in
-/// model.safetensors.index.json. Shard names must be plain file names inside the folder. GPT-2
+/// model.safetensors.index.json (<see cref="SafeTensorsIndex"/> checks the index against the shards). GPT-2
 /// checkpoints saved without the "transformer." prefix get it; buffers that are not weights
 /// (GPT-2's attn.bias masks, rotary inv_freq) are skipped.
 /// </summary>
@@ -28,7 +28,8 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
         var folder = new HuggingFaceFolder();
         try
         {
-            var shardNames = ShardNames(directory);
+            var index = SafeTensorsIndex.Find(directory);
+            var shardNames = index?.Shards ?? ["model.safetensors"];
             var files = new List<string> { configPath };
             foreach (var shard in shardNames)
             {
@@ -38,6 +39,7 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
                 var file = SafeTensorsFile.Open(shardPath);
                 folder._files.Add(file);
                 files.Add(file.Path);
+                index?.CheckShard(shard, file);
                 foreach (var stored in file.Entries.Keys)
                 {
                     if (IsBuffer(stored)) continue;
@@ -47,8 +49,9 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
                         throw new ModelFormatException(file.Path, $"tensor '{stored}' also appears in another shard");
                 }
             }
+            index?.CheckAllFound();
             var dtypes = folder._tensors.ToDictionary(t => t.Key, t => t.Value.File.Entries[t.Value.StoredName].DType);
-            return Checkpoint.Create("safetensors", config, folder, files, WriteTokenizerFiles(directory), folder, dtypes);
+            return Checkpoint.Create("safetensors", config, folder, files, Tokenizers.CheckpointTokenizerFiles.Prepare(directory), folder, dtypes);
         }
         catch
         {
@@ -61,59 +64,11 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
         name.EndsWith(".attn.bias", StringComparison.Ordinal) || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal) ||
         name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal);
 
-    private static IReadOnlyList<string> ShardNames(string directory)
-    {
-        string single = Path.Combine(directory, "model.safetensors");
-        string index = Path.Combine(directory, "model.safetensors.index.json");
-        if (File.Exists(index))
-        {
-            using var document = ParseJson(index);
-            if (!document.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
-                throw new ModelFormatException(index, "weight_map must be an object of tensor name -> shard file");
-            var shards = new SortedSet<string>(StringComparer.Ordinal);
-            foreach (var entry in map.EnumerateObject())
-            {
-                string shard = entry.Value.ValueKind == JsonValueKind.String ? entry.Value.GetString()! : throw new ModelFormatException(index, $"weight_map['{entry.Name}'] must be a file name");
-                if (shard.Length == 0 || shard != Path.GetFileName(shard) || shard is "." or ".." || shard.Contains('\\'))
-                    throw new ModelFormatException(index, $"shard '{shard}' must be a plain file name inside the model folder");
-                if (!File.Exists(Path.Combine(directory, shard))) throw new ModelFormatException(index, $"shard '{shard}' listed for '{entry.Name}' does not exist");
-                shards.Add(shard);
-            }
-            if (shards.Count == 0) throw new ModelFormatException(index, "weight_map lists no shards");
-            return [.. shards];
-        }
-        if (File.Exists(single)) return ["model.safetensors"];
-        throw new ModelFormatException(directory, "no model.safetensors or model.safetensors.index.json");
-    }
-
-    private static Action<string>? WriteTokenizerFiles(string directory)
-    {
-        var names = new[] { "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json" }
-            .Where(n => File.Exists(Path.Combine(directory, n))).ToList();
-        if (names.Count == 0) return null;
-        return target =>
-        {
-            foreach (var name in names) File.Copy(Path.Combine(directory, name), Path.Combine(target, name), overwrite: true);
-        };
-    }
-
     private static string ReadCapped(string path)
     {
         long size = new FileInfo(path).Length;
         if (size > MaxJsonBytes) throw new ModelFormatException(path, $"is {size} bytes, over the {MaxJsonBytes}-byte limit");
         return File.ReadAllText(path);
-    }
-
-    private static JsonDocument ParseJson(string path)
-    {
-        try
-        {
-            return JsonDocument.Parse(ReadCapped(path), new JsonDocumentOptions { MaxDepth = 16 });
-        }
-        catch (JsonException e)
-        {
-            throw new ModelFormatException(path, $"is not valid JSON ({e.Message})");
-        }
     }
 
     public void Dispose()

@@ -3,8 +3,8 @@ using System.Text.Json.Nodes;
 namespace OnnxDecoder.Exporters.Tokenizers;
 
 /// <summary>
-/// Writes a Hugging Face tokenizer.json (+ tokenizer_config.json) for a SentencePiece-style BPE
-/// vocabulary, so onnxruntime-genai (which reads only tokenizer.json) can tokenize our exports.
+/// Writes a Hugging Face tokenizer.json (+ tokenizer_config.json, with the source's chat templates
+/// when it has any) for a SentencePiece-style BPE vocabulary, so onnxruntime-genai (which reads only tokenizer.json) can tokenize our exports.
 /// Spaces become U+2581 with a prepended one, unknown bytes fall back to &lt;0xNN&gt; tokens, and the
 /// merges are every split of a piece into two pieces of the vocabulary, ordered by the merged
 /// piece's score (highest first): the order in which SentencePiece BPE applies them.
@@ -14,7 +14,7 @@ public static class TokenizerJsonWriter
     private const char Space = '\u2581';
 
     public static void WriteSentencePieceBpe(string directory, IReadOnlyList<(string Piece, float Score, SentencePieceModelWriter.PieceType Type)> pieces,
-        int unkId, int bosId, int eosId, int contextLength)
+        int unkId, int bosId, int eosId, int contextLength, IReadOnlyList<(string Name, string Template)>? chatTemplates = null)
     {
         var vocab = new JsonObject();
         var ids = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -95,6 +95,10 @@ public static class TokenizerJsonWriter
             ["tokenizer_class"] = "LlamaTokenizer", ["add_bos_token"] = true, ["add_eos_token"] = false, ["bos_token"] = bos,
             ["eos_token"] = pieces[eosId].Piece, ["unk_token"] = pieces[unkId].Piece, ["model_max_length"] = contextLength, ["legacy"] = true,
         };
+        // transformers' forms: one template is a string; several are a list of {name, template} ("default" among them).
+        if (chatTemplates is [var only] && only.Name == "default") config["chat_template"] = only.Template;
+        else if (chatTemplates is { Count: > 0 })
+            config["chat_template"] = new JsonArray(chatTemplates.Select(t => (JsonNode)new JsonObject { ["name"] = t.Name, ["template"] = t.Template }).ToArray());
         File.WriteAllText(Path.Combine(directory, "tokenizer_config.json"), config.ToJsonString());
     }
 }
