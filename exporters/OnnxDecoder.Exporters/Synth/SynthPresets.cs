@@ -46,7 +46,7 @@ public static class SynthPresets
         var config = Get(name).Validate(name);
         Directory.CreateDirectory(directory);
         File.WriteAllText(Path.Combine(directory, "config.json"), ToHuggingFaceJson(config).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
-        var tensors = DecoderFamily.For(config).ExpectedWeights(config).Select(spec => (spec.Name, RandomTensor(spec, seed))).ToList();
+        var tensors = FamilyRegistry.For(config).ExpectedWeights(config).Select(spec => (spec.Name, RandomTensor(spec, seed))).ToList();
         SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"), tensors,
             new Dictionary<string, string> { ["format"] = "pt", ["onnxdecoder.synth"] = $"{name} seed {seed}: random weights" });
         Gpt2Bpe.FirstRanks(config.VocabSize - 1).WriteFiles(directory);

@@ -77,8 +77,8 @@ public static class Rotary
 
     public static bool IsDynamic(DecoderConfig config) => config.RopeScaling.Type == RopeScalingType.Dynamic;
 
-    /// <summary>The cos/sin caches as initializers [max_length, rot/2] (static scalings only).</summary>
-    public static (Value Cos, Value Sin) Caches(DecoderGraph g) => g.Shared("rotary_caches", () =>
+    /// <summary>The cos/sin caches as initializers [max_length, rot/2] (static scalings only); <see cref="DecoderGraph.RotaryCaches"/> keeps them.</summary>
+    internal static (Value Cos, Value Sin) Caches(DecoderGraph g)
     {
         var (cos, sin) = Tables(g.Config, g.MaxLength);
         int half = g.Config.RotaryDim / 2;
@@ -87,21 +87,16 @@ public static class Rotary
                     g.B.Initializer("sin_cache", TensorData.From<Half>(sin.Select(v => (Half)v).ToArray(), g.MaxLength, half)));
         return (g.B.Initializer("cos_cache", TensorData.From<float>(cos, g.MaxLength, half)),
                 g.B.Initializer("sin_cache", TensorData.From<float>(sin, g.MaxLength, half)));
-    });
+    }
 
-    /// <summary>cos and sin for each position of the call, [B, S, 1, rot/2], computed once per graph.</summary>
-    /// <summary>Builds the per-position cos/sin once, in the caller's scope.</summary>
-    public static void ApplyPortableTables(DecoderGraph g) => _ = PerPosition(g);
-
-    private static (Value Cos, Value Sin) PerPosition(DecoderGraph g) => g.Shared("rotary_per_position", () => Gathered(g));
-
-    private static (Value Cos, Value Sin) Gathered(DecoderGraph g)
+    /// <summary>cos and sin for each position of the call, [B, S, 1, rot/2]; <see cref="DecoderGraph.RotaryPerPosition"/> keeps them.</summary>
+    internal static (Value Cos, Value Sin) PerPosition(DecoderGraph g)
     {
         var b = g.B;
         using var scope = b.Scope("rotary");
         if (!IsDynamic(g.Config))
         {
-            var (cosCache, sinCache) = Caches(g);
+            var (cosCache, sinCache) = g.RotaryCaches;
             var cos = b.Op("Unsqueeze", [b.Op("Gather", [cosCache, g.PositionIds], Attr.Int("axis", 0)), b.Int64s(2)]); // [B, S, 1, rot/2]
             var sin = b.Op("Unsqueeze", [b.Op("Gather", [sinCache, g.PositionIds], Attr.Int("axis", 0)), b.Int64s(2)]);
             return (cos, sin);
@@ -129,7 +124,7 @@ public static class Rotary
     {
         var b = g.B;
         int rot = g.Config.RotaryDim, half = rot / 2, headDim = g.Config.HeadDim;
-        var (cos, sin) = PerPosition(g);
+        var (cos, sin) = g.RotaryPerPosition;
         Value Slice(Value v, long start, long end, long axis) => b.Op("Slice", [v, b.Int64s(start), b.Int64s(end), b.Int64s(axis)]);
 
         var rotated = rot < headDim ? Slice(x, 0, rot, 3) : x;           // [B, S, h, rot]
@@ -159,7 +154,7 @@ public static class Rotary
     /// <summary>Rotates x [B, S, heads * head_dim] with com.microsoft RotaryEmbedding (static scalings).</summary>
     public static Value ApplyOrt(DecoderGraph g, Value x, int heads)
     {
-        var (cos, sin) = Caches(g);
+        var (cos, sin) = g.RotaryCaches;
         var attributes = new List<Attr>
         {
             Attr.Int("interleaved", g.Config.RotaryLayout == RotaryLayout.Interleaved ? 1 : 0),
