@@ -37,7 +37,7 @@ public class Llama : DecoderFamily
         return new LayerNames(
             InputNorm(layer),
             new AttentionNames($"{attn}.q_proj.weight", $"{attn}.k_proj.weight", $"{attn}.v_proj.weight", $"{attn}.o_proj.weight",
-                Bias("q_proj"), Bias("k_proj"), Bias("v_proj"), c.ProjectionBias ? $"{attn}.o_proj.bias" : null),
+                Bias("q_proj"), Bias("k_proj"), Bias("v_proj"), OutputProjectionBias(c) ? $"{attn}.o_proj.bias" : null),
             PostAttentionNorm(layer));
     }
 
@@ -49,6 +49,12 @@ public class Llama : DecoderFamily
         return new MlpWeights(c.GatedMlp ? $"{mlp}.gate_proj.weight" : null, $"{mlp}.up_proj.weight", $"{mlp}.down_proj.weight",
             bias ? $"{mlp}.up_proj.bias" : null, bias ? $"{mlp}.down_proj.bias" : null);
     }
+
+    /// <summary>Whether o_proj carries a bias.</summary>
+    protected virtual bool OutputProjectionBias(DecoderConfig c) => c.ProjectionBias;
+
+    /// <summary>Tensors a family adds to a layer's attention (after o_proj in checkpoint order), e.g. per-head norms.</summary>
+    protected virtual IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer) => [];
 
     // ---- config.json -------------------------------------------------------------------------
 
@@ -153,6 +159,7 @@ public class Llama : DecoderFamily
             if (a.VBias is not null) specs.Add(new(a.VBias, [kvWidth]));
             specs.Add(new(a.O, [c.HiddenSize, qWidth]));
             if (a.OBias is not null) specs.Add(new(a.OBias, [c.HiddenSize]));
+            specs.AddRange(ExtraAttentionSpecs(c, i));
             specs.AddRange(NormSpecs(c, n.PostAttentionNorm));
             specs.AddRange(FeedForwardSpecs(c, i));
         }
