@@ -1,0 +1,192 @@
+using System.Globalization;
+using System.Text.Json;
+
+namespace OnnxDecoder.Modeling.Tests.Reference;
+
+/// <summary>
+/// What the independent reference reads from a Hugging Face config.json, bound with the defaults and
+/// per-family rules of transformers' config classes (LlamaConfig, MistralConfig, Qwen2Config,
+/// Qwen3Config, Phi3Config, Gemma2Config). It shares nothing with DecoderConfig on purpose: the
+/// reference must not inherit the exporter's reading of a config.
+/// </summary>
+public sealed record HfSpec
+{
+    public required string ModelType { get; init; }
+    public required int HiddenSize { get; init; }
+    public required int IntermediateSize { get; init; }
+    public required int NumLayers { get; init; }
+    public required int NumHeads { get; init; }
+    public required int NumKvHeads { get; init; }
+    public required int HeadDim { get; init; }
+    public required int VocabSize { get; init; }
+    public required int MaxPositions { get; init; }
+    public required double RmsNormEps { get; init; }
+    /// <summary>hidden_act / hidden_activation as transformers names it (silu, gelu, gelu_pytorch_tanh, ...).</summary>
+    public required string Activation { get; init; }
+    public required bool TieWordEmbeddings { get; init; }
+    /// <summary>q, k and v projections carry biases.</summary>
+    public required bool QkvBias { get; init; }
+    /// <summary>o_proj carries a bias.</summary>
+    public required bool OutputBias { get; init; }
+    /// <summary>gate, up and down projections carry biases (Llama's mlp_bias).</summary>
+    public required bool MlpBias { get; init; }
+    /// <summary>Per layer: the sliding window W (a query at slot i sees keys j with i - j &lt; W), or null for full attention.</summary>
+    public required IReadOnlyList<int?> LayerWindows { get; init; }
+    /// <summary>Multiplier of q.k: head_dim^-0.5, or query_pre_attn_scalar^-0.5 in Gemma 2.</summary>
+    public required double AttentionScale { get; init; }
+    public double? AttentionSoftcap { get; init; }
+    public double? FinalLogitSoftcap { get; init; }
+    /// <summary>Gemma 2: embeddings times sqrt(hidden_size); RMSNorm weights used as (1 + w); four norms per layer.</summary>
+    public bool GemmaStyle { get; init; }
+    /// <summary>Qwen3: RMSNorm over head_dim of each q and k head (q_norm, k_norm) before rotary.</summary>
+    public bool QkNorm { get; init; }
+    /// <summary>Phi-3: one qkv_proj (q rows, then k, then v) and one gate_up_proj (gate rows, then up).</summary>
+    public bool FusedProjections { get; init; }
+    public required HfRope Rope { get; init; }
+
+    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
+
+    /// <summary>Binds config.json text; throws <see cref="FormatException"/> naming the field on bad input.</summary>
+    public static HfSpec Parse(string configJson, string source = "config.json")
+    {
+        using var document = JsonDocument.Parse(configJson, new JsonDocumentOptions { MaxDepth = 16, AllowTrailingCommas = true });
+        var root = document.RootElement;
+        if (root.ValueKind != JsonValueKind.Object) throw new FormatException($"{source}: the document must be a JSON object");
+        var f = new Fields(root, source, "");
+        string type = f.String("model_type") ?? throw f.Missing("model_type");
+        if (!ModelTypes.Contains(type)) throw new FormatException($"{source}: model_type '{type}' has no reference (known: {string.Join(", ", ModelTypes)})");
+
+        int hidden = f.Int("hidden_size") ?? throw f.Missing("hidden_size");
+        int heads = f.Int("num_attention_heads") ?? throw f.Missing("num_attention_heads");
+        int layers = f.Int("num_hidden_layers") ?? throw f.Missing("num_hidden_layers");
+        int kvHeads = f.Int("num_key_value_heads") ?? heads;
+        // Qwen3Config and Gemma2Config carry their own head_dim defaults (128, 256); the others derive it.
+        int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma2" => 256, _ => hidden / heads };
+        if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0) throw new FormatException($"{source}: num_key_value_heads ({kvHeads}) must divide num_attention_heads ({heads})");
+        if (hidden <= 0 || layers <= 0 || headDim <= 0) throw new FormatException($"{source}: hidden_size, num_hidden_layers and head_dim must be positive");
+        int maxPositions = f.Int("max_position_embeddings") ?? type switch
+        {
+            "llama" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" => 32768, "phi3" => 4096, _ => 8192,
+        };
+
+        bool attentionBias = f.Bool("attention_bias") ?? false;
+        var windows = ReadWindows(f, type, layers);
+        // Gemma2MLP reads hidden_activation only (default gelu_pytorch_tanh); a hidden_act beside it is ignored.
+        string activation = type == "gemma2" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? "silu";
+        if (!HfReference.KnownActivations.Contains(activation)) throw new FormatException($"{source}: activation '{activation}' is not known to the reference");
+
+        var spec = new HfSpec
+        {
+            ModelType = type,
+            HiddenSize = hidden,
+            IntermediateSize = f.Int("intermediate_size") ?? throw f.Missing("intermediate_size"),
+            NumLayers = layers,
+            NumHeads = heads,
+            NumKvHeads = kvHeads,
+            HeadDim = headDim,
+            VocabSize = f.Int("vocab_size") ?? throw f.Missing("vocab_size"),
+            MaxPositions = maxPositions,
+            RmsNormEps = f.Double("rms_norm_eps") ?? (type == "phi3" ? 1e-5 : 1e-6),
+            Activation = activation,
+            TieWordEmbeddings = f.Bool("tie_word_embeddings") ?? type == "gemma2",
+            // Qwen2 hard-codes q/k/v biases and no o_proj bias; Phi-3 has no biases; Llama, Mistral (no field),
+            // Qwen3 and Gemma 2 put attention_bias on q, k, v and o alike.
+            QkvBias = type switch { "qwen2" => true, "phi3" or "mistral" => false, _ => attentionBias },
+            OutputBias = type switch { "qwen2" or "phi3" or "mistral" => false, _ => attentionBias },
+            MlpBias = type == "llama" && (f.Bool("mlp_bias") ?? false),
+            LayerWindows = windows,
+            AttentionScale = type == "gemma2" ? Math.Pow(f.Double("query_pre_attn_scalar") ?? 256, -0.5) : Math.Pow(headDim, -0.5),
+            AttentionSoftcap = type == "gemma2" ? f.DoubleOrNull("attn_logit_softcapping", 50.0) : null,
+            FinalLogitSoftcap = type == "gemma2" ? f.DoubleOrNull("final_logit_softcapping", 30.0) : null,
+            GemmaStyle = type == "gemma2",
+            QkNorm = type == "qwen3",
+            FusedProjections = type == "phi3",
+            Rope = HfRope.Read(root, f, type, headDim, maxPositions, source),
+        };
+        return spec;
+    }
+
+    /// <summary>
+    /// Which layers slide, as transformers decides: Mistral and Phi-3 put sliding_window on every layer
+    /// (MistralConfig defaults it to 4096, Phi3Config to null); Qwen2 and Qwen3 keep it only with
+    /// use_sliding_window, on layer_types or else on layers i &gt;= max_window_layers (default 28); Gemma 2
+    /// slides on layer_types or else on even layers (default window 4096).
+    /// </summary>
+    private static int?[] ReadWindows(Fields f, string type, int layers)
+    {
+        int? window = type switch
+        {
+            "mistral" => f.IntOrNull("sliding_window", 4096),
+            "phi3" => f.IntOrNull("sliding_window", null),
+            "qwen2" or "qwen3" => (f.Bool("use_sliding_window") ?? false) ? f.IntOrNull("sliding_window", 4096) : null,
+            "gemma2" => f.IntOrNull("sliding_window", 4096),
+            _ => null,
+        };
+        if (window is <= 0) throw new FormatException($"{f.Source}: sliding_window ({window}) must be positive");
+        if (type is "llama") return new int?[layers];
+        if (type is "mistral" or "phi3") return Enumerable.Repeat(window, layers).ToArray();
+
+        string[] layerTypes = f.StringList("layer_types") ?? Enumerable.Range(0, layers).Select(i => type == "gemma2"
+            ? (i % 2 == 0 ? "sliding_attention" : "full_attention")
+            : (window is not null && i >= (f.Int("max_window_layers") ?? 28) ? "sliding_attention" : "full_attention")).ToArray();
+        if (layerTypes.Length != layers) throw new FormatException($"{f.Source}: layer_types has {layerTypes.Length} entries for {layers} layers");
+        return layerTypes.Select(t => t switch
+        {
+            "full_attention" => (int?)null,
+            "sliding_attention" => window ?? throw new FormatException($"{f.Source}: layer_types names a sliding_attention layer but no sliding_window is in effect"),
+            _ => throw new FormatException($"{f.Source}: layer_types entry '{t}' is neither full_attention nor sliding_attention"),
+        }).ToArray();
+    }
+
+    /// <summary>Typed reads of JSON fields; errors name the file and field.</summary>
+    internal sealed class Fields(JsonElement obj, string source, string prefix)
+    {
+        public string Source => source;
+
+        public bool Has(string name) => obj.TryGetProperty(name, out _);
+
+        private JsonElement? Get(string name) => obj.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+        public FormatException Missing(string name) => new($"{source}: {prefix}{name} is missing");
+
+        private FormatException Bad(string name, JsonElement v, string what) => new($"{source}: {prefix}{name} ({v.GetRawText()}) must be {what}");
+
+        public int? Int(string name) => Get(name) is { } v
+            ? v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : throw Bad(name, v, "a whole number")
+            : null;
+
+        public double? Double(string name) => Get(name) is { } v
+            ? v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw Bad(name, v, "a number")
+            : null;
+
+        public bool? Bool(string name) => Get(name) is { } v
+            ? v.ValueKind switch { JsonValueKind.True => true, JsonValueKind.False => false, _ => throw Bad(name, v, "true or false") }
+            : null;
+
+        public string? String(string name) => Get(name) is { } v
+            ? v.ValueKind == JsonValueKind.String ? v.GetString() : throw Bad(name, v, "a string")
+            : null;
+
+        /// <summary>A field whose explicit null means "off" and whose absence means the config class default.</summary>
+        public int? IntOrNull(string name, int? absent) => Has(name) ? Int(name) : absent;
+
+        public double? DoubleOrNull(string name, double? absent) => Has(name) ? Double(name) : absent;
+
+        public double[]? DoubleList(string name)
+        {
+            if (Get(name) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Array) throw Bad(name, v, "a list of numbers");
+            return v.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number ? e.GetDouble() : throw Bad(name, e, "a number")).ToArray();
+        }
+
+        public string[]? StringList(string name)
+        {
+            if (Get(name) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Array) throw Bad(name, v, "a list of strings");
+            return v.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? e.GetString()! : throw Bad(name, e, "a string")).ToArray();
+        }
+    }
+
+    public override string ToString() => string.Create(CultureInfo.InvariantCulture,
+        $"{ModelType}: hidden {HiddenSize}, layers {NumLayers}, heads {NumHeads}/{NumKvHeads} x {HeadDim}, rope {Rope.Type} dim {Rope.Dim}");
+}

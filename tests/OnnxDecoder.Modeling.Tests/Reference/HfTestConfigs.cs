@@ -1,0 +1,229 @@
+using System.Text.Json.Nodes;
+
+namespace OnnxDecoder.Modeling.Tests.Reference;
+
+/// <summary>
+/// Small config.json texts with the real Hugging Face field names of each family, shaped like the
+/// released models they are named after (head_dim apart from hidden/heads, GQA, tied heads, rope
+/// scaling lists) but tiny, and with windows and original contexts short enough that 8..16-token test
+/// sequences cross them. Fields a family's config class ignores are kept where released configs have them.
+/// </summary>
+public static class HfTestConfigs
+{
+    /// <summary>Qwen3-0.6B-like: q_norm/k_norm, GQA 4/2, head_dim 16 while hidden/heads = 8, tied head, no window.</summary>
+    public const string Qwen3 = """
+    {
+      "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06,
+      "rope_theta": 1000000, "rope_scaling": null, "hidden_act": "silu",
+      "attention_bias": false, "attention_dropout": 0.0,
+      "use_sliding_window": false, "sliding_window": null, "max_window_layers": 3,
+      "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16", "use_cache": true
+    }
+    """;
+
+    /// <summary>Qwen3 with use_sliding_window: window 4 on layers i &gt;= max_window_layers (1), untied head.</summary>
+    public const string Qwen3SlidingWindow = """
+    {
+      "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06,
+      "rope_theta": 1000000, "hidden_act": "silu", "attention_bias": false,
+      "use_sliding_window": true, "sliding_window": 4, "max_window_layers": 1,
+      "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
+
+    /// <summary>Phi-3-mini-4k-like: no rope scaling, fused qkv_proj / gate_up_proj, MHA, sliding_window 5 on every layer.</summary>
+    public const string Phi3Mini = """
+    {
+      "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 4,
+      "vocab_size": 64, "max_position_embeddings": 64, "original_max_position_embeddings": 64,
+      "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "rope_scaling": null, "hidden_act": "silu",
+      "sliding_window": 5, "tie_word_embeddings": false, "attention_dropout": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.0,
+      "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3
+    }
+    """;
+
+    /// <summary>
+    /// Phi-3.5-mini-like: rope_scaling longrope with 4 short / 4 long factors (head_dim 8 / 2),
+    /// original_max_position_embeddings 8 against max_position_embeddings 32 (attention factor
+    /// sqrt(1 + ln 4 / ln 8)), sliding_window far beyond the context as in the released config.
+    /// </summary>
+    public const string Phi35Mini = """
+    {
+      "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 4,
+      "vocab_size": 64, "max_position_embeddings": 32, "original_max_position_embeddings": 8,
+      "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "hidden_act": "silu",
+      "rope_scaling": {
+        "type": "longrope",
+        "short_factor": [1.0, 1.05, 1.1, 1.3],
+        "long_factor": [1.0, 2.5, 6.0, 12.0]
+      },
+      "sliding_window": 262144, "tie_word_embeddings": false,
+      "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3
+    }
+    """;
+
+    /// <summary>
+    /// Phi-4-mini-like: partial_rotary_factor 0.75 (12 of 16 head dims rotate, 6 factors per list), GQA 4/2,
+    /// tied embeddings, longrope with original 8 of 32, the legacy type name "su".
+    /// </summary>
+    public const string Phi4Mini = """
+    {
+      "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+      "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.75,
+      "vocab_size": 64, "max_position_embeddings": 32, "original_max_position_embeddings": 8,
+      "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "hidden_act": "silu",
+      "rope_scaling": {
+        "type": "su",
+        "short_factor": [1.0, 1.0, 1.2, 1.5, 2.0, 2.5],
+        "long_factor": [1.0, 1.5, 3.0, 6.0, 10.0, 16.0]
+      },
+      "sliding_window": 262144, "tie_word_embeddings": true, "full_attn_mod": 1,
+      "attention_bias": false, "mlp_bias": false, "lm_head_bias": false,
+      "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3
+    }
+    """;
+
+    /// <summary>
+    /// Gemma-2-2b-like: head_dim 16 (hidden/heads = 8), query_pre_attn_scalar 24, window 4 on layers 0 and
+    /// 2, the released soft-caps (50 / 30), tanh GELU, tied embeddings.
+    /// </summary>
+    public const string Gemma2 = """
+    {
+      "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+      "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "query_pre_attn_scalar": 24, "sliding_window": 4,
+      "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+      "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
+      "vocab_size": 64, "max_position_embeddings": 64, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+      "attention_bias": false, "attention_dropout": 0.0, "tie_word_embeddings": true,
+      "cache_implementation": "hybrid", "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0
+    }
+    """;
+
+    /// <summary>Gemma 2 with caps small enough to bite on random weights (attention 1.5, logits 2.0).</summary>
+    public const string Gemma2TightSoftcaps = """
+    {
+      "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+      "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "query_pre_attn_scalar": 16, "sliding_window": 3,
+      "attn_logit_softcapping": 1.5, "final_logit_softcapping": 2.0,
+      "hidden_activation": "gelu_pytorch_tanh",
+      "vocab_size": 64, "max_position_embeddings": 64, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+      "tie_word_embeddings": true, "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0
+    }
+    """;
+
+    /// <summary>The new families' configs, by name.</summary>
+    public static readonly (string Name, string Json)[] NewFamilies =
+    [
+        ("qwen3", Qwen3), ("qwen3-sliding", Qwen3SlidingWindow), ("phi3-mini", Phi3Mini), ("phi3.5-mini", Phi35Mini),
+        ("phi4-mini", Phi4Mini), ("gemma2", Gemma2), ("gemma2-tight-softcaps", Gemma2TightSoftcaps),
+    ];
+
+    // Configs of the families ReferenceDecoder also covers, to cross-check the two references.
+
+    public const string Llama = """
+    {
+      "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "vocab_size": 48, "max_position_embeddings": 64, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+      "hidden_act": "silu", "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
+
+    public const string Llama31 = """
+    {
+      "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 8,
+      "vocab_size": 48, "max_position_embeddings": 512, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+      "rope_scaling": { "rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64, "low_freq_factor": 1.0, "high_freq_factor": 4.0 },
+      "hidden_act": "silu", "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": [2, 3]
+    }
+    """;
+
+    public const string LlamaLinear = """
+    {
+      "model_type": "llama", "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 48, "max_position_embeddings": 64,
+      "rope_scaling": { "type": "linear", "factor": 2.0 }, "hidden_act": "gelu_pytorch_tanh", "tie_word_embeddings": false
+    }
+    """;
+
+    public const string LlamaDynamic = """
+    {
+      "model_type": "llama", "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 48, "max_position_embeddings": 4,
+      "rope_scaling": { "rope_type": "dynamic", "factor": 3.0 }, "hidden_act": "gelu", "tie_word_embeddings": false
+    }
+    """;
+
+    public const string LlamaYarn = """
+    {
+      "model_type": "llama", "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 48, "max_position_embeddings": 64,
+      "rope_scaling": { "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16 },
+      "hidden_act": "silu", "tie_word_embeddings": false
+    }
+    """;
+
+    public const string Mistral = """
+    {
+      "architectures": ["MistralForCausalLM"], "model_type": "mistral",
+      "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+      "vocab_size": 48, "max_position_embeddings": 64, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0,
+      "sliding_window": 3, "hidden_act": "silu", "tie_word_embeddings": false
+    }
+    """;
+
+    /// <summary>Qwen2 with use_sliding_window and max_window_layers 0, so every layer slides (as our exporter reads it).</summary>
+    public const string Qwen2 = """
+    {
+      "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+      "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "vocab_size": 48, "max_position_embeddings": 64, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+      "use_sliding_window": true, "sliding_window": 4, "max_window_layers": 0,
+      "hidden_act": "silu", "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
+
+    public static readonly (string Name, string Json)[] SharedWithReferenceDecoder =
+    [
+        ("llama", Llama), ("llama3.1", Llama31), ("llama-linear-gelu-tanh", LlamaLinear), ("llama-dynamic-gelu", LlamaDynamic),
+        ("llama-yarn", LlamaYarn), ("mistral", Mistral), ("qwen2", Qwen2),
+    ];
+
+    /// <summary>A copy of a config with top-level fields replaced (a null value writes JSON null).</summary>
+    public static string With(string json, params (string Field, object? Value)[] changes)
+    {
+        var root = JsonNode.Parse(json)!.AsObject();
+        foreach (var (field, value) in changes)
+            root[field] = value switch
+            {
+                null => null,
+                JsonNode node => node,
+                int i => JsonValue.Create(i),
+                double d => JsonValue.Create(d),
+                bool b => JsonValue.Create(b),
+                string s => JsonValue.Create(s),
+                _ => throw new ArgumentException($"unsupported value type {value.GetType()} for {field}"),
+            };
+        return root.ToJsonString();
+    }
+}
