@@ -15,7 +15,25 @@ namespace OnnxDecoder.Exporters.Synth;
 /// </summary>
 public static class SynthPresets
 {
-    public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>
+    /// <summary>Presets stored as Hugging Face config.json text (real field names), written as they are and read
+    /// through the family's own config reader.</summary>
+    private static readonly IReadOnlyDictionary<string, string> HuggingFaceConfigs = new Dictionary<string, string>
+    {
+        ["qwen3-tiny"] = """
+        {
+          "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06,
+          "rope_theta": 1000000, "rope_scaling": null, "hidden_act": "silu", "attention_bias": false,
+          "use_sliding_window": false, "sliding_window": null, "max_window_layers": 2,
+          "tie_word_embeddings": true, "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
+    };
+
+    public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(
+        HuggingFaceConfigs.ToDictionary(p => p.Key, p => DecoderConfig.FromHuggingFace(p.Value, p.Key)))
     {
         ["llama-tiny"] = Llama(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 172, vocab: 512, context: 256),
         ["llama-110m"] = Llama(hidden: 768, layers: 12, heads: 12, kvHeads: 12, intermediate: 2048, vocab: 32000, context: 1024),
@@ -45,7 +63,9 @@ public static class SynthPresets
     {
         var config = Get(name).Validate(name);
         Directory.CreateDirectory(directory);
-        File.WriteAllText(Path.Combine(directory, "config.json"), ToHuggingFaceJson(config).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+        File.WriteAllText(Path.Combine(directory, "config.json"), HuggingFaceConfigs.TryGetValue(name, out var text)
+            ? text.Trim() + "\n"
+            : ToHuggingFaceJson(config).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
         var tensors = FamilyRegistry.For(config).ExpectedWeights(config).Select(spec => (spec.Name, RandomTensor(spec, seed))).ToList();
         SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"), tensors,
             new Dictionary<string, string> { ["format"] = "pt", ["onnxdecoder.synth"] = $"{name} seed {seed}: random weights" });
