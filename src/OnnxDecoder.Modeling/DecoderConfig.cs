@@ -9,7 +9,8 @@ public enum PositionKind { Rotary, Learned }
 /// (2i, 2i+1) as in llama2.c, GGUF and Meta's original checkpoints.</summary>
 public enum RotaryLayout { HalfSplit, Interleaved }
 
-public enum RopeScalingType { None, Linear, Dynamic, Llama3, Yarn }
+/// <summary>LongRope (Phi-3's "longrope", legacy "su"): per-dimension short or long factors, chosen by the call's length.</summary>
+public enum RopeScalingType { None, Linear, Dynamic, Llama3, Yarn, LongRope }
 
 /// <summary>Activation of the MLP: silu (SwiGLU when gated), gelu (exact erf), gelu_tanh (GPT-2's gelu_new).</summary>
 public enum Activation { Silu, Gelu, GeluTanh }
@@ -25,7 +26,10 @@ public sealed record RopeScaling
     public double HighFreqFactor { get; init; } = 4;  // llama3
     public double BetaFast { get; init; } = 32;       // yarn
     public double BetaSlow { get; init; } = 1;        // yarn
-    public double? AttentionFactor { get; init; }     // yarn: cos/sin multiplier; default 0.1 ln(factor) + 1
+    public double? AttentionFactor { get; init; }     // yarn: cos/sin multiplier; default 0.1 ln(factor) + 1; longrope: see Rotary
+    /// <summary>longrope: divisors of each inverse frequency [rot/2] up to original_max_position_embeddings, and beyond.</summary>
+    public IReadOnlyList<double>? ShortFactor { get; init; }
+    public IReadOnlyList<double>? LongFactor { get; init; }
 }
 
 /// <summary>Thrown for an invalid model configuration; the message names the file and field.</summary>
@@ -69,6 +73,16 @@ public sealed record DecoderConfig
     /// <summary>o_proj and MLP projections carry biases (GPT-2).</summary>
     public bool ProjectionBias { get; init; }
     public int? SlidingWindow { get; init; }
+    /// <summary>Which layers use <see cref="SlidingWindow"/> ([layers]); null: every layer.</summary>
+    public IReadOnlyList<bool>? SlidingLayers { get; init; }
+    /// <summary>The attention score scale; null: 1/sqrt(head_dim).</summary>
+    public double? AttentionScale { get; init; }
+    /// <summary>Attention scores become tanh(s / cap) * cap before masking (Gemma 2); null: none.</summary>
+    public double? AttentionSoftcap { get; init; }
+    /// <summary>Logits become tanh(l / cap) * cap (Gemma 2); null: none.</summary>
+    public double? FinalLogitSoftcap { get; init; }
+    /// <summary>RMSNorm scales by (1 + weight) (Gemma), not weight.</summary>
+    public bool NormScalePlusOne { get; init; }
     /// <summary>0 for a dense model.</summary>
     public int NumExperts { get; init; }
     public int ExpertsPerToken { get; init; }
@@ -129,6 +143,14 @@ public sealed record DecoderConfig
                 Require(scaling.LowFreqFactor > 0 && scaling.HighFreqFactor > scaling.LowFreqFactor, "rope_scaling.high_freq_factor",
                     $"({scaling.HighFreqFactor}) must exceed low_freq_factor ({scaling.LowFreqFactor}), which must be positive");
             }
+            if (scaling.Type == RopeScalingType.LongRope)
+            {
+                Require(scaling.OriginalMaxPositions is > 0, "original_max_position_embeddings", "is required for longrope scaling and must be positive");
+                foreach (var (field, factors) in new[] { ("rope_scaling.short_factor", scaling.ShortFactor), ("rope_scaling.long_factor", scaling.LongFactor) })
+                    Require(factors is not null && factors.Count == RotaryDim / 2 && factors.All(f => f > 0 && double.IsFinite(f)), field,
+                        $"must list {RotaryDim / 2} positive numbers (rotary dimensions / 2), one per frequency");
+                Require(scaling.AttentionFactor is null or > 0, "rope_scaling.attention_factor", "must be positive");
+            }
             if (scaling.Type == RopeScalingType.Yarn)
             {
                 Require(scaling.BetaFast > scaling.BetaSlow && scaling.BetaSlow > 0, "rope_scaling.beta_fast",
@@ -138,6 +160,10 @@ public sealed record DecoderConfig
             }
         }
         Require(SlidingWindow is null or > 0, "sliding_window", $"({SlidingWindow}) must be positive when set");
+        Require(SlidingLayers is null || SlidingLayers.Count == NumLayers, "layer_types", $"must name {NumLayers} layers (num_hidden_layers)");
+        Require(AttentionScale is null or > 0 && double.IsFinite(AttentionScale ?? 1), "query_pre_attn_scalar", "must be positive");
+        Require(AttentionSoftcap is null or > 0, "attn_logit_softcapping", $"({AttentionSoftcap}) must be positive or null");
+        Require(FinalLogitSoftcap is null or > 0, "final_logit_softcapping", $"({FinalLogitSoftcap}) must be positive or null");
         if (IsMoe || ExpertsPerToken != 0)
         {
             Require(NumExperts > 0, "num_local_experts", $"({NumExperts}) must be positive when num_experts_per_tok is set");

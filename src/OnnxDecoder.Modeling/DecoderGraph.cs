@@ -13,7 +13,7 @@ namespace OnnxDecoder.Modeling;
 public sealed class DecoderGraph
 {
     private readonly Dictionary<string, Value> _weights = new(StringComparer.Ordinal);
-    private Value? _maskAllowed, _maskBias, _gqaBias;
+    private AttentionMasks? _windowedMasks, _fullMasks;
     private (Value SeqlensK, Value TotalLength)? _gqaLengths;
     private (Value Cos, Value Sin)? _rotaryCaches, _rotaryPerPosition;
 
@@ -53,14 +53,19 @@ public sealed class DecoderGraph
 
     // ---- values every layer reads, built once in the scope of their first use --------------------
 
-    /// <summary>Which keys each query sees [B, 1, 1, S, T] (bool): causal, not padding, inside the sliding window.</summary>
-    public Value MaskAllowed => _maskAllowed ??= Components.AttentionMask.Allowed(this);
-    /// <summary>The additive float32 mask [B, 1, 1, S, T]: 0 where allowed, the lowest float elsewhere.</summary>
-    public Value MaskBias => _maskBias ??= Components.AttentionMask.Bias(this);
+    /// <summary>The masks of layers with <paramref name="slidingWindow"/>: the config's window, or none.</summary>
+    public AttentionMasks Masks(int? slidingWindow)
+    {
+        if (slidingWindow is null) return _fullMasks ??= new AttentionMasks(this, null);
+        if (slidingWindow != Config.SlidingWindow)
+            throw new ArgumentOutOfRangeException(nameof(slidingWindow), slidingWindow, $"layers slide over the config's window ({Config.SlidingWindow}) or none");
+        return _windowedMasks ??= new AttentionMasks(this, slidingWindow);
+    }
+
+    /// <summary>The masks of the layers that use the config's sliding window (every layer, unless the family says which).</summary>
+    public AttentionMasks DefaultMasks => Masks(Config.SlidingWindow);
     /// <summary>GroupQueryAttention's seqlens_k (int32 [B]) and total_sequence_length (int32 scalar).</summary>
     public (Value SeqlensK, Value TotalLength) GqaLengths => _gqaLengths ??= Components.AttentionMask.GqaLengths(this);
-    /// <summary>The additive mask in the activation type as GQA's attention_bias [B, 1, S, T].</summary>
-    public Value GqaBias => _gqaBias ??= Components.AttentionMask.GqaBias(this);
     /// <summary>Rotary cos/sin caches [max_length, rot/2] (static scalings).</summary>
     public (Value Cos, Value Sin) RotaryCaches => _rotaryCaches ??= Rotary.Caches(this);
     /// <summary>Rotary cos/sin of each position of the call [B, S, 1, rot/2].</summary>

@@ -2,11 +2,23 @@ using OnnxDecoder.Onnx;
 
 namespace OnnxDecoder.Modeling.Components;
 
+/// <summary>What sets one layer's attention apart: its sliding window (null: none), the score scale and the soft-cap.</summary>
+public sealed record AttentionLayer(int? SlidingWindow, float Scale, float? SoftCap)
+{
+    /// <summary>Layer <paramref name="layer"/> of <paramref name="c"/>: the config's window on the layers it
+    /// names (every layer unless <see cref="DecoderConfig.SlidingLayers"/> says which), scale 1/sqrt(head_dim)
+    /// unless the config gives one.</summary>
+    public static AttentionLayer Of(DecoderConfig c, int layer) => new(
+        c.SlidingLayers is { } sliding && !sliding[layer] ? null : c.SlidingWindow,
+        (float)(c.AttentionScale ?? 1 / Math.Sqrt(c.HeadDim)),
+        c.AttentionSoftcap is { } cap ? (float)cap : null);
+}
+
 /// <summary>
 /// Causal self-attention over past + current keys: MHA, GQA and MQA (kv heads dividing query
-/// heads), optional sliding window, left-padded batches through attention_mask. How it becomes ops
-/// is the lowering's choice (<see cref="Lowerings.GraphLowering.Attend"/>): standard ops, or
-/// GroupQueryAttention whose past and present may share one preallocated buffer.
+/// heads), optional sliding window and soft-capping, left-padded batches through attention_mask.
+/// How it becomes ops is the lowering's choice (<see cref="Lowerings.GraphLowering.Attend"/>):
+/// standard ops, or GroupQueryAttention whose past and present may share one preallocated buffer.
 /// </summary>
 public static class Attention
 {
@@ -15,9 +27,6 @@ public static class Attention
     /// (projected, not yet rotated); past key/value [B, kv_heads, P, head_dim].
     /// Returns the context [B, S, heads*head_dim] (before o_proj) and present key/value.
     /// </summary>
-    public static (Value Context, Value PresentKey, Value PresentValue) Apply(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue) =>
-        g.Lowering.Attend(g, q, k, v, pastKey, pastValue);
-
-    /// <summary>The softmax scale 1/sqrt(head_dim).</summary>
-    public static float Scale(DecoderConfig c) => (float)(1 / Math.Sqrt(c.HeadDim));
+    public static (Value Context, Value PresentKey, Value PresentValue) Apply(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue, AttentionLayer layer) =>
+        g.Lowering.Attend(g, q, k, v, pastKey, pastValue, layer);
 }

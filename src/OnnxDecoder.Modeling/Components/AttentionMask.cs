@@ -3,10 +3,24 @@ using OnnxDecoder.Onnx;
 namespace OnnxDecoder.Modeling.Components;
 
 /// <summary>
-/// The masks every attention layer shares, built once per graph (<see cref="DecoderGraph"/> holds
-/// them): which keys a query sees, as a bool tensor, an additive bias, and GroupQueryAttention's
-/// per-row lengths.
+/// The masks of the layers that share one sliding window (or none), each built once, in the scope
+/// of its first use: which keys a query sees, as a bool tensor, as an additive float32 bias, and as
+/// GroupQueryAttention's bias in the activation type.
 /// </summary>
+public sealed class AttentionMasks(DecoderGraph g, int? window)
+{
+    private Value? _allowed, _bias, _gqaBias;
+
+    public int? Window { get; } = window;
+    /// <summary>[B, 1, 1, S, T] bool.</summary>
+    public Value Allowed => _allowed ??= AttentionMask.Allowed(g, Window);
+    /// <summary>[B, 1, 1, S, T] float32: 0 where allowed, the lowest float elsewhere.</summary>
+    public Value Bias => _bias ??= AttentionMask.Bias(g, this);
+    /// <summary>[B, 1, S, T] in the activation type, GroupQueryAttention's attention_bias.</summary>
+    public Value GqaBias => _gqaBias ??= AttentionMask.GqaBias(g, this);
+}
+
+/// <summary>The builders of the masks and of GroupQueryAttention's per-row lengths.</summary>
 public static class AttentionMask
 {
     /// <summary>
@@ -14,7 +28,7 @@ public static class AttentionMask
     /// sees key j when j &lt;= T - S + i (causal), its attention_mask entry is 1 (not left padding),
     /// and, with a sliding window W, T - S + i - j &lt; W.
     /// </summary>
-    internal static Value Allowed(DecoderGraph g)
+    internal static Value Allowed(DecoderGraph g, int? slidingWindow)
     {
         var b = g.B;
         using var scope = b.Scope("attn_mask");
@@ -26,16 +40,16 @@ public static class AttentionMask
         var queryColumn = b.Op("Unsqueeze", [queryPositions, b.Int64s(1)]);                   // [S, 1]
         var keyRow = b.Op("Unsqueeze", [keyPositions, b.Int64s(0)]);                          // [1, T]
         var visible = b.Op("LessOrEqual", [keyRow, queryColumn]);                             // [S, T]
-        if (g.Config.SlidingWindow is { } window)
+        if (slidingWindow is { } window)
             visible = b.Op("And", [visible, b.Op("Less", [b.Op("Sub", [queryColumn, keyRow]), b.Int64Scalar(window)])]);
         var notPadding = b.Op("Cast", [b.Op("Unsqueeze", [g.AttentionMask, b.Int64s(1, 2, 3)])], Attr.Int("to", (int)ElementType.Bool)); // [B, 1, 1, 1, T]
         return b.Op("And", [visible, notPadding]);                                            // [B, 1, 1, S, T]
     }
 
     /// <summary>The additive float32 mask [B, 1, 1, S, T]: 0 where allowed, the lowest float elsewhere.</summary>
-    internal static Value Bias(DecoderGraph g)
+    internal static Value Bias(DecoderGraph g, AttentionMasks masks)
     {
-        var allowed = g.MaskAllowed;
+        var allowed = masks.Allowed;
         using var scope = g.B.Scope("attn_mask");
         return g.B.Op("Where", [allowed, g.B.FloatScalar(0), g.B.FloatScalar(float.MinValue)]);
     }
@@ -61,10 +75,10 @@ public static class AttentionMask
     }
 
     /// <summary>The additive mask as GQA's attention_bias [B, 1, S, T] (padding, causality, window).</summary>
-    internal static Value GqaBias(DecoderGraph g)
+    internal static Value GqaBias(DecoderGraph g, AttentionMasks masks)
     {
         // GQA takes the bias in the activation type: float16's lowest finite value, not -infinity.
-        var bias = g.Float16 ? g.B.Op("Where", [g.MaskAllowed, g.Scalar(0), g.Scalar((float)Half.MinValue)]) : g.MaskBias;
+        var bias = g.Float16 ? g.B.Op("Where", [masks.Allowed, g.Scalar(0), g.Scalar((float)Half.MinValue)]) : masks.Bias;
         using var scope = g.B.Scope("attn_mask");
         return g.B.Op("Squeeze", [bias, g.B.Int64s(1)]);
     }

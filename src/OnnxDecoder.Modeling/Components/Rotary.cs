@@ -11,7 +11,8 @@ namespace OnnxDecoder.Modeling.Components;
 public static class Rotary
 {
     /// <summary>Frequencies [rot/2] and the cos/sin multiplier (yarn's attention factor, else 1).</summary>
-    public static (double[] InverseFrequencies, double Multiplier) Frequencies(DecoderConfig config)
+    /// <paramref name="longFactors"/>: longrope's long_factor (past original_max_position_embeddings) rather than short_factor.
+    public static (double[] InverseFrequencies, double Multiplier) Frequencies(DecoderConfig config, bool longFactors = false)
     {
         int rot = config.RotaryDim;
         var inv = new double[rot / 2];
@@ -38,6 +39,15 @@ public static class Rotary
                 }
                 return (inv, 1);
             }
+            case RopeScalingType.LongRope:
+            {
+                // inv_freq[i] = 1 / (factor[i] theta^(2i/rot)); cos and sin scaled by the attention factor,
+                // sqrt(1 + ln(s) / ln(original)) with s = max_position_embeddings / original (1 when s <= 1).
+                var factors = (longFactors ? s.LongFactor : s.ShortFactor)!;
+                for (int i = 0; i < inv.Length; i++) inv[i] /= factors[i];
+                double original = s.OriginalMaxPositions!.Value, scale = config.MaxPositions / original;
+                return (inv, s.AttentionFactor ?? (scale <= 1 ? 1 : Math.Sqrt(1 + Math.Log(scale) / Math.Log(original))));
+            }
             case RopeScalingType.Yarn:
             {
                 double original = s.OriginalMaxPositions ?? config.MaxPositions;
@@ -60,9 +70,9 @@ public static class Rotary
     }
 
     /// <summary>cos and sin tables [maxLength, rot/2] for the static scaling types.</summary>
-    public static (float[] Cos, float[] Sin) Tables(DecoderConfig config, int maxLength)
+    public static (float[] Cos, float[] Sin) Tables(DecoderConfig config, int maxLength, bool longFactors = false)
     {
-        var (inv, multiplier) = Frequencies(config);
+        var (inv, multiplier) = Frequencies(config, longFactors);
         var cos = new float[maxLength * inv.Length];
         var sin = new float[maxLength * inv.Length];
         for (int p = 0; p < maxLength; p++)
@@ -80,13 +90,27 @@ public static class Rotary
     /// <summary>The cos/sin caches as initializers [max_length, rot/2] (static scalings only); <see cref="DecoderGraph.RotaryCaches"/> keeps them.</summary>
     internal static (Value Cos, Value Sin) Caches(DecoderGraph g)
     {
-        var (cos, sin) = Tables(g.Config, g.MaxLength);
+        if (g.Config.RopeScaling.Type != RopeScalingType.LongRope) return CacheInitializers(g, "", longFactors: false);
+        // LongRope: the long factors serve calls whose longest position reaches past original_max_position_embeddings.
+        //   max(position_ids) + 1 > original ─Where─ long tables : short tables   [max_length, rot/2]
+        var (shortCos, shortSin) = CacheInitializers(g, "_short", longFactors: false);
+        var (longCos, longSin) = CacheInitializers(g, "_long", longFactors: true);
+        var b = g.B;
+        using var scope = b.Scope("rotary");
+        var longest = b.Op("Add", [b.Op("ReduceMax", [g.PositionIds], Attr.Int("keepdims", 0)), b.Int64Scalar(1)]);
+        var useLong = b.Op("Greater", [longest, b.Int64Scalar(g.Config.RopeScaling.OriginalMaxPositions!.Value)]);
+        return (b.Op("Where", [useLong, longCos, shortCos]), b.Op("Where", [useLong, longSin, shortSin]));
+    }
+
+    private static (Value Cos, Value Sin) CacheInitializers(DecoderGraph g, string suffix, bool longFactors)
+    {
+        var (cos, sin) = Tables(g.Config, g.MaxLength, longFactors);
         int half = g.Config.RotaryDim / 2;
         if (g.Float16) // the tables are in the activation type (RotaryEmbedding requires it)
-            return (g.B.Initializer("cos_cache", TensorData.From<Half>(cos.Select(v => (Half)v).ToArray(), g.MaxLength, half)),
-                    g.B.Initializer("sin_cache", TensorData.From<Half>(sin.Select(v => (Half)v).ToArray(), g.MaxLength, half)));
-        return (g.B.Initializer("cos_cache", TensorData.From<float>(cos, g.MaxLength, half)),
-                g.B.Initializer("sin_cache", TensorData.From<float>(sin, g.MaxLength, half)));
+            return (g.B.Initializer("cos_cache" + suffix, TensorData.From<Half>(cos.Select(v => (Half)v).ToArray(), g.MaxLength, half)),
+                    g.B.Initializer("sin_cache" + suffix, TensorData.From<Half>(sin.Select(v => (Half)v).ToArray(), g.MaxLength, half)));
+        return (g.B.Initializer("cos_cache" + suffix, TensorData.From<float>(cos, g.MaxLength, half)),
+                g.B.Initializer("sin_cache" + suffix, TensorData.From<float>(sin, g.MaxLength, half)));
     }
 
     /// <summary>cos and sin for each position of the call, [B, S, 1, rot/2]; <see cref="DecoderGraph.RotaryPerPosition"/> keeps them.</summary>

@@ -158,7 +158,7 @@ public abstract class DecoderFamily
         var b = g.B;
         using var scope = b.Scope("attn");
         var (q, k, v) = ProjectQkv(g, layer, x);
-        var (context, presentKey, presentValue) = Attention.Apply(g, q, k, v, cache.PastKey, cache.PastValue);
+        var (context, presentKey, presentValue) = Attention.Apply(g, q, k, v, cache.PastKey, cache.PastValue, AttentionLayer.Of(g.Config, layer));
         (cache.PresentKey, cache.PresentValue) = (presentKey, presentValue);
         using (b.Scope("o_proj")) return ProjectOut(g, layer, context);
     }

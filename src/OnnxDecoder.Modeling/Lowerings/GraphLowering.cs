@@ -29,7 +29,7 @@ public abstract class GraphLowering
     }
 
     /// <summary>Rotary positions, attention and the KV cache of one layer; see <see cref="Attention.Apply"/>.</summary>
-    public abstract (Value Context, Value PresentKey, Value PresentValue) Attend(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue);
+    public abstract (Value Context, Value PresentKey, Value PresentValue) Attend(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue, AttentionLayer layer);
 
     /// <summary>The quantized weights' layout and projection op.</summary>
     public abstract QuantizedProjections QuantizedProjections(DecoderGraph g, QuantizationOptions options);

@@ -19,7 +19,7 @@ public sealed class OrtLowering : GraphLowering
         // RotaryEmbedding reads the caches itself; only the dynamic scaling's in-graph tables are shared up front.
         if (g.Config.Positions == PositionKind.Rotary && Rotary.IsDynamic(g.Config)) _ = g.RotaryPerPosition;
         _ = g.GqaLengths;
-        _ = g.GqaBias;
+        _ = g.DefaultMasks.GqaBias;
     }
 
     // ONNX Runtime registers SimplifiedLayerNormalization in the default domain (since version 1),
@@ -34,7 +34,7 @@ public sealed class OrtLowering : GraphLowering
         return (outputs[3], outputs[0]);
     }
 
-    public override (Value Context, Value PresentKey, Value PresentValue) Attend(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue)
+    public override (Value Context, Value PresentKey, Value PresentValue) Attend(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue, AttentionLayer layer)
     {
         var c = g.Config;
         var b = g.B;
@@ -54,14 +54,15 @@ public sealed class OrtLowering : GraphLowering
         {
             Attr.Int("num_heads", c.NumHeads),
             Attr.Int("kv_num_heads", c.NumKvHeads),
-            Attr.Float("scale", Attention.Scale(c)),
+            Attr.Float("scale", layer.Scale),
         };
-        if (c.SlidingWindow is { } window) attributes.Add(Attr.Int("local_window_size", window));
+        if (layer.SoftCap is { } cap) attributes.Add(Attr.Float("softcap", cap));
+        if (layer.SlidingWindow is { } window) attributes.Add(Attr.Int("local_window_size", window));
         // Inputs 7-9 (cos/sin caches, position_ids) serve GQA's own rotary, which we do not use;
         // input 10, attention_bias [B, 1, S, T], carries left padding (see AttentionMask.GqaLengths).
         // outputs: context [B, S, heads*head_dim], present key, present value [B, kv_heads, T or max, head_dim]
         var outputs = b.Node(GraphBuilder.MicrosoftDomain, "GroupQueryAttention",
-            [q, k, v, pastKey, pastValue, seqlensK, totalLength, null, null, null, g.GqaBias], 3, [.. attributes]);
+            [q, k, v, pastKey, pastValue, seqlensK, totalLength, null, null, null, g.Masks(layer.SlidingWindow).GqaBias], 3, [.. attributes]);
         return (outputs[0], outputs[1], outputs[2]);
     }
 

@@ -14,7 +14,7 @@ public sealed class PortableLowering : GraphLowering
     public override void PrepareShared(DecoderGraph g)
     {
         if (g.Config.Positions == PositionKind.Rotary) _ = g.RotaryPerPosition;
-        _ = g.MaskBias;
+        _ = g.DefaultMasks.Bias;
     }
 
     //   x ──Mul(x,x)──ReduceMean(-1)──Add(eps)──Sqrt──Reciprocal──┐
@@ -29,7 +29,7 @@ public sealed class PortableLowering : GraphLowering
         return b.Op("Mul", [g.FromFloat32(b.Op("Mul", [x32, inverseRms])), weight()]);                                  // [B, S, hidden]
     }
 
-    public override (Value Context, Value PresentKey, Value PresentValue) Attend(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue)
+    public override (Value Context, Value PresentKey, Value PresentValue) Attend(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue, AttentionLayer layer)
     {
         var c = g.Config;
         var b = g.B;
@@ -53,8 +53,10 @@ public sealed class PortableLowering : GraphLowering
         var keys = b.Op("Unsqueeze", [presentKey, b.Int64s(2)]);                                          // [B, kv_heads, 1, T, head_dim]
         var values = b.Op("Unsqueeze", [presentValue, b.Int64s(2)]);
         var scores = b.Op("MatMul", [qGrouped, b.Op("Transpose", [keys], Attr.Ints("perm", 0, 1, 2, 4, 3))]);
-        // Scale, mask and softmax in float32 (float16 scores are cast in, probabilities cast back).
-        scores = b.Op("Add", [b.Op("Mul", [g.ToFloat32(scores), b.FloatScalar(Attention.Scale(c))]), g.MaskBias]);
+        // Scale, soft-cap (tanh(s / cap) cap), mask and softmax in float32 (float16 scores are cast in, probabilities cast back).
+        scores = b.Op("Mul", [g.ToFloat32(scores), b.FloatScalar(layer.Scale)]);
+        if (layer.SoftCap is { } cap) scores = b.Op("Mul", [b.Op("Tanh", [b.Op("Mul", [scores, b.FloatScalar(1 / cap)])]), b.FloatScalar(cap)]);
+        scores = b.Op("Add", [scores, g.Masks(layer.SlidingWindow).Bias]);
         var probabilities = g.FromFloat32(b.Op("Softmax", [scores], Attr.Int("axis", -1)));             // [B, kv_heads, groups, S, T]
         var context = b.Op("MatMul", [probabilities, values]);                                            // [B, kv_heads, groups, S, head_dim]
         context = b.Op("Reshape", [context, b.Int64s(0, c.NumHeads, -1, c.HeadDim)]);                    // [B, heads, S, head_dim]
