@@ -17,6 +17,9 @@ public class NewFamilyTests
     private static readonly (string Name, string Json)[] Families =
     [
         ("qwen3", HfTestConfigs.Qwen3),
+        ("phi3-mini", HfTestConfigs.Phi3Mini),
+        ("phi3.5-mini-longrope", HfTestConfigs.Phi35Mini),
+        ("phi4-mini-partial-rotary-su", HfTestConfigs.Phi4Mini),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));
@@ -57,11 +60,34 @@ public class NewFamilyTests
     }
 
     [TestCaseSource(nameof(ConfigsAndLowerings))]
+    public void Runs_on_both_sides_of_longropes_switch_match_the_reference(string json, Lowering lowering)
+    {
+        // Calls whose longest position stays within original_max_position_embeddings use the short
+        // factors; one more position switches every position of the call to the long ones.
+        var config = DecoderConfig.FromHuggingFace(json);
+        var weights = HfWeights.Random(json, seed: 6);
+        int original = config.RopeScaling.OriginalMaxPositions ?? 8;
+        using var decoder = new OrtDecoder(config, weights, new ExportOptions { Lowering = lowering });
+        foreach (int length in new[] { original, original + 1 })
+        {
+            var ids = Tokens(1, length, config.VocabSize, seed: length);
+            var expected = new HfReference(json, weights).ForwardFloat(ids, Ones(1, length), Positions(1, 0, length));
+            Assert.That(MaxAbsDifference(decoder.Run(ids, Ones(1, length), Positions(1, 0, length)).Logits, expected), Is.LessThan(1e-4f), $"length {length}");
+        }
+    }
+
+    [TestCaseSource(nameof(ConfigsAndLowerings))]
     public void Prefill_then_64_single_token_steps_equal_the_full_run(string json, Lowering lowering)
     {
+        // Room for 64 steps; a LongRope prompt already past original_max_position_embeddings, since
+        // keys cached under the short factors differ from a full run's (transformers re-runs the
+        // whole sequence when a generation crosses it).
+        json = HfTestConfigs.With(json, ("max_position_embeddings", 128));
         var config = DecoderConfig.FromHuggingFace(json);
         var weights = HfWeights.Random(json, seed: 8);
-        const int prompt = 8, steps = 64, total = prompt + steps;
+        int prompt = config.RopeScaling.Type == RopeScalingType.LongRope ? config.RopeScaling.OriginalMaxPositions!.Value + 1 : 8;
+        const int steps = 64;
+        int total = prompt + steps;
         var ids = Tokens(1, total, config.VocabSize, seed: 5);
         using var decoder = new OrtDecoder(config, weights, new ExportOptions { Lowering = lowering });
         var full = decoder.Run(ids, Ones(1, total), Positions(1, 0, total)).Logits;

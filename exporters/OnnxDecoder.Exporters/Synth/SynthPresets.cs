@@ -30,6 +30,22 @@ public static class SynthPresets
           "tie_word_embeddings": true, "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
         }
         """,
+        ["phi3-tiny"] = """
+        {
+          "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.75,
+          "vocab_size": 512, "max_position_embeddings": 256, "original_max_position_embeddings": 64,
+          "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "hidden_act": "silu",
+          "rope_scaling": {
+            "type": "longrope",
+            "short_factor": [1.0, 1.0, 1.1, 1.3, 1.6, 2.0],
+            "long_factor": [1.0, 1.5, 3.0, 5.0, 8.0, 12.0]
+          },
+          "sliding_window": 48, "tie_word_embeddings": true, "attention_bias": false, "mlp_bias": false,
+          "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(
