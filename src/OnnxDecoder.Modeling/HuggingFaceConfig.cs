@@ -82,6 +82,21 @@ public readonly struct ConfigFields(JsonElement obj, string source, string prefi
 
     public bool Has(string name) => Get(name) is not null;
 
+    /// <summary>Whether the field is written at all, null included (a null soft-cap turns it off; an absent one takes the default).</summary>
+    public bool Present(string name) => obj.TryGetProperty(name, out _);
+
+    /// <summary>A list of strings (layer_types), or null when absent.</summary>
+    public IReadOnlyList<string>? Strings(string name, int maxCount = 4096)
+    {
+        if (Get(name) is not { } v) return null;
+        if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() > maxCount)
+            throw new ConfigException(source, prefix + name, $"must be a list of at most {maxCount} strings");
+        var list = new List<string>();
+        foreach (var item in v.EnumerateArray())
+            list.Add(item.ValueKind == JsonValueKind.String ? item.GetString()! : throw new ConfigException(source, prefix + name, $"entry {item.GetRawText()} must be a string"));
+        return list;
+    }
+
     public int? Int(string name)
     {
         if (Get(name) is not { } v) return null;

@@ -20,6 +20,8 @@ public class NewFamilyTests
         ("phi3-mini", HfTestConfigs.Phi3Mini),
         ("phi3.5-mini-longrope", HfTestConfigs.Phi35Mini),
         ("phi4-mini-partial-rotary-su", HfTestConfigs.Phi4Mini),
+        ("gemma2", HfTestConfigs.Gemma2),
+        ("gemma2-tight-softcaps", HfTestConfigs.Gemma2TightSoftcaps),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

@@ -46,6 +46,19 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
         }
         """,
+        ["gemma2-tiny"] = """
+        {
+          "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+          "query_pre_attn_scalar": 32, "sliding_window": 32,
+          "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+          "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+          "attention_bias": false, "tie_word_embeddings": true, "cache_implementation": "hybrid",
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(
