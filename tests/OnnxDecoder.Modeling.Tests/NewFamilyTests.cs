@@ -108,6 +108,36 @@ public class NewFamilyTests
     }
 
     [TestCaseSource(nameof(ConfigsAndLowerings))]
+    public void Int4_graphs_compute_the_reference_on_dequantized_weights(string json, Lowering lowering)
+    {
+        // As the quantization tests do: the reference runs on the weights the int4 blocks hold, within 1e-4;
+        // the portable graph at basic optimization (above it ONNX Runtime rewrites DequantizeLinear + MatMul).
+        var config = DecoderConfig.FromHuggingFace(json);
+        var weights = HfWeights.Random(json, seed: 10);
+        var q = new Quantization.QuantizationOptions { Bits = 4, BlockSize = 32 };
+        var (ids, mask, positions) = HfReferenceTests.Batch(12, config.VocabSize, seed: 5, 0, 3);
+        var dequantized = QuantizationTests.DequantizedCopy(config, weights, q, lowering == Lowering.Portable);
+        string referenceJson = json;
+        if (config.TieWordEmbeddings && lowering == Lowering.Portable)
+        {
+            // The portable graph gathers the float token table while its tied head reads the quantized copy:
+            // the reference gets the two as an untied pair.
+            const string table = "model.embed_tokens.weight";
+            dequantized.Add("lm_head.weight", Quantization.BlockQuantizer.Quantize(weights.Values(table), config.VocabSize, config.HiddenSize, q).Dequantize(), weights.Shape(table));
+            referenceJson = HfTestConfigs.With(json, ("tie_word_embeddings", false));
+        }
+        var expected = new HfReference(referenceJson, dequantized).ForwardFloat(ids, mask, positions);
+        var level = lowering == Lowering.Portable ? Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_BASIC : Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_ALL;
+        using var decoder = new OrtDecoder(config, weights, new ExportOptions { Lowering = lowering, Quantization = q }, level);
+        var logits = decoder.Run(ids, mask, positions).Logits;
+        int vocab = config.VocabSize;
+        Assert.That(MaxAbsDifference(logits.AsSpan(0, 12 * vocab), expected.AsSpan(0, 12 * vocab)), Is.LessThan(1e-4f), "row 0");
+        Assert.That(MaxAbsDifference(logits.AsSpan(15 * vocab, 9 * vocab), expected.AsSpan(15 * vocab, 9 * vocab)), Is.LessThan(1e-4f), "left-padded row");
+        var unquantized = new HfReference(json, weights).ForwardFloat(ids, mask, positions);
+        Assert.That(MaxAbsDifference(unquantized.AsSpan(0, 12 * vocab), expected.AsSpan(0, 12 * vocab)), Is.GreaterThan(1e-4f), "the check is sensitive: int4 moves these logits");
+    }
+
+    [TestCaseSource(nameof(ConfigsAndLowerings))]
     public void Float16_graphs_match_the_reference_on_float16_weights(string json, Lowering lowering)
     {
         var config = DecoderConfig.FromHuggingFace(json);
