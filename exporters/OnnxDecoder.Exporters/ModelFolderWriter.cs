@@ -43,14 +43,14 @@ public static class ModelFolderWriter
         log?.Invoke($"building {options.Lowering.ToString().ToLowerInvariant()} graph: {config}");
         var metadata = new Dictionary<string, string>(options.Metadata)
         {
-            ["onnxdecoder.source"] = sourceDescription,
-            ["onnxdecoder.source_sha256"] = Checksum(sourceFiles),
+            [GraphContract.Metadata.Source] = sourceDescription,
+            [GraphContract.Metadata.SourceSha256] = Checksum(sourceFiles),
         };
         // Errors name the checkpoint: the .bin or .gguf file, or the Hugging Face folder (its first file is config.json).
         string checkpointPath = sourceFiles.Count == 0 ? sourceDescription
             : Path.GetFileName(sourceFiles[0]) == "config.json" ? Path.GetDirectoryName(Path.GetFullPath(sourceFiles[0]))! : Path.GetFullPath(sourceFiles[0]);
         var checkedWeights = allowNonFinite ? weights : new FiniteWeights(weights, checkpointPath);
-        var model = DecoderFamily.For(config).Build(config, checkedWeights, options with { Metadata = metadata });
+        var model = FamilyRegistry.For(config).Build(config, checkedWeights, options with { Metadata = metadata });
 
         string modelPath = Path.Combine(directory, "model.onnx");
         log?.Invoke($"writing {modelPath} ({model.WeightBytes / (1024.0 * 1024):F1} MiB of weights)");
@@ -93,12 +93,12 @@ public static class ModelFolderWriter
                     ["hidden_size"] = config.HiddenSize,
                     ["inputs"] = new JsonObject
                     {
-                        ["input_ids"] = "input_ids", ["attention_mask"] = "attention_mask", ["position_ids"] = "position_ids",
-                        ["past_key_names"] = "past_key_values.%d.key", ["past_value_names"] = "past_key_values.%d.value",
+                        ["input_ids"] = GraphContract.InputIds, ["attention_mask"] = GraphContract.AttentionMask, ["position_ids"] = GraphContract.PositionIds,
+                        ["past_key_names"] = GraphContract.PastKeyPattern, ["past_value_names"] = GraphContract.PastValuePattern,
                     },
                     ["outputs"] = new JsonObject
                     {
-                        ["logits"] = "logits", ["present_key_names"] = "present.%d.key", ["present_value_names"] = "present.%d.value",
+                        ["logits"] = GraphContract.Logits, ["present_key_names"] = GraphContract.PresentKeyPattern, ["present_value_names"] = GraphContract.PresentValuePattern,
                     },
                     ["num_attention_heads"] = config.NumHeads,
                     ["num_hidden_layers"] = config.NumLayers,

@@ -16,7 +16,7 @@ public static class WeightMap
 {
     public static void Validate(DecoderConfig config, IWeightSource weights, string source, IReadOnlySet<string>? ignoredExtras = null)
     {
-        var expected = DecoderFamily.For(config).ExpectedWeights(config);
+        var expected = FamilyRegistry.For(config).ExpectedWeights(config);
         var present = weights.Names.ToHashSet(StringComparer.Ordinal);
         foreach (var spec in expected)
         {

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text.Json;
 
 namespace OnnxDecoder.Modeling;
 
@@ -10,7 +9,8 @@ public enum PositionKind { Rotary, Learned }
 /// (2i, 2i+1) as in llama2.c, GGUF and Meta's original checkpoints.</summary>
 public enum RotaryLayout { HalfSplit, Interleaved }
 
-public enum RopeScalingType { None, Linear, Dynamic, Llama3, Yarn }
+/// <summary>LongRope (Phi-3's "longrope", legacy "su"): per-dimension short or long factors, chosen by the call's length.</summary>
+public enum RopeScalingType { None, Linear, Dynamic, Llama3, Yarn, LongRope }
 
 /// <summary>Activation of the MLP: silu (SwiGLU when gated), gelu (exact erf), gelu_tanh (GPT-2's gelu_new).</summary>
 public enum Activation { Silu, Gelu, GeluTanh }
@@ -26,7 +26,10 @@ public sealed record RopeScaling
     public double HighFreqFactor { get; init; } = 4;  // llama3
     public double BetaFast { get; init; } = 32;       // yarn
     public double BetaSlow { get; init; } = 1;        // yarn
-    public double? AttentionFactor { get; init; }     // yarn: cos/sin multiplier; default 0.1 ln(factor) + 1
+    public double? AttentionFactor { get; init; }     // yarn: cos/sin multiplier; default 0.1 ln(factor) + 1; longrope: see Rotary
+    /// <summary>longrope: divisors of each inverse frequency [rot/2] up to original_max_position_embeddings, and beyond.</summary>
+    public IReadOnlyList<double>? ShortFactor { get; init; }
+    public IReadOnlyList<double>? LongFactor { get; init; }
 }
 
 /// <summary>Thrown for an invalid model configuration; the message names the file and field.</summary>
@@ -44,7 +47,7 @@ public sealed class ConfigException(string source, string field, string problem)
 /// </summary>
 public sealed record DecoderConfig
 {
-    /// <summary>llama, mistral, qwen2, mixtral, qwen2_moe, gpt2 (Hugging Face model_type).</summary>
+    /// <summary>The Hugging Face model_type; <see cref="Families.FamilyRegistry"/> names the family that builds it.</summary>
     public string ModelType { get; init; } = "llama";
     public int HiddenSize { get; init; }
     public int IntermediateSize { get; init; }
@@ -70,6 +73,16 @@ public sealed record DecoderConfig
     /// <summary>o_proj and MLP projections carry biases (GPT-2).</summary>
     public bool ProjectionBias { get; init; }
     public int? SlidingWindow { get; init; }
+    /// <summary>Which layers use <see cref="SlidingWindow"/> ([layers]); null: every layer.</summary>
+    public IReadOnlyList<bool>? SlidingLayers { get; init; }
+    /// <summary>The attention score scale; null: 1/sqrt(head_dim).</summary>
+    public double? AttentionScale { get; init; }
+    /// <summary>Attention scores become tanh(s / cap) * cap before masking (Gemma 2); null: none.</summary>
+    public double? AttentionSoftcap { get; init; }
+    /// <summary>Logits become tanh(l / cap) * cap (Gemma 2); null: none.</summary>
+    public double? FinalLogitSoftcap { get; init; }
+    /// <summary>RMSNorm scales by (1 + weight) (Gemma), not weight.</summary>
+    public bool NormScalePlusOne { get; init; }
     /// <summary>0 for a dense model.</summary>
     public int NumExperts { get; init; }
     public int ExpertsPerToken { get; init; }
@@ -84,8 +97,6 @@ public sealed record DecoderConfig
     /// <summary>Rotated dimensions per head (head_dim x partial_rotary_factor).</summary>
     public int RotaryDim => (int)Math.Round(HeadDim * PartialRotaryFactor);
 
-    private static readonly string[] KnownModelTypes = ["llama", "mistral", "qwen2", "mixtral", "qwen2_moe", "gpt2"];
-
     // Caps far above any released model, so a lying header cannot make us loop or allocate without bound.
     public const int MaxHiddenSize = 1 << 17, MaxIntermediateSize = 1 << 20, MaxLayers = 1024, MaxHeads = 2048, MaxHeadDim = 4096,
         MaxVocabSize = 1 << 22, MaxPositionsCap = 1 << 24, MaxExperts = 1024;
@@ -98,7 +109,8 @@ public sealed record DecoderConfig
             if (!ok) throw new ConfigException(source, field, problem);
         }
 
-        Require(KnownModelTypes.Contains(ModelType), "model_type", $"'{ModelType}' is not supported (supported: {string.Join(", ", KnownModelTypes)})");
+        var family = Families.FamilyRegistry.Find(ModelType);
+        Require(family is not null, "model_type", $"'{ModelType}' is not supported (supported: {string.Join(", ", Families.FamilyRegistry.ModelTypes)})");
         Require(HiddenSize > 0, "hidden_size", $"({HiddenSize}) must be positive");
         Require(HiddenSize <= MaxHiddenSize, "hidden_size", $"({HiddenSize}) exceeds the cap of {MaxHiddenSize}");
         Require(IntermediateSize > 0, "intermediate_size", $"({IntermediateSize}) must be positive");
@@ -131,6 +143,14 @@ public sealed record DecoderConfig
                 Require(scaling.LowFreqFactor > 0 && scaling.HighFreqFactor > scaling.LowFreqFactor, "rope_scaling.high_freq_factor",
                     $"({scaling.HighFreqFactor}) must exceed low_freq_factor ({scaling.LowFreqFactor}), which must be positive");
             }
+            if (scaling.Type == RopeScalingType.LongRope)
+            {
+                Require(scaling.OriginalMaxPositions is > 0, "original_max_position_embeddings", "is required for longrope scaling and must be positive");
+                foreach (var (field, factors) in new[] { ("rope_scaling.short_factor", scaling.ShortFactor), ("rope_scaling.long_factor", scaling.LongFactor) })
+                    Require(factors is not null && factors.Count == RotaryDim / 2 && factors.All(f => f > 0 && double.IsFinite(f)), field,
+                        $"must list {RotaryDim / 2} positive numbers (rotary dimensions / 2), one per frequency");
+                Require(scaling.AttentionFactor is null or > 0, "rope_scaling.attention_factor", "must be positive");
+            }
             if (scaling.Type == RopeScalingType.Yarn)
             {
                 Require(scaling.BetaFast > scaling.BetaSlow && scaling.BetaSlow > 0, "rope_scaling.beta_fast",
@@ -140,12 +160,17 @@ public sealed record DecoderConfig
             }
         }
         Require(SlidingWindow is null or > 0, "sliding_window", $"({SlidingWindow}) must be positive when set");
+        Require(SlidingLayers is null || SlidingLayers.Count == NumLayers, "layer_types", $"must name {NumLayers} layers (num_hidden_layers)");
+        Require(AttentionScale is null or > 0 && double.IsFinite(AttentionScale ?? 1), "query_pre_attn_scalar", "must be positive");
+        Require(AttentionSoftcap is null or > 0, "attn_logit_softcapping", $"({AttentionSoftcap}) must be positive or null");
+        Require(FinalLogitSoftcap is null or > 0, "final_logit_softcapping", $"({FinalLogitSoftcap}) must be positive or null");
         if (IsMoe || ExpertsPerToken != 0)
         {
             Require(NumExperts > 0, "num_local_experts", $"({NumExperts}) must be positive when num_experts_per_tok is set");
             Require(NumExperts <= MaxExperts, "num_local_experts", $"({NumExperts}) exceeds the cap of {MaxExperts}");
             Require(ExpertsPerToken >= 1 && ExpertsPerToken <= NumExperts, "num_experts_per_tok", $"({ExpertsPerToken}) must be between 1 and num_local_experts ({NumExperts})");
         }
+        Require(!IsMoe || family!.HasExperts, "num_local_experts", $"({NumExperts}): {ModelType} models have no experts (a mixture of experts is model_type mixtral or qwen2_moe)");
         Require(SharedExpertIntermediateSize is >= 0 and <= MaxIntermediateSize, "shared_expert_intermediate_size", $"({SharedExpertIntermediateSize}) must be between 0 and {MaxIntermediateSize}");
         Require(SharedExpertIntermediateSize == 0 || IsMoe, "shared_expert_intermediate_size", "needs a mixture-of-experts model (num_experts)");
         Require(BosTokenId >= 0 && BosTokenId < VocabSize, "bos_token_id", $"({BosTokenId}) must be a token id below vocab_size ({VocabSize})");
@@ -154,161 +179,8 @@ public sealed record DecoderConfig
         return this;
     }
 
-    /// <summary>Binds a Hugging Face config.json (text) and validates it.</summary>
-    public static DecoderConfig FromHuggingFace(string json, string source = "config.json")
-    {
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 16, CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
-        }
-        catch (JsonException e)
-        {
-            throw new ConfigException(source, "(document)", $"is not valid JSON: {e.Message}");
-        }
-        using (document)
-        {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) throw new ConfigException(source, "(document)", "must be a JSON object");
-            var reader = new JsonFields(root, source);
-            string modelType = reader.String("model_type") ?? throw new ConfigException(source, "model_type", "is missing");
-            bool gpt2 = modelType == "gpt2";
-
-            int hidden = reader.Int(gpt2 ? "n_embd" : "hidden_size") ?? throw Missing(source, gpt2 ? "n_embd" : "hidden_size");
-            int heads = reader.Int(gpt2 ? "n_head" : "num_attention_heads") ?? throw Missing(source, gpt2 ? "n_head" : "num_attention_heads");
-            int kvHeads = reader.Int("num_key_value_heads") ?? heads;
-            int headDim = reader.Int("head_dim") ?? (heads > 0 && hidden % heads == 0 ? hidden / heads
-                : throw new ConfigException(source, "hidden_size", $"({hidden}) must be divisible by num_attention_heads ({heads}) when head_dim is not given"));
-            int experts = reader.Int("num_local_experts") ?? reader.Int("num_experts") ?? 0;
-
-            var config = new DecoderConfig
-            {
-                ModelType = modelType,
-                HiddenSize = hidden,
-                IntermediateSize = gpt2 ? reader.Int("n_inner") ?? 4 * hidden
-                    : (modelType == "qwen2_moe" ? reader.Int("moe_intermediate_size") : null) ?? reader.Int("intermediate_size") ?? throw Missing(source, "intermediate_size"),
-                NumLayers = reader.Int(gpt2 ? "n_layer" : "num_hidden_layers") ?? throw Missing(source, gpt2 ? "n_layer" : "num_hidden_layers"),
-                NumHeads = heads,
-                NumKvHeads = kvHeads,
-                HeadDim = headDim,
-                VocabSize = reader.Int("vocab_size") ?? throw Missing(source, "vocab_size"),
-                MaxPositions = reader.Int(gpt2 ? "n_positions" : "max_position_embeddings") ?? throw Missing(source, gpt2 ? "n_positions" : "max_position_embeddings"),
-                Norm = gpt2 ? NormKind.LayerNorm : NormKind.RmsNorm,
-                NormEps = gpt2 ? reader.Double("layer_norm_epsilon") ?? 1e-5 : reader.Double("rms_norm_eps") ?? 1e-6,
-                Positions = gpt2 ? PositionKind.Learned : PositionKind.Rotary,
-                RopeTheta = reader.Double("rope_theta") ?? 10000,
-                RopeScaling = ReadRopeScaling(root, source),
-                PartialRotaryFactor = reader.Double("partial_rotary_factor") ?? 1,
-                HiddenAct = ParseActivation(reader.String(gpt2 ? "activation_function" : "hidden_act") ?? (gpt2 ? "gelu_new" : "silu"), source, gpt2 ? "activation_function" : "hidden_act"),
-                GatedMlp = !gpt2,
-                TieWordEmbeddings = reader.Bool("tie_word_embeddings") ?? gpt2,
-                AttentionBias = gpt2 || modelType is "qwen2" or "qwen2_moe" || (reader.Bool("attention_bias") ?? false),
-                ProjectionBias = gpt2 || (reader.Bool("mlp_bias") ?? false),
-                SlidingWindow = (reader.Bool("use_sliding_window") ?? modelType == "mistral" || modelType == "mixtral") ? reader.Int("sliding_window") : null,
-                NumExperts = experts,
-                ExpertsPerToken = reader.Int("num_experts_per_tok") ?? (experts > 0 ? 2 : 0),
-                NormTopKProb = reader.Bool("norm_topk_prob") ?? modelType != "qwen2_moe",
-                SharedExpertIntermediateSize = modelType == "qwen2_moe" ? reader.Int("shared_expert_intermediate_size") ?? 0 : 0,
-                BosTokenId = reader.Int("bos_token_id") ?? (gpt2 ? 50256 : 1),
-                EosTokenIds = reader.IntOrList("eos_token_id") ?? [gpt2 ? 50256 : 2],
-            };
-            return config.Validate(source);
-        }
-    }
-
-    private static ConfigException Missing(string source, string field) => new(source, field, "is missing");
-
-    private static Activation ParseActivation(string name, string source, string field) => name switch
-    {
-        "silu" or "swish" => Activation.Silu,
-        "gelu" => Activation.Gelu,
-        "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
-        _ => throw new ConfigException(source, field, $"'{name}' is not supported (silu, gelu, gelu_new, gelu_pytorch_tanh)"),
-    };
-
-    private static RopeScaling ReadRopeScaling(JsonElement root, string source)
-    {
-        if (!root.TryGetProperty("rope_scaling", out var element) || element.ValueKind == JsonValueKind.Null) return new RopeScaling();
-        if (element.ValueKind != JsonValueKind.Object) throw new ConfigException(source, "rope_scaling", "must be an object or null");
-        var reader = new JsonFields(element, source, "rope_scaling.");
-        string typeName = reader.String("rope_type") ?? reader.String("type") ?? throw new ConfigException(source, "rope_scaling.rope_type", "is missing");
-        var type = typeName switch
-        {
-            "default" => RopeScalingType.None,
-            "linear" => RopeScalingType.Linear,
-            "dynamic" => RopeScalingType.Dynamic,
-            "llama3" => RopeScalingType.Llama3,
-            "yarn" => RopeScalingType.Yarn,
-            _ => throw new ConfigException(source, "rope_scaling.rope_type", $"'{typeName}' is not supported (linear, dynamic, llama3, yarn)"),
-        };
-        return new RopeScaling
-        {
-            Type = type,
-            Factor = reader.Double("factor") ?? (type == RopeScalingType.None ? 1 : throw new ConfigException(source, "rope_scaling.factor", "is missing")),
-            OriginalMaxPositions = reader.Int("original_max_position_embeddings"),
-            LowFreqFactor = reader.Double("low_freq_factor") ?? 1,
-            HighFreqFactor = reader.Double("high_freq_factor") ?? 4,
-            BetaFast = reader.Double("beta_fast") ?? 32,
-            BetaSlow = reader.Double("beta_slow") ?? 1,
-            AttentionFactor = reader.Double("attention_factor"),
-        };
-    }
-
-    /// <summary>Typed reads of JSON fields whose errors name the field.</summary>
-    private readonly struct JsonFields(JsonElement obj, string source, string prefix = "")
-    {
-        private JsonElement? Get(string name) =>
-            obj.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
-
-        public int? Int(string name)
-        {
-            if (Get(name) is not { } v) return null;
-            if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out int value))
-                throw new ConfigException(source, prefix + name, $"({v.GetRawText()}) must be a whole number that fits in 32 bits");
-            return value;
-        }
-
-        public double? Double(string name)
-        {
-            if (Get(name) is not { } v) return null;
-            if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out double value))
-                throw new ConfigException(source, prefix + name, $"({v.GetRawText()}) must be a number");
-            return value;
-        }
-
-        public bool? Bool(string name)
-        {
-            if (Get(name) is not { } v) return null;
-            return v.ValueKind switch
-            {
-                JsonValueKind.True => true,
-                JsonValueKind.False => false,
-                _ => throw new ConfigException(source, prefix + name, $"({v.GetRawText()}) must be true or false"),
-            };
-        }
-
-        public string? String(string name)
-        {
-            if (Get(name) is not { } v) return null;
-            return v.ValueKind == JsonValueKind.String ? v.GetString() : throw new ConfigException(source, prefix + name, $"({v.GetRawText()}) must be a string");
-        }
-
-        public IReadOnlyList<int>? IntOrList(string name)
-        {
-            if (Get(name) is not { } v) return null;
-            if (v.ValueKind == JsonValueKind.Number) return [Int(name)!.Value];
-            if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() is 0 or > 64)
-                throw new ConfigException(source, prefix + name, "must be a token id or a list of 1 to 64 token ids");
-            var list = new List<int>();
-            foreach (var item in v.EnumerateArray())
-            {
-                if (item.ValueKind != JsonValueKind.Number || !item.TryGetInt32(out int id))
-                    throw new ConfigException(source, prefix + name, $"entry {item.GetRawText()} must be a whole number");
-                list.Add(id);
-            }
-            return list;
-        }
-    }
+    /// <summary>Binds a Hugging Face config.json (text) through the family its model_type names, and validates it.</summary>
+    public static DecoderConfig FromHuggingFace(string json, string source = "config.json") => HuggingFaceConfig.Read(json, source);
 
     public override string ToString() => string.Create(CultureInfo.InvariantCulture,
         $"{ModelType}: hidden {HiddenSize}, layers {NumLayers}, heads {NumHeads}/{NumKvHeads} x {HeadDim}, ffn {IntermediateSize}, vocab {VocabSize}, context {MaxPositions}{(IsMoe ? $", experts {ExpertsPerToken} of {NumExperts}" : "")}");

@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Microsoft.ML.OnnxRuntime;
+using OnnxDecoder.Onnx;
 using OnnxDecoder.Runtime.Tokenization;
 
 namespace OnnxDecoder.Runtime;
@@ -399,13 +400,13 @@ public sealed class ContinuousBatcher : IDisposable
             }
         }
         using var maskValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _mask.AsMemory(0, rows * total), [rows, total]));
-        _binding.BindInput("input_ids", _idsViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _stepIds.AsMemory(0, rows), [rows, 1])));
-        _binding.BindInput("position_ids", _positionViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _stepPositions.AsMemory(0, rows), [rows, 1])));
-        _binding.BindInput("attention_mask", maskValue.Value);
+        _binding.BindInput(GraphContract.InputIds, _idsViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _stepIds.AsMemory(0, rows), [rows, 1])));
+        _binding.BindInput(GraphContract.PositionIds, _positionViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _stepPositions.AsMemory(0, rows), [rows, 1])));
+        _binding.BindInput(GraphContract.AttentionMask, maskValue.Value);
         if (_model.FullLogits)
-            _binding.BindOutputToDevice("logits", OrtMemoryInfo.DefaultInstance);
+            _binding.BindOutputToDevice(GraphContract.Logits, OrtMemoryInfo.DefaultInstance);
         else
-            _binding.BindOutput("logits", _logits.View(rows));
+            _binding.BindOutput(GraphContract.Logits, _logits.View(rows));
         _cache.Bind(_binding, folder, _length, total, rows);
         using (var registration = _shutdown.Token.Register(static state => ((RunOptions)state!).Terminate = true, _runOptions))
             _model.Session.RunWithBinding(_runOptions, _binding);

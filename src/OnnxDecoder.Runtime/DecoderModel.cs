@@ -31,10 +31,10 @@ public sealed class DecoderModel : IDisposable
         {
             FullLogits = ValidateGraph();
             KvElementType = Session.InputMetadata[Folder.PastKeyName(0)].ElementDataType;
-            LogitsElementType = Session.OutputMetadata["logits"].ElementDataType;
+            LogitsElementType = Session.OutputMetadata[GraphContract.Logits].ElementDataType;
             _ = KvCache.SizeOf(KvElementType); // float or float16, else a clear refusal
             RowsKeepOwnLengths = Folder.PastPresentShareBuffer
-                && Session.ModelMetadata.CustomMetadataMap.TryGetValue("onnxdecoder.gqa_seqlens_k", out var lengths) && lengths == "last_attended_column";
+                && Session.ModelMetadata.CustomMetadataMap.TryGetValue(GraphContract.Metadata.GqaSeqlensK, out var lengths) && lengths == GraphContract.Metadata.GqaSeqlensKLastAttendedColumn;
             if (LogitsElementType is not (Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16))
                 throw new ModelFormatException(Folder.ModelPath, $"the graph's logits are {LogitsElementType}; float32 or float16 logits are supported");
         }
@@ -67,9 +67,9 @@ public sealed class DecoderModel : IDisposable
         var inputs = Session.InputMetadata;
         var outputs = Session.OutputMetadata;
         string where = Folder.ConfigPath;
-        foreach (var name in new[] { "input_ids", "attention_mask", "position_ids" })
+        foreach (var name in new[] { GraphContract.InputIds, GraphContract.AttentionMask, GraphContract.PositionIds })
             if (!inputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no input '{name}' (inputs: {string.Join(", ", inputs.Keys)})");
-        if (!outputs.TryGetValue("logits", out var logits)) throw new ModelFormatException(where, "the graph has no output 'logits'");
+        if (!outputs.TryGetValue(GraphContract.Logits, out var logits)) throw new ModelFormatException(where, "the graph has no output 'logits'");
         int layers = inputs.Keys.Count(k => k.StartsWith(Folder.PastKeyPattern.Split("%d")[0], StringComparison.Ordinal) && k.EndsWith(Folder.PastKeyPattern.Split("%d")[1], StringComparison.Ordinal));
         if (layers != Folder.NumLayers) throw new ModelFormatException(where, $"model.decoder.num_hidden_layers is {Folder.NumLayers} but the graph has {layers} past key inputs");
         for (int layer = 0; layer < Folder.NumLayers; layer++)

@@ -182,14 +182,14 @@ public sealed class DecoderSession : IDisposable
             int total = Length + 1;
             if (!_stepInputsBound)
             {
-                _binding.BindInput("input_ids", _stepIdsValue);
-                _binding.BindInput("position_ids", _stepPositionsValue);
+                _binding.BindInput(GraphContract.InputIds, _stepIdsValue);
+                _binding.BindInput(GraphContract.PositionIds, _stepPositionsValue);
                 _stepInputsBound = true;
             }
-            _binding.BindInput("attention_mask", MaskValue(total));
+            _binding.BindInput(GraphContract.AttentionMask, MaskValue(total));
             if (!_stepLogitsBound)
             {
-                _binding.BindOutput("logits", _logits.View(BatchSize));
+                _binding.BindOutput(GraphContract.Logits, _logits.View(BatchSize));
                 _stepLogitsBound = true;
             }
             _cache.Bind(_binding, Folder, Length, total);
@@ -228,18 +228,18 @@ public sealed class DecoderSession : IDisposable
             int total = Length + size;
             using var idsValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(ids, [BatchSize, size]));
             using var positionsValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(positions, [BatchSize, size]));
-            _binding.BindInput("input_ids", idsValue.Value);
-            _binding.BindInput("position_ids", positionsValue.Value);
-            _binding.BindInput("attention_mask", MaskValue(total));
+            _binding.BindInput(GraphContract.InputIds, idsValue.Value);
+            _binding.BindInput(GraphContract.PositionIds, positionsValue.Value);
+            _binding.BindInput(GraphContract.AttentionMask, MaskValue(total));
             _stepInputsBound = false;
             if (_fullLogits)
             {
-                _binding.BindOutputToDevice("logits", OrtMemoryInfo.DefaultInstance);
+                _binding.BindOutputToDevice(GraphContract.Logits, OrtMemoryInfo.DefaultInstance);
                 _stepLogitsBound = false;
             }
             else if (!_stepLogitsBound)
             {
-                _binding.BindOutput("logits", _logits.View(BatchSize));
+                _binding.BindOutput(GraphContract.Logits, _logits.View(BatchSize));
                 _stepLogitsBound = true;
             }
             _cache.Bind(_binding, Folder, Length, total);

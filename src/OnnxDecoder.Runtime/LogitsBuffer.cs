@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
-using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using Microsoft.ML.OnnxRuntime;
+using OnnxDecoder.Onnx;
 
 namespace OnnxDecoder.Runtime;
 
@@ -48,7 +49,7 @@ internal sealed unsafe class LogitsBuffer : IDisposable
         using var outputs = binding.GetOutputValues();
         OrtValueLedger.TrackCreated(outputs.Count);
         using var release = new LedgerRelease(outputs.Count);
-        var output = outputs[Array.IndexOf(binding.GetOutputNames(), "logits")];
+        var output = outputs[Array.IndexOf(binding.GetOutputNames(), GraphContract.Logits)];
         for (int row = 0; row < rows; row++)
         {
             long offset = ((long)row * positions + positions - 1) * _vocab;

@@ -35,10 +35,10 @@ public sealed record ModelFolder
     public required string PresentValuePattern { get; init; }
 
     public string ConfigPath => Path.Combine(Directory, ConfigFileName);
-    public string PastKeyName(int layer) => PastKeyPattern.Replace("%d", layer.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
-    public string PastValueName(int layer) => PastValuePattern.Replace("%d", layer.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
-    public string PresentKeyName(int layer) => PresentKeyPattern.Replace("%d", layer.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
-    public string PresentValueName(int layer) => PresentValuePattern.Replace("%d", layer.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+    public string PastKeyName(int layer) => GraphContract.Layer(PastKeyPattern, layer);
+    public string PastValueName(int layer) => GraphContract.Layer(PastValuePattern, layer);
+    public string PresentKeyName(int layer) => GraphContract.Layer(PresentKeyPattern, layer);
+    public string PresentValueName(int layer) => GraphContract.Layer(PresentValuePattern, layer);
 
     /// <summary>Reads and validates <c>genai_config.json</c> in <paramref name="directory"/>.</summary>
     public static ModelFolder Open(string directory)

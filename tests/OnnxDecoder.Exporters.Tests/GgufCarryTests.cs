@@ -49,7 +49,7 @@ public class GgufCarryTests
             ModelType = "llama", HiddenSize = 64, IntermediateSize = 128, NumLayers = 2, NumHeads = 4, NumKvHeads = 2, HeadDim = 16,
             VocabSize = 512, MaxPositions = 64, TieWordEmbeddings = false, BosTokenId = 1, EosTokenIds = [2],
         };
-        var weights = InMemoryWeights.Random(Modeling.Families.DecoderFamily.For(config).ExpectedWeights(config), 4);
+        var weights = InMemoryWeights.Random(Modeling.Families.FamilyRegistry.For(config).ExpectedWeights(config), 4);
         string gguf = Path.Combine(_root, $"model-{format}.gguf");
         GgufTestWriter.Write(gguf, config, weights, ggmlType);
 

@@ -127,7 +127,7 @@ public class SynthAndGgufAgreementTests
         long Parameters(string preset)
         {
             var c = SynthPresets.Get(preset);
-            return Modeling.Families.DecoderFamily.For(c).ExpectedWeights(c).Sum(s => s.Shape.Aggregate(1L, (x, y) => x * y));
+            return Modeling.Families.FamilyRegistry.For(c).ExpectedWeights(c).Sum(s => s.Shape.Aggregate(1L, (x, y) => x * y));
         }
         Assert.That(Parameters("llama-110m"), Is.InRange(100_000_000, 120_000_000));
         Assert.That(Parameters("mixtral-small"), Is.InRange(180_000_000, 220_000_000));

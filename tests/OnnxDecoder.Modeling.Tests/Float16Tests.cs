@@ -33,7 +33,7 @@ public class Float16Tests
     private static InMemoryWeights RoundedToFloat16(DecoderConfig config, InMemoryWeights weights)
     {
         var copy = new InMemoryWeights();
-        foreach (var spec in DecoderFamily.For(config).ExpectedWeights(config))
+        foreach (var spec in FamilyRegistry.For(config).ExpectedWeights(config))
             copy.Add(spec.Name, weights.Values(spec.Name).Select(v => (float)(Half)v).ToArray(), weights.Shape(spec.Name));
         return copy;
     }
@@ -78,7 +78,7 @@ public class Float16Tests
     public void Float16_exports_store_half_weights_and_half_io_and_refuse_quantized_fp16(Lowering lowering)
     {
         var config = TestConfigs.Base.Validate();
-        var model = DecoderFamily.For(config).Build(config, TestConfigs.Weights(config), new ExportOptions { Lowering = lowering, Float16 = true }).ToModelProto();
+        var model = FamilyRegistry.For(config).Build(config, TestConfigs.Weights(config), new ExportOptions { Lowering = lowering, Float16 = true }).ToModelProto();
         var graph = model.Graph;
         Assert.That(graph.Input.Where(i => i.Name.StartsWith("past_key_values")).Select(i => i.Type.TensorType.ElemType), Is.All.EqualTo((int)ElementType.Float16));
         Assert.That(graph.Output.Select(o => o.Type.TensorType.ElemType), Is.All.EqualTo((int)ElementType.Float16));
@@ -122,7 +122,7 @@ public class Float16Tests
         var config = TestConfigs.Base.Validate();
         var weights = TestConfigs.Weights(config);
         weights.Values("model.layers.0.mlp.up_proj.weight")[3] = 70000f;
-        var model = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Float16 = true });
+        var model = FamilyRegistry.For(config).Build(config, weights, new ExportOptions { Float16 = true });
         Assert.That(() => model.ToModelProto(), Throws.TypeOf<InvalidDataException>().With.Message.Contains("tensor 'model.layers.0.mlp.up_proj.weight' holds 70000, beyond float16's range"));
     }
 }

@@ -34,7 +34,7 @@ public class GraphContractTests
     public void Inputs_outputs_and_node_names_follow_the_contract()
     {
         var config = TestConfigs.Base with { ModelType = "mixtral", NumExperts = 4, ExpertsPerToken = 2 };
-        var model = DecoderFamily.For(config).Build(config, TestConfigs.Weights(config), new ExportOptions()).ToModelProto();
+        var model = FamilyRegistry.For(config).Build(config, TestConfigs.Weights(config), new ExportOptions()).ToModelProto();
         var graph = model.Graph;
         string Dims(Onnx.Proto.ValueInfoProto v) => string.Join(",", v.Type.TensorType.Shape.Dim.Select(d => d.DimParam.Length > 0 ? d.DimParam : d.DimValue.ToString()));
 
@@ -64,7 +64,7 @@ public class GraphContractTests
     public void The_ort_lowering_uses_the_fused_ops()
     {
         var config = TestConfigs.Base with { ModelType = "mixtral", NumExperts = 4, ExpertsPerToken = 2 };
-        var ops = DecoderFamily.For(config).Build(config, TestConfigs.Weights(config), new ExportOptions { Lowering = Lowering.Ort }).OpHistogram();
+        var ops = FamilyRegistry.For(config).Build(config, TestConfigs.Weights(config), new ExportOptions { Lowering = Lowering.Ort }).OpHistogram();
         Assert.That(ops.Keys, Is.SupersetOf(new[] { "com.microsoft.GroupQueryAttention", "com.microsoft.RotaryEmbedding", "SimplifiedLayerNormalization",
             "com.microsoft.SkipSimplifiedLayerNormalization", "com.microsoft.MoE" }));
         Assert.That(ops["com.microsoft.GroupQueryAttention"], Is.EqualTo(2));
@@ -75,7 +75,7 @@ public class GraphContractTests
     public void Building_the_same_model_twice_gives_identical_bytes()
     {
         var config = TestConfigs.Base;
-        byte[] Build() => DecoderFamily.For(config).Build(config, TestConfigs.Weights(config, seed: 3), new ExportOptions { Lowering = Lowering.Ort }).ToModelProto().ToByteArray();
+        byte[] Build() => FamilyRegistry.For(config).Build(config, TestConfigs.Weights(config, seed: 3), new ExportOptions { Lowering = Lowering.Ort }).ToModelProto().ToByteArray();
         Assert.That(Build(), Is.EqualTo(Build()));
     }
 
@@ -95,7 +95,7 @@ public class GraphContractTests
             {
                 var config = configs[i].Validate();
                 string path = Path.Combine(folder, $"m{i}", "model.onnx");
-                ModelWriter.Save(DecoderFamily.For(config).Build(config, TestConfigs.Weights(config), new ExportOptions { LastTokenLogitsOnly = i == 0, RouterLogitsOutputs = i == 0 }), path,
+                ModelWriter.Save(FamilyRegistry.For(config).Build(config, TestConfigs.Weights(config), new ExportOptions { LastTokenLogitsOnly = i == 0, RouterLogitsOutputs = i == 0 }), path,
                     new ModelWriterOptions { ExternalDataThreshold = 4096 });
                 var (exit, output) = PythonOnnx.FullCheck(path);
                 Assert.That(exit, Is.Zero, $"{config}: {output}");
@@ -111,7 +111,7 @@ public class GraphContractTests
     public void A_combination_that_cannot_run_is_refused_with_the_alternative_named()
     {
         var moe = TestConfigs.Base with { ModelType = "mixtral", NumExperts = 4, ExpertsPerToken = 2 };
-        var error = Assert.Throws<NotSupportedException>(() => DecoderFamily.For(moe).Build(moe, TestConfigs.Weights(moe),
+        var error = Assert.Throws<NotSupportedException>(() => FamilyRegistry.For(moe).Build(moe, TestConfigs.Weights(moe),
             new ExportOptions { Lowering = Lowering.Ort, Target = ExecutionTarget.DirectML }));
         Assert.That(error!.Message, Is.EqualTo("lowering 'ort' on DirectML: the com.microsoft MoE op has no DirectML kernel: export with --lowering portable for DirectML"));
         Assert.That(LoweringSupport.WhyNot(moe, Lowering.Portable, ExecutionTarget.DirectML), Is.Null);
@@ -122,7 +122,7 @@ public class GraphContractTests
     public void Expected_weights_list_every_tensor_once_with_its_shape()
     {
         var config = TestConfigs.Base with { ModelType = "mixtral", NumExperts = 4, ExpertsPerToken = 1, AttentionBias = true };
-        var specs = DecoderFamily.For(config).ExpectedWeights(config);
+        var specs = FamilyRegistry.For(config).ExpectedWeights(config);
         Assert.That(specs.Select(s => s.Name), Is.Unique);
         Assert.That(specs.Single(s => s.Name == "model.layers.1.block_sparse_moe.experts.3.w2.weight").Shape, Is.EqualTo(new long[] { 32, 40 }));
         Assert.That(specs.Single(s => s.Name == "model.layers.0.self_attn.k_proj.bias").Shape, Is.EqualTo(new long[] { 16 }));

@@ -15,7 +15,7 @@ public sealed class OrtDecoder : IDisposable
     public OrtDecoder(DecoderConfig config, IWeightSource weights, ExportOptions options, GraphOptimizationLevel optimization = GraphOptimizationLevel.ORT_ENABLE_ALL)
     {
         _config = config;
-        var model = DecoderFamily.For(config).Build(config, weights, options);
+        var model = FamilyRegistry.For(config).Build(config, weights, options);
         using var sessionOptions = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR, GraphOptimizationLevel = optimization };
         _session = new InferenceSession(model.ToModelProto().ToByteArray(), sessionOptions);
         _half = _session.OutputMetadata["logits"].ElementDataType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16;

@@ -150,21 +150,21 @@ public class QuantizationTests
     {
         var config = TestConfigs.Base with { TieWordEmbeddings = false };
         var weights = TestConfigs.Weights(config);
-        var ort = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } });
+        var ort = FamilyRegistry.For(config).Build(config, weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } });
         Assert.That(ort.OpHistogram()["com.microsoft.MatMulNBits"], Is.EqualTo(2 * 7 + 1), "q, k, v, o, gate, up, down per layer, and the head");
         Assert.That(ort.OpHistogram().ContainsKey("MatMul"), Is.False);
         Assert.That(ort.OpHistogram()["com.microsoft.GatherBlockQuantized"], Is.EqualTo(1), "the token table is gathered quantized");
         Assert.That(ort.OpHistogram().ContainsKey("Gather"), Is.False);
 
         var tiedConfig = TestConfigs.Base with { TieWordEmbeddings = true };
-        var tied = DecoderFamily.For(tiedConfig).Build(tiedConfig, TestConfigs.Weights(tiedConfig), new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } }).ToModelProto();
+        var tied = FamilyRegistry.For(tiedConfig).Build(tiedConfig, TestConfigs.Weights(tiedConfig), new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } }).ToModelProto();
         var tables = tied.Graph.Initializer.Where(t => t.Name.StartsWith("model.embed_tokens.weight", StringComparison.Ordinal)).Select(t => t.Name).ToList();
         Assert.That(tables, Is.EquivalentTo(new[] { "model.embed_tokens.weight.quantized", "model.embed_tokens.weight.scales" }),
             "one quantized copy serves the gather and the tied head; no float table");
-        var portable = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 8 } });
+        var portable = FamilyRegistry.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 8 } });
         Assert.That(portable.OpHistogram()["DequantizeLinear"], Is.EqualTo(15));
         Assert.That(portable.ToModelProto().OpsetImport.Single(o => o.Domain == "").Version, Is.EqualTo(17));
-        var portableInt4 = DecoderFamily.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 4 } }).ToModelProto();
+        var portableInt4 = FamilyRegistry.For(config).Build(config, weights, new ExportOptions { Quantization = new QuantizationOptions { Bits = 4 } }).ToModelProto();
         Assert.That(portableInt4.OpsetImport.Single(o => o.Domain == "").Version, Is.EqualTo(21), "blocked 4-bit DequantizeLinear");
         Assert.That(portableInt4.OpsetImport.Any(o => o.Domain == "com.microsoft"), Is.False, "standard ops only");
         Assert.That(portableInt4.Graph.Node.Where(n => n.OpType == "DequantizeLinear").Select(n => n.Attribute.Single(a => a.Name == "block_size").I).ToList(), Has.Count.EqualTo(15).And.All.EqualTo(32));

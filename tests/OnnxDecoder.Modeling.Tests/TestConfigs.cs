@@ -105,5 +105,5 @@ public static class TestConfigs
     }
 
     public static InMemoryWeights Weights(DecoderConfig config, int seed = 7) =>
-        InMemoryWeights.Random(DecoderFamily.For(config).ExpectedWeights(config), seed);
+        InMemoryWeights.Random(FamilyRegistry.For(config).ExpectedWeights(config), seed);
 }

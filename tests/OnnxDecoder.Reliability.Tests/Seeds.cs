@@ -92,7 +92,7 @@ public static class Seeds
             ModelType = "llama", HiddenSize = 32, IntermediateSize = 32, NumLayers = 1, NumHeads = 2, NumKvHeads = 1, HeadDim = 16,
             VocabSize = 16, MaxPositions = 16, TieWordEmbeddings = true, BosTokenId = 1, EosTokenIds = [2],
         };
-        var weights = InMemoryWeights.Random(Modeling.Families.DecoderFamily.For(config).ExpectedWeights(config), 3);
+        var weights = InMemoryWeights.Random(Modeling.Families.FamilyRegistry.For(config).ExpectedWeights(config), 3);
         string path = Path.Combine(scratch, "seed-llama.gguf");
         GgufTestWriter.Write(path, config, weights, q8: true);
         return File.ReadAllBytes(path);

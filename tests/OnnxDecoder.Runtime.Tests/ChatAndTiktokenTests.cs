@@ -18,8 +18,30 @@ public class ChatAndTiktokenTests
     [TestCase(ChatFormat.Llama2, "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi! [/INST] Hello. </s><s>[INST] Tell a story. [/INST]")]
     [TestCase(ChatFormat.Mistral, "<s>[INST] Be brief.\n\nHi! [/INST]Hello.</s><s>[INST] Tell a story. [/INST]")]
     [TestCase(ChatFormat.Plain, "<bos>Be brief.\nHi!\nHello.\nTell a story.")]
+    [TestCase(ChatFormat.Phi3, "<|system|>\nBe brief.<|end|>\n<|user|>\nHi!<|end|>\n<|assistant|>\nHello.<|end|>\n<|user|>\nTell a story.<|end|>\n<|assistant|>\n")]
+    [TestCase(ChatFormat.Gemma, "<bos><start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>user\nTell a story.<end_of_turn>\n<start_of_turn>model\n")]
     public void Each_family_format_renders_as_published(ChatFormat format, string expected) =>
         Assert.That(ChatTemplate.Render(format, Conversation), Is.EqualTo(expected));
+
+    // Marker excerpts of the families' published chat_template strings (not the templates themselves).
+    [TestCase("{% for message in messages %}{{'<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n'}}{% endfor %}{{ '<|assistant|>\\n' }}", ChatFormat.Phi3)]
+    [TestCase("{{ bos_token }}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}", ChatFormat.Gemma)]
+    [TestCase("{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}", ChatFormat.ChatMl)]
+    public void The_family_format_is_detected_from_tokenizer_configs_chat_template(string template, ChatFormat expected)
+    {
+        string folder = Path.Combine(Path.GetTempPath(), "onnxdecoder-chat-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        try
+        {
+            File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string> { ["chat_template"] = template }));
+            var tokenizer = TextTokenizer.Load(Fixtures.Stories(Lowering.Ort), 1);
+            Assert.That(ChatTemplate.Detect(folder, tokenizer), Is.EqualTo(expected));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
 
     [Test]
     public void Special_tokens_go_in_by_id_and_the_format_is_detected_from_tokenizer_config()

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Microsoft.ML.OnnxRuntime;
+using OnnxDecoder.Onnx;
 using OnnxDecoder.Runtime;
 
 namespace OnnxDecoder.Cli;
@@ -76,7 +77,7 @@ public static class Compare
     {
         using var model = new DecoderModel(folder.Directory);
         if (!model.FullLogits) throw new ArgumentException($"{folder.ModelPath} returns logits for the last position only: compare needs an export with logits for every position");
-        var names = new List<string> { "input_ids", "attention_mask", "position_ids" };
+        var names = new List<string> { GraphContract.InputIds, GraphContract.AttentionMask, GraphContract.PositionIds };
         var values = new List<OrtValue>
         {
             OrtValue.CreateTensorValueFromMemory(ids, [1, ids.Length]),
@@ -93,7 +94,7 @@ public static class Compare
                     values.Add(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, kvType, [1, folder.NumKvHeads, 0, folder.HeadSize], 0, 0));
                 }
             using var runOptions = new RunOptions();
-            using var outputs = model.Session.Run(runOptions, names, values, ["logits"]);
+            using var outputs = model.Session.Run(runOptions, names, values, [GraphContract.Logits]);
             return model.LogitsElementType == Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16
                 ? [.. outputs[0].GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)h)]
                 : outputs[0].GetTensorDataAsSpan<float>().ToArray();

@@ -25,7 +25,7 @@ public static class Inspection
         var text = new StringBuilder();
         text.AppendLine($"checkpoint {full} ({checkpoint.Format})");
         text.AppendLine($"  {checkpoint.Config}");
-        text.AppendLine($"  family {Modeling.Families.DecoderFamily.For(checkpoint.Config).Name}, {names.Count} tensors, {parameters:N0} parameters");
+        text.AppendLine($"  family {Modeling.Families.FamilyRegistry.For(checkpoint.Config).Name}, {names.Count} tensors, {parameters:N0} parameters");
         text.AppendLine($"  dtypes: {string.Join(", ", checkpoint.StoredDTypes.GroupBy(d => d.Value).OrderBy(g => g.Key).Select(g => $"{g.Key} x {g.Count()}"))}");
         return text.ToString().TrimEnd();
     }

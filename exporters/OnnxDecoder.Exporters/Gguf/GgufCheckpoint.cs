@@ -137,71 +137,26 @@ public sealed class GgufCheckpoint : Modeling.Quantization.IQuantizedWeightSourc
         }.Validate(_file.Path);
     }
 
+    /// <summary>Renames the file's tensors by the family's GGUF name table; a tensor the table lacks is refused.</summary>
     private void MapNames(DecoderConfig c, Dictionary<string, string> dtypes)
     {
-        void Map(string ggufName, string hfName)
+        var known = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (ggufName, hfName, expert) in Modeling.Families.FamilyRegistry.For(c).GgufNames(c))
         {
-            if (!_file.Tensors.TryGetValue(ggufName, out var tensor)) return; // the name check reports what is missing
-            _tensors[hfName] = () => _file.Tensor(ggufName);
-            _origins[hfName] = (ggufName, null);
+            known.Add(ggufName);
+            if (!_file.Tensors.TryGetValue(ggufName, out var tensor)) continue; // the name check reports what is missing
+            if (expert is int e)
+            {
+                if (tensor.Shape.Length != 3 || tensor.Shape[0] != c.NumExperts)
+                    throw Bad($"tensor '{ggufName}' has shape [{string.Join(", ", tensor.Shape)}], expected [{c.NumExperts}, rows, cols]");
+                _tensors[hfName] = () => _file.Tensor(ggufName, e);
+            }
+            else _tensors[hfName] = () => _file.Tensor(ggufName);
+            _origins[hfName] = (ggufName, expert);
             dtypes[hfName] = tensor.Type.ToString();
         }
-        void MapStacked(string ggufName, int experts, Func<int, string> hfName)
-        {
-            if (!_file.Tensors.TryGetValue(ggufName, out var tensor)) return;
-            if (tensor.Shape.Length != 3 || tensor.Shape[0] != experts)
-                throw Bad($"tensor '{ggufName}' has shape [{string.Join(", ", tensor.Shape)}], expected [{experts}, rows, cols]");
-            for (int e = 0; e < experts; e++)
-            {
-                int expert = e;
-                _tensors[hfName(e)] = () => _file.Tensor(ggufName, expert);
-                _origins[hfName(e)] = (ggufName, expert);
-                dtypes[hfName(e)] = tensor.Type.ToString();
-            }
-        }
-
-        Map("token_embd.weight", "model.embed_tokens.weight");
-        Map("output_norm.weight", "model.norm.weight");
-        Map("output.weight", "lm_head.weight");
-        for (int i = 0; i < c.NumLayers; i++)
-        {
-            string blk = $"blk.{i}", layer = $"model.layers.{i}";
-            Map($"{blk}.attn_norm.weight", $"{layer}.input_layernorm.weight");
-            Map($"{blk}.attn_q.weight", $"{layer}.self_attn.q_proj.weight");
-            Map($"{blk}.attn_k.weight", $"{layer}.self_attn.k_proj.weight");
-            Map($"{blk}.attn_v.weight", $"{layer}.self_attn.v_proj.weight");
-            Map($"{blk}.attn_output.weight", $"{layer}.self_attn.o_proj.weight");
-            Map($"{blk}.ffn_norm.weight", $"{layer}.post_attention_layernorm.weight");
-            if (!c.IsMoe)
-            {
-                Map($"{blk}.ffn_gate.weight", $"{layer}.mlp.gate_proj.weight");
-                Map($"{blk}.ffn_up.weight", $"{layer}.mlp.up_proj.weight");
-                Map($"{blk}.ffn_down.weight", $"{layer}.mlp.down_proj.weight");
-                continue;
-            }
-            string moe = $"{layer}.block_sparse_moe";
-            Map($"{blk}.ffn_gate_inp.weight", $"{moe}.gate.weight");
-            MapStacked($"{blk}.ffn_gate_exps.weight", c.NumExperts, e => $"{moe}.experts.{e}.w1.weight");
-            MapStacked($"{blk}.ffn_up_exps.weight", c.NumExperts, e => $"{moe}.experts.{e}.w3.weight");
-            MapStacked($"{blk}.ffn_down_exps.weight", c.NumExperts, e => $"{moe}.experts.{e}.w2.weight");
-            for (int e = 0; e < c.NumExperts; e++)
-            {
-                // Older GGUFs store each expert separately.
-                Map($"{blk}.ffn_gate.{e}.weight", $"{moe}.experts.{e}.w1.weight");
-                Map($"{blk}.ffn_up.{e}.weight", $"{moe}.experts.{e}.w3.weight");
-                Map($"{blk}.ffn_down.{e}.weight", $"{moe}.experts.{e}.w2.weight");
-            }
-        }
-        var unmapped = _file.Tensors.Keys.Order(StringComparer.Ordinal).FirstOrDefault(k => !IsMapped(k));
+        var unmapped = _file.Tensors.Keys.Order(StringComparer.Ordinal).FirstOrDefault(k => !known.Contains(k));
         if (unmapped is not null) throw Bad($"unexpected tensor '{unmapped}': not part of a llama model this exporter knows");
-
-        bool IsMapped(string ggufName) =>
-            ggufName is "token_embd.weight" or "output_norm.weight" or "output.weight" || ggufName.StartsWith("blk.", StringComparison.Ordinal) && KnownBlockTensor(ggufName);
-        static bool KnownBlockTensor(string name) => new[]
-        {
-            ".attn_norm.weight", ".attn_q.weight", ".attn_k.weight", ".attn_v.weight", ".attn_output.weight", ".ffn_norm.weight",
-            ".ffn_gate.weight", ".ffn_up.weight", ".ffn_down.weight", ".ffn_gate_inp.weight", ".ffn_gate_exps.weight", ".ffn_up_exps.weight", ".ffn_down_exps.weight",
-        }.Any(suffix => name.EndsWith(suffix, StringComparison.Ordinal)) || System.Text.RegularExpressions.Regex.IsMatch(name, @"^blk\.\d+\.ffn_(gate|up|down)\.\d+\.weight$");
     }
 
     /// <summary>tokenizer.ggml.model "llama": a SentencePiece vocabulary (pieces use U+2581 for spaces).</summary>

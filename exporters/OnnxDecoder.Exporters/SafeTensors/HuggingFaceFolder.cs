@@ -1,14 +1,15 @@
 using System.Text.Json;
 using OnnxDecoder.Modeling;
+using OnnxDecoder.Modeling.Families;
 using OnnxDecoder.Onnx;
 
 namespace OnnxDecoder.Exporters.SafeTensors;
 
 /// <summary>
 /// A Hugging Face model folder: config.json plus model.safetensors, or shards listed in
-/// model.safetensors.index.json (<see cref="SafeTensorsIndex"/> checks the index against the shards). GPT-2
-/// checkpoints saved without the "transformer." prefix get it; buffers that are not weights
-/// (GPT-2's attn.bias masks, rotary inv_freq) are skipped.
+/// model.safetensors.index.json (<see cref="SafeTensorsIndex"/> checks the index against the shards). The
+/// family names stored tensors (<see cref="DecoderFamily.CheckpointName"/>) and says which are
+/// buffers rather than weights (<see cref="DecoderFamily.IsBuffer"/>), which are skipped.
 /// </summary>
 public sealed class HuggingFaceFolder : IWeightSource, IDisposable
 {
@@ -25,6 +26,7 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
         if (!File.Exists(configPath)) throw new ModelFormatException(directory, "not a Hugging Face model folder: config.json is missing");
         var config = DecoderConfig.FromHuggingFace(ReadCapped(configPath), configPath);
 
+        var family = FamilyRegistry.For(config);
         var folder = new HuggingFaceFolder();
         try
         {
@@ -42,8 +44,8 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
                 index?.CheckShard(shard, file);
                 foreach (var stored in file.Entries.Keys)
                 {
-                    if (IsBuffer(stored)) continue;
-                    string name = config.ModelType == "gpt2" && !stored.StartsWith("transformer.", StringComparison.Ordinal) && stored != "lm_head.weight" ? "transformer." + stored : stored;
+                    if (family.IsBuffer(stored)) continue;
+                    string name = family.CheckpointName(stored);
                     if (config.TieWordEmbeddings && name == "lm_head.weight") continue; // tied: the head is the embedding
                     if (!folder._tensors.TryAdd(name, (file, stored)))
                         throw new ModelFormatException(file.Path, $"tensor '{stored}' also appears in another shard");
@@ -59,10 +61,6 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
             throw;
         }
     }
-
-    private static bool IsBuffer(string name) =>
-        name.EndsWith(".attn.bias", StringComparison.Ordinal) || name.EndsWith(".attn.masked_bias", StringComparison.Ordinal) ||
-        name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal);
 
     private static string ReadCapped(string path)
     {

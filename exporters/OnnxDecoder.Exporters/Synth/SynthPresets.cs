@@ -15,7 +15,54 @@ namespace OnnxDecoder.Exporters.Synth;
 /// </summary>
 public static class SynthPresets
 {
-    public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>
+    /// <summary>Presets stored as Hugging Face config.json text (real field names), written as they are and read
+    /// through the family's own config reader.</summary>
+    private static readonly IReadOnlyDictionary<string, string> HuggingFaceConfigs = new Dictionary<string, string>
+    {
+        ["qwen3-tiny"] = """
+        {
+          "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06,
+          "rope_theta": 1000000, "rope_scaling": null, "hidden_act": "silu", "attention_bias": false,
+          "use_sliding_window": false, "sliding_window": null, "max_window_layers": 2,
+          "tie_word_embeddings": true, "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
+        ["phi3-tiny"] = """
+        {
+          "architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "partial_rotary_factor": 0.75,
+          "vocab_size": 512, "max_position_embeddings": 256, "original_max_position_embeddings": 64,
+          "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "hidden_act": "silu",
+          "rope_scaling": {
+            "type": "longrope",
+            "short_factor": [1.0, 1.0, 1.1, 1.3, 1.6, 2.0],
+            "long_factor": [1.0, 1.5, 3.0, 5.0, 8.0, 12.0]
+          },
+          "sliding_window": 48, "tie_word_embeddings": true, "attention_bias": false, "mlp_bias": false,
+          "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
+        ["gemma2-tiny"] = """
+        {
+          "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+          "query_pre_attn_scalar": 32, "sliding_window": 32,
+          "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+          "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+          "attention_bias": false, "tie_word_embeddings": true, "cache_implementation": "hybrid",
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
+    };
+
+    public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(
+        HuggingFaceConfigs.ToDictionary(p => p.Key, p => DecoderConfig.FromHuggingFace(p.Value, p.Key)))
     {
         ["llama-tiny"] = Llama(hidden: 64, layers: 2, heads: 4, kvHeads: 2, intermediate: 172, vocab: 512, context: 256),
         ["llama-110m"] = Llama(hidden: 768, layers: 12, heads: 12, kvHeads: 12, intermediate: 2048, vocab: 32000, context: 1024),
@@ -45,8 +92,10 @@ public static class SynthPresets
     {
         var config = Get(name).Validate(name);
         Directory.CreateDirectory(directory);
-        File.WriteAllText(Path.Combine(directory, "config.json"), ToHuggingFaceJson(config).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
-        var tensors = DecoderFamily.For(config).ExpectedWeights(config).Select(spec => (spec.Name, RandomTensor(spec, seed))).ToList();
+        File.WriteAllText(Path.Combine(directory, "config.json"), HuggingFaceConfigs.TryGetValue(name, out var text)
+            ? text.Trim() + "\n"
+            : ToHuggingFaceJson(config).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+        var tensors = FamilyRegistry.For(config).ExpectedWeights(config).Select(spec => (spec.Name, RandomTensor(spec, seed))).ToList();
         SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"), tensors,
             new Dictionary<string, string> { ["format"] = "pt", ["onnxdecoder.synth"] = $"{name} seed {seed}: random weights" });
         Gpt2Bpe.FirstRanks(config.VocabSize - 1).WriteFiles(directory);

@@ -24,34 +24,8 @@ public static class Moe
         Value routerLogits;
         using (b.Scope("router")) routerLogits = b.Op("MatMul", [tokens, g.LinearWeight(names.Router)]); // [N, experts]: routing stays float32
 
-        bool gated = names.Gate is not null;
-        // The fused op takes float32 experts; quantized experts are spelled out so they can use MatMulNBits.
-        Value combined = g.Ort && gated && c.HiddenAct == Activation.Silu && !g.Quantized ? Fused(g, tokens, routerLogits, names) : Spelled(g, tokens, routerLogits, names);
+        Value combined = g.Lowering.FusedMoe(g, tokens, routerLogits, names) ?? Spelled(g, tokens, routerLogits, names);
         return (b.Op("Reshape", [combined, b.Op("Shape", [x])]), routerLogits);
-    }
-
-    // The com.microsoft MoE op serves SwiGLU experts (gate and up fused). Its "gelu" activation
-    // differs from exact GELU by about 4e-4 on our tests, so other experts are spelled out in
-    // standard ops even in the ort lowering.
-    // com.microsoft MoE: fc1 [experts, 2*intermediate, hidden] with gate and up rows interleaved,
-    // fc2 [experts, hidden, intermediate]; the op applies softmax and top-k to the router logits.
-    private static Value Fused(DecoderGraph g, Value tokens, Value routerLogits, MoeWeightNames names)
-    {
-        var c = g.Config;
-        var fc1 = g.DerivedWeight(names.Prefix + ".fc1_experts", () => TensorTransforms.Stack(
-            Enumerable.Range(0, c.NumExperts).Select(e => TensorTransforms.InterleaveRows(g.Weights.Get(names.Gate![e]), g.Weights.Get(names.Up[e]))).ToList()));
-        var fc2 = g.DerivedWeight(names.Prefix + ".fc2_experts", () => TensorTransforms.Stack(
-            Enumerable.Range(0, c.NumExperts).Select(e => g.Weights.Get(names.Down[e])).ToList()));
-        var attributes = new List<Attr>
-        {
-            Attr.Int("k", c.ExpertsPerToken),
-            Attr.Int("normalize_routing_weights", c.NormTopKProb ? 1 : 0),
-        };
-        // swiglu(g, u) = g sigmoid(alpha g) (u + beta): alpha 1 and beta 0 give SiLU(g) u.
-        attributes.AddRange([Attr.String("activation_type", "swiglu"), Attr.Int("swiglu_fusion", 1),
-            Attr.Float("activation_alpha", 1f), Attr.Float("activation_beta", 0f), Attr.Float("swiglu_limit", float.MaxValue)]);
-        using var scope = g.B.Scope("experts");
-        return g.B.MsOp("MoE", [tokens, routerLogits, fc1, null, fc2], [.. attributes]);             // [N, hidden]
     }
 
     //   tokens ─┬─ expert 0 ──┐

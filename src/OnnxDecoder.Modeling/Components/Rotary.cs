@@ -11,7 +11,8 @@ namespace OnnxDecoder.Modeling.Components;
 public static class Rotary
 {
     /// <summary>Frequencies [rot/2] and the cos/sin multiplier (yarn's attention factor, else 1).</summary>
-    public static (double[] InverseFrequencies, double Multiplier) Frequencies(DecoderConfig config)
+    /// <paramref name="longFactors"/>: longrope's long_factor (past original_max_position_embeddings) rather than short_factor.
+    public static (double[] InverseFrequencies, double Multiplier) Frequencies(DecoderConfig config, bool longFactors = false)
     {
         int rot = config.RotaryDim;
         var inv = new double[rot / 2];
@@ -38,6 +39,15 @@ public static class Rotary
                 }
                 return (inv, 1);
             }
+            case RopeScalingType.LongRope:
+            {
+                // inv_freq[i] = 1 / (factor[i] theta^(2i/rot)); cos and sin scaled by the attention factor,
+                // sqrt(1 + ln(s) / ln(original)) with s = max_position_embeddings / original (1 when s <= 1).
+                var factors = (longFactors ? s.LongFactor : s.ShortFactor)!;
+                for (int i = 0; i < inv.Length; i++) inv[i] /= factors[i];
+                double original = s.OriginalMaxPositions!.Value, scale = config.MaxPositions / original;
+                return (inv, s.AttentionFactor ?? (scale <= 1 ? 1 : Math.Sqrt(1 + Math.Log(scale) / Math.Log(original))));
+            }
             case RopeScalingType.Yarn:
             {
                 double original = s.OriginalMaxPositions ?? config.MaxPositions;
@@ -60,9 +70,9 @@ public static class Rotary
     }
 
     /// <summary>cos and sin tables [maxLength, rot/2] for the static scaling types.</summary>
-    public static (float[] Cos, float[] Sin) Tables(DecoderConfig config, int maxLength)
+    public static (float[] Cos, float[] Sin) Tables(DecoderConfig config, int maxLength, bool longFactors = false)
     {
-        var (inv, multiplier) = Frequencies(config);
+        var (inv, multiplier) = Frequencies(config, longFactors);
         var cos = new float[maxLength * inv.Length];
         var sin = new float[maxLength * inv.Length];
         for (int p = 0; p < maxLength; p++)
@@ -77,31 +87,40 @@ public static class Rotary
 
     public static bool IsDynamic(DecoderConfig config) => config.RopeScaling.Type == RopeScalingType.Dynamic;
 
-    /// <summary>The cos/sin caches as initializers [max_length, rot/2] (static scalings only).</summary>
-    public static (Value Cos, Value Sin) Caches(DecoderGraph g) => g.Shared("rotary_caches", () =>
+    /// <summary>The cos/sin caches as initializers [max_length, rot/2] (static scalings only); <see cref="DecoderGraph.RotaryCaches"/> keeps them.</summary>
+    internal static (Value Cos, Value Sin) Caches(DecoderGraph g)
     {
-        var (cos, sin) = Tables(g.Config, g.MaxLength);
+        if (g.Config.RopeScaling.Type != RopeScalingType.LongRope) return CacheInitializers(g, "", longFactors: false);
+        // LongRope: the long factors serve calls whose longest position reaches past original_max_position_embeddings.
+        //   max(position_ids) + 1 > original ─Where─ long tables : short tables   [max_length, rot/2]
+        var (shortCos, shortSin) = CacheInitializers(g, "_short", longFactors: false);
+        var (longCos, longSin) = CacheInitializers(g, "_long", longFactors: true);
+        var b = g.B;
+        using var scope = b.Scope("rotary");
+        var longest = b.Op("Add", [b.Op("ReduceMax", [g.PositionIds], Attr.Int("keepdims", 0)), b.Int64Scalar(1)]);
+        var useLong = b.Op("Greater", [longest, b.Int64Scalar(g.Config.RopeScaling.OriginalMaxPositions!.Value)]);
+        return (b.Op("Where", [useLong, longCos, shortCos]), b.Op("Where", [useLong, longSin, shortSin]));
+    }
+
+    private static (Value Cos, Value Sin) CacheInitializers(DecoderGraph g, string suffix, bool longFactors)
+    {
+        var (cos, sin) = Tables(g.Config, g.MaxLength, longFactors);
         int half = g.Config.RotaryDim / 2;
         if (g.Float16) // the tables are in the activation type (RotaryEmbedding requires it)
-            return (g.B.Initializer("cos_cache", TensorData.From<Half>(cos.Select(v => (Half)v).ToArray(), g.MaxLength, half)),
-                    g.B.Initializer("sin_cache", TensorData.From<Half>(sin.Select(v => (Half)v).ToArray(), g.MaxLength, half)));
-        return (g.B.Initializer("cos_cache", TensorData.From<float>(cos, g.MaxLength, half)),
-                g.B.Initializer("sin_cache", TensorData.From<float>(sin, g.MaxLength, half)));
-    });
+            return (g.B.Initializer("cos_cache" + suffix, TensorData.From<Half>(cos.Select(v => (Half)v).ToArray(), g.MaxLength, half)),
+                    g.B.Initializer("sin_cache" + suffix, TensorData.From<Half>(sin.Select(v => (Half)v).ToArray(), g.MaxLength, half)));
+        return (g.B.Initializer("cos_cache" + suffix, TensorData.From<float>(cos, g.MaxLength, half)),
+                g.B.Initializer("sin_cache" + suffix, TensorData.From<float>(sin, g.MaxLength, half)));
+    }
 
-    /// <summary>cos and sin for each position of the call, [B, S, 1, rot/2], computed once per graph.</summary>
-    /// <summary>Builds the per-position cos/sin once, in the caller's scope.</summary>
-    public static void ApplyPortableTables(DecoderGraph g) => _ = PerPosition(g);
-
-    private static (Value Cos, Value Sin) PerPosition(DecoderGraph g) => g.Shared("rotary_per_position", () => Gathered(g));
-
-    private static (Value Cos, Value Sin) Gathered(DecoderGraph g)
+    /// <summary>cos and sin for each position of the call, [B, S, 1, rot/2]; <see cref="DecoderGraph.RotaryPerPosition"/> keeps them.</summary>
+    internal static (Value Cos, Value Sin) PerPosition(DecoderGraph g)
     {
         var b = g.B;
         using var scope = b.Scope("rotary");
         if (!IsDynamic(g.Config))
         {
-            var (cosCache, sinCache) = Caches(g);
+            var (cosCache, sinCache) = g.RotaryCaches;
             var cos = b.Op("Unsqueeze", [b.Op("Gather", [cosCache, g.PositionIds], Attr.Int("axis", 0)), b.Int64s(2)]); // [B, S, 1, rot/2]
             var sin = b.Op("Unsqueeze", [b.Op("Gather", [sinCache, g.PositionIds], Attr.Int("axis", 0)), b.Int64s(2)]);
             return (cos, sin);
@@ -129,7 +148,7 @@ public static class Rotary
     {
         var b = g.B;
         int rot = g.Config.RotaryDim, half = rot / 2, headDim = g.Config.HeadDim;
-        var (cos, sin) = PerPosition(g);
+        var (cos, sin) = g.RotaryPerPosition;
         Value Slice(Value v, long start, long end, long axis) => b.Op("Slice", [v, b.Int64s(start), b.Int64s(end), b.Int64s(axis)]);
 
         var rotated = rot < headDim ? Slice(x, 0, rot, 3) : x;           // [B, S, h, rot]
@@ -159,7 +178,7 @@ public static class Rotary
     /// <summary>Rotates x [B, S, heads * head_dim] with com.microsoft RotaryEmbedding (static scalings).</summary>
     public static Value ApplyOrt(DecoderGraph g, Value x, int heads)
     {
-        var (cos, sin) = Caches(g);
+        var (cos, sin) = g.RotaryCaches;
         var attributes = new List<Attr>
         {
             Attr.Int("interleaved", g.Config.RotaryLayout == RotaryLayout.Interleaved ? 1 : 0),

@@ -4,29 +4,50 @@ using OnnxDecoder.Onnx;
 namespace OnnxDecoder.Modeling.Families;
 
 /// <summary>
-/// The decoder skeleton every family shares; a family overrides only its weight names and the
-/// blocks that differ. The graph follows the contract of DESIGN.md:
+/// One model family's whole description: the Hugging Face model types and architectures it answers
+/// to (<see cref="FamilyRegistry"/> lists every family), how it reads its config.json, the tensors
+/// it reads (each family keeps one per-layer names record that both <see cref="ExpectedWeights"/>
+/// and its graph code use), its layer, and optionally its GGUF tensor names. The decoder skeleton
+/// every family shares follows the contract of DESIGN.md:
 /// <code>
 ///   input_ids ─ embed (+ learned positions) ─┬─ layer 0 … layer L-1 ─ final norm ─ lm_head ─ logits
-///   attention_mask, position_ids ────────────┘      each layer: x + attn(norm(x)); x + ffn(norm(x))
+///   attention_mask, position_ids ────────────┘      each layer: see <see cref="Layer"/>
 ///   past_key_values.{i}.key/value ─► layer i ─► present.{i}.key/value
 /// </code>
 /// </summary>
 public abstract class DecoderFamily
 {
-    /// <summary>The family that builds a config: gpt2, a mixture of experts (mixtral, qwen2_moe), or llama.</summary>
-    public static DecoderFamily For(DecoderConfig config) => config.ModelType switch
-    {
-        "gpt2" => new Gpt2(),
-        "qwen2_moe" => new Qwen2Moe(),
-        _ when config.IsMoe => new Mixtral(),
-        _ => new Llama(),
-    };
-
+    /// <summary>The family's name, written to the graph's metadata.</summary>
     public abstract string Name { get; }
+
+    /// <summary>The config.json model_type values this family reads.</summary>
+    public abstract IReadOnlyList<string> ModelTypes { get; }
+
+    /// <summary>The config.json architectures (transformers classes) of those model types.</summary>
+    public abstract IReadOnlyList<string> Architectures { get; }
+
+    /// <summary>Whether the family's layers may hold a mixture of experts.</summary>
+    public virtual bool HasExperts => false;
+
+    /// <summary>Reads the family's config.json fields (<paramref name="modelType"/> is one of <see cref="ModelTypes"/>); the caller validates.</summary>
+    public abstract DecoderConfig ReadConfig(ConfigFields fields, string modelType);
 
     /// <summary>Every tensor the family reads, with its checkpoint name and shape.</summary>
     public abstract IReadOnlyList<TensorSpec> ExpectedWeights(DecoderConfig config);
+
+    /// <summary>The name a Hugging Face checkpoint's stored tensor has in <see cref="ExpectedWeights"/>
+    /// (GPT-2 files saved without their "transformer." prefix get it).</summary>
+    public virtual string CheckpointName(string stored) => stored;
+
+    /// <summary>Stored buffers that are not weights (rotary inv_freq) and are skipped.</summary>
+    public virtual bool IsBuffer(string stored) => stored.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal);
+
+    /// <summary>The GGUF general.architecture this family reads, or null.</summary>
+    public virtual string? GgufArchitecture => null;
+
+    /// <summary>GGUF tensor names and the Hugging Face names they become; <c>Expert</c> set for one
+    /// expert's slice of a stacked [experts, rows, cols] tensor.</summary>
+    public virtual IEnumerable<GgufTensorName> GgufNames(DecoderConfig config) => [];
 
     /// <summary>Builds the decoder graph of <paramref name="config"/> over <paramref name="weights"/>.</summary>
     public OnnxModel Build(DecoderConfig config, IWeightSource weights, ExportOptions options)
@@ -39,23 +60,19 @@ public abstract class DecoderFamily
         var g = new DecoderGraph(b, config, options, weights);
 
         Dim batch = "batch_size", sequence = "sequence_length", past = "past_sequence_length", total = "total_sequence_length";
-        g.InputIds = b.Input("input_ids", ElementType.Int64, batch, sequence);
-        g.AttentionMask = b.Input("attention_mask", ElementType.Int64, batch, total);
-        g.PositionIds = b.Input("position_ids", ElementType.Int64, batch, sequence);
-        var pastKeys = new Value[config.NumLayers];
-        var pastValues = new Value[config.NumLayers];
+        g.InputIds = b.Input(GraphContract.InputIds, ElementType.Int64, batch, sequence);
+        g.AttentionMask = b.Input(GraphContract.AttentionMask, ElementType.Int64, batch, total);
+        g.PositionIds = b.Input(GraphContract.PositionIds, ElementType.Int64, batch, sequence);
+        var caches = new LayerCache[config.NumLayers];
         for (int i = 0; i < config.NumLayers; i++)
-        {
-            pastKeys[i] = b.Input($"past_key_values.{i}.key", g.Float, batch, config.NumKvHeads, past, config.HeadDim);
-            pastValues[i] = b.Input($"past_key_values.{i}.value", g.Float, batch, config.NumKvHeads, past, config.HeadDim);
-        }
+            caches[i] = new LayerCache(
+                b.Input(GraphContract.PastKey(i), g.Float, batch, config.NumKvHeads, past, config.HeadDim),
+                b.Input(GraphContract.PastValue(i), g.Float, batch, config.NumKvHeads, past, config.HeadDim));
 
-        var presents = new List<(Value Key, Value Value)>();
-        var routerLogits = new List<Value>();
         Value logits;
         using (b.Scope("model"))
         {
-            Attention.PrepareShared(g);
+            g.Lowering.PrepareShared(g);
             Value x;
             using (b.Scope("embed_tokens")) x = Embed(g);                                     // [B, S, hidden]
             Value normed;
@@ -64,22 +81,9 @@ public abstract class DecoderFamily
             for (int i = 0; i < config.NumLayers; i++)
             {
                 using var layer = b.Scope($"layers.{i}");
-                Value attention;
-                using (b.Scope("attn"))
-                {
-                    var (q, k, v) = ProjectQkv(g, i, normed);
-                    var (context, presentKey, presentValue) = Attention.Apply(g, q, k, v, pastKeys[i], pastValues[i]);
-                    presents.Add((presentKey, presentValue));
-                    using (b.Scope("o_proj")) attention = ProjectOut(g, i, context);            // [B, S, hidden]
-                }
-                using (b.Scope("post_attention_layernorm")) (x, normed) = Norm.ResidualThenNorm(g, x, attention, PostAttentionNorm(i));
-
-                Value feedForward;
-                using (b.Scope(config.IsMoe ? "moe" : "mlp")) feedForward = FeedForward(g, i, normed, routerLogits);
-
                 bool last = i == config.NumLayers - 1;
-                using (last ? b.Scope("final_norm_layernorm") : b.Scope("next_input_layernorm"))
-                    (x, normed) = Norm.ResidualThenNorm(g, x, feedForward, last ? FinalNorm : InputNorm(i + 1));
+                var next = new NextNorm(last ? FinalNorm : InputNorm(i + 1), last ? "final_norm_layernorm" : "next_input_layernorm");
+                (x, normed) = Layer(g, i, x, normed, next, caches[i]);
             }
 
             using (b.Scope("lm_head"))
@@ -90,27 +94,39 @@ public abstract class DecoderFamily
             }
         }
 
-        b.Output(logits, "logits", g.Float, batch, options.LastTokenLogitsOnly ? 1 : sequence, config.VocabSize);
+        b.Output(logits, GraphContract.Logits, g.Float, batch, options.LastTokenLogitsOnly ? 1 : sequence, config.VocabSize);
         for (int i = 0; i < config.NumLayers; i++)
         {
-            b.Output(presents[i].Key, $"present.{i}.key", g.Float, batch, config.NumKvHeads, total, config.HeadDim);
-            b.Output(presents[i].Value, $"present.{i}.value", g.Float, batch, config.NumKvHeads, total, config.HeadDim);
+            b.Output(caches[i].PresentKey!, GraphContract.PresentKey(i), g.Float, batch, config.NumKvHeads, total, config.HeadDim);
+            b.Output(caches[i].PresentValue!, GraphContract.PresentValue(i), g.Float, batch, config.NumKvHeads, total, config.HeadDim);
         }
         if (options.RouterLogitsOutputs)
-            for (int i = 0; i < routerLogits.Count; i++)
-                b.Output(routerLogits[i], $"router_logits.{i}", g.Float, "batch_x_sequence", config.NumExperts);
+            for (int i = 0; i < g.RouterLogits.Count; i++)
+                b.Output(g.RouterLogits[i], GraphContract.RouterLogits(i), g.Float, "batch_x_sequence", config.NumExperts);
 
-        b.Metadata("onnxdecoder.family", Name);
-        b.Metadata("onnxdecoder.model_type", config.ModelType);
-        b.Metadata("onnxdecoder.lowering", options.Lowering.ToString().ToLowerInvariant());
-        b.Metadata("onnxdecoder.precision", options.Precision);
-        if (options.Lowering == Lowering.Ort) b.Metadata(Attention.SeqlensKMetadata, "last_attended_column");
+        b.Metadata(GraphContract.Metadata.Family, Name);
+        b.Metadata(GraphContract.Metadata.ModelType, config.ModelType);
+        b.Metadata(GraphContract.Metadata.Lowering, options.Lowering.ToString().ToLowerInvariant());
+        b.Metadata(GraphContract.Metadata.Precision, options.Precision);
+        g.Lowering.WriteMetadata(b);
         if (options.Quantization is { } quantization)
-            b.Metadata("onnxdecoder.quantization", $"bits {quantization.Bits}, block {quantization.BlockSize}, {(quantization.Symmetric ? "symmetric" : "asymmetric")}, accuracy level {quantization.AccuracyLevel}");
-        b.Metadata("onnxdecoder.max_length", g.MaxLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            b.Metadata(GraphContract.Metadata.Quantization, $"bits {quantization.Bits}, block {quantization.BlockSize}, {(quantization.Symmetric ? "symmetric" : "asymmetric")}, accuracy level {quantization.AccuracyLevel}");
+        b.Metadata(GraphContract.Metadata.MaxLength, g.MaxLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
         foreach (var (key, value) in options.Metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal)) b.Metadata(key, value);
         return b.Build();
     }
+
+    /// <summary>A layer's KV cache: its past inputs, and the presents its attention makes.</summary>
+    protected sealed class LayerCache(Value pastKey, Value pastValue)
+    {
+        public Value PastKey { get; } = pastKey;
+        public Value PastValue { get; } = pastValue;
+        public Value? PresentKey { get; set; }
+        public Value? PresentValue { get; set; }
+    }
+
+    /// <summary>The norm after a layer: the next layer's input norm, or the final norm; and its scope name.</summary>
+    protected sealed record NextNorm(string Prefix, string Scope);
 
     // ---- hooks a family overrides ------------------------------------------------------------
 
@@ -120,15 +136,41 @@ public abstract class DecoderFamily
     protected abstract string PostAttentionNorm(int layer);
     protected abstract string FinalNorm { get; }
 
+    /// <summary>
+    /// One decoder layer, given the residual stream x [B, S, hidden] and its input-normed form;
+    /// returns the new residual stream and its form normed by <paramref name="next"/>. The default is
+    /// the pre-norm layer: x + attn(norm(x)), then x + ffn(norm(x)), each residual add fused with the
+    /// norm after it. Families with post-norms, sandwich norms or parallel blocks override it.
+    /// </summary>
+    protected virtual (Value Residual, Value Normed) Layer(DecoderGraph g, int layer, Value x, Value normed, NextNorm next, LayerCache cache)
+    {
+        var b = g.B;
+        var attention = Attend(g, layer, normed, cache);                                       // [B, S, hidden]
+        using (b.Scope("post_attention_layernorm")) (x, normed) = Norm.ResidualThenNorm(g, x, attention, PostAttentionNorm(layer));
+        Value feedForward;
+        using (b.Scope(g.Config.IsMoe ? "moe" : "mlp")) feedForward = FeedForward(g, layer, normed);
+        using (b.Scope(next.Scope)) return Norm.ResidualThenNorm(g, x, feedForward, next.Prefix);
+    }
+
+    /// <summary>The attention block of a layer: projections, rotary, attention, o_proj: [B, S, hidden] -> [B, S, hidden].</summary>
+    protected Value Attend(DecoderGraph g, int layer, Value x, LayerCache cache)
+    {
+        var b = g.B;
+        using var scope = b.Scope("attn");
+        var (q, k, v) = ProjectQkv(g, layer, x);
+        var (context, presentKey, presentValue) = Attention.Apply(g, q, k, v, cache.PastKey, cache.PastValue, AttentionLayer.Of(g.Config, layer));
+        (cache.PresentKey, cache.PresentValue) = (presentKey, presentValue);
+        using (b.Scope("o_proj")) return ProjectOut(g, layer, context);
+    }
+
     /// <summary>Token (and learned position) embeddings: [B, S] -> [B, S, hidden].</summary>
     protected virtual Value Embed(DecoderGraph g)
     {
         var b = g.B;
         // Quantized ort exports keep the token table quantized too (int4/int8 rows dequantized on
         // gather); with tied embeddings it is the LM head's own quantized copy.
-        var x = g.Options.Quantization is { EmbeddingQuantized: true } && g.Ort && g.Config.HiddenSize % 2 == 0
-            ? g.GatherQuantized(EmbeddingName, g.InputIds)                                               // [B, S, hidden]
-            : b.Op("Gather", [g.Weight(EmbeddingName), g.InputIds], Attr.Int("axis", 0));
+        var x = (g.Options.Quantization is { EmbeddingQuantized: true } && g.Config.HiddenSize % 2 == 0 ? g.Quantized?.GatherRows(EmbeddingName, g.InputIds) : null) // [B, S, hidden]
+            ?? b.Op("Gather", [g.Weight(EmbeddingName), g.InputIds], Attr.Int("axis", 0));
         if (g.Config.Positions == PositionKind.Learned)
             x = b.Op("Add", [x, b.Op("Gather", [g.Weight(PositionEmbeddingName!), g.PositionIds], Attr.Int("axis", 0))]);
         return x;
@@ -140,16 +182,19 @@ public abstract class DecoderFamily
     /// <summary>o_proj: [B, S, heads*head_dim] -> [B, S, hidden].</summary>
     protected abstract Value ProjectOut(DecoderGraph g, int layer, Value context);
 
-    /// <summary>The MLP or MoE block: [B, S, hidden] -> [B, S, hidden].</summary>
-    protected abstract Value FeedForward(DecoderGraph g, int layer, Value x, List<Value> routerLogits);
+    /// <summary>The MLP or MoE block: [B, S, hidden] -> [B, S, hidden]; MoE blocks add their router logits to g.RouterLogits.</summary>
+    protected abstract Value FeedForward(DecoderGraph g, int layer, Value x);
+
+    /// <summary>The untied LM head's tensor name.</summary>
+    protected virtual string LmHeadName => "lm_head.weight";
 
     /// <summary>[B, S, hidden] -> [B, S, vocab]; tied heads reuse the token embedding.</summary>
     protected virtual Value LmHead(DecoderGraph g, Value x)
     {
-        if (g.Quantized) return g.Project(x, g.Config.TieWordEmbeddings ? EmbeddingName : "lm_head.weight"); // [vocab, hidden] is already [N, K]
+        if (g.Quantized is not null) return g.Project(x, g.Config.TieWordEmbeddings ? EmbeddingName : LmHeadName); // [vocab, hidden] is already [N, K]
         return g.Config.TieWordEmbeddings
             ? g.B.Op("MatMul", [x, g.B.Op("Transpose", [g.Weight(EmbeddingName)], Attr.Ints("perm", 1, 0))])
-            : g.B.Op("MatMul", [x, g.LinearWeight("lm_head.weight")]);
+            : g.B.Op("MatMul", [x, g.LinearWeight(LmHeadName)]);
     }
 
     /// <summary>Norm tensors: scale, plus bias for LayerNorm.</summary>
@@ -158,4 +203,18 @@ public abstract class DecoderFamily
         yield return new TensorSpec(prefix + ".weight", [c.HiddenSize]);
         if (c.Norm == NormKind.LayerNorm) yield return new TensorSpec(prefix + ".bias", [c.HiddenSize]);
     }
+
+    /// <summary>The tensors of a feed-forward block (gate, up, up bias, down, down bias), in that order.</summary>
+    protected static IEnumerable<TensorSpec> MlpSpecs(MlpWeights w, long hidden, long intermediate)
+    {
+        long[] Matrix(long rows, long cols) => w.StoredInOut ? [cols, rows] : [rows, cols];   // Linear [out, in]; Conv1D [in, out]
+        if (w.Gate is not null) yield return new(w.Gate, Matrix(intermediate, hidden));
+        yield return new(w.Up, Matrix(intermediate, hidden));
+        if (w.UpBias is not null) yield return new(w.UpBias, [intermediate]);
+        yield return new(w.Down, Matrix(hidden, intermediate));
+        if (w.DownBias is not null) yield return new(w.DownBias, [hidden]);
+    }
 }
+
+/// <summary>A GGUF tensor and the Hugging Face name it becomes (<paramref name="Expert"/>: one slice of a stacked tensor).</summary>
+public sealed record GgufTensorName(string Gguf, string HuggingFace, int? Expert = null);

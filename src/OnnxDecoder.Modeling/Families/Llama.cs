@@ -5,7 +5,7 @@ namespace OnnxDecoder.Modeling.Families;
 
 /// <summary>
 /// Llama and the models that share its layout: Mistral (sliding window), Qwen2 (q/k/v bias),
-/// TinyLlama, llama2.c exports. Hugging Face tensor names:
+/// TinyLlama, llama2.c exports. Hugging Face tensor names (<see cref="Names"/> spells them):
 /// <code>
 ///   model.embed_tokens.weight                       [vocab, hidden]
 ///   model.layers.{i}.input_layernorm.weight         [hidden]
@@ -21,13 +21,125 @@ namespace OnnxDecoder.Modeling.Families;
 public class Llama : DecoderFamily
 {
     public override string Name => "llama";
+    public override IReadOnlyList<string> ModelTypes => ["llama", "mistral", "qwen2"];
+    public override IReadOnlyList<string> Architectures => ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+
+    /// <summary>One layer's attention tensors; biases are null where the config has none.</summary>
+    public sealed record AttentionNames(string Q, string K, string V, string O, string? QBias, string? KBias, string? VBias, string? OBias);
+
+    /// <summary>One layer's tensor names, used by both <see cref="ExpectedWeights"/> and the graph.</summary>
+    public sealed record LayerNames(string InputNorm, AttentionNames Attention, string PostAttentionNorm);
+
+    protected LayerNames Names(DecoderConfig c, int layer)
+    {
+        string attn = $"model.layers.{layer}.self_attn";
+        string? Bias(string projection) => c.AttentionBias ? $"{attn}.{projection}.bias" : null;
+        return new LayerNames(
+            InputNorm(layer),
+            new AttentionNames($"{attn}.q_proj.weight", $"{attn}.k_proj.weight", $"{attn}.v_proj.weight", $"{attn}.o_proj.weight",
+                Bias("q_proj"), Bias("k_proj"), Bias("v_proj"), OutputProjectionBias(c) ? $"{attn}.o_proj.bias" : null),
+            PostAttentionNorm(layer));
+    }
+
+    /// <summary>The dense MLP's tensors; biases only on ungated MLPs with mlp_bias.</summary>
+    protected static MlpWeights MlpNames(DecoderConfig c, int layer)
+    {
+        string mlp = $"model.layers.{layer}.mlp";
+        bool bias = c.ProjectionBias && !c.GatedMlp;
+        return new MlpWeights(c.GatedMlp ? $"{mlp}.gate_proj.weight" : null, $"{mlp}.up_proj.weight", $"{mlp}.down_proj.weight",
+            bias ? $"{mlp}.up_proj.bias" : null, bias ? $"{mlp}.down_proj.bias" : null);
+    }
+
+    /// <summary>Whether o_proj carries a bias.</summary>
+    protected virtual bool OutputProjectionBias(DecoderConfig c) => c.ProjectionBias;
+
+    /// <summary>Tensors a family adds to a layer's attention (after o_proj in checkpoint order), e.g. per-head norms.</summary>
+    protected virtual IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer) => [];
+
+    // ---- config.json -------------------------------------------------------------------------
+
+    /// <summary>Whether sliding_window applies when use_sliding_window is absent (Mistral-style configs).</summary>
+    protected virtual bool SlidingWindowByDefault(string modelType) => modelType == "mistral";
+
+    /// <summary>Whether q/k/v carry biases whatever attention_bias says (Qwen2-style configs).</summary>
+    protected virtual bool AttentionBiasAlways(string modelType) => modelType == "qwen2";
+
+    protected virtual int ReadIntermediateSize(ConfigFields r) => r.Int("intermediate_size") ?? throw HuggingFaceConfig.Missing(r.Source, "intermediate_size");
+
+    public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
+    {
+        string source = r.Source;
+        int hidden = r.Int("hidden_size") ?? throw HuggingFaceConfig.Missing(source, "hidden_size");
+        int heads = r.Int("num_attention_heads") ?? throw HuggingFaceConfig.Missing(source, "num_attention_heads");
+        int headDim = r.Int("head_dim") ?? (heads > 0 && hidden % heads == 0 ? hidden / heads
+            : throw new ConfigException(source, "hidden_size", $"({hidden}) must be divisible by num_attention_heads ({heads}) when head_dim is not given"));
+        int experts = r.Int("num_local_experts") ?? r.Int("num_experts") ?? 0;
+        return new DecoderConfig
+        {
+            ModelType = modelType,
+            HiddenSize = hidden,
+            IntermediateSize = ReadIntermediateSize(r),
+            NumLayers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers"),
+            NumHeads = heads,
+            NumKvHeads = r.Int("num_key_value_heads") ?? heads,
+            HeadDim = headDim,
+            VocabSize = r.Int("vocab_size") ?? throw HuggingFaceConfig.Missing(source, "vocab_size"),
+            MaxPositions = r.Int("max_position_embeddings") ?? throw HuggingFaceConfig.Missing(source, "max_position_embeddings"),
+            NormEps = r.Double("rms_norm_eps") ?? 1e-6,
+            RopeTheta = r.Double("rope_theta") ?? 10000,
+            RopeScaling = HuggingFaceConfig.ReadRopeScaling(r),
+            PartialRotaryFactor = r.Double("partial_rotary_factor") ?? 1,
+            HiddenAct = HuggingFaceConfig.ParseActivation(r.String("hidden_act") ?? "silu", source, "hidden_act"),
+            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? false,
+            AttentionBias = AttentionBiasAlways(modelType) || (r.Bool("attention_bias") ?? false),
+            ProjectionBias = r.Bool("mlp_bias") ?? false,
+            SlidingWindow = (r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null,
+            NumExperts = experts,
+            ExpertsPerToken = r.Int("num_experts_per_tok") ?? (experts > 0 ? 2 : 0),
+            NormTopKProb = r.Bool("norm_topk_prob") ?? true,
+            BosTokenId = r.Int("bos_token_id") ?? 1,
+            EosTokenIds = r.IntOrList("eos_token_id") ?? [2],
+        };
+    }
+
+    // ---- GGUF (llama.cpp's names) --------------------------------------------------------------
+
+    public override string? GgufArchitecture => "llama";
+
+    public override IEnumerable<GgufTensorName> GgufNames(DecoderConfig c)
+    {
+        yield return new("token_embd.weight", EmbeddingName);
+        yield return new("output_norm.weight", FinalNorm + ".weight");
+        yield return new("output.weight", LmHeadName);
+        for (int i = 0; i < c.NumLayers; i++)
+        {
+            string blk = $"blk.{i}";
+            var n = Names(c, i);
+            yield return new($"{blk}.attn_norm.weight", n.InputNorm + ".weight");
+            yield return new($"{blk}.attn_q.weight", n.Attention.Q);
+            yield return new($"{blk}.attn_k.weight", n.Attention.K);
+            yield return new($"{blk}.attn_v.weight", n.Attention.V);
+            yield return new($"{blk}.attn_output.weight", n.Attention.O);
+            yield return new($"{blk}.ffn_norm.weight", n.PostAttentionNorm + ".weight");
+            foreach (var name in GgufFeedForwardNames(c, i)) yield return name;
+        }
+    }
+
+    protected virtual IEnumerable<GgufTensorName> GgufFeedForwardNames(DecoderConfig c, int layer)
+    {
+        var mlp = MlpNames(c, layer);
+        if (mlp.Gate is not null) yield return new($"blk.{layer}.ffn_gate.weight", mlp.Gate);
+        yield return new($"blk.{layer}.ffn_up.weight", mlp.Up);
+        yield return new($"blk.{layer}.ffn_down.weight", mlp.Down);
+    }
+
+    // ---- tensors and graph -------------------------------------------------------------------
 
     protected override string EmbeddingName => "model.embed_tokens.weight";
     protected override string PositionEmbeddingName => "model.embed_positions.weight";
+    protected override string FinalNorm => "model.norm";
     protected override string InputNorm(int layer) => $"model.layers.{layer}.input_layernorm";
     protected override string PostAttentionNorm(int layer) => $"model.layers.{layer}.post_attention_layernorm";
-    protected override string FinalNorm => "model.norm";
-    protected static string Attn(int layer, string part) => $"model.layers.{layer}.self_attn.{part}";
 
     public override IReadOnlyList<TensorSpec> ExpectedWeights(DecoderConfig c)
     {
@@ -36,59 +148,44 @@ public class Llama : DecoderFamily
         long qWidth = (long)c.NumHeads * c.HeadDim, kvWidth = (long)c.NumKvHeads * c.HeadDim;
         for (int i = 0; i < c.NumLayers; i++)
         {
-            specs.AddRange(NormSpecs(c, InputNorm(i)));
-            specs.Add(new(Attn(i, "q_proj.weight"), [qWidth, c.HiddenSize]));
-            specs.Add(new(Attn(i, "k_proj.weight"), [kvWidth, c.HiddenSize]));
-            specs.Add(new(Attn(i, "v_proj.weight"), [kvWidth, c.HiddenSize]));
-            if (c.AttentionBias)
-            {
-                specs.Add(new(Attn(i, "q_proj.bias"), [qWidth]));
-                specs.Add(new(Attn(i, "k_proj.bias"), [kvWidth]));
-                specs.Add(new(Attn(i, "v_proj.bias"), [kvWidth]));
-            }
-            specs.Add(new(Attn(i, "o_proj.weight"), [c.HiddenSize, qWidth]));
-            if (c.ProjectionBias) specs.Add(new(Attn(i, "o_proj.bias"), [c.HiddenSize]));
-            specs.AddRange(NormSpecs(c, PostAttentionNorm(i)));
+            var n = Names(c, i);
+            var a = n.Attention;
+            specs.AddRange(NormSpecs(c, n.InputNorm));
+            specs.Add(new(a.Q, [qWidth, c.HiddenSize]));
+            specs.Add(new(a.K, [kvWidth, c.HiddenSize]));
+            specs.Add(new(a.V, [kvWidth, c.HiddenSize]));
+            if (a.QBias is not null) specs.Add(new(a.QBias, [qWidth]));
+            if (a.KBias is not null) specs.Add(new(a.KBias, [kvWidth]));
+            if (a.VBias is not null) specs.Add(new(a.VBias, [kvWidth]));
+            specs.Add(new(a.O, [c.HiddenSize, qWidth]));
+            if (a.OBias is not null) specs.Add(new(a.OBias, [c.HiddenSize]));
+            specs.AddRange(ExtraAttentionSpecs(c, i));
+            specs.AddRange(NormSpecs(c, n.PostAttentionNorm));
             specs.AddRange(FeedForwardSpecs(c, i));
         }
         specs.AddRange(NormSpecs(c, FinalNorm));
-        if (!c.TieWordEmbeddings) specs.Add(new("lm_head.weight", [c.VocabSize, c.HiddenSize]));
+        if (!c.TieWordEmbeddings) specs.Add(new(LmHeadName, [c.VocabSize, c.HiddenSize]));
         return specs;
     }
 
-    protected virtual IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer)
-    {
-        string mlp = $"model.layers.{layer}.mlp";
-        if (c.GatedMlp) yield return new($"{mlp}.gate_proj.weight", [c.IntermediateSize, c.HiddenSize]);
-        yield return new($"{mlp}.up_proj.weight", [c.IntermediateSize, c.HiddenSize]);
-        if (c.ProjectionBias && !c.GatedMlp) yield return new($"{mlp}.up_proj.bias", [c.IntermediateSize]);
-        yield return new($"{mlp}.down_proj.weight", [c.HiddenSize, c.IntermediateSize]);
-        if (c.ProjectionBias && !c.GatedMlp) yield return new($"{mlp}.down_proj.bias", [c.HiddenSize]);
-    }
+    protected virtual IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer) => MlpSpecs(MlpNames(c, layer), c.HiddenSize, c.IntermediateSize);
 
     protected override (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x)
     {
         var b = g.B;
-        string? Bias(string part) => g.Config.AttentionBias ? Attn(layer, part + ".bias") : null;
+        var a = Names(g.Config, layer).Attention;
         Value q, k, v;
-        using (b.Scope("q_proj")) q = g.Linear(x, Attn(layer, "q_proj.weight"), Bias("q_proj"));
-        using (b.Scope("k_proj")) k = g.Linear(x, Attn(layer, "k_proj.weight"), Bias("k_proj"));
-        using (b.Scope("v_proj")) v = g.Linear(x, Attn(layer, "v_proj.weight"), Bias("v_proj"));
+        using (b.Scope("q_proj")) q = g.Linear(x, a.Q, a.QBias);
+        using (b.Scope("k_proj")) k = g.Linear(x, a.K, a.KBias);
+        using (b.Scope("v_proj")) v = g.Linear(x, a.V, a.VBias);
         return (q, k, v);
     }
 
-    protected override Value ProjectOut(DecoderGraph g, int layer, Value context) =>
-        g.Linear(context, Attn(layer, "o_proj.weight"), g.Config.ProjectionBias ? Attn(layer, "o_proj.bias") : null);
-
-    protected override Value FeedForward(DecoderGraph g, int layer, Value x, List<Value> routerLogits)
+    protected override Value ProjectOut(DecoderGraph g, int layer, Value context)
     {
-        string mlp = $"model.layers.{layer}.mlp";
-        bool bias = g.Config.ProjectionBias && !g.Config.GatedMlp;
-        return Mlp.Apply(g, x, new MlpWeights(
-            g.Config.GatedMlp ? $"{mlp}.gate_proj.weight" : null,
-            $"{mlp}.up_proj.weight",
-            $"{mlp}.down_proj.weight",
-            bias ? $"{mlp}.up_proj.bias" : null,
-            bias ? $"{mlp}.down_proj.bias" : null));
+        var a = Names(g.Config, layer).Attention;
+        return g.Linear(context, a.O, a.OBias);
     }
+
+    protected override Value FeedForward(DecoderGraph g, int layer, Value x) => Mlp.Apply(g, x, MlpNames(g.Config, layer));
 }

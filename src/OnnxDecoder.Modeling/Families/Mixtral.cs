@@ -15,33 +15,59 @@ namespace OnnxDecoder.Modeling.Families;
 public sealed class Mixtral : Llama
 {
     public override string Name => "mixtral";
+    public override IReadOnlyList<string> ModelTypes => ["mixtral"];
+    public override IReadOnlyList<string> Architectures => ["MixtralForCausalLM"];
+    public override bool HasExperts => true;
 
-    private static string Moe(int layer) => $"model.layers.{layer}.block_sparse_moe";
+    protected override bool SlidingWindowByDefault(string modelType) => true;
 
-    protected override IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer)
+    private static MoeWeightNames MoeNames(DecoderConfig c, int layer)
     {
-        yield return new($"{Moe(layer)}.gate.weight", [c.NumExperts, c.HiddenSize]);
-        for (int e = 0; e < c.NumExperts; e++)
-        {
-            string expert = $"{Moe(layer)}.experts.{e}";
-            yield return new($"{expert}.w1.weight", [c.IntermediateSize, c.HiddenSize]);
-            yield return new($"{expert}.w2.weight", [c.HiddenSize, c.IntermediateSize]);
-            if (c.GatedMlp) yield return new($"{expert}.w3.weight", [c.IntermediateSize, c.HiddenSize]);
-        }
-    }
-
-    protected override Value FeedForward(DecoderGraph g, int layer, Value x, List<Value> routerLogits)
-    {
-        var c = g.Config;
-        var experts = Enumerable.Range(0, c.NumExperts).Select(e => $"{Moe(layer)}.experts.{e}").ToList();
-        var names = new MoeWeightNames(
-            Router: $"{Moe(layer)}.gate.weight",
+        string moe = $"model.layers.{layer}.block_sparse_moe";
+        var experts = Enumerable.Range(0, c.NumExperts).Select(e => $"{moe}.experts.{e}").ToList();
+        return new MoeWeightNames(
+            Router: $"{moe}.gate.weight",
             Gate: c.GatedMlp ? experts.Select(e => e + ".w1.weight").ToList() : null,
             Up: experts.Select(e => e + (c.GatedMlp ? ".w3.weight" : ".w1.weight")).ToList(),
             Down: experts.Select(e => e + ".w2.weight").ToList(),
-            Prefix: Moe(layer));
-        var (output, logits) = Components.Moe.Apply(g, x, names);
-        routerLogits.Add(logits);
+            Prefix: moe);
+    }
+
+    protected override IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer)
+    {
+        var names = MoeNames(c, layer);
+        yield return new(names.Router, [c.NumExperts, c.HiddenSize]);
+        for (int e = 0; e < c.NumExperts; e++)
+        {
+            // Checkpoint order: w1 (gate, or fc), w2 (down), w3 (up of SwiGLU experts).
+            yield return new(names.Gate?[e] ?? names.Up[e], [c.IntermediateSize, c.HiddenSize]);
+            yield return new(names.Down[e], [c.HiddenSize, c.IntermediateSize]);
+            if (names.Gate is not null) yield return new(names.Up[e], [c.IntermediateSize, c.HiddenSize]);
+        }
+    }
+
+    protected override IEnumerable<GgufTensorName> GgufFeedForwardNames(DecoderConfig c, int layer)
+    {
+        var names = MoeNames(c, layer);
+        string blk = $"blk.{layer}";
+        yield return new($"{blk}.ffn_gate_inp.weight", names.Router);
+        for (int e = 0; e < c.NumExperts; e++)
+        {
+            string gate = names.Gate?[e] ?? names.Up[e];
+            yield return new($"{blk}.ffn_gate_exps.weight", gate, e);
+            yield return new($"{blk}.ffn_up_exps.weight", names.Up[e], e);
+            yield return new($"{blk}.ffn_down_exps.weight", names.Down[e], e);
+            // Older GGUFs store each expert separately.
+            yield return new($"{blk}.ffn_gate.{e}.weight", gate);
+            yield return new($"{blk}.ffn_up.{e}.weight", names.Up[e]);
+            yield return new($"{blk}.ffn_down.{e}.weight", names.Down[e]);
+        }
+    }
+
+    protected override Value FeedForward(DecoderGraph g, int layer, Value x)
+    {
+        var (output, logits) = Components.Moe.Apply(g, x, MoeNames(g.Config, layer));
+        g.RouterLogits.Add(logits);
         return output;
     }
 }

@@ -18,48 +18,62 @@ namespace OnnxDecoder.Modeling.Families;
 public sealed class Qwen2Moe : Llama
 {
     public override string Name => "qwen2_moe";
+    public override IReadOnlyList<string> ModelTypes => ["qwen2_moe"];
+    public override IReadOnlyList<string> Architectures => ["Qwen2MoeForCausalLM"];
+    public override bool HasExperts => true;
+    public override string? GgufArchitecture => null;
 
-    private static string Mlp(int layer) => $"model.layers.{layer}.mlp";
+    protected override bool AttentionBiasAlways(string modelType) => true;
 
-    protected override IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer)
+    protected override int ReadIntermediateSize(ConfigFields r) => r.Int("moe_intermediate_size") ?? base.ReadIntermediateSize(r);
+
+    public override DecoderConfig ReadConfig(ConfigFields r, string modelType) => base.ReadConfig(r, modelType) with
     {
-        yield return new($"{Mlp(layer)}.gate.weight", [c.NumExperts, c.HiddenSize]);
-        for (int e = 0; e < c.NumExperts; e++)
-            foreach (var spec in ExpertSpecs($"{Mlp(layer)}.experts.{e}", c.IntermediateSize, c.HiddenSize)) yield return spec;
-        if (c.SharedExpertIntermediateSize > 0)
-        {
-            foreach (var spec in ExpertSpecs($"{Mlp(layer)}.shared_expert", c.SharedExpertIntermediateSize, c.HiddenSize)) yield return spec;
-            yield return new($"{Mlp(layer)}.shared_expert_gate.weight", [1, c.HiddenSize]);
-        }
-    }
+        NormTopKProb = r.Bool("norm_topk_prob") ?? false,
+        SharedExpertIntermediateSize = r.Int("shared_expert_intermediate_size") ?? 0,
+    };
 
-    private static IEnumerable<TensorSpec> ExpertSpecs(string prefix, int intermediate, int hidden) =>
-    [
-        new($"{prefix}.gate_proj.weight", [intermediate, hidden]),
-        new($"{prefix}.up_proj.weight", [intermediate, hidden]),
-        new($"{prefix}.down_proj.weight", [hidden, intermediate]),
-    ];
+    /// <summary>The routed experts, and the shared expert with its gate (null without one).</summary>
+    private sealed record FeedForwardNames(MoeWeightNames Routed, MlpWeights? Shared, string? SharedGate);
 
-    protected override Value FeedForward(DecoderGraph g, int layer, Value x, List<Value> routerLogits)
+    private static FeedForwardNames MoeNames(DecoderConfig c, int layer)
     {
-        var c = g.Config;
-        var b = g.B;
-        var experts = Enumerable.Range(0, c.NumExperts).Select(e => $"{Mlp(layer)}.experts.{e}").ToList();
-        var names = new MoeWeightNames(
-            Router: $"{Mlp(layer)}.gate.weight",
+        string mlp = $"model.layers.{layer}.mlp";
+        var experts = Enumerable.Range(0, c.NumExperts).Select(e => $"{mlp}.experts.{e}").ToList();
+        var routed = new MoeWeightNames(
+            Router: $"{mlp}.gate.weight",
             Gate: experts.Select(e => e + ".gate_proj.weight").ToList(),
             Up: experts.Select(e => e + ".up_proj.weight").ToList(),
             Down: experts.Select(e => e + ".down_proj.weight").ToList(),
-            Prefix: Mlp(layer));
-        var (routed, logits) = Components.Moe.Apply(g, x, names);                 // [B, S, hidden]
-        routerLogits.Add(logits);
-        if (c.SharedExpertIntermediateSize == 0) return routed;
+            Prefix: mlp);
+        if (c.SharedExpertIntermediateSize == 0) return new(routed, null, null);
+        string shared = $"{mlp}.shared_expert";
+        return new(routed, new MlpWeights($"{shared}.gate_proj.weight", $"{shared}.up_proj.weight", $"{shared}.down_proj.weight"), $"{mlp}.shared_expert_gate.weight");
+    }
+
+    protected override IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer)
+    {
+        var names = MoeNames(c, layer);
+        yield return new(names.Routed.Router, [c.NumExperts, c.HiddenSize]);
+        for (int e = 0; e < c.NumExperts; e++)
+            foreach (var spec in MlpSpecs(new MlpWeights(names.Routed.Gate![e], names.Routed.Up[e], names.Routed.Down[e]), c.HiddenSize, c.IntermediateSize)) yield return spec;
+        if (names.Shared is null) yield break;
+        foreach (var spec in MlpSpecs(names.Shared, c.HiddenSize, c.SharedExpertIntermediateSize)) yield return spec;
+        yield return new(names.SharedGate!, [1, c.HiddenSize]);
+    }
+
+    protected override Value FeedForward(DecoderGraph g, int layer, Value x)
+    {
+        var b = g.B;
+        var names = MoeNames(g.Config, layer);
+        var (routed, logits) = Components.Moe.Apply(g, x, names.Routed);             // [B, S, hidden]
+        g.RouterLogits.Add(logits);
+        if (names.Shared is null) return routed;
 
         using var scope = b.Scope("shared_expert");
-        string shared = $"{Mlp(layer)}.shared_expert";
-        var sharedOut = Components.Mlp.Apply(g, x, new MlpWeights($"{shared}.gate_proj.weight", $"{shared}.up_proj.weight", $"{shared}.down_proj.weight")); // [B, S, hidden]
+        var sharedOut = Components.Mlp.Apply(g, x, names.Shared);                     // [B, S, hidden]
         Value gate;
-        using (b.Scope("gate")) gate = b.Op("Sigmoid", [b.Op("MatMul", [x, g.LinearWeight($"{Mlp(layer)}.shared_expert_gate.weight")])]); // [B, S, 1]
+        using (b.Scope("gate")) gate = b.Op("Sigmoid", [b.Op("MatMul", [x, g.LinearWeight(names.SharedGate!)])]); // [B, S, 1]
         return b.Op("Add", [routed, b.Op("Mul", [sharedOut, gate])]);
     }
 }

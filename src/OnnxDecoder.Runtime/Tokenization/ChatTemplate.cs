@@ -17,8 +17,13 @@ public enum ChatFormat
     Llama3,
     /// <summary>Mistral / Mixtral: &lt;s&gt;[INST] user [/INST]answer&lt;/s&gt; (system text leads the first user turn)</summary>
     Mistral,
-    /// <summary>ChatML (Qwen2): &lt;|im_start|&gt;role\ncontent&lt;|im_end|&gt;\n</summary>
+    /// <summary>ChatML (Qwen2, Qwen3): &lt;|im_start|&gt;role\ncontent&lt;|im_end|&gt;\n</summary>
     ChatMl,
+    /// <summary>Phi-3 / Phi-3.5 / Phi-4-mini: &lt;|role|&gt;\ncontent&lt;|end|&gt;\n, then &lt;|assistant|&gt;\n</summary>
+    Phi3,
+    /// <summary>Gemma 2: &lt;bos&gt;&lt;start_of_turn&gt;user\ncontent&lt;end_of_turn&gt;\n, the assistant's role named model
+    /// (Gemma has no system role: system text leads the first user turn)</summary>
+    Gemma,
 }
 
 /// <summary>
@@ -47,6 +52,8 @@ public static class ChatTemplate
         }
         if (template.Contains("<|im_start|>", StringComparison.Ordinal) || (template.Length == 0 && tokenizer.SpecialTokenId("<|im_start|>") is not null)) return ChatFormat.ChatMl;
         if (template.Contains("<|start_header_id|>", StringComparison.Ordinal) || (template.Length == 0 && tokenizer.SpecialTokenId("<|start_header_id|>") is not null)) return ChatFormat.Llama3;
+        if (template.Contains("<start_of_turn>", StringComparison.Ordinal) || (template.Length == 0 && tokenizer.SpecialTokenId("<start_of_turn>") is not null)) return ChatFormat.Gemma;
+        if (template.Contains("<|assistant|>", StringComparison.Ordinal) && template.Contains("<|end|>", StringComparison.Ordinal)) return ChatFormat.Phi3;
         if (template.Contains("<<SYS>>", StringComparison.Ordinal)) return ChatFormat.Llama2;
         if (template.Contains("[INST]", StringComparison.Ordinal)) return ChatFormat.Mistral;
         return ChatFormat.Plain;
@@ -100,6 +107,23 @@ public static class ChatTemplate
                         Special("</s>");
                     }
                 }
+                break;
+            case ChatFormat.Phi3:
+                foreach (var m in messages)
+                {
+                    Special($"<|{m.Role}|>"); Text($"\n{m.Content}"); Special("<|end|>"); Text("\n");
+                }
+                if (addGenerationPrompt) { Special("<|assistant|>"); Text("\n"); }
+                break;
+            case ChatFormat.Gemma:
+                Special("<bos>");
+                for (int i = 0; i < turns.Count; i++)
+                {
+                    var m = turns[i];
+                    string content = i == 0 && system.Length > 0 ? $"{system}\n\n{m.Content}" : m.Content;
+                    Special("<start_of_turn>"); Text($"{(m.Role == "assistant" ? "model" : m.Role)}\n{content.Trim()}"); Special("<end_of_turn>"); Text("\n");
+                }
+                if (addGenerationPrompt) { Special("<start_of_turn>"); Text("model\n"); }
                 break;
             default:
                 Special("<bos>");

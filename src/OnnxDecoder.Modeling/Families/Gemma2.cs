@@ -1,0 +1,103 @@
+using OnnxDecoder.Modeling.Components;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Modeling.Families;
+
+/// <summary>
+/// Gemma 2 (Gemma2ForCausalLM): Llama's tensors plus sandwich norms, with
+/// <code>
+///   x = embed(ids) * sqrt(hidden)                         (the multiplier in the activation type)
+///   x = x + post_attention_layernorm(attn(input_layernorm(x)))
+///   x = x + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)))
+///   logits = tanh(lm_head(norm(x)) / final_cap) * final_cap
+/// </code>
+/// every RMSNorm scaling by (1 + w); GeGLU (hidden_activation, tanh GELU); head_dim from config;
+/// scores scaled by query_pre_attn_scalar^-0.5 and soft-capped, tanh(s / cap) * cap, before the
+/// mask; a sliding window on the even layers (layer_types when given); tied embeddings.
+/// <code>
+///   model.layers.{i}.pre_feedforward_layernorm.weight, post_feedforward_layernorm.weight [hidden]
+/// </code>
+/// </summary>
+public sealed class Gemma2 : Llama
+{
+    public override string Name => "gemma2";
+    public override IReadOnlyList<string> ModelTypes => ["gemma2"];
+    public override IReadOnlyList<string> Architectures => ["Gemma2ForCausalLM"];
+    public override string? GgufArchitecture => null;
+
+    public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
+    {
+        string source = r.Source;
+        int layers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers");
+        int heads = r.Int("num_attention_heads") ?? throw HuggingFaceConfig.Missing(source, "num_attention_heads");
+        // Gemma2Config's defaults where a field is absent; a null soft-cap turns it off.
+        double? Cap(string field, double fallback) => r.Present(field) ? r.Double(field) : fallback;
+        var layerTypes = r.Strings("layer_types");
+        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
+            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
+        return new DecoderConfig
+        {
+            ModelType = modelType,
+            HiddenSize = r.Int("hidden_size") ?? throw HuggingFaceConfig.Missing(source, "hidden_size"),
+            IntermediateSize = r.Int("intermediate_size") ?? throw HuggingFaceConfig.Missing(source, "intermediate_size"),
+            NumLayers = layers,
+            NumHeads = heads,
+            NumKvHeads = r.Int("num_key_value_heads") ?? 4,
+            HeadDim = r.Int("head_dim") ?? 256,
+            VocabSize = r.Int("vocab_size") ?? 256000,
+            MaxPositions = r.Int("max_position_embeddings") ?? 8192,
+            NormEps = r.Double("rms_norm_eps") ?? 1e-6,
+            NormScalePlusOne = true,
+            RopeTheta = r.Double("rope_theta") ?? 10000,
+            RopeScaling = HuggingFaceConfig.ReadRopeScaling(r),
+            // Gemma2MLP reads hidden_activation only.
+            HiddenAct = HuggingFaceConfig.ParseActivation(r.String("hidden_activation") ?? "gelu_pytorch_tanh", source, "hidden_activation"),
+            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? true,
+            AttentionBias = r.Bool("attention_bias") ?? false,
+            SlidingWindow = r.Int("sliding_window") ?? 4096,
+            SlidingLayers = layerTypes is not null
+                ? [.. layerTypes.Select(t => t == "sliding_attention")]
+                : [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => i % 2 == 0)],
+            AttentionScale = 1 / Math.Sqrt(r.Double("query_pre_attn_scalar") ?? 256),
+            AttentionSoftcap = Cap("attn_logit_softcapping", 50),
+            FinalLogitSoftcap = Cap("final_logit_softcapping", 30),
+            BosTokenId = r.Int("bos_token_id") ?? 2,
+            EosTokenIds = r.IntOrList("eos_token_id") ?? [1],
+        };
+    }
+
+    protected override bool OutputProjectionBias(DecoderConfig c) => c.AttentionBias;
+
+    private static (string PreFeedForward, string PostFeedForward) SandwichNorms(int layer) =>
+        ($"model.layers.{layer}.pre_feedforward_layernorm", $"model.layers.{layer}.post_feedforward_layernorm");
+
+    protected override IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer)
+    {
+        var (pre, post) = SandwichNorms(layer);
+        return NormSpecs(c, pre).Concat(NormSpecs(c, post)).Concat(base.FeedForwardSpecs(c, layer));
+    }
+
+    protected override (Value Residual, Value Normed) Layer(DecoderGraph g, int layer, Value x, Value normed, NextNorm next, LayerCache cache)
+    {
+        var b = g.B;
+        var (preFeedForward, postFeedForward) = SandwichNorms(layer);
+        var attention = Attend(g, layer, normed, cache);                                          // [B, S, hidden]
+        using (b.Scope("post_attention_layernorm")) attention = Norm.Apply(g, attention, PostAttentionNorm(layer));
+        using (b.Scope("pre_feedforward_layernorm")) (x, normed) = Norm.ResidualThenNorm(g, x, attention, preFeedForward);
+        Value feedForward;
+        using (b.Scope("mlp")) feedForward = FeedForward(g, layer, normed);
+        using (b.Scope("post_feedforward_layernorm")) feedForward = Norm.Apply(g, feedForward, postFeedForward);
+        using (b.Scope(next.Scope)) return Norm.ResidualThenNorm(g, x, feedForward, next.Prefix);
+    }
+
+    protected override Value Embed(DecoderGraph g) =>
+        g.B.Op("Mul", [base.Embed(g), g.Scalar((float)Math.Sqrt(g.Config.HiddenSize))]);       // [B, S, hidden]
+
+    protected override Value LmHead(DecoderGraph g, Value x)
+    {
+        var logits = base.LmHead(g, x);                                                          // [B, S, vocab]
+        if (g.Config.FinalLogitSoftcap is not { } cap) return logits;
+        var b = g.B;
+        return b.Op("Mul", [b.Op("Tanh", [b.Op("Mul", [logits, g.Scalar((float)(1 / cap))])]), g.Scalar((float)cap)]);
+    }
+}

@@ -1,0 +1,99 @@
+using OnnxDecoder.Modeling.Components;
+using OnnxDecoder.Modeling.Quantization;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Modeling.Lowerings;
+
+/// <summary>
+/// ONNX Runtime's fused ops: SimplifiedLayerNormalization and its Skip- sibling, RotaryEmbedding,
+/// GroupQueryAttention (past and present share one buffer), MatMulNBits, GatherBlockQuantized, MoE.
+/// </summary>
+public sealed class OrtLowering : GraphLowering
+{
+    public static readonly OrtLowering Instance = new();
+
+    public override Lowering Kind => Modeling.Lowering.Ort;
+
+    public override void PrepareShared(DecoderGraph g)
+    {
+        // RotaryEmbedding reads the caches itself; only the dynamic scaling's in-graph tables are shared up front.
+        if (g.Config.Positions == PositionKind.Rotary && Rotary.IsDynamic(g.Config)) _ = g.RotaryPerPosition;
+        _ = g.GqaLengths;
+        _ = g.DefaultMasks.GqaBias;
+    }
+
+    // ONNX Runtime registers SimplifiedLayerNormalization in the default domain (since version 1),
+    // unlike its Skip- sibling, which lives in com.microsoft.
+    public override Value RmsNorm(DecoderGraph g, Value x, Func<Value> weight, float eps) =>
+        g.B.Op("SimplifiedLayerNormalization", [x, weight()], Attr.Int("axis", -1), Attr.Float("epsilon", eps));
+
+    public override (Value Sum, Value Normed) ResidualThenRmsNorm(DecoderGraph g, Value residual, Value delta, Func<Value> weight, float eps)
+    {
+        // outputs: normalised, mean (unused), inverse std (unused), input + skip
+        var outputs = g.B.Node(GraphBuilder.MicrosoftDomain, "SkipSimplifiedLayerNormalization", [residual, delta, weight()], 4, Attr.Float("epsilon", eps));
+        return (outputs[3], outputs[0]);
+    }
+
+    public override (Value Context, Value PresentKey, Value PresentValue) Attend(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue, AttentionLayer layer)
+    {
+        var c = g.Config;
+        var b = g.B;
+        if (c.Positions == PositionKind.Rotary && !Rotary.IsDynamic(c))
+        {
+            using (b.Scope("q_rotary")) q = Rotary.ApplyOrt(g, q, c.NumHeads);
+            using (b.Scope("k_rotary")) k = Rotary.ApplyOrt(g, k, c.NumKvHeads);
+        }
+        else if (c.Positions == PositionKind.Rotary)
+        {
+            // The dynamic (NTK) scaling's tables depend on the call's longest position: rotate in standard ops.
+            using (b.Scope("q_rotary")) q = b.Op("Reshape", [Rotary.ApplyPortable(g, b.Op("Reshape", [q, b.Int64s(0, 0, c.NumHeads, c.HeadDim)])), b.Int64s(0, 0, -1)]);
+            using (b.Scope("k_rotary")) k = b.Op("Reshape", [Rotary.ApplyPortable(g, b.Op("Reshape", [k, b.Int64s(0, 0, c.NumKvHeads, c.HeadDim)])), b.Int64s(0, 0, -1)]);
+        }
+        var (seqlensK, totalLength) = g.GqaLengths;
+        var attributes = new List<Attr>
+        {
+            Attr.Int("num_heads", c.NumHeads),
+            Attr.Int("kv_num_heads", c.NumKvHeads),
+            Attr.Float("scale", layer.Scale),
+        };
+        if (layer.SoftCap is { } cap) attributes.Add(Attr.Float("softcap", cap));
+        if (layer.SlidingWindow is { } window) attributes.Add(Attr.Int("local_window_size", window));
+        // Inputs 7-9 (cos/sin caches, position_ids) serve GQA's own rotary, which we do not use;
+        // input 10, attention_bias [B, 1, S, T], carries left padding (see AttentionMask.GqaLengths).
+        // outputs: context [B, S, heads*head_dim], present key, present value [B, kv_heads, T or max, head_dim]
+        var outputs = b.Node(GraphBuilder.MicrosoftDomain, "GroupQueryAttention",
+            [q, k, v, pastKey, pastValue, seqlensK, totalLength, null, null, null, g.Masks(layer.SlidingWindow).GqaBias], 3, [.. attributes]);
+        return (outputs[0], outputs[1], outputs[2]);
+    }
+
+    public override QuantizedProjections QuantizedProjections(DecoderGraph g, QuantizationOptions options) => new MatMulNBitsProjections(g, options);
+
+    // The com.microsoft MoE op serves SwiGLU experts (gate and up fused). Its "gelu" activation
+    // differs from exact GELU by about 4e-4 on our tests, so other experts are spelled out in
+    // standard ops even in the ort lowering; it takes float experts, so quantized experts are
+    // spelled out too, where they can use MatMulNBits.
+    // com.microsoft MoE: fc1 [experts, 2*intermediate, hidden] with gate and up rows interleaved,
+    // fc2 [experts, hidden, intermediate]; the op applies softmax and top-k to the router logits.
+    public override Value? FusedMoe(DecoderGraph g, Value tokens, Value routerLogits, MoeWeightNames names)
+    {
+        var c = g.Config;
+        if (names.Gate is null || c.HiddenAct != Activation.Silu || g.Quantized is not null) return null;
+        var fc1 = g.DerivedWeight(names.Prefix + ".fc1_experts", () => TensorTransforms.Stack(
+            Enumerable.Range(0, c.NumExperts).Select(e => TensorTransforms.InterleaveRows(g.Weights.Get(names.Gate[e]), g.Weights.Get(names.Up[e]))).ToList()));
+        var fc2 = g.DerivedWeight(names.Prefix + ".fc2_experts", () => TensorTransforms.Stack(
+            Enumerable.Range(0, c.NumExperts).Select(e => g.Weights.Get(names.Down[e])).ToList()));
+        var attributes = new List<Attr>
+        {
+            Attr.Int("k", c.ExpertsPerToken),
+            Attr.Int("normalize_routing_weights", c.NormTopKProb ? 1 : 0),
+        };
+        // swiglu(g, u) = g sigmoid(alpha g) (u + beta): alpha 1 and beta 0 give SiLU(g) u.
+        attributes.AddRange([Attr.String("activation_type", "swiglu"), Attr.Int("swiglu_fusion", 1),
+            Attr.Float("activation_alpha", 1f), Attr.Float("activation_beta", 0f), Attr.Float("swiglu_limit", float.MaxValue)]);
+        using var scope = g.B.Scope("experts");
+        return g.B.MsOp("MoE", [tokens, routerLogits, fc1, null, fc2], [.. attributes]);             // [N, hidden]
+    }
+
+    public override void WriteMetadata(GraphBuilder b) =>
+        b.Metadata(GraphContract.Metadata.GqaSeqlensK, GraphContract.Metadata.GqaSeqlensKLastAttendedColumn);
+}

@@ -1,0 +1,71 @@
+using OnnxDecoder.Exporters.SafeTensors;
+using OnnxDecoder.Exporters.Synth;
+using OnnxDecoder.Onnx;
+using OnnxDecoder.Tests.Shared;
+
+namespace OnnxDecoder.Exporters.Tests;
+
+/// <summary>The new families' synth checkpoints (Hugging Face layout): a missing or mis-shaped tensor is refused
+/// naming the tensor and both shapes, before anything is written.</summary>
+public class NewFamilyNameMapTests
+{
+    private string _root = "";
+
+    [SetUp] public void SetUp() => _root = TestPaths.NewTempFolder("family-names");
+    [TearDown] public void TearDown() => Directory.Delete(_root, recursive: true);
+
+    [TestCase("phi3-tiny", "model.layers.0.self_attn.qkv_proj.weight", "tensor 'model.layers.0.self_attn.qkv_proj.weight' has shape [64, 64], expected [128, 64]")]
+    [TestCase("phi3-tiny", "model.layers.1.mlp.gate_up_proj.weight", "tensor 'model.layers.1.mlp.gate_up_proj.weight' has shape [172, 64], expected [344, 64]")]
+    [TestCase("qwen3-tiny", "model.layers.1.self_attn.k_norm.weight", "tensor 'model.layers.1.self_attn.k_norm.weight' has shape [16], expected [32]")]
+    [TestCase("gemma2-tiny", "model.layers.0.post_feedforward_layernorm.weight", "tensor 'model.layers.0.post_feedforward_layernorm.weight' has shape [32], expected [64]")]
+    public void A_misshaped_tensor_names_the_tensor_and_both_shapes(string preset, string tensor, string problem)
+    {
+        string folder = Path.Combine(_root, preset);
+        SynthPresets.Write(preset, 1, folder);
+        // The tensor cut to its first rows (a fused projection stored unfused; a norm of the wrong width).
+        Rewrite(folder, name => name == tensor);
+        string outDir = Path.Combine(_root, "out");
+        var error = Assert.Throws<WeightMismatchException>(() =>
+        {
+            using var checkpoint = Checkpoint.Open(folder);
+            ModelFolderWriter.Write(outDir, checkpoint, new Modeling.ExportOptions());
+        })!;
+        Assert.That(error.Message, Does.EndWith(problem));
+        Assert.That(Directory.Exists(outDir) ? Directory.GetFiles(outDir) : [], Is.Empty, "nothing is written for a refused checkpoint");
+    }
+
+    [TestCase("gemma2-tiny", "model.layers.1.pre_feedforward_layernorm.weight", "missing tensor 'model.layers.1.pre_feedforward_layernorm.weight' (expected shape [64])")]
+    [TestCase("qwen3-tiny", "model.layers.0.self_attn.q_norm.weight", "missing tensor 'model.layers.0.self_attn.q_norm.weight' (expected shape [32])")]
+    public void A_missing_tensor_is_named_with_its_shape(string preset, string tensor, string problem)
+    {
+        string folder = Path.Combine(_root, preset);
+        SynthPresets.Write(preset, 1, folder);
+        Rewrite(folder, _ => false, drop: tensor);
+        var error = Assert.Throws<WeightMismatchException>(() =>
+        {
+            using var checkpoint = Checkpoint.Open(folder);
+            ModelFolderWriter.Write(Path.Combine(_root, "out"), checkpoint, new Modeling.ExportOptions());
+        })!;
+        Assert.That(error.Message, Does.EndWith(problem));
+    }
+
+    /// <summary>Rewrites model.safetensors with the tensors <paramref name="halve"/> picks cut to half their rows, and <paramref name="drop"/> left out.</summary>
+    private static void Rewrite(string folder, Func<string, bool> halve, string? drop = null)
+    {
+        var tensors = new List<(string, ITensorSource)>();
+        using (var file = SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors")))
+            foreach (var name in file.Entries.Keys.Order(StringComparer.Ordinal))
+            {
+                if (name == drop) continue;
+                long[] shape = [.. file.Entries[name].Shape];
+                var values = Modeling.TensorTransforms.ReadFloats(file.Tensor(name));
+                if (halve(name))
+                {
+                    shape[0] /= 2;
+                    values = values[..(int)(values.Length / 2)];
+                }
+                tensors.Add((name, TensorData.From<float>(values, shape)));
+            }
+        SafeTensorsWriter.Write(Path.Combine(folder, "model.safetensors"), tensors);
+    }
+}

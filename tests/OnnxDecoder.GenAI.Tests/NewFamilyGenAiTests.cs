@@ -1,0 +1,52 @@
+using OnnxDecoder.Exporters;
+using OnnxDecoder.Exporters.Synth;
+using OnnxDecoder.Modeling;
+using OnnxDecoder.Runtime;
+using OnnxDecoder.Tests.Shared;
+using OrtGenAI = Microsoft.ML.OnnxRuntimeGenAI;
+
+namespace OnnxDecoder.GenAI.Tests;
+
+/// <summary>The new families' ort exports (synth presets in Hugging Face layout) load in onnxruntime-genai
+/// 0.18.0 under their own model type, and its greedy tokens equal ours.</summary>
+[Parallelizable(ParallelScope.None)]
+public class NewFamilyGenAiTests
+{
+    private string _root = "";
+
+    [OneTimeSetUp] public void SetUp() => _root = TestPaths.NewTempFolder("genai-families");
+    [OneTimeTearDown] public void TearDown() => Directory.Delete(_root, recursive: true);
+
+    // phi3-tiny's 100 tokens cross its original_max_position_embeddings (64): both runtimes keep decoding incrementally.
+    [TestCase("qwen3-tiny")]
+    [TestCase("phi3-tiny")]
+    [TestCase("gemma2-tiny")]
+    public void GenAI_greedy_tokens_equal_ours(string preset)
+    {
+        string checkpoint = Path.Combine(_root, preset), folder = Path.Combine(_root, preset + "-ort");
+        SynthPresets.Write(preset, seed: 1, checkpoint);
+        ModelFolderWriter.Export(checkpoint, null, folder, new ExportOptions { Lowering = Lowering.Ort });
+        int[] promptIds = [511, 17, 230, 45, 99];
+        const int maxLength = 100;
+
+        using var model = new OrtGenAI.Model(folder);
+        using var parameters = new OrtGenAI.GeneratorParams(model);
+        parameters.SetSearchOption("max_length", maxLength);
+        parameters.SetSearchOption("do_sample", false);
+        using var generator = new OrtGenAI.Generator(model, parameters);
+        generator.AppendTokens(promptIds);
+        var theirs = new List<int>();
+        while (!generator.IsDone())
+        {
+            generator.GenerateNextToken();
+            theirs.Add(generator.GetSequence(0)[^1]);
+        }
+
+        using var session = new DecoderSession(folder);
+        var ours = new Generator(session, Runtime.Tokenization.TextTokenizer.Load(folder, session.Folder.BosTokenId))
+            .Generate(promptIds, new GenerationOptions { MaxNewTokens = maxLength - promptIds.Length }).TokenIds;
+
+        Assert.That(theirs, Is.Not.Empty, "GenAI generated tokens");
+        Assert.That(theirs, Is.EqualTo(ours));
+    }
+}
