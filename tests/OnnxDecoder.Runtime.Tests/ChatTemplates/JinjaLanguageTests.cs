@@ -72,6 +72,7 @@ public class JinjaLanguageTests
         "{{ ', '.join(['a', 'b']) }} {{ '123'.isdigit() }} {{ '12a'.isdigit() }} {{ 'ab'.isalpha() }} {{ ' '.isspace() }} {{ 'ab'.islower() }} {{ 'AB'.isupper() }} {{ '{} and {}'.format('x', 1) }} {{ '{0}{name}'.format('a', name='b') }}",
         "{{ d.get('a') }} {{ d.get('zz') }} {{ d.get('zz', 'dflt') }} {{ d.keys()|list }} {{ d.values()|list }} {{ d['items'] }} {{ l.index(2) }} {{ l.count(3) }}",
         "{{ range(3)|list }} {{ range(1, 7, 2)|list }} {{ range(5, 0, -2)|list }} {{ dict(a=1, b=[2]) }} {{ namespace(a=1).a }}",
+        "{% set ns = namespace(a=1, b='x') %}{{ ns }} {% set ns.c = [ns.a] %}{{ ns.c }} {{ ns.missing }}|",
         "{{ strftime_now('%Y-%m-%d %H:%M:%S') }} {{ strftime_now('%d %b %Y') }} {{ strftime_now('%A %B %j %y %I%p') }}",
         "{{ 'adjacent' 'strings' }} {{ 1_000 }} {{ 0.5e1 }} {{ \"esc\\x41\\u00e9\\\\d\" }}",
         // Whitespace control, trim_blocks and lstrip_blocks.
@@ -197,5 +198,58 @@ public class JinjaLanguageTests
         var variables = new Dictionary<string, JsonNode?> { ["messages"] = JsonNode.Parse("[1, 2, 3]") };
         Assert.That(template.Render(variables), Is.EqualTo("3"));
         Assert.That(template.Render(variables), Is.EqualTo("3"));
+    }
+}
+
+/// <summary>Templates are files we did not write: mutated real templates must fail only with located one-line errors.</summary>
+[TestFixture]
+public class TemplateMutationTests
+{
+    [Test]
+    public void Mutated_real_templates_fail_only_with_template_errors_and_never_with_an_unexpected_exception()
+    {
+        var templates = TemplateCorpus.Load(OnnxDecoder.Tests.Shared.TestPaths.RepoRoot);
+        var conversation = TemplateCorpus.Conversations().First(c => c.Label == "tool call and result");
+        var random = new Random(13);
+        const string Pieces = "{}%#-+()[]|.,:'\"~*/ \n\tifelseforendsetmacroloopnotinis0123456789";
+        int rendered = 0, refused = 0, unexpected = 0;
+        var firstUnexpected = new List<string>();
+        foreach (var template in templates)
+        {
+            var variables = TemplateCorpus.Variables(template, conversation.Messages, conversation.Extra).ToDictionary(p => p.Key, p => p.Value);
+            for (int i = 0; i < 60; i++)
+            {
+                var chars = template.Source.ToCharArray().ToList();
+                int edits = 1 + random.Next(4);
+                for (int e = 0; e < edits && chars.Count > 0; e++)
+                {
+                    int at = random.Next(chars.Count);
+                    switch (random.Next(4))
+                    {
+                        case 0: chars.RemoveAt(at); break;
+                        case 1: chars.Insert(at, Pieces[random.Next(Pieces.Length)]); break;
+                        case 2: chars[at] = Pieces[random.Next(Pieces.Length)]; break;
+                        default: chars.RemoveRange(at, Math.Min(chars.Count - at, random.Next(1, 40))); break;
+                    }
+                }
+                string source = new([.. chars]);
+                try
+                {
+                    ChatTemplateEngine.Compile(source, "mutant").Render(variables, () => Jinja2Reference.FixedNow);
+                    rendered++;
+                }
+                catch (TemplateError e)
+                {
+                    refused++;
+                    if (e.Message.Contains("cannot evaluate this") || e.Message.Contains("cannot parse this") || e.Message.Contains('\n'))
+                    {
+                        unexpected++;
+                        if (firstUnexpected.Count < 10) firstUnexpected.Add(e.Message);
+                    }
+                }
+            }
+        }
+        TestContext.Out.WriteLine($"{rendered} mutants rendered, {refused} refused");
+        Assert.That(unexpected, Is.Zero, "mutants that hit an unexpected exception:\n" + string.Join("\n", firstUnexpected));
     }
 }

@@ -26,6 +26,10 @@ public static class ChatTemplateEngine
         {
             throw new TemplateError(name, 1, 1, "the template nests too deeply for the stack");
         }
+        catch (Exception e) when (e is not TemplateError)
+        {
+            throw new TemplateError(name, 1, 1, $"this chat-template engine cannot parse this ({e.GetType().Name}: {e.Message})");
+        }
     }
 }
 

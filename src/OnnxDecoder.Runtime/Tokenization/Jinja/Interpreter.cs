@@ -110,6 +110,11 @@ internal sealed partial class Interpreter
         {
             throw Located("the template nests too deeply for the stack");
         }
+        catch (Exception e) when (e is not TemplateError)
+        {
+            // A value combination the engine does not expect must still be one located line, never a crash.
+            throw Located($"this chat-template engine cannot evaluate this ({e.GetType().Name}: {e.Message})");
+        }
         return output.ToString();
     }
 
@@ -289,6 +294,7 @@ internal sealed partial class Interpreter
 
     internal object? CallMacro(Macro macro, List<MacroParameter> parameters, List<Stmt> body, Scope definedIn, bool takesVarargs, bool takesKwargs, CallArgs args)
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         if (++callDepth > MaxRecursionDepth)
             throw new JinjaRuntimeError($"macro calls nest deeper than MaxRecursionDepth ({MaxRecursionDepth})");
         var saved = current;

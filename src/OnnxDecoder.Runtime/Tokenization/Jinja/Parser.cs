@@ -51,6 +51,7 @@ internal sealed class Parser
 
     private void Enter(Token at)
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         if (++depth > MaxNestingDepth) throw Error(at, $"template nests deeper than MaxNestingDepth ({MaxNestingDepth})");
     }
 

@@ -294,9 +294,17 @@ internal static class PyOps
                 break;
             case Undefined: builder.Append("Undefined"); break;
             case Namespace ns:
-                builder.Append("<Namespace ");
-                builder.Append(string.Join(", ", ns.Attributes.Select(a => $"{a.Key}={Repr(a.Value)}")));
-                builder.Append('>');
+                builder.Append("<Namespace {");
+                bool firstAttribute = true;
+                foreach (var (name, value) in ns.Attributes)
+                {
+                    if (!firstAttribute) builder.Append(", ");
+                    firstAttribute = false;
+                    AppendStringRepr(builder, name);
+                    builder.Append(": ");
+                    AppendRepr(builder, value, depth + 1);
+                }
+                builder.Append("}>");
                 break;
             case ICallable c: builder.Append($"<function {c.Name}>"); break;
             default: builder.Append(v.ToString()); break;
