@@ -5,16 +5,61 @@ namespace OnnxDecoder.Runtime.Tokenization.Jinja;
 /// <summary>Names bound by a for loop body, a macro call or the template's top level; lookups walk outwards.</summary>
 internal sealed class Scope(Scope? parent)
 {
-    private Dictionary<string, object?>? variables;
+    // Most scopes (a loop iteration: loop and the target) hold a handful of names: a short array is
+    // cheaper to make and search than a dictionary; past 8 names a dictionary takes over.
+    private string[]? names;
+    private object?[]? values;
+    private int count;
+    private Dictionary<string, object?>? many;
 
     public Scope? Parent { get; } = parent;
 
-    public void Set(string name, object? value) => (variables ??= new(StringComparer.Ordinal))[name] = value;
+    public void Set(string name, object? value)
+    {
+        if (many is not null)
+        {
+            many[name] = value;
+            return;
+        }
+        for (int i = 0; i < count; i++)
+        {
+            if (names![i] == name)
+            {
+                values![i] = value;
+                return;
+            }
+        }
+        if (count == 8)
+        {
+            many = new Dictionary<string, object?>(16, StringComparer.Ordinal);
+            for (int i = 0; i < count; i++) many[names![i]] = values![i];
+            many[name] = value;
+            return;
+        }
+        names ??= new string[8];
+        values ??= new object?[8];
+        names[count] = name;
+        values[count++] = value;
+    }
 
     public bool TryGet(string name, out object? value)
     {
         for (var scope = this; scope is not null; scope = scope.Parent)
-            if (scope.variables is not null && scope.variables.TryGetValue(name, out value)) return true;
+        {
+            if (scope.many is not null)
+            {
+                if (scope.many.TryGetValue(name, out value)) return true;
+                continue;
+            }
+            for (int i = 0; i < scope.count; i++)
+            {
+                if (scope.names![i] == name)
+                {
+                    value = scope.values![i];
+                    return true;
+                }
+            }
+        }
         value = null;
         return false;
     }
