@@ -162,7 +162,7 @@ public class JinjaLanguageTests
 
         var missing = Assert.Throws<TemplateError>(() => ChatTemplateEngine.Compile("{% for m in messages %}\n{{ m.content.strip() }}{% endfor %}", "t")
             .Render(new Dictionary<string, JsonNode?> { ["messages"] = JsonNode.Parse("[{\"role\": \"user\"}]") }))!;
-        Assert.That((missing.Line, missing.Message), Is.EqualTo((2, "template 't' line 2 column 13: 'dict object' has no attribute 'content'")));
+        Assert.That((missing.Line, missing.Message), Is.EqualTo((2, "template 't' line 2 column 13: 'dict object' has no attribute 'content' (in attribute .strip)")));
 
         var unsupported = Assert.Throws<TemplateError>(() => ChatTemplateEngine.Compile("{% extends 'base.html' %}", "t"))!;
         Assert.That(unsupported.Message, Does.Contain("line 1 column 4").And.Contain("{% extends %} is not supported"));

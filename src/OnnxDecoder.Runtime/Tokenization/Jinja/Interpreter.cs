@@ -163,7 +163,36 @@ internal sealed partial class Interpreter
         return output.ToString();
     }
 
-    private TemplateError Located(string message) => new(templateName, current?.Line ?? 1, current?.Column ?? 1, message);
+    private TemplateError Located(string message)
+    {
+        // raise_exception's message is the template author's own words; other errors say which construct failed.
+        string construct = current is null || message.StartsWith("raise_exception: ", StringComparison.Ordinal) ? "" : $" (in {Describe(current)})";
+        return new(templateName, current?.Line ?? 1, current?.Column ?? 1, message + construct);
+    }
+
+    private static string Describe(Node node) => node switch
+    {
+        GetAttr a => $"attribute .{a.Name}",
+        GetItem => "subscript [...]",
+        CallExpr { Callee: NameRef n } => $"call {n.Name}()",
+        CallExpr { Callee: GetAttr a } => $"call .{a.Name}()",
+        CallExpr => "call",
+        FilterExpr f => $"filter |{f.Name}",
+        TestExpr t => $"test 'is {t.Name}'",
+        Binary b => $"operator {b.Op}",
+        Unary u => $"operator {u.Op}",
+        Compare => "comparison",
+        Conditional => "inline if",
+        ExprOut => "{{ ... }}",
+        IfStmt => "{% if %}",
+        ForStmt => "{% for %}",
+        SetStmt => "{% set %}",
+        SetBlockStmt => "{% set %} block",
+        MacroStmt m => $"{{% macro {m.Name} %}}",
+        CallBlockStmt => "{% call %}",
+        FilterBlockStmt => "{% filter %}",
+        _ => node.GetType().Name,
+    };
 
     private IEnumerable<KeyValuePair<string, object?>> Globals()
     {
