@@ -88,7 +88,7 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
 
     private static Action<string>? WriteTokenizerFiles(string directory)
     {
-        var names = new[] { "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json" }
+        var names = new[] { "tokenizer.model", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json", "chat_template.jinja" }
             .Where(n => File.Exists(Path.Combine(directory, n))).ToList();
         if (names.Count == 0) return null;
         return target =>
