@@ -44,7 +44,7 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         var conversation = messages.Select(m => new TemplateMessage(m.Role == ChatRole.System ? "system" : m.Role == ChatRole.Assistant ? "assistant" : "user", m.Text)).ToList();
         if (options?.Instructions is { Length: > 0 } instructions) conversation.Insert(0, new TemplateMessage("system", instructions));
         await model.WaitUntilLoadedAsync(cancellationToken).ConfigureAwait(false);
-        var promptIds = ChatTemplate.Encode(model.ChatFormat, conversation, model.Tokenizer);
+        var promptIds = model.ChatPrompt.Encode(conversation, model.Tokenizer);
         var generation = Map(options);
         string responseId = Guid.NewGuid().ToString("N");
 

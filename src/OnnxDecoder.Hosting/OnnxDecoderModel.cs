@@ -32,7 +32,9 @@ public sealed class OnnxDecoderModel : IDisposable
     public Exception? LoadError => _loaded.Task.Exception?.InnerException;
     public string ModelId { get; private set; } = "";
     public TextTokenizer Tokenizer { get; private set; } = null!;
-    public ChatFormat ChatFormat { get; private set; }
+    public ChatFormat ChatFormat => ChatPrompt.Format;
+    /// <summary>How chat prompts are built: the folder's own chat template, else its hand-written format.</summary>
+    public ChatPrompt ChatPrompt { get; private set; } = null!;
     public OnnxDecoderOptions Options => _options;
     /// <summary>The batcher; null until loaded.</summary>
     public ContinuousBatcher? Batcher => _batcher;
@@ -53,7 +55,7 @@ public sealed class OnnxDecoderModel : IDisposable
             };
             _model = new DecoderModel(_options.ModelPath, providers);
             Tokenizer = TextTokenizer.Load(_model.Folder.Directory, _model.Folder.BosTokenId);
-            ChatFormat = ChatTemplate.Detect(_model.Folder.Directory, Tokenizer);
+            ChatPrompt = ChatPrompt.ForModel(_model.Folder.Directory, Tokenizer);
             ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(_model.Folder.Directory));
             _batcher = new ContinuousBatcher(_model, Tokenizer, new BatcherOptions
             {
@@ -64,7 +66,7 @@ public sealed class OnnxDecoderModel : IDisposable
                 MaxKvCacheBytes = _options.MaxKvCacheMiB * (1L << 20),
             });
             Log.Ready(_logger, ModelId, ExecutionProviders.Name(_model.Provider), clock.Elapsed.TotalMilliseconds, _options.MaxConcurrentSequences,
-                _batcher.MaxLength, _batcher.KvCacheBytes / 1048576.0, ChatFormat.ToString());
+                _batcher.MaxLength, _batcher.KvCacheBytes / 1048576.0, ChatPrompt.Description);
             _loaded.SetResult();
         }
         catch (Exception e)

@@ -11,6 +11,7 @@ using Microsoft.Extensions.Logging;
 using OnnxDecoder.Hosting;
 using OnnxDecoder.Runtime;
 using OnnxDecoder.Runtime.Tokenization;
+using OnnxDecoder.Runtime.Tokenization.Jinja;
 
 namespace OnnxDecoder.Server;
 
@@ -82,6 +83,19 @@ public static partial class OpenAIEndpoints
         };
     }
 
+    /// <summary>The model's chat template (or hand-written format); a template that refuses the conversation is the client's 400.</summary>
+    private static int[] EncodeChat(OnnxDecoderModel model, IReadOnlyList<ChatMessage> messages)
+    {
+        try
+        {
+            return model.ChatPrompt.Encode(messages, model.Tokenizer);
+        }
+        catch (TemplateError e)
+        {
+            throw OpenAIError.Invalid($"the model's chat template refused the messages: {e.Message}", "messages");
+        }
+    }
+
     private static async Task Complete(HttpContext http, bool chat)
     {
         var model = http.RequestServices.GetRequiredService<OnnxDecoderModel>();
@@ -98,7 +112,7 @@ public static partial class OpenAIEndpoints
             if (!model.IsReady) throw NotReady(model);
             if (request.Model is { Length: > 0 } name && name != model.ModelId)
                 throw new OpenAIError(400, $"the model '{name}' does not exist; this server serves '{model.ModelId}'", "model", "model_not_found");
-            promptIds = chat ? ChatTemplate.Encode(model.ChatFormat, request.Messages, model.Tokenizer)
+            promptIds = chat ? EncodeChat(model, request.Messages)
                 : request.PromptIds ?? model.Tokenizer.Encode(request.Prompt ?? "", addBos: true);
             int room = model.MaxLength - promptIds.Length;
             if (room <= 0)

@@ -120,6 +120,21 @@ public class SynthAndGgufAgreementTests
     }
 
     [Test]
+    public void A_hugging_face_folders_chat_template_travels_into_the_model_folder()
+    {
+        string checkpoint = Path.Combine(_root, "templated-hf"), exported = Path.Combine(_root, "templated-export");
+        SynthPresets.Write("llama-tiny", 3, checkpoint);
+        const string template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}";
+        File.WriteAllText(Path.Combine(checkpoint, "chat_template.jinja"), template);
+        ModelFolderWriter.Export(checkpoint, null, exported, new ExportOptions { Lowering = Lowering.Ort });
+        Assert.That(File.ReadAllText(Path.Combine(exported, "chat_template.jinja")), Is.EqualTo(template));
+        Assert.That(File.Exists(Path.Combine(exported, "tokenizer_config.json")), Is.True);
+        var prompt = Runtime.Tokenization.Jinja.ModelChatTemplate.TryLoad(exported)!
+            .Render(new System.Text.Json.Nodes.JsonArray(new System.Text.Json.Nodes.JsonObject { ["role"] = "user", ["content"] = "hi" }), null, true);
+        Assert.That(prompt, Is.EqualTo("user: hi\n"));
+    }
+
+    [Test]
     public void Synth_presets_have_the_documented_sizes()
     {
         var llama110m = SynthPresets.Get("llama-110m");

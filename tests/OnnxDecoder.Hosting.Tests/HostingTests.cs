@@ -52,6 +52,37 @@ public class HostingTests
     }
 
     [Test]
+    public async Task The_chat_client_prompts_with_the_model_folders_own_chat_template()
+    {
+        const string template = "{% for m in messages %}{{ m.role|capitalize }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}";
+        string folder = Path.Combine(_root, "stories260k-templated");
+        Directory.CreateDirectory(folder);
+        foreach (string file in Directory.EnumerateFiles(_model)) File.Copy(file, Path.Combine(folder, Path.GetFileName(file)), overwrite: true);
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "tokenizer_config.json")))!.AsObject();
+        config["chat_template"] = template;
+        File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), config.ToJsonString());
+
+        var host = Host(new() { ["ModelPath"] = folder, ["MaxConcurrentSequences"] = "1" });
+        await host.StartAsync();
+        var client = host.Services.GetRequiredService<IChatClient>();
+        var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Once upon a time")], new ChatOptions { Temperature = 0, MaxOutputTokens = 20 });
+        await host.StopAsync();
+        host.Dispose();
+
+        var variables = System.Text.Json.Nodes.JsonNode.Parse("""
+            {"messages": [{"role": "user", "content": "Once upon a time"}], "tools": null, "documents": null, "add_generation_prompt": true}
+            """)!.AsObject();
+        var reference = OnnxDecoder.Runtime.Tests.ChatTemplates.Jinja2Reference.Render([new("hosting", template, variables)])[0];
+        Assert.That(reference.Text, Does.EndWith("Assistant:"));
+        var tokenizer = TextTokenizer.Load(folder, 1);
+        var promptIds = tokenizer.Encode(reference.Text!, addBos: false);
+        using var session = new DecoderSession(folder);
+        var expected = new Generator(session, tokenizer).Respond(promptIds, new GenerationOptions { MaxNewTokens = 20 });
+        Assert.That(response.Usage!.InputTokenCount, Is.EqualTo(promptIds.Length));
+        Assert.That(response.Text, Is.EqualTo(expected.Text));
+    }
+
+    [Test]
     public async Task The_chat_client_gives_the_same_greedy_text_as_the_generator_with_usage()
     {
         using var host = await Started();

@@ -16,7 +16,7 @@ namespace OnnxDecoder.Cli;
 /// <summary>The verbs of DESIGN.md. Every failure is one line on stderr naming the problem, and exit code 1.</summary>
 public static class Commands
 {
-    public static IEnumerable<Command> All() => [Export(), ExportCard(), Generate(), Chat(), Bench(), Serve.Create(), Compare.Create(), Soak(), Synth(), Inspect(), Demo()];
+    public static IEnumerable<Command> All() => [Export(), ExportCard(), Generate(), Chat(), Bench(), Serve.Create(), Compare.Create(), Soak(), Synth(), Inspect(), Demo(), TemplateCommand.Create()];
 
     public static Lowering ParseLowering(string text) => text.ToLowerInvariant() switch
     {
@@ -250,16 +250,16 @@ public static class Commands
         {
             using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = Providers(r.GetValue(ep)!) });
             var tokenizer = TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
-            var format = ChatTemplate.Detect(session.Folder.Directory, tokenizer);
+            var prompt = ChatPrompt.ForModel(session.Folder.Directory, tokenizer);
             var generator = new Generator(session, tokenizer);
             var options = new GenerationOptions { MaxNewTokens = r.GetValue(maxTokens), Sampling = sampling.Read(r) };
             var messages = new List<ChatMessage>();
             if (r.GetValue(system) is { Length: > 0 } text) messages.Add(new ChatMessage("system", text));
-            Console.Error.WriteLine($"chat format: {format}; type a message and press enter; an empty line or end of input quits");
+            Console.Error.WriteLine($"chat format: {prompt.Description}; type a message and press enter; an empty line or end of input quits");
             while (Console.ReadLine() is { Length: > 0 } line)
             {
                 messages.Add(new ChatMessage("user", line));
-                var result = generator.Respond(ChatTemplate.Encode(format, messages, tokenizer), options, t => Console.Write(t.Text));
+                var result = generator.Respond(prompt.Encode(messages, tokenizer), options, t => Console.Write(t.Text));
                 Console.WriteLine();
                 messages.Add(new ChatMessage("assistant", result.Text));
                 if (result.StopReason == StopReason.ContextFull) { Console.Error.WriteLine("the context is full"); break; }
