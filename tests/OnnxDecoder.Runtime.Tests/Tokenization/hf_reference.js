@@ -1,0 +1,52 @@
+// Independent reference for our tokenizer.json pipeline: Hugging Face's own Rust `tokenizers`
+// library (npm `tokenizers`, installed by .ci/run into artifacts/npm-tokenizers).
+//
+//   node hf_reference.js < request.json
+//     request: {"tokenizer": PATH, "encode": [{"text": S, "add_special_tokens": B}, ...],
+//               "decode": [{"ids": [N...], "skip_special_tokens": B}, ...]}
+//     answer:  {"encode": [[N...], ...], "decode": [S, ...]}
+//   node hf_reference.js --bench TOKENIZER_JSON CORPUS_TXT [ROUNDS]
+//     encodes the corpus (split on blank lines) one chunk per call, sequentially, and prints
+//     {"mb_per_s": X, "tokens": N} for the fastest round.
+'use strict';
+const path = require('path');
+const fs = require('fs');
+const root = process.env.NPM_TOKENIZERS || path.resolve(__dirname, '../../../artifacts/npm-tokenizers');
+const { Tokenizer } = require(path.join(root, 'node_modules', 'tokenizers'));
+
+async function answer(request) {
+  const tokenizer = Tokenizer.fromFile(request.tokenizer);
+  const encode = [];
+  for (const item of request.encode || [])
+    encode.push((await tokenizer.encode(item.text, null, { addSpecialTokens: item.add_special_tokens })).getIds());
+  const decode = [];
+  for (const item of request.decode || []) decode.push(await tokenizer.decode(item.ids, item.skip_special_tokens));
+  return { encode, decode };
+}
+
+async function bench(tokenizerPath, corpusPath, rounds) {
+  const tokenizer = Tokenizer.fromFile(tokenizerPath);
+  const corpus = fs.readFileSync(corpusPath, 'utf8');
+  const chunks = corpus.split('\n\n');
+  const bytes = Buffer.byteLength(corpus, 'utf8');
+  let best = Infinity, tokens = 0;
+  for (let r = 0; r < rounds; r++) {
+    const start = process.hrtime.bigint();
+    let count = 0;
+    for (const chunk of chunks) count += (await tokenizer.encode(chunk, null, { addSpecialTokens: false })).getIds().length;
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    best = Math.min(best, seconds);
+    tokens = count;
+  }
+  return { mb_per_s: bytes / 1e6 / best, tokens };
+}
+
+(async () => {
+  const args = process.argv.slice(2);
+  if (args[0] === '--bench') {
+    process.stdout.write(JSON.stringify(await bench(args[1], args[2], Number(args[3] || 3))));
+    return;
+  }
+  const request = JSON.parse(fs.readFileSync(0, 'utf8'));
+  process.stdout.write(JSON.stringify(await answer(request)));
+})().catch(e => { process.stderr.write(String(e && e.stack || e) + '\n'); process.exit(1); });
