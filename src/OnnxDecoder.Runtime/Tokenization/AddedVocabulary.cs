@@ -2,7 +2,7 @@ using System.Text;
 
 namespace OnnxDecoder.Runtime.Tokenization;
 
-/// <summary>One entry of tokenizer.json's "added_tokens".</summary>
+/// <summary>One entry of tokenizer.json's "added_tokens" (with the id it gets on load).</summary>
 public sealed record AddedToken(int Id, string Content, bool Special, bool Normalized, bool LeftStrip, bool RightStrip, bool SingleWord);
 
 /// <summary>
@@ -17,20 +17,37 @@ public sealed class AddedVocabulary
     private readonly Dictionary<string, AddedToken> _byContent = new(StringComparer.Ordinal);
     private readonly Trie _raw = new(), _normalized = new();
 
-    public AddedVocabulary(IEnumerable<AddedToken> tokens, ITextNormalizer? normalizer)
+    /// <summary>Adds the tokens in file order, with ids as Hugging Face assigns them on load (the
+    /// file's ids are not authoritative): a content the model vocabulary has keeps its vocabulary
+    /// id, a new one gets the next id after the vocabulary and the tokens added so far. A repeated
+    /// content is added once.</summary>
+    public AddedVocabulary(IEnumerable<AddedToken> tokens, BpeModel model, ITextNormalizer? normalizer)
     {
+        int vocabularySize = model.VocabularyCount;
+        int? maxAdded = null;
         foreach (var token in tokens)
         {
-            if (token.Content.Length == 0) continue;
-            _byId[token.Id] = token;
-            _byContent[token.Content] = token;
+            if (token.Content.Length == 0 || _byContent.ContainsKey(token.Content)) continue;
+            int id = model.TokenToId(token.Content)
+                ?? (maxAdded is int max ? (max >= vocabularySize || vocabularySize == 0 ? checked(max + 1) : vocabularySize) : vocabularySize);
+            var placed = token with { Id = id };
+            _byContent[token.Content] = placed;
+            _byId[id] = placed;
+            maxAdded = Math.Max(maxAdded ?? id, id);
         }
         foreach (var token in _byContent.Values)
         {
-            if (token.Normalized) _normalized.Add(normalizer?.Normalize(token.Content) ?? token.Content, token);
-            else _raw.Add(token.Content, token);
+            string pattern = token.Normalized ? normalizer?.Normalize(token.Content) ?? token.Content : token.Content;
+            (token.Normalized ? _normalized : _raw).Add(pattern, token);
+            _decodedById[token.Id] = pattern;
         }
     }
+
+    private readonly Dictionary<int, string> _decodedById = [];
+
+    /// <summary>The token string decoding starts from: a normalized token's normalized content, as
+    /// Hugging Face stores it.</summary>
+    public string? DecodedContent(int id) => _decodedById.GetValueOrDefault(id);
 
     public IReadOnlyCollection<AddedToken> Tokens => _byId.Values;
 

@@ -53,8 +53,8 @@ public sealed class BpeModel
     public string? ContinuingSubwordPrefix { get; }
     public string? EndOfWordSuffix { get; }
 
-    /// <summary>One past the largest id of the vocabulary.</summary>
-    public int Size => _tokens.Length;
+    /// <summary>Entries in the vocabulary.</summary>
+    public int VocabularyCount => _vocab.Count;
 
     public int? TokenToId(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
 

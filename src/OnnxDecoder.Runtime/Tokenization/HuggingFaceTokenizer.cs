@@ -76,7 +76,7 @@ public sealed class HuggingFaceTokenizer
             var added = Added.ById(id);
             if (added is not null)
             {
-                if (!(skipSpecialTokens && added.Special)) tokens.Add(added.Content);
+                if (!(skipSpecialTokens && added.Special)) tokens.Add(Added.DecodedContent(id)!);
                 continue;
             }
             string? token = Model.IdToToken(id);

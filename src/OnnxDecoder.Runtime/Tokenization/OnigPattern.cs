@@ -179,7 +179,13 @@ public sealed class OnigPattern
                     }
                     string quantifier = pattern[i..end];
                     i = end;
-                    if (i < pattern.Length && pattern[i] == '+' && lastAtom >= 0)
+                    if (i < pattern.Length && pattern[i] == '+' && lastAtom >= 0 && c == '{')
+                    {
+                        // Ruby syntax: x{n,m}+ is not possessive but (x{n,m})+.
+                        output.Insert(lastAtom, "(?:").Append(quantifier).Append(")+");
+                        i++;
+                    }
+                    else if (i < pattern.Length && pattern[i] == '+' && lastAtom >= 0 && quantifier is "*" or "+" or "?")
                     {
                         // Possessive: x*+ is (?>x*).
                         output.Insert(lastAtom, "(?>").Append(quantifier).Append(')');

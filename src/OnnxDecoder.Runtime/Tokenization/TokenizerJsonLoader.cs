@@ -39,7 +39,7 @@ internal static class TokenizerJsonLoader
             var preTokenizer = reader.PreTokenizer(Optional(root, "pre_tokenizer"), "pre_tokenizer", 0);
             var decoder = reader.Decoder(Optional(root, "decoder"), "decoder", 0);
             var addedTokens = reader.AddedTokens(Optional(root, "added_tokens"), model);
-            var added = new AddedVocabulary(addedTokens, normalizer);
+            var added = new AddedVocabulary(addedTokens, model, normalizer);
             var postElement = Optional(root, "post_processor");
             var postProcessor = postElement is null
                 ? reader.FromConfig(configPath, added, model)

@@ -98,41 +98,52 @@ public class TokenizerJsonAgreementTests
         var ours = TextTokenizer.Load(folder, bosTokenId: null);
         Assert.That(ours.Kind, Is.EqualTo("tokenizer.json"));
 
+        // One reference run: encode every string both ways, decode its own ids both ways, and decode
+        // three-id windows of our ids (they cut characters and words apart).
+        var oursIds = new List<int[]>();
         var encode = new JsonArray();
         foreach (var text in Strings)
             foreach (bool add in new[] { false, true })
+            {
                 encode.Add(new JsonObject { ["text"] = text, ["add_special_tokens"] = add });
-        var answer = NpmTokenizers.Ask(new JsonObject { ["tokenizer"] = Path.Combine(folder, "tokenizer.json"), ["encode"] = encode });
-        var referenceIds = answer["encode"]!.AsArray().Select(a => a!.AsArray().Select(n => n!.GetValue<int>()).ToArray()).ToList();
-
-        // Decode the reference's ids both ways, and id sequences that cut characters apart.
+                oursIds.Add(ours.EncodeText(text, add));
+            }
+        var windows = new List<int[]>();
+        var whole = oursIds.SelectMany(x => x).ToArray();
+        for (int i = 0; i + 3 <= whole.Length && windows.Count < 60; i += 37) windows.Add(whole[i..(i + 3)]);
         var decode = new JsonArray();
-        var decodeIds = new List<int[]>();
-        foreach (var ids in referenceIds) decodeIds.Add(ids);
-        var whole = referenceIds.SelectMany(x => x).ToArray();
-        for (int i = 0; i + 3 <= whole.Length && decodeIds.Count < referenceIds.Count + 40; i += 37) decodeIds.Add(whole[i..(i + 3)]);
-        foreach (var ids in decodeIds)
+        foreach (var ids in windows)
             foreach (bool skip in new[] { false, true })
                 decode.Add(new JsonObject { ["ids"] = new JsonArray(ids.Select(id => (JsonNode)id).ToArray()), ["skip_special_tokens"] = skip });
-        var decoded = NpmTokenizers.Ask(new JsonObject { ["tokenizer"] = Path.Combine(folder, "tokenizer.json"), ["decode"] = decode })["decode"]!
-            .AsArray().Select(n => n!.GetValue<string>()).ToList();
+        var answer = NpmTokenizers.Ask(new JsonObject
+        {
+            ["tokenizer"] = Path.Combine(folder, "tokenizer.json"), ["encode"] = encode, ["decode"] = decode, ["decode_encoded"] = true,
+        });
+        var referenceIds = answer["encode"]!.AsArray().Select(a => a!.AsArray().Select(n => n!.GetValue<int>()).ToArray()).ToList();
+        var referenceDecoded = answer["decoded_encodings"]!.AsArray().Select(a => a!.AsArray().Select(n => n!.GetValue<string>()).ToArray()).ToList();
+        var windowDecoded = answer["decode"]!.AsArray().Select(n => n!.GetValue<string>()).ToList();
 
         var failures = new List<string>();
         int k = 0;
         foreach (var text in Strings)
             foreach (bool add in new[] { false, true })
             {
-                var mine = ours.EncodeText(text, add);
-                if (!mine.SequenceEqual(referenceIds[k]))
-                    failures.Add($"encode(add_special_tokens={add}) \"{Show(text)}\": ours [{Show(mine)}] reference [{Show(referenceIds[k])}]");
+                if (!oursIds[k].SequenceEqual(referenceIds[k]))
+                    failures.Add($"encode(add_special_tokens={add}) \"{Show(text)}\": ours [{Show(oursIds[k])}] reference [{Show(referenceIds[k])}]");
+                for (int skip = 0; skip < 2; skip++)
+                {
+                    string mine = ours.Decode(referenceIds[k], skipSpecialTokens: skip == 1);
+                    if (mine != referenceDecoded[k][skip])
+                        failures.Add($"decode(skip_special_tokens={skip == 1}) of \"{Show(text)}\": ours \"{Show(mine)}\" reference \"{Show(referenceDecoded[k][skip])}\"");
+                }
                 k++;
             }
         k = 0;
-        foreach (var ids in decodeIds)
+        foreach (var ids in windows)
             foreach (bool skip in new[] { false, true })
             {
                 string mine = ours.Decode(ids, skipSpecialTokens: skip);
-                if (mine != decoded[k]) failures.Add($"decode(skip_special_tokens={skip}) [{Show(ids)}]: ours \"{Show(mine)}\" reference \"{Show(decoded[k])}\"");
+                if (mine != windowDecoded[k]) failures.Add($"decode(skip_special_tokens={skip}) [{Show(ids)}]: ours \"{Show(mine)}\" reference \"{Show(windowDecoded[k])}\"");
                 k++;
             }
         Assert.That(failures, Is.Empty, $"{name}: {failures.Count} disagreements; first: {string.Join("\n", failures.Take(8))}");

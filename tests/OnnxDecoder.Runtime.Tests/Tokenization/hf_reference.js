@@ -3,8 +3,10 @@
 //
 //   node hf_reference.js < request.json
 //     request: {"tokenizer": PATH, "encode": [{"text": S, "add_special_tokens": B}, ...],
-//               "decode": [{"ids": [N...], "skip_special_tokens": B}, ...]}
-//     answer:  {"encode": [[N...], ...], "decode": [S, ...]}
+//               "decode": [{"ids": [N...], "skip_special_tokens": B}, ...],
+//               "decode_encoded": B}
+//     answer:  {"encode": [[N...], ...], "decode": [S, ...],
+//               "decoded_encodings": [[without skip, with skip_special_tokens], ...] (when decode_encoded)}
 //   node hf_reference.js --bench TOKENIZER_JSON CORPUS_TXT [ROUNDS]
 //     encodes the corpus (split on blank lines) one chunk per call, sequentially, and prints
 //     {"mb_per_s": X, "tokens": N} for the fastest round.
@@ -16,12 +18,15 @@ const { Tokenizer } = require(path.join(root, 'node_modules', 'tokenizers'));
 
 async function answer(request) {
   const tokenizer = Tokenizer.fromFile(request.tokenizer);
-  const encode = [];
-  for (const item of request.encode || [])
-    encode.push((await tokenizer.encode(item.text, null, { addSpecialTokens: item.add_special_tokens })).getIds());
+  const encode = [], decodedEncodings = [];
+  for (const item of request.encode || []) {
+    const ids = (await tokenizer.encode(item.text, null, { addSpecialTokens: item.add_special_tokens })).getIds();
+    encode.push(ids);
+    if (request.decode_encoded) decodedEncodings.push([await tokenizer.decode(ids, false), await tokenizer.decode(ids, true)]);
+  }
   const decode = [];
   for (const item of request.decode || []) decode.push(await tokenizer.decode(item.ids, item.skip_special_tokens));
-  return { encode, decode };
+  return { encode, decode, decoded_encodings: decodedEncodings };
 }
 
 async function bench(tokenizerPath, corpusPath, rounds) {
