@@ -19,6 +19,7 @@ internal static class TokenizerJsonLoader
 
     public static HuggingFaceTokenizer Load(string path, string? configPath)
     {
+        path = System.IO.Path.GetFullPath(path);
         JsonDocument document;
         try
         {

@@ -24,6 +24,15 @@ public static class NpmTokenizers
         return folder;
     }
 
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<TextTokenizer>> Loaded = new();
+
+    /// <summary>Our tokenizer for a package folder, loaded once per test run.</summary>
+    public static TextTokenizer Ours(string name)
+    {
+        string folder = Folder(name);
+        return Loaded.GetOrAdd(name, _ => new Lazy<TextTokenizer>(() => TextTokenizer.Load(folder, bosTokenId: null))).Value;
+    }
+
     /// <summary>Runs the reference on one request and returns its answer.</summary>
     public static JsonNode Ask(JsonObject request)
     {
@@ -95,7 +104,7 @@ public class TokenizerJsonAgreementTests
     public void Encode_and_decode_agree_with_huggingface_tokenizers(string name)
     {
         string folder = NpmTokenizers.Folder(name);
-        var ours = TextTokenizer.Load(folder, bosTokenId: null);
+        var ours = NpmTokenizers.Ours(name);
         Assert.That(ours.Kind, Is.EqualTo("tokenizer.json"));
 
         // One reference run: encode every string both ways, decode its own ids both ways, and decode
