@@ -59,7 +59,9 @@ public static class TokenizeCommand
             else if (r.GetValue(decode) is { } list)
             {
                 writer.WriteStartObject();
-                writer.WriteString("text", tokenizer.Decode(ParseIds(list), r.GetValue(skipSpecial)));
+                string decoded = tokenizer.Decode(ParseIds(list), r.GetValue(skipSpecial));
+                writer.WritePropertyName("text");
+                writer.WriteRawValue(JsonString(decoded), skipInputValidation: true);
                 writer.WriteEndObject();
             }
             else Bench(writer, tokenizer, r.GetValue(bench)!);
@@ -74,6 +76,32 @@ public static class TokenizeCommand
     /// <summary>A model folder's BOS (genai_config.json), else none: tokenizer.json knows its own.</summary>
     private static int? BosOf(string folder) =>
         File.Exists(Path.Combine(folder, ModelFolder.ConfigFileName)) ? ModelFolder.Open(folder).BosTokenId : null;
+
+    /// <summary>A JSON string literal that escapes only what JSON requires (quote, backslash,
+    /// control characters): System.Text.Json's encoders escape every character above U+FFFF.
+    /// Decoded text has no lone surrogates (invalid UTF-8 decodes to U+FFFD).</summary>
+    internal static string JsonString(string text)
+    {
+        var builder = new StringBuilder(text.Length + 2).Append('"');
+        for (int i = 0; i < text.Length; i++)
+        {
+            char c = text[i];
+            switch (c)
+            {
+                case '"': builder.Append("\\\""); break;
+                case '\\': builder.Append("\\\\"); break;
+                case '\n': builder.Append("\\n"); break;
+                case '\r': builder.Append("\\r"); break;
+                case '\t': builder.Append("\\t"); break;
+                case < ' ': builder.Append(System.Globalization.CultureInfo.InvariantCulture, $"\\u{(int)c:x4}"); break;
+                default:
+                    if (char.IsHighSurrogate(c) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])) builder.Append(c).Append(text[++i]);
+                    else builder.Append(char.IsSurrogate(c) ? '\uFFFD' : c);
+                    break;
+            }
+        }
+        return builder.Append('"').ToString();
+    }
 
     private static void WriteIds(Utf8JsonWriter writer, int[] ids)
     {
