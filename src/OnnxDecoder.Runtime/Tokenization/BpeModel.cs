@@ -173,5 +173,15 @@ public sealed class BpeModel
 
     internal static long Pair(int left, int right) => ((long)left << 32) | (uint)right;
 
+    /// <summary>long's own hash is left ^ right, which collides for most pairs of small ids.</summary>
+    internal sealed class PairComparer : IEqualityComparer<long>
+    {
+        public static readonly PairComparer Instance = new();
+
+        public bool Equals(long x, long y) => x == y;
+
+        public int GetHashCode(long pair) => (int)((ulong)(pair * unchecked((long)0x9E3779B97F4A7C15)) >> 32);
+    }
+
     private static long Priority(int rank, int position) => ((long)rank << 32) | (uint)position;
 }

@@ -21,9 +21,12 @@ namespace OnnxDecoder.Runtime.Tokenization;
 public sealed class OnigPattern
 {
     private static readonly ConcurrentDictionary<string, Regex> Compiled = new(StringComparer.Ordinal);
-    private readonly Regex _regex;
+    private readonly Regex? _regex;
+    private readonly string? _literal;
 
     private OnigPattern(Regex regex) => _regex = regex;
+
+    private OnigPattern(string literal) => _literal = literal;
 
     /// <summary>Translates <paramref name="pattern"/>; an unsupported construct throws
     /// <see cref="ArgumentException"/> naming it (the loader adds the file and field).</summary>
@@ -31,29 +34,36 @@ public sealed class OnigPattern
         new(Compiled.GetOrAdd(pattern, p => new Regex(Translate(p), RegexOptions.Compiled | RegexOptions.CultureInvariant | RegexOptions.Multiline)));
 
     /// <summary>A literal string pattern (tokenizer.json's {"String": ...}).</summary>
-    public static OnigPattern Literal(string text) =>
-        new(Compiled.GetOrAdd("\0literal:" + text, _ => new Regex(Regex.Escape(text), RegexOptions.Compiled | RegexOptions.CultureInvariant)));
+    public static OnigPattern Literal(string text) => new(text);
 
     /// <summary>Non-overlapping matches, left to right, as (start, end) UTF-16 offsets into <paramref name="text"/>.</summary>
     public List<(int Start, int End)> Matches(string text)
     {
         var result = new List<(int, int)>();
         if (text.Length == 0) return result;
+        if (_literal is not null)
+        {
+            if (_literal.Length == 0) return result;
+            for (int at = text.IndexOf(_literal, StringComparison.Ordinal); at >= 0; at = text.IndexOf(_literal, at + _literal.Length, StringComparison.Ordinal))
+                result.Add((at, at + _literal.Length));
+            return result;
+        }
         int firstSurrogate = text.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF');
         if (firstSurrogate < 0)
         {
-            for (var m = _regex.Match(text); m.Success; m = m.NextMatch())
+            for (var m = _regex!.Match(text); m.Success; m = m.NextMatch())
                 if (m.Length > 0) result.Add((m.Index, m.Index + m.Length));
             return result;
         }
         var (standIn, offsets) = WithStandIns(text, firstSurrogate);
-        for (var m = _regex.Match(standIn); m.Success; m = m.NextMatch())
+        for (var m = _regex!.Match(standIn); m.Success; m = m.NextMatch())
             if (m.Length > 0) result.Add((offsets[m.Index], offsets[m.Index + m.Length]));
         return result;
     }
 
     public string Replace(string text, string replacement)
     {
+        if (_literal is not null) return _literal.Length == 0 ? text : text.Replace(_literal, replacement, StringComparison.Ordinal);
         var matches = Matches(text);
         if (matches.Count == 0) return text;
         var builder = new StringBuilder(text.Length);

@@ -140,7 +140,7 @@ internal static class TokenizerJsonLoader
             }
             string? prefix = String(model, "continuing_subword_prefix", "model");
             int prefixLength = string.IsNullOrEmpty(prefix) ? 0 : prefix.Length;
-            var merges = new Dictionary<long, (int Rank, int Id)>();
+            var merges = new Dictionary<long, (int Rank, int Id)>(BpeModel.PairComparer.Instance);
             if (model.TryGetProperty("merges", out var mergesElement) && mergesElement.ValueKind == JsonValueKind.Array)
             {
                 int rank = 0;
