@@ -31,7 +31,10 @@ public sealed class OnigPattern
     /// <summary>Translates <paramref name="pattern"/>; an unsupported construct throws
     /// <see cref="ArgumentException"/> naming it (the loader adds the file and field).</summary>
     public static OnigPattern Create(string pattern) =>
-        new(Compiled.GetOrAdd(pattern, p => new Regex(Translate(p), RegexOptions.Compiled | RegexOptions.CultureInvariant | RegexOptions.Multiline)));
+        new(Compiled.GetOrAdd(pattern, p => new Regex(Translate(p), RegexOptions.Compiled | RegexOptions.CultureInvariant | RegexOptions.Multiline, MatchTimeout)));
+
+    // A hostile file's pattern may backtrack catastrophically: a match gives up rather than hang.
+    private static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(10);
 
     /// <summary>A literal string pattern (tokenizer.json's {"String": ...}).</summary>
     public static OnigPattern Literal(string text) => new(text);
