@@ -16,7 +16,9 @@ namespace OnnxDecoder.Cli;
 /// <summary>The verbs of DESIGN.md. Every failure is one line on stderr naming the problem, and exit code 1.</summary>
 public static class Commands
 {
-    public static IEnumerable<Command> All() => [Export(), ExportCard(), Generate(), Chat(), Bench(), Serve.Create(), Compare.Create(), Soak(), Synth(), Inspect(), Demo(), TemplateCommand.Create()];
+    public static IEnumerable<Command> All() =>
+        [Export(), ExportCard(), Generate(), Chat(), Bench(), Serve.Create(), Compare.Create(), Soak(), Synth(), Inspect(), Demo(),
+         TemplateCommand.Create(), TokenizeCommand.Create()];
 
     public static Lowering ParseLowering(string text) => text.ToLowerInvariant() switch
     {

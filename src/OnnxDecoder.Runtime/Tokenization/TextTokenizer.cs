@@ -6,10 +6,16 @@ using OnnxDecoder.Onnx;
 namespace OnnxDecoder.Runtime.Tokenization;
 
 /// <summary>
-/// Text to token ids and back, through Microsoft.ML.Tokenizers. Loads, from a model folder:
-/// <c>tokenizer.model</c> (SentencePiece, including llama2.c tokenizers converted at export),
-/// <c>vocab.json</c> + <c>merges.txt</c> (byte-level BPE, GPT-2), or <c>tokenizer.json</c> (Hugging
-/// Face BPE, mapped onto BpeOptions).
+/// Text to token ids and back. Loads, from a model folder or a Hugging Face folder:
+/// <list type="bullet">
+/// <item><c>tokenizer.json</c> through <see cref="HuggingFaceTokenizer"/> (our hand-written
+/// Hugging Face pipeline, the reference format), with <c>tokenizer_config.json</c>;</item>
+/// <item><c>tokenizer.model</c> (SentencePiece, through Microsoft.ML.Tokenizers) when there is no
+/// tokenizer.json, or when it keeps spaces unescaped: a llama2.c vocabulary converted at export,
+/// which must encode exactly as llama2.c (it reads "&lt;s&gt;" in text as characters);</item>
+/// <item><c>vocab.json</c> + <c>merges.txt</c> (GPT-2 byte-level BPE) or <c>tokenizer.tiktoken</c>,
+/// through Microsoft.ML.Tokenizers, when there is no tokenizer.json.</item>
+/// </list>
 /// </summary>
 public sealed class TextTokenizer
 {
@@ -25,10 +31,17 @@ public sealed class TextTokenizer
                 .Select(kv => kv.Value).ToHashSet();
     }
 
+    public TextTokenizer(HuggingFaceTokenizer pipeline, int? bosTokenId)
+    {
+        Pipeline = pipeline;
+        BosTokenId = bosTokenId;
+        Kind = "tokenizer.json";
+    }
+
     private readonly HashSet<int> _byteTokens = [];
 
     /// <summary>The id of a special or control token spelled <paramref name="token"/>, if the vocabulary has one.</summary>
-    public int? SpecialTokenId(string token) => Inner switch
+    public int? SpecialTokenId(string token) => Pipeline is not null ? Pipeline.TokenToId(token) : Inner switch
     {
         SentencePieceTokenizer sp => sp.Vocabulary.TryGetValue(token, out int id) ? id : null,
         BpeTokenizer bpe => bpe.SpecialTokens?.TryGetValue(token, out int id) == true ? id : bpe.Vocabulary.TryGetValue(token, out int v) ? v : null,
@@ -36,10 +49,13 @@ public sealed class TextTokenizer
         _ => null,
     };
 
-    /// <summary>A SentencePiece byte-fallback token (&lt;0xNN&gt;): one byte of a character.</summary>
-    public bool IsByteToken(int id) => _byteTokens.Contains(id);
+    /// <summary>A byte-fallback token (&lt;0xNN&gt;): one byte of a character.</summary>
+    public bool IsByteToken(int id) => Pipeline?.Model.IsByteToken(id) ?? _byteTokens.Contains(id);
 
-    public Tokenizer Inner { get; }
+    /// <summary>The Microsoft.ML.Tokenizers tokenizer; null for tokenizer.json (see <see cref="Pipeline"/>).</summary>
+    public Tokenizer? Inner { get; }
+    /// <summary>The tokenizer.json pipeline; null for the other kinds.</summary>
+    public HuggingFaceTokenizer? Pipeline { get; }
     public int? BosTokenId { get; }
     /// <summary>sentencepiece, bpe (vocab/merges), tiktoken, or tokenizer.json.</summary>
     public string Kind { get; }
@@ -50,20 +66,14 @@ public sealed class TextTokenizer
         string vocab = Path.Combine(folder, "vocab.json"), merges = Path.Combine(folder, "merges.txt");
         string json = Path.Combine(folder, "tokenizer.json");
         string tiktoken = Path.Combine(folder, "tokenizer.tiktoken");
-        if (File.Exists(model))
+        SentencePieceTokenizer? sentencePiece = File.Exists(model) ? LoadSentencePiece(model) : null;
+        if (File.Exists(json) && sentencePiece is not { EscapeWhiteSpaces: false })
         {
-            CheckSize(model);
-            using var stream = File.OpenRead(model);
-            try
-            {
-                return new TextTokenizer(SentencePieceTokenizer.Create(stream, false, false), bosTokenId, "sentencepiece");
-            }
-            catch (Exception e) when (e is not OutOfMemoryException)
-            {
-                // Parse errors include IOException subclasses (protobuf's InvalidProtocolBufferException).
-                throw new ModelFormatException(model, $"is not a SentencePiece model this library can run ({e.GetType().Name}: {e.Message})", e);
-            }
+            CheckSize(json);
+            string config = Path.Combine(folder, "tokenizer_config.json");
+            return new TextTokenizer(GuardedLoad(json, () => HuggingFaceTokenizer.Load(json, File.Exists(config) ? config : null)), bosTokenId);
         }
+        if (sentencePiece is not null) return new TextTokenizer(sentencePiece, bosTokenId, "sentencepiece");
         if (File.Exists(vocab) && File.Exists(merges))
         {
             CheckSize(vocab);
@@ -75,17 +85,29 @@ public sealed class TextTokenizer
             CheckSize(tiktoken);
             return new TextTokenizer(Guarded(tiktoken, () => TiktokenFile.Load(tiktoken, Path.Combine(folder, "tokenizer_config.json"))), bosTokenId, "tiktoken");
         }
-        if (File.Exists(json))
+        throw new ModelFormatException(folder, "no tokenizer found: expected tokenizer.json, tokenizer.model, vocab.json + merges.txt, or tokenizer.tiktoken");
+    }
+
+    private static SentencePieceTokenizer LoadSentencePiece(string model)
+    {
+        CheckSize(model);
+        using var stream = File.OpenRead(model);
+        try
         {
-            CheckSize(json);
-            return new TextTokenizer(Guarded(json, () => HuggingFaceTokenizerJson.Load(json)), bosTokenId, "tokenizer.json");
+            return SentencePieceTokenizer.Create(stream, false, false);
         }
-        throw new ModelFormatException(folder, "no tokenizer found: expected tokenizer.model, vocab.json + merges.txt, or tokenizer.json");
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Parse errors include IOException subclasses (protobuf's InvalidProtocolBufferException).
+            throw new ModelFormatException(model, $"is not a SentencePiece model this library can run ({e.GetType().Name}: {e.Message})", e);
+        }
     }
 
     /// <summary>Tokenizer files come from elsewhere: whatever the library throws on a malformed one
     /// becomes a ModelFormatException naming the file.</summary>
-    private static Tokenizer Guarded(string path, Func<Tokenizer> load)
+    private static Tokenizer Guarded(string path, Func<Tokenizer> load) => GuardedLoad(path, load);
+
+    private static T GuardedLoad<T>(string path, Func<T> load)
     {
         try
         {
@@ -104,9 +126,12 @@ public sealed class TextTokenizer
         if (size > MaxTokenizerBytes) throw new ModelFormatException(path, $"is {size} bytes, over the {MaxTokenizerBytes}-byte limit for tokenizer files");
     }
 
+    /// <summary>The text's ids with no special tokens added (text that spells an added token, such
+    /// as &lt;|im_start|&gt;, still becomes that token through tokenizer.json), and
+    /// <see cref="BosTokenId"/> first when <paramref name="addBos"/>.</summary>
     public int[] Encode(string text, bool addBos)
     {
-        var ids = Inner.EncodeToIds(text);
+        IReadOnlyList<int> ids = Pipeline is not null ? Pipeline.Encode(text, addSpecialTokens: false) : Inner!.EncodeToIds(text);
         if (!addBos || BosTokenId is null) return [.. ids];
         var result = new int[ids.Count + 1];
         result[0] = BosTokenId.Value;
@@ -114,7 +139,37 @@ public sealed class TextTokenizer
         return result;
     }
 
-    public string Decode(IEnumerable<int> ids) => Inner.Decode(ids.Where(id => id != BosTokenId)) ?? "";
+    /// <summary>Hugging Face's encode: with <paramref name="addSpecialTokens"/>, tokenizer.json's
+    /// post-processor (or tokenizer_config.json's add_bos_token / add_eos_token) adds its special
+    /// tokens; a SentencePiece model adds BOS; vocab.json / tiktoken BPE adds none.</summary>
+    public int[] EncodeText(string text, bool addSpecialTokens)
+    {
+        if (Pipeline is not null) return Pipeline.Encode(text, addSpecialTokens);
+        var ids = Encode(text, addBos: false);
+        int? bos = BosTokenId ?? (Inner as SentencePieceTokenizer)?.BeginningOfSentenceId;
+        return addSpecialTokens && Inner is SentencePieceTokenizer && bos is int b ? [b, .. ids] : ids;
+    }
+
+    /// <summary>Text of the ids, BOS left out.</summary>
+    public string Decode(IEnumerable<int> ids) => Pipeline is not null
+        ? Pipeline.Decode(ids.Where(id => id != BosTokenId), skipSpecialTokens: false)
+        : Inner!.Decode(ids.Where(id => id != BosTokenId)) ?? "";
+
+    /// <summary>Hugging Face's decode: every id, special tokens dropped when <paramref name="skipSpecialTokens"/>.</summary>
+    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens)
+    {
+        if (Pipeline is not null) return Pipeline.Decode(ids, skipSpecialTokens);
+        var kept = ids.Where(id => !skipSpecialTokens || !IsSpecial(id));
+        return Inner!.Decode(kept) ?? "";
+    }
+
+    private bool IsSpecial(int id) => Inner switch
+    {
+        SentencePieceTokenizer sp => id == sp.BeginningOfSentenceId || id == sp.EndOfSentenceId || id == sp.UnknownId,
+        BpeTokenizer bpe => bpe.SpecialTokens?.Values.Contains(id) == true,
+        TiktokenTokenizer tiktoken => tiktoken.SpecialTokens?.Values.Contains(id) == true,
+        _ => false,
+    };
 }
 
 /// <summary>
@@ -176,7 +231,7 @@ internal static class TiktokenFile
 {
     public static Tokenizer Load(string path, string configPath)
     {
-        string pattern = ByteLevelBpe.Gpt2Pattern;
+        string pattern = ByteLevelPreTokenizer.Gpt2Pattern;
         Dictionary<string, int>? special = null;
         if (File.Exists(configPath))
         {
@@ -211,9 +266,6 @@ internal static class TiktokenFile
 /// <summary>GPT-2 style byte-level BPE from vocab.json + merges.txt.</summary>
 internal static class ByteLevelBpe
 {
-    /// <summary>GPT-2's pre-tokenizer split: contractions, letters, numbers, other, whitespace.</summary>
-    public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-
     public static Tokenizer FromFiles(string vocabPath, string mergesPath)
     {
         var vocab = ReadVocab(vocabPath);
@@ -227,7 +279,7 @@ internal static class ByteLevelBpe
             Merges = merges,
             ByteLevel = true,
             SpecialTokens = special is { Count: > 0 } ? special : null,
-            PreTokenizer = new RegexPreTokenizer(new System.Text.RegularExpressions.Regex(Gpt2Pattern, System.Text.RegularExpressions.RegexOptions.Compiled), special is { Count: > 0 } ? special : null),
+            PreTokenizer = new RegexPreTokenizer(new System.Text.RegularExpressions.Regex(ByteLevelPreTokenizer.Gpt2Pattern, System.Text.RegularExpressions.RegexOptions.Compiled), special is { Count: > 0 } ? special : null),
         });
 
     private static List<KeyValuePair<string, int>> ReadVocab(string path)
@@ -244,53 +296,6 @@ internal static class ByteLevelBpe
                 list.Add(new(property.Name, id));
             }
             return list;
-        }
-        catch (JsonException e)
-        {
-            throw new ModelFormatException(path, $"is not valid JSON ({e.Message})", e);
-        }
-    }
-}
-
-/// <summary>Hugging Face tokenizer.json with a BPE model, mapped onto Microsoft.ML.Tokenizers' BpeOptions.</summary>
-internal static class HuggingFaceTokenizerJson
-{
-    public static Tokenizer Load(string path)
-    {
-        try
-        {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 64 });
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
-                throw new ModelFormatException(path, "has no model object");
-            string type = model.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
-            if (type != "BPE") throw new ModelFormatException(path, $"model.type '{type}' is not supported (only BPE)");
-            if (!model.TryGetProperty("vocab", out var vocabElement) || vocabElement.ValueKind != JsonValueKind.Object)
-                throw new ModelFormatException(path, "model.vocab must be an object of token -> id");
-            var vocab = new List<KeyValuePair<string, int>>();
-            foreach (var p in vocabElement.EnumerateObject())
-            {
-                if (!p.Value.TryGetInt32(out int id) || id < 0) throw new ModelFormatException(path, $"model.vocab['{p.Name}'] is not a valid id");
-                vocab.Add(new(p.Name, id));
-            }
-            var merges = new List<string>();
-            if (model.TryGetProperty("merges", out var mergesElement) && mergesElement.ValueKind == JsonValueKind.Array)
-                foreach (var m in mergesElement.EnumerateArray())
-                    merges.Add(m.ValueKind switch
-                    {
-                        JsonValueKind.String => m.GetString()!,
-                        JsonValueKind.Array when m.GetArrayLength() == 2 => $"{m[0].GetString()} {m[1].GetString()}",
-                        _ => throw new ModelFormatException(path, "model.merges entries must be \"a b\" strings or [a, b] pairs"),
-                    });
-            string text = root.GetRawText();
-            bool byteLevel = text.Contains("\"ByteLevel\"", StringComparison.Ordinal);
-            if (!byteLevel) throw new ModelFormatException(path, "only byte-level BPE tokenizer.json files are supported; SentencePiece models load from tokenizer.model");
-            var special = new Dictionary<string, int>(StringComparer.Ordinal);
-            if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
-                foreach (var token in added.EnumerateArray())
-                    if (token.TryGetProperty("content", out var content) && content.ValueKind == JsonValueKind.String && token.TryGetProperty("id", out var id) && id.TryGetInt32(out int value))
-                        special[content.GetString()!] = value;
-            return ByteLevelBpe.Create(vocab, merges, special);
         }
         catch (JsonException e)
         {
