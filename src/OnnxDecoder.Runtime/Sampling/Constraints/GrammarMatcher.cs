@@ -23,7 +23,8 @@ public sealed class GrammarMatcher
     private readonly object _gate = new();
     private int _nextStackId;
 
-    internal GrammarMatcher(Grammar grammar, ByteSet usableBytes)
+    /// <param name="usableBytes">Bytes that closing paths may use (those with a one-byte token).</param>
+    public GrammarMatcher(Grammar grammar, ByteSet usableBytes)
     {
         Description = grammar.Description;
         _nfa = new ByteNfa(grammar);
