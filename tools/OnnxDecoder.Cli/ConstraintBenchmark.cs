@@ -52,6 +52,7 @@ public static class ConstraintBenchmark
         Once(null, genTokens);
         Once(constraint, genTokens);
         constraint.Costs.Clear();
+        long walksBefore = constraint.Inner.TrieWalks;
         var plain = new List<double>();
         var constrained = new List<(double TokensPerSecond, int Tokens)>();
         for (int run = 0; run < runs; run++)
@@ -79,13 +80,15 @@ public static class ConstraintBenchmark
             ["constraint_us_per_token_p99"] = Math.Round(p99, 1),
             ["constraint_fraction_of_decode_step"] = plainRate > 0 ? Math.Round(median / (1e6 / plainRate), 4) : 0,
             ["constraint_setup_ms"] = Math.Round(setupMs, 1),
+            ["constraint_trie_walks_per_token"] = costs.Count > 0 ? Math.Round((double)(constraint.Inner.TrieWalks - walksBefore) / costs.Count, 3) : 0,
         };
     }
 
     public static string Describe(JsonObject r) =>
         $"{r["model"]} (vocabulary {r["vocab_size"]}) under {r["schema"]}, median of {r["runs"]} runs:\n" +
         $"  decode {r["decode_tokens_per_s_unconstrained"]} tok/s unconstrained, {r["decode_tokens_per_s_constrained"]} tok/s constrained (x{r["ratio"]}; {r["constrained_tokens_per_run"]} tokens per constrained run)\n" +
-        $"  constraint per token: median {r["constraint_us_per_token_median"]} us, p99 {r["constraint_us_per_token_p99"]} us ({r["constraint_fraction_of_decode_step"]} of an unconstrained decode step); setup {r["constraint_setup_ms"]} ms";
+        $"  constraint per token: median {r["constraint_us_per_token_median"]} us, p99 {r["constraint_us_per_token_p99"]} us ({r["constraint_fraction_of_decode_step"]} of an unconstrained decode step); setup {r["constraint_setup_ms"]} ms; " +
+        $"{r["constraint_trie_walks_per_token"]} trie walks per token (the rest memoised)";
 
     /// <summary>Wraps a constraint and records the microseconds of each token's mask + advance.</summary>
     private sealed class TimedConstraint(GrammarConstraint inner) : ILogitsConstraint

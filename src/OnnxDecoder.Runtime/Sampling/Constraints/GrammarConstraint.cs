@@ -42,8 +42,11 @@ public interface ISequenceConstraint
 public sealed class GrammarConstraint(Grammar grammar) : ILogitsConstraint
 {
     private readonly ConditionalWeakTable<TokenTrie, GrammarMatcher> _matchers = new();
+    private long _trieWalks;
 
     public Grammar Grammar { get; } = grammar;
+    /// <summary>Masks computed by walking the trie (a state's first visit, or a step near the budget); the rest were memoised.</summary>
+    public long TrieWalks => Interlocked.Read(ref _trieWalks);
 
     /// <summary>Any JSON value.</summary>
     public static GrammarConstraint Json() => new(JsonGrammar.AnyValue());
@@ -60,7 +63,7 @@ public sealed class GrammarConstraint(Grammar grammar) : ILogitsConstraint
     public ISequenceConstraint Begin(TextTokenizer tokenizer, int vocabSize, IReadOnlyList<int> eosTokenIds)
     {
         var trie = TokenTrie.For(tokenizer, vocabSize);
-        return new Sequence(trie, MatcherFor(trie), eosTokenIds);
+        return new Sequence(this, trie, MatcherFor(trie), eosTokenIds);
     }
 
     /// <summary>The tokens allowed from one state; memoised on the state when computed without a budget.</summary>
@@ -71,7 +74,7 @@ public sealed class GrammarConstraint(Grammar grammar) : ILogitsConstraint
         public int MostBytesToFinishAfter { get; } = mostBytesToFinishAfter;
     }
 
-    internal sealed class Sequence(TokenTrie trie, GrammarMatcher matcher, IReadOnlyList<int> eos) : ISequenceConstraint
+    internal sealed class Sequence(GrammarConstraint owner, TokenTrie trie, GrammarMatcher matcher, IReadOnlyList<int> eos) : ISequenceConstraint
     {
         private readonly Stack<(int Node, MatchState State)> _walk = new();
         public MatchState State { get; private set; } = matcher.Start;
@@ -119,6 +122,7 @@ public sealed class GrammarConstraint(Grammar grammar) : ILogitsConstraint
         // Walks the trie beside the recognizer: a refused prefix prunes its whole subtree.
         private TokenMask Compute(int bytesBudgetAfter)
         {
+            Interlocked.Increment(ref owner._trieWalks);
             var allowed = new ulong[(trie.TokenBytes.Length + 63) / 64];
             int most = -1;
             _walk.Clear();
