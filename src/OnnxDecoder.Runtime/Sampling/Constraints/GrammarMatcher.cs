@@ -22,6 +22,11 @@ public sealed class GrammarMatcher
     private readonly Dictionary<ConfigKey, MatchState> _states = new();
     private readonly object _gate = new();
     private int _nextStackId;
+    // Scratch for Advance and Closure (used under _gate only).
+    private readonly List<(int, CallStack?)> _moved = [];
+    private readonly Dictionary<(int, CallStack?), MatchState> _seedClosures = new();
+    private readonly HashSet<(int, CallStack?)> _seen = new(), _kept = new();
+    private readonly Stack<(int State, CallStack? Stack, int Calls)> _work = new();
 
     /// <param name="usableBytes">Bytes that closing paths may use (those with a one-byte token).</param>
     public GrammarMatcher(Grammar grammar, ByteSet usableBytes)
@@ -49,11 +54,23 @@ public sealed class GrammarMatcher
         lock (_gate)
         {
             state.Next ??= new MatchState?[256];
-            var moved = new List<(int, CallStack?)>();
+            _moved.Clear();
             foreach (var (nfaState, stack) in state.Configurations)
                 foreach (var (set, target) in _nfa.ByteEdges(nfaState))
-                    if (set.Contains(b)) moved.Add((target, stack));
-            var next = moved.Count == 0 ? MatchState.Dead : Closure(moved);
+                    if (set.Contains(b)) _moved.Add((target, stack));
+            MatchState next;
+            if (_moved.Count == 0) next = MatchState.Dead;
+            else if (_moved.Count == 1)
+            {
+                // One edge's byte class sends many bytes to the same place: close each target once.
+                if (!_seedClosures.TryGetValue(_moved[0], out next!))
+                {
+                    next = Closure(_moved);
+                    if (_seedClosures.Count >= MaxInternedStates) _seedClosures.Clear();
+                    _seedClosures[_moved[0]] = next;
+                }
+            }
+            else next = Closure(_moved);
             if (next.Configurations.Length == 0 && !next.IsComplete) next = MatchState.Dead;
             state.Next[b] = next;
             return ReferenceEquals(next, MatchState.Dead) ? null : next;
@@ -81,10 +98,13 @@ public sealed class GrammarMatcher
     {
         lock (_gate)
         {
-            var seen = new HashSet<(int, CallStack?)>();
-            var kept = new HashSet<(int, CallStack?)>();
+            var seen = _seen;
+            var kept = _kept;
+            var work = _work;
+            seen.Clear();
+            kept.Clear();
+            work.Clear();
             bool complete = false;
-            var work = new Stack<(int State, CallStack? Stack, int Calls)>();
             foreach (var (s, stack) in seeds) work.Push((s, stack, 0));
             while (work.Count > 0)
             {
@@ -102,7 +122,8 @@ public sealed class GrammarMatcher
                     else work.Push((stack.Return, stack.Parent, calls));
                 }
             }
-            var configurations = kept.OrderBy(c => c.Item1).ThenBy(c => c.Item2?.Id ?? -1).ToArray();
+            var configurations = kept.ToArray();
+            Array.Sort(configurations, CompareConfigurations);
             var key = new ConfigKey(configurations, complete);
             if (_states.TryGetValue(key, out var existing)) return existing;
             if (_states.Count >= MaxInternedStates) _states.Clear();
@@ -113,6 +134,9 @@ public sealed class GrammarMatcher
             return state;
         }
     }
+
+    private static int CompareConfigurations((int State, CallStack? Stack) a, (int State, CallStack? Stack) b) =>
+        a.State != b.State ? a.State.CompareTo(b.State) : (a.Stack?.Id ?? -1).CompareTo(b.Stack?.Id ?? -1);
 
     private int Distance(int state, CallStack? stack)
     {
