@@ -66,6 +66,8 @@ internal sealed class GenerationState
         {
             // The budget counts this token: the options' limit, and the positions the cache has left.
             int remaining = Math.Min(_options.MaxNewTokens - Generated.Count, maxLength - positionsUsed + 1);
+            if (_constraint.MinTokensToFinish > remaining)
+                throw new ContextFullException($"the constrained output needs {_constraint.MinTokensToFinish} more tokens but the context has room for {remaining}: shorten the prompt or export with a larger --max-length");
             var masked = _constrained.AsSpan(0, logits.Length);
             logits.CopyTo(masked);
             _constraint.Mask(masked, remaining);

@@ -135,4 +135,26 @@ public class ConstrainedGenerationTests
         }
         PythonJsonSchema.AssertAllValid(cases, "tight budgets");
     }
+
+    [Test]
+    public void The_context_limit_counts_in_the_budget_too()
+    {
+        const string schema = """{"type": "object", "properties": {"word": {"type": "string", "minLength": 6}}, "required": ["word"], "additionalProperties": false}""";
+        string folder = Folder("stories260K");
+        var tokenizer = TextTokenizer.Load(folder, 1);
+        int prompt = tokenizer.Encode("Once", addBos: true).Length;
+        var constraint = GrammarConstraint.JsonSchema(schema);
+        // The shortest output needs 17 tokens; the context leaves room for 16, then for 20 (max tokens is larger).
+        using (var tight = new DecoderSession(folder, new DecoderSessionOptions { MaxLength = prompt + 15 }))
+            Assert.Throws<ContextFullException>(() => new Generator(tight, tokenizer).Generate("Once", Options(constraint, sampled: true, seed: 1)));
+        using var session = new DecoderSession(folder, new DecoderSessionOptions { MaxLength = prompt + 19 });
+        var cases = new List<(string, string)>();
+        for (int seed = 0; seed < 4; seed++)
+        {
+            var result = new Generator(session, tokenizer).Generate("Once", Options(constraint, sampled: true, seed));
+            Assert.That(result.TokenIds, Has.Length.LessThanOrEqualTo(20));
+            cases.Add((schema, result.Text));
+        }
+        PythonJsonSchema.AssertAllValid(cases, "context-limited");
+    }
 }

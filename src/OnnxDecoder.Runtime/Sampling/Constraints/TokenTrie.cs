@@ -26,8 +26,10 @@ public sealed class TokenTrie
     internal int[] TokenIds { get; }
     public int NodeCount => EdgeByte.Length;
 
-    /// <summary>The trie of <paramref name="tokenizer"/>'s vocabulary, built on first use and kept while the tokenizer lives.</summary>
-    public static TokenTrie For(TextTokenizer tokenizer, int modelVocabSize) => PerTokenizer.GetValue(tokenizer, t => new TokenTrie(t.ForVocabulary(modelVocabSize)));
+    /// <summary>The trie of <paramref name="tokenizer"/>'s vocabulary, built on first use and kept while the tokenizer lives.
+    /// Ids at or past the model's vocabulary size are left out: the model cannot produce them, so no closing path may rely on them.</summary>
+    public static TokenTrie For(TextTokenizer tokenizer, int modelVocabSize) =>
+        PerTokenizer.GetValue(tokenizer, t => new TokenTrie(t.ForVocabulary(modelVocabSize).Take(modelVocabSize).ToArray()));
 
     public TokenTrie(byte[]?[] tokenBytes)
     {
