@@ -1,5 +1,6 @@
 using System.Text;
 using OnnxDecoder.Runtime.Sampling;
+using OnnxDecoder.Runtime.Sampling.Constraints;
 using OnnxDecoder.Runtime.Tokenization;
 
 namespace OnnxDecoder.Runtime;
@@ -19,6 +20,9 @@ internal sealed class GenerationState
     private readonly List<int> _history;      // every token the model has seen, for repetition penalty
     private readonly StringBuilder _text = new();
     private int _released;                    // characters of text already emitted
+    private readonly ISequenceConstraint? _constraint;
+    private readonly float[]? _constrained;   // [vocab] the logits after the constraint's mask
+    private bool _grammarEnded;               // the constraint ended the sequence after its last token
 
     /// <param name="context">The tokens in the cache before this generation's input (a conversation's earlier turns).</param>
     /// <param name="input">The tokens this generation appends before sampling (the prompt).</param>
@@ -31,6 +35,13 @@ internal sealed class GenerationState
         _sampler = new Sampler(options.Sampling, vocabSize);
         _history = [.. context, .. input];
         _detokenizer = new IncrementalDetokenizer(tokenizer, _history);
+        if (options.Constraint is { } constraint)
+        {
+            _constraint = constraint.Begin(tokenizer, vocabSize, _eos);
+            _constrained = new float[vocabSize];
+            if (_constraint.MinTokensToFinish > options.MaxNewTokens)
+                throw new ArgumentException($"max new tokens {options.MaxNewTokens} is too few for the constraint: its shortest output needs {_constraint.MinTokensToFinish} tokens", nameof(options));
+        }
     }
 
     public List<int> Generated { get; } = [];
@@ -38,7 +49,7 @@ internal sealed class GenerationState
     /// <summary>Why generation ended; null while it goes on.</summary>
     public StopReason? StopReason { get; private set; }
     /// <summary>The last sampled token when it was not run through the model (a later turn feeds it first).</summary>
-    public int? Pending => StopReason is Runtime.StopReason.StopString or Runtime.StopReason.MaxTokens ? Generated[^1] : null;
+    public int? Pending => StopReason is Runtime.StopReason.StopString or Runtime.StopReason.MaxTokens || _grammarEnded ? Generated[^1] : null;
 
     /// <summary>
     /// Samples the next token from <paramref name="logits"/> and applies the stop rules;
@@ -49,7 +60,22 @@ internal sealed class GenerationState
     public GeneratedToken? Next(ReadOnlySpan<float> logits, int positionsUsed, int maxLength)
     {
         if (StopReason is not null) throw new InvalidOperationException("this sequence has already stopped");
-        int next = _sampler.Next(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_history));
+        var history = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_history);
+        int next;
+        if (_constraint is not null)
+        {
+            // The budget counts this token: the options' limit, and the positions the cache has left.
+            int remaining = Math.Min(_options.MaxNewTokens - Generated.Count, maxLength - positionsUsed + 1);
+            if (_constraint.MinTokensToFinish > remaining)
+                throw new ContextFullException($"the constrained output needs {_constraint.MinTokensToFinish} more tokens but the context has room for {remaining}: shorten the prompt or export with a larger --max-length");
+            var masked = _constrained.AsSpan(0, logits.Length);
+            logits.CopyTo(masked);
+            _constraint.Mask(masked, remaining);
+            next = _sampler.Next(masked, history);
+            if (float.IsNegativeInfinity(masked[next])) next = Sampler.ArgMax(masked); // a draw's rounding may land past the allowed tokens
+            _constraint.Advance(next);
+        }
+        else next = _sampler.Next(logits, history);
         if (_eos.Contains(next))
         {
             StopReason = Runtime.StopReason.Eos;
@@ -65,7 +91,13 @@ internal sealed class GenerationState
         int safe = _text.Length - StopPrefixLength(_text, _options.StopStrings); // hold back a tail that could still grow into a stop string
         var piece = new GeneratedToken(next, safe > _released ? _text.ToString(_released, safe - _released) : "");
         _released = Math.Max(_released, safe);
-        if (Generated.Count >= _options.MaxNewTokens) StopReason = Runtime.StopReason.MaxTokens;
+        if (_constraint is { MustEnd: true })
+        {
+            // Nothing may follow: end as EOS would, without running the model for it.
+            StopReason = Runtime.StopReason.Eos;
+            _grammarEnded = true;
+        }
+        else if (Generated.Count >= _options.MaxNewTokens) StopReason = Runtime.StopReason.MaxTokens;
         else if (positionsUsed >= maxLength) StopReason = Runtime.StopReason.ContextFull;
         else _history.Add(next);
         return piece;

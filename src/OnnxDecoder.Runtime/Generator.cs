@@ -16,6 +16,9 @@ public sealed record GenerationOptions
     public IReadOnlyList<string> StopStrings { get; init; } = [];
     /// <summary>End-of-sequence ids; default: the model folder's eos_token_id list.</summary>
     public IReadOnlyList<int>? EosTokenIds { get; init; }
+    /// <summary>Allows only tokens that keep the output inside a grammar (JSON, a JSON Schema, a regex,
+    /// a tool call); each sequence keeps its own state. Null: unconstrained.</summary>
+    public Sampling.Constraints.ILogitsConstraint? Constraint { get; init; }
 }
 
 public sealed record GenerationTimings(double PrefillMs, double DecodeMs, double TimeToFirstTokenMs, int PrefillTokens, int DecodedTokens)
@@ -171,6 +174,7 @@ public sealed class BatchGenerator(DecoderSession session)
         if (prompts.Count != batch) throw new ArgumentException($"the session holds {batch} rows; got {prompts.Count} prompts", nameof(prompts));
         int longest = prompts.Max(p => p.Length);
         if (longest == 0) throw new ArgumentException("every prompt needs at least one token", nameof(prompts));
+        if (options.Constraint is not null) throw new ArgumentException("BatchGenerator does not apply constraints: use ContinuousBatcher, which constrains each row", nameof(options));
         session.Reset();
         var ids = new long[batch * longest];
         var mask = new long[batch * longest];

@@ -17,6 +17,22 @@ public class Fixtures
 
     public static string Root => _root;
 
+    private static string? _synth;
+
+    /// <summary>The synth llama-tiny preset (random weights, byte-level BPE vocabulary of 512) exported with the ort lowering.</summary>
+    public static string SynthLlamaTiny()
+    {
+        lock (Gate)
+        {
+            if (_synth is not null) return _synth;
+            string checkpoint = Path.Combine(_root, "synth-llama-tiny-checkpoint");
+            Exporters.Synth.SynthPresets.Write("llama-tiny", seed: 3, checkpoint);
+            string folder = Path.Combine(_root, "synth-llama-tiny");
+            using (var opened = Checkpoint.Open(checkpoint)) ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = Lowering.Ort });
+            return _synth = folder;
+        }
+    }
+
     public static string Stories(Lowering lowering, bool float16 = false)
     {
         lock (Gate)

@@ -200,13 +200,19 @@ public static class Commands
         var format = new Option<string>("--format") { Description = "text (streamed) or json", DefaultValueFactory = _ => "text" };
         var ep = ProviderOption();
         var sampling = SamplingFlags.Create();
-        var command = new Command("generate", "Generate text from a prompt") { model, prompt, maxTokens, stop, format, ep };
+        var jsonSchema = new Option<string?>("--json-schema") { Description = "constrain the output to JSON that satisfies this JSON Schema file" };
+        var anyJson = new Option<bool>("--json") { Description = "constrain the output to one JSON value" };
+        var command = new Command("generate", "Generate text from a prompt") { model, prompt, maxTokens, stop, format, ep, jsonSchema, anyJson };
         foreach (var option in sampling.Options) command.Options.Add(option);
         command.SetAction(r => Guard(() =>
         {
             using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = Providers(r.GetValue(ep)!) });
             var tokenizer = TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
-            var options = new GenerationOptions { MaxNewTokens = r.GetValue(maxTokens), Sampling = sampling.Read(r), StopStrings = r.GetValue(stop) ?? [] };
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = r.GetValue(maxTokens), Sampling = sampling.Read(r), StopStrings = r.GetValue(stop) ?? [],
+                Constraint = OutputConstraint(r.GetValue(jsonSchema), r.GetValue(anyJson)),
+            };
             bool json = r.GetValue(format) switch { "json" => true, "text" => false, var f => throw new ArgumentException($"--format '{f}' is not known: use text or json") };
             using var cancel = new CancellationTokenSource();
             Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
@@ -218,6 +224,16 @@ public static class Commands
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>The constraint --json-schema FILE or --json asks for (null: none).</summary>
+    private static Runtime.Sampling.Constraints.ILogitsConstraint? OutputConstraint(string? schemaPath, bool anyJson)
+    {
+        if (schemaPath is not null && anyJson) throw new ArgumentException("give --json-schema FILE or --json, not both (a schema already implies JSON)");
+        if (anyJson) return Runtime.Sampling.Constraints.GrammarConstraint.Json();
+        if (schemaPath is null) return null;
+        if (!File.Exists(schemaPath)) throw new FileNotFoundException($"--json-schema {schemaPath}: no such file");
+        return Runtime.Sampling.Constraints.GrammarConstraint.JsonSchema(File.ReadAllText(schemaPath), schemaPath);
     }
 
     public static JsonObject ResultJson(GenerationResult result) => new()
@@ -283,12 +299,20 @@ public static class Commands
         var ep = ProviderOption();
         var threads = new Option<int>("--threads") { Description = "intra-op threads (0: ONNX Runtime's default)" };
         var concurrent = new Option<string?>("--concurrent") { Description = "continuous batching: comma-separated numbers of concurrent requests to compare, e.g. 1,8" };
+        var jsonSchema = new Option<string?>("--json-schema") { Description = "measure decoding with and without this JSON Schema's constraint, and the constraint's cost per token" };
         var command = new Command("bench", "Measure prefill and decode speed, time to first token, peak memory and allocations per token (median of N runs)")
-            { model, promptTokens, genTokens, runs, format, ep, threads, concurrent };
+            { model, promptTokens, genTokens, runs, format, ep, threads, concurrent, jsonSchema };
         command.SetAction(r => Guard(() =>
         {
             var providers = Providers(r.GetValue(ep)!) with { IntraOpThreads = r.GetValue(threads) };
             var models = r.GetValue(model)!;
+            if (r.GetValue(jsonSchema) is { } schemaPath)
+            {
+                if (models.Length != 1 || r.GetValue(concurrent) is not null) throw new ArgumentException("--json-schema measures one --model, without --concurrent");
+                var constrained = ConstraintBenchmark.Run(models[0], schemaPath, r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs), providers);
+                Console.WriteLine(r.GetValue(format) == "json" ? constrained.ToJsonString() : ConstraintBenchmark.Describe(constrained));
+                return 0;
+            }
             if (r.GetValue(concurrent) is { } levels)
             {
                 if (models.Length != 1) throw new ArgumentException("--concurrent measures one --model");

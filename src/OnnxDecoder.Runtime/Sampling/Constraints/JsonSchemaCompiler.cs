@@ -1,0 +1,314 @@
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using static OnnxDecoder.Runtime.Sampling.Constraints.GrammarNode;
+
+namespace OnnxDecoder.Runtime.Sampling.Constraints;
+
+/// <summary>
+/// Compiles a JSON Schema (the subset below) into a grammar whose sentences are exactly JSON texts
+/// the schema accepts, or a subset of them where the schema allows more than we generate (objects
+/// get only their declared properties, in declared order). Supported: type (one or a list, so
+/// nullable types), enum, const, properties, required, additionalProperties (false or absent),
+/// items, prefixItems, minItems, maxItems, anyOf, oneOf (as anyOf: exact when the branches are
+/// disjoint), minLength, maxLength, integer and number, local $ref with $defs / definitions.
+/// Annotations are ignored. Any other keyword is refused, naming it and its JSON pointer.
+/// </summary>
+public sealed class JsonSchemaCompiler
+{
+    private static readonly HashSet<string> Supported =
+    [
+        "type", "enum", "const", "properties", "required", "additionalProperties", "items", "prefixItems",
+        "minItems", "maxItems", "anyOf", "oneOf", "minLength", "maxLength", "$ref", "$defs", "definitions",
+    ];
+    private static readonly HashSet<string> Annotations =
+        ["title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "strict"];
+    private static readonly JsonSerializerOptions KeyEncoding = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    private readonly JsonGrammar _json;
+    private readonly Dictionary<(int Document, string Pointer), int> _refRules = new();
+    private int _document = -1;
+    private JsonElement _root;
+    private string _source = "";
+
+    public JsonSchemaCompiler(JsonGrammar json) => _json = json;
+
+    /// <summary>Parses and compiles a schema file's text into a whole-document grammar.</summary>
+    public static Grammar Compile(string schemaJson, string source = "schema", int maxWhitespace = JsonGrammar.DefaultMaxWhitespace)
+    {
+        using var document = Parse(schemaJson, source);
+        var grammar = new Grammar { Description = $"json-schema {source}" };
+        var json = new JsonGrammar(grammar, maxWhitespace);
+        return grammar.WithRoot(json.Document(new JsonSchemaCompiler(json).CompileDocument(document.RootElement, source)));
+    }
+
+    internal static JsonDocument Parse(string text, string source)
+    {
+        try
+        {
+            return JsonDocument.Parse(text, new JsonDocumentOptions { MaxDepth = 64 });
+        }
+        catch (JsonException e)
+        {
+            throw new GrammarException($"{source}: not valid JSON ({e.Message})");
+        }
+    }
+
+    /// <summary>Compiles one schema document (its $refs resolve inside it); <paramref name="source"/> prefixes error pointers.</summary>
+    public GrammarNode CompileDocument(JsonElement root, string source)
+    {
+        _document++;
+        _root = root;
+        _source = source;
+        return Compile(root, "");
+    }
+
+    private GrammarException Error(string pointer, string message) => new($"{_source}#{pointer}: {message}");
+
+    private GrammarNode Compile(JsonElement schema, string pointer)
+    {
+        if (schema.ValueKind == JsonValueKind.True) return _json.Value();
+        if (schema.ValueKind == JsonValueKind.False) throw Error(pointer, "the schema false accepts no value");
+        if (schema.ValueKind != JsonValueKind.Object) throw Error(pointer, $"a schema must be an object or a boolean, not {schema.ValueKind}");
+
+        var keywords = new List<string>();
+        foreach (var property in schema.EnumerateObject())
+        {
+            if (Annotations.Contains(property.Name)) continue;
+            if (!Supported.Contains(property.Name))
+                throw Error($"{pointer}/{Escape(property.Name)}", $"keyword '{property.Name}' is not supported by the constraint (supported: {string.Join(", ", Supported)})");
+            if (property.Name is not ("$defs" or "definitions")) keywords.Add(property.Name);
+        }
+
+        if (schema.TryGetProperty("$ref", out var reference))
+        {
+            RefuseSiblings(pointer, "$ref", keywords, []);
+            return Reference(reference, $"{pointer}/$ref");
+        }
+        foreach (var combinator in new[] { "anyOf", "oneOf" })
+            if (schema.TryGetProperty(combinator, out var branches))
+            {
+                RefuseSiblings(pointer, combinator, keywords, []);
+                if (branches.ValueKind != JsonValueKind.Array || branches.GetArrayLength() == 0)
+                    throw Error($"{pointer}/{combinator}", $"{combinator} must be a non-empty array of schemas");
+                return Alt([.. branches.EnumerateArray().Select((branch, i) => Compile(branch, $"{pointer}/{combinator}/{i}"))]);
+            }
+
+        var types = Types(schema, pointer);
+        if (schema.TryGetProperty("const", out var constant) || schema.TryGetProperty("enum", out _))
+        {
+            RefuseSiblings(pointer, schema.TryGetProperty("const", out _) ? "const" : "enum", keywords, ["type", "enum", "const"]);
+            var values = schema.TryGetProperty("const", out constant) ? [constant] : EnumValues(schema, pointer);
+            if (schema.TryGetProperty("const", out _) && schema.TryGetProperty("enum", out _))
+                values = values.Where(v => EnumValues(schema, pointer).Any(e => JsonElement.DeepEquals(e, v))).ToList();
+            if (types is not null) values = values.Where(v => types.Any(t => IsOfType(v, t))).ToList();
+            if (values.Count == 0) throw Error(pointer, "no value of enum / const matches the schema's type");
+            return Alt([.. values.Select(v => Literal(Compact(v)))]);
+        }
+
+        types ??= InferTypes(schema);
+        return Alt([.. types.Select(type => CompileType(schema, pointer, type))]);
+    }
+
+    private GrammarNode CompileType(JsonElement schema, string pointer, string type) => type switch
+    {
+        "null" => JsonGrammar.Null,
+        "boolean" => JsonGrammar.Boolean,
+        "integer" => JsonGrammar.Integer,
+        "number" => JsonGrammar.Number,
+        "string" => CompileString(schema, pointer),
+        "object" => CompileObject(schema, pointer),
+        "array" => CompileArray(schema, pointer),
+        _ => throw Error($"{pointer}/type", $"type '{type}' is not a JSON Schema type (null, boolean, integer, number, string, object, array)"),
+    };
+
+    private GrammarNode CompileString(JsonElement schema, string pointer)
+    {
+        int min = Count(schema, "minLength", pointer) ?? 0, max = Count(schema, "maxLength", pointer) ?? -1;
+        if (max >= 0 && min > max) throw Error(pointer, $"minLength {min} is above maxLength {max}: no string satisfies it");
+        return JsonGrammar.String(min, max);
+    }
+
+    private GrammarNode CompileObject(JsonElement schema, string pointer)
+    {
+        var ws = _json.Whitespace;
+        bool closed = false;
+        if (schema.TryGetProperty("additionalProperties", out var additional))
+        {
+            if (additional.ValueKind == JsonValueKind.False) closed = true;
+            else if (additional.ValueKind != JsonValueKind.True)
+                throw Error($"{pointer}/additionalProperties", "only additionalProperties false (or true) is supported, not a schema: list the properties instead");
+        }
+        var names = new List<string>();
+        var schemas = new List<(JsonElement Schema, string Pointer)>();
+        if (schema.TryGetProperty("properties", out var properties))
+        {
+            if (properties.ValueKind != JsonValueKind.Object) throw Error($"{pointer}/properties", "properties must be an object of schemas");
+            foreach (var property in properties.EnumerateObject())
+            {
+                names.Add(property.Name);
+                schemas.Add((property.Value, $"{pointer}/properties/{Escape(property.Name)}"));
+            }
+        }
+        var required = new HashSet<string>(StringComparer.Ordinal);
+        if (schema.TryGetProperty("required", out var requiredList))
+        {
+            if (requiredList.ValueKind != JsonValueKind.Array || requiredList.EnumerateArray().Any(r => r.ValueKind != JsonValueKind.String))
+                throw Error($"{pointer}/required", "required must be an array of property names");
+            foreach (var name in requiredList.EnumerateArray().Select(r => r.GetString()!))
+            {
+                if (!required.Add(name)) continue;
+                if (names.Contains(name)) continue;
+                if (closed) throw Error($"{pointer}/required", $"'{name}' is required but not among the properties, and additionalProperties is false: no object satisfies it");
+                names.Add(name);
+                schemas.Add((default, "")); // any value
+            }
+        }
+        if (names.Count == 0 && !closed) return _json.AnyObject();
+        var members = new GrammarNode[names.Count];
+        for (int i = 0; i < names.Count; i++)
+        {
+            var value = schemas[i].Schema.ValueKind == JsonValueKind.Undefined ? _json.Value() : Compile(schemas[i].Schema, schemas[i].Pointer);
+            members[i] = Seq(Literal(JsonSerializer.Serialize(names[i], KeyEncoding)), ws, Literal(":"), ws, value, ws);
+        }
+        var flags = names.Select(required.Contains).ToArray();
+        return Seq(Literal("{"), ws, new MembersNode(members, flags, Seq(Literal(","), ws)), Literal("}"));
+    }
+
+    private GrammarNode CompileArray(JsonElement schema, string pointer)
+    {
+        var ws = _json.Whitespace;
+        var prefix = new List<GrammarNode>();
+        if (schema.TryGetProperty("prefixItems", out var prefixItems))
+        {
+            if (prefixItems.ValueKind != JsonValueKind.Array) throw Error($"{pointer}/prefixItems", "prefixItems must be an array of schemas");
+            int i = 0;
+            foreach (var item in prefixItems.EnumerateArray()) prefix.Add(Compile(item, $"{pointer}/prefixItems/{i++}"));
+        }
+        GrammarNode? items = _json.Value();
+        if (schema.TryGetProperty("items", out var itemsSchema))
+        {
+            if (itemsSchema.ValueKind == JsonValueKind.Array)
+                throw Error($"{pointer}/items", "items as an array is the draft-07 tuple form: use prefixItems (and items for the rest)");
+            items = itemsSchema.ValueKind == JsonValueKind.False ? null : Compile(itemsSchema, $"{pointer}/items");
+        }
+        int min = Count(schema, "minItems", pointer) ?? 0;
+        int max = Count(schema, "maxItems", pointer) ?? -1;
+        if (items is null) max = max < 0 ? prefix.Count : Math.Min(max, prefix.Count);
+        if (max >= 0 && min > max) throw Error(pointer, $"minItems {min} is above the most items allowed ({max}): no array satisfies it");
+        return Seq(Literal("["), ws, Elements(0), Literal("]"));
+
+        GrammarNode Elements(int index)
+        {
+            if (index == max) return Empty;
+            GrammarNode Separated(GrammarNode element) => index == 0 ? Seq(element, ws) : Seq(Literal(","), ws, element, ws);
+            if (index >= prefix.Count)
+            {
+                int restMin = Math.Max(0, min - index), restMax = max < 0 ? -1 : max - index;
+                var next = Seq(Literal(","), ws, items!, ws);
+                if (index > 0) return Repeat(next, restMin, restMax);
+                var run = Seq(items!, ws, Repeat(next, Math.Max(0, restMin - 1), restMax < 0 ? -1 : restMax - 1));
+                return restMin >= 1 ? run : Optional(run);
+            }
+            var here = Seq(Separated(prefix[index]), Elements(index + 1));
+            return index >= min ? Optional(here) : here;
+        }
+    }
+
+    private GrammarNode Reference(JsonElement reference, string pointer)
+    {
+        if (reference.ValueKind != JsonValueKind.String) throw Error(pointer, "$ref must be a string");
+        string target = reference.GetString()!;
+        if (!target.StartsWith('#')) throw Error(pointer, $"$ref '{target}' is not local: only references inside the schema (#/...) are supported");
+        string targetPointer = Uri.UnescapeDataString(target[1..]);
+        if (_refRules.TryGetValue((_document, targetPointer), out int existing)) return new RuleNode(existing);
+        var resolved = Resolve(targetPointer, pointer);
+        int rule = _json.Grammar.NewRule();
+        _refRules[(_document, targetPointer)] = rule;
+        _json.Grammar.Define(rule, Compile(resolved, targetPointer));
+        return new RuleNode(rule);
+    }
+
+    private JsonElement Resolve(string targetPointer, string pointer)
+    {
+        var at = _root;
+        if (targetPointer.Length == 0) return at;
+        if (!targetPointer.StartsWith('/')) throw Error(pointer, $"$ref '#{targetPointer}' is not a JSON pointer (#/$defs/name)");
+        foreach (var raw in targetPointer[1..].Split('/'))
+        {
+            string part = raw.Replace("~1", "/").Replace("~0", "~");
+            if (at.ValueKind == JsonValueKind.Object && at.TryGetProperty(part, out var child)) at = child;
+            else if (at.ValueKind == JsonValueKind.Array && int.TryParse(part, out int index) && index >= 0 && index < at.GetArrayLength()) at = at[index];
+            else throw Error(pointer, $"$ref '#{targetPointer}' points at nothing in the schema");
+        }
+        return at;
+    }
+
+    private void RefuseSiblings(string pointer, string keyword, List<string> keywords, string[] allowed)
+    {
+        foreach (var other in keywords)
+            if (other != keyword && !allowed.Contains(other))
+                throw Error($"{pointer}/{Escape(other)}", $"'{other}' beside '{keyword}' is not supported: move it into the referenced or branch schemas");
+    }
+
+    private List<string>? Types(JsonElement schema, string pointer)
+    {
+        if (!schema.TryGetProperty("type", out var type)) return null;
+        var list = type.ValueKind switch
+        {
+            JsonValueKind.String => [type.GetString()!],
+            JsonValueKind.Array when type.GetArrayLength() > 0 && type.EnumerateArray().All(t => t.ValueKind == JsonValueKind.String) =>
+                type.EnumerateArray().Select(t => t.GetString()!).Distinct().ToList(),
+            _ => throw Error($"{pointer}/type", "type must be a type name or a non-empty array of them"),
+        };
+        foreach (var name in list)
+            if (name is not ("null" or "boolean" or "integer" or "number" or "string" or "object" or "array"))
+                throw Error($"{pointer}/type", $"type '{name}' is not a JSON Schema type (null, boolean, integer, number, string, object, array)");
+        if (list.Contains("number")) list.Remove("integer"); // every integer is a number; one branch keeps choices disjoint
+        return list;
+    }
+
+    // Keywords of one type imply it (a schema with only "properties" accepts other types too: we generate the subset).
+    private static List<string> InferTypes(JsonElement schema)
+    {
+        if (schema.TryGetProperty("properties", out _) || schema.TryGetProperty("required", out _) || schema.TryGetProperty("additionalProperties", out _)) return ["object"];
+        if (schema.TryGetProperty("items", out _) || schema.TryGetProperty("prefixItems", out _) || schema.TryGetProperty("minItems", out _) || schema.TryGetProperty("maxItems", out _)) return ["array"];
+        if (schema.TryGetProperty("minLength", out _) || schema.TryGetProperty("maxLength", out _)) return ["string"];
+        return ["null", "boolean", "number", "string", "object", "array"];
+    }
+
+    private List<JsonElement> EnumValues(JsonElement schema, string pointer)
+    {
+        var list = schema.GetProperty("enum");
+        if (list.ValueKind != JsonValueKind.Array || list.GetArrayLength() == 0) throw Error($"{pointer}/enum", "enum must be a non-empty array");
+        return [.. list.EnumerateArray()];
+    }
+
+    private static bool IsOfType(JsonElement value, string type) => type switch
+    {
+        "null" => value.ValueKind == JsonValueKind.Null,
+        "boolean" => value.ValueKind is JsonValueKind.True or JsonValueKind.False,
+        "number" => value.ValueKind == JsonValueKind.Number,
+        "integer" => value.ValueKind == JsonValueKind.Number && decimal.TryParse(value.GetRawText(), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var d) && d == decimal.Truncate(d),
+        "string" => value.ValueKind == JsonValueKind.String,
+        "object" => value.ValueKind == JsonValueKind.Object,
+        "array" => value.ValueKind == JsonValueKind.Array,
+        _ => false,
+    };
+
+    private int? Count(JsonElement schema, string keyword, string pointer)
+    {
+        if (!schema.TryGetProperty(keyword, out var value)) return null;
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out int count) || count < 0)
+            throw Error($"{pointer}/{keyword}", $"{keyword} must be a non-negative integer (at most {int.MaxValue})");
+        return count;
+    }
+
+    private static string Compact(JsonElement value)
+    {
+        using var stream = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping })) value.WriteTo(writer);
+        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    private static string Escape(string name) => name.Replace("~", "~0").Replace("/", "~1");
+}
