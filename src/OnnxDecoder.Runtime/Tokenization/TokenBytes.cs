@@ -20,7 +20,7 @@ public static class TokenBytes
             SentencePieceTokenizer sp => FromPieces(sp.Vocabulary, Specials(sp.SpecialTokens, sp.BeginningOfSentenceId, sp.EndOfSentenceId, sp.UnknownId), byteLevel: false),
             BpeTokenizer bpe => FromPieces(bpe.Vocabulary, Specials(bpe.SpecialTokens), byteLevel: !LooksLikeSentencePiece(bpe.Vocabulary)),
             TiktokenTokenizer tiktoken => FromRanks(tiktoken, modelVocabSize),
-            var other => throw new NotSupportedException($"token bytes are not known for {other.GetType().Name}: constrained decoding needs a SentencePiece, BPE or tiktoken vocabulary"),
+            var other => throw new NotSupportedException($"token bytes are not known for {other?.GetType().Name ?? "a tokenizer without a vocabulary"}: constrained decoding needs a SentencePiece, BPE or tiktoken vocabulary"),
         };
     }
 
