@@ -241,7 +241,7 @@ public sealed class ContinuousBatcher : IDisposable
                 if (free < 0 || !_queue.TryDequeue(out var next)) return;
                 if (next.IsCancelled) { Complete(next, null); continue; }
                 _prefilling = next;
-                ReusePrefix(next.PromptIds);
+                next.CachedPromptTokens = ReusePrefix(next.PromptIds);
                 next.Clock.Restart();
             }
             var sequence = _prefilling;
@@ -281,8 +281,9 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>
     /// Keeps the longest prefix the prefill cache shares with <paramref name="prompt"/> (at least one
     /// prompt token is always run, for its logits); <see cref="_prefillTokens"/> is left holding it.
+    /// Returns how many prompt tokens were kept.
     /// </summary>
-    private void ReusePrefix(int[] prompt)
+    private int ReusePrefix(int[] prompt)
     {
         int common = 0;
         if (_prefill.CanTruncate)
@@ -294,6 +295,7 @@ public sealed class ContinuousBatcher : IDisposable
         else _prefill.TruncateTo(common);
         _prefillTokens.RemoveRange(common, _prefillTokens.Count - common);
         Interlocked.Add(ref _reusedPrefixTokens, common);
+        return common;
     }
 
     /// <summary>Copies the prefilled prompt into <paramref name="row"/>: from column 0 when rows keep
@@ -511,6 +513,9 @@ public sealed class BatchedSequence : IDisposable
     internal int DecodedSteps { get; set; }
     internal double PrefillMs { get; set; }
     internal double FirstTokenMs { get; set; }
+    /// <summary>Prompt tokens whose keys and values were kept from the previous prompt instead of
+    /// being run again (OpenAI's usage.prompt_tokens_details.cached_tokens); set once prefill starts.</summary>
+    public int CachedPromptTokens { get; internal set; }
 
     /// <summary>Generated pieces, in order; completes when generation ends (with the error, if any).</summary>
     public ChannelReader<GeneratedToken> Tokens => _tokens.Reader;
