@@ -16,7 +16,7 @@ namespace OnnxDecoder.Cli;
 /// <summary>The verbs of DESIGN.md. Every failure is one line on stderr naming the problem, and exit code 1.</summary>
 public static class Commands
 {
-    public static IEnumerable<Command> All() => [Export(), ExportCard(), Generate(), Chat(), Bench(), Serve.Create(), Compare.Create(), Soak(), Synth(), Inspect(), Demo()];
+    public static IEnumerable<Command> All() => [Export(), ExportCard(), Generate(), Chat(), Bench(), Serve.Create(), Route.Create(), Compare.Create(), Soak(), Synth(), Inspect(), Demo()];
 
     public static Lowering ParseLowering(string text) => text.ToLowerInvariant() switch
     {
