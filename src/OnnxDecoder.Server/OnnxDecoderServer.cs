@@ -9,7 +9,7 @@ namespace OnnxDecoder.Server;
 
 /// <summary>
 /// The host behind `onnx-decoder serve`: configuration (the "OnnxDecoder" section), the model
-/// loaded in the background through <see cref="ServiceCollectionExtensions.AddOnnxDecoder"/>, and the
+/// loaded in the background through <c>services.AddOnnxDecoder</c>, and the
 /// OpenAI-compatible endpoints. Listens on 127.0.0.1 unless told otherwise.
 /// </summary>
 public static class OnnxDecoderServer
