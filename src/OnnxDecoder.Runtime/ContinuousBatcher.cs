@@ -133,6 +133,21 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Prompt tokens not run again because the previous prompt began with them (a shared
     /// system prompt, or the earlier turns of a conversation).</summary>
     public long ReusedPrefixTokens => Interlocked.Read(ref _reusedPrefixTokens);
+    /// <summary>Requests waiting for a row (not yet prefilling).</summary>
+    public int QueueLength => _queue.Count;
+    /// <summary>Rows of the batch KV cache that hold a decoding sequence now. Read from any thread as a
+    /// gauge: the scheduler may change it in the next step.</summary>
+    public int RowsInUse
+    {
+        get
+        {
+            int used = 0;
+            foreach (var row in _rows) if (row is not null) used++; // reference reads are atomic; a stale one is fine for a gauge
+            return used;
+        }
+    }
+    /// <summary>Sequences being prefilled or decoded now (a gauge, like <see cref="RowsInUse"/>).</summary>
+    public int ActiveSequences => RowsInUse + (Volatile.Read(ref _prefilling) is null ? 0 : 1);
     /// <summary>Times the timeline reached the max length and was compacted (each moves the live KV once).</summary>
     public long Compactions => Interlocked.Read(ref _compactions);
 
