@@ -1,5 +1,5 @@
 // OnnxDecoder build script: `dotnet tool restore` once, then `dotnet cake [--target=NAME]`.
-// Targets: Build, Test (default), Demo, Export-Models, Bench.
+// Targets: Build, Test (default), Pack, Demo, Export-Models, Bench.
 var target = Argument("target", "Test");
 var configuration = Argument("configuration", "Release");
 var solution = "./OnnxDecoder.sln";
@@ -19,6 +19,15 @@ Task("Build")
 Task("Test")
     .IsDependentOn("Build")
     .Does(() => DotNetTest(solution, new DotNetTestSettings { Configuration = configuration, NoBuild = true }));
+
+// NuGet packages (the libraries, their symbols, and the onnx-decoder tool) into artifacts/packages.
+Task("Pack")
+    .IsDependentOn("Build")
+    .Does(() =>
+{
+    CleanDirectory("./artifacts/packages");
+    DotNetPack(solution, new DotNetPackSettings { Configuration = configuration, NoBuild = true, OutputDirectory = "./artifacts/packages" });
+});
 
 // Exports every model card in models/ into artifacts/models/<name>/.
 Task("Export-Models")

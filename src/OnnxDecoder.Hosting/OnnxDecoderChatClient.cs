@@ -67,7 +67,11 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         var result = await sequence.Completion.ConfigureAwait(false);
 
         var finish = result.StopReason is StopReason.MaxTokens or StopReason.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
-        var usage = new UsageDetails { InputTokenCount = promptIds.Length, OutputTokenCount = result.TokenIds.Length, TotalTokenCount = promptIds.Length + result.TokenIds.Length };
+        var usage = new UsageDetails
+        {
+            InputTokenCount = promptIds.Length, OutputTokenCount = result.TokenIds.Length, TotalTokenCount = promptIds.Length + result.TokenIds.Length,
+            CachedInputTokenCount = sequence.CachedPromptTokens,
+        };
         OnnxDecoderTelemetry.RecordCompletion(model.ModelId, "chat", promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds, activity, finish.Value);
         Log.Generated(logger, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalMilliseconds, result.StopReason.ToString());
         yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(usage)])

@@ -19,6 +19,9 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<IValidateOptions<OnnxDecoderOptions>, OnnxDecoderOptionsValidator>();
         services.AddSingleton<OnnxDecoderModel>();
         services.AddHostedService<OnnxDecoderLoader>();
+        services.AddMetrics();
+        services.AddSingleton<OnnxDecoderMetrics>();
+        services.AddHostedService<OnnxDecoderMetricsStarter>();
         services.AddSingleton<IChatClient, OnnxDecoderChatClient>();
         services.AddHealthChecks().AddCheck<OnnxDecoderHealthCheck>("onnxdecoder");
         return services;

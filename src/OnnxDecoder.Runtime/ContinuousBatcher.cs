@@ -134,6 +134,21 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Prompt tokens not run again because the previous prompt began with them (a shared
     /// system prompt, or the earlier turns of a conversation).</summary>
     public long ReusedPrefixTokens => Interlocked.Read(ref _reusedPrefixTokens);
+    /// <summary>Requests waiting for a row (not yet prefilling).</summary>
+    public int QueueLength => _queue.Count;
+    /// <summary>Rows of the batch KV cache that hold a decoding sequence now. Read from any thread as a
+    /// gauge: the scheduler may change it in the next step.</summary>
+    public int RowsInUse
+    {
+        get
+        {
+            int used = 0;
+            foreach (var row in _rows) if (row is not null) used++; // reference reads are atomic; a stale one is fine for a gauge
+            return used;
+        }
+    }
+    /// <summary>Sequences being prefilled or decoded now (a gauge, like <see cref="RowsInUse"/>).</summary>
+    public int ActiveSequences => RowsInUse + (Volatile.Read(ref _prefilling) is null ? 0 : 1);
     /// <summary>Times the timeline reached the max length and was compacted (each moves the live KV once).</summary>
     public long Compactions => Interlocked.Read(ref _compactions);
 
@@ -242,7 +257,7 @@ public sealed class ContinuousBatcher : IDisposable
                 if (free < 0 || !_queue.TryDequeue(out var next)) return;
                 if (next.IsCancelled) { Complete(next, null); continue; }
                 _prefilling = next;
-                ReusePrefix(next.PromptIds);
+                next.CachedPromptTokens = ReusePrefix(next.PromptIds);
                 next.Clock.Restart();
             }
             var sequence = _prefilling;
@@ -282,8 +297,9 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>
     /// Keeps the longest prefix the prefill cache shares with <paramref name="prompt"/> (at least one
     /// prompt token is always run, for its logits); <see cref="_prefillTokens"/> is left holding it.
+    /// Returns how many prompt tokens were kept.
     /// </summary>
-    private void ReusePrefix(int[] prompt)
+    private int ReusePrefix(int[] prompt)
     {
         int common = 0;
         if (_prefill.CanTruncate)
@@ -295,6 +311,7 @@ public sealed class ContinuousBatcher : IDisposable
         else _prefill.TruncateTo(common);
         _prefillTokens.RemoveRange(common, _prefillTokens.Count - common);
         Interlocked.Add(ref _reusedPrefixTokens, common);
+        return common;
     }
 
     /// <summary>Copies the prefilled prompt into <paramref name="row"/>: from column 0 when rows keep
@@ -512,6 +529,9 @@ public sealed class BatchedSequence : IDisposable
     internal int DecodedSteps { get; set; }
     internal double PrefillMs { get; set; }
     internal double FirstTokenMs { get; set; }
+    /// <summary>Prompt tokens whose keys and values were kept from the previous prompt instead of
+    /// being run again (OpenAI's usage.prompt_tokens_details.cached_tokens); set once prefill starts.</summary>
+    public int CachedPromptTokens { get; internal set; }
 
     /// <summary>Generated pieces, in order; completes when generation ends (with the error, if any).</summary>
     public ChannelReader<GeneratedToken> Tokens => _tokens.Reader;

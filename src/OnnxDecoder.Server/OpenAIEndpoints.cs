@@ -163,7 +163,7 @@ public static partial class OpenAIEndpoints
                     await foreach (var _ in sequence.Tokens.ReadAllAsync(aborted).ConfigureAwait(false))
                         if (first) { first = false; OnnxDecoderTelemetry.RecordFirstToken(model.ModelId, operation, clock.Elapsed.TotalSeconds); }
                     result = await sequence.Completion.ConfigureAwait(false);
-                    var usage = new Usage(promptIds.Length, result.TokenIds.Length, promptIds.Length + result.TokenIds.Length);
+                    var usage = Usage.Of(promptIds.Length, sequence, result);
                     object body = chat
                         ? new ChatCompletion(id, "chat.completion", created, model.ModelId, [new ChatChoice(0, new ChatMessageBody("assistant", result.Text), FinishReason(result))], usage)
                         : new TextCompletion(id, "text_completion", created, model.ModelId, [new TextChoice(result.Text, 0, null, FinishReason(result))], usage);
@@ -211,7 +211,7 @@ public static partial class OpenAIEndpoints
             : new TextCompletionChunk(id, "text_completion", created, modelId, [new TextChoice("", 0, null, finish)], null), aborted).ConfigureAwait(false);
         if (includeUsage)
         {
-            var usage = new Usage(promptTokens, result.TokenIds.Length, promptTokens + result.TokenIds.Length);
+            var usage = Usage.Of(promptTokens, sequence, result);
             await WriteEvent(http, chat ? new ChatCompletionChunk(id, "chat.completion.chunk", created, modelId, [], usage)
                 : new TextCompletionChunk(id, "text_completion", created, modelId, [], usage), aborted).ConfigureAwait(false);
         }
@@ -287,7 +287,14 @@ public static partial class OpenAIEndpoints
 
 internal sealed record ModelList(string Object, IReadOnlyList<ModelCard> Data);
 internal sealed record ModelCard(string Id, string Object, long Created, [property: JsonPropertyName("owned_by")] string OwnedBy);
-internal sealed record Usage([property: JsonPropertyName("prompt_tokens")] int PromptTokens, [property: JsonPropertyName("completion_tokens")] int CompletionTokens, [property: JsonPropertyName("total_tokens")] int TotalTokens);
+internal sealed record Usage([property: JsonPropertyName("prompt_tokens")] int PromptTokens, [property: JsonPropertyName("completion_tokens")] int CompletionTokens,
+    [property: JsonPropertyName("total_tokens")] int TotalTokens, [property: JsonPropertyName("prompt_tokens_details")] PromptTokensDetails PromptTokensDetails)
+{
+    /// <summary>The usage of one finished sequence: cached tokens are the prompt tokens the batcher did not run again.</summary>
+    public static Usage Of(int promptTokens, BatchedSequence sequence, GenerationResult result) =>
+        new(promptTokens, result.TokenIds.Length, promptTokens + result.TokenIds.Length, new PromptTokensDetails(sequence.CachedPromptTokens));
+}
+internal sealed record PromptTokensDetails([property: JsonPropertyName("cached_tokens")] int CachedTokens);
 internal sealed record ChatMessageBody(string Role, string Content);
 internal sealed record ChatChoice(int Index, ChatMessageBody Message, [property: JsonPropertyName("finish_reason")] string FinishReason);
 internal sealed record ChatCompletion(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, Usage Usage);

@@ -17,7 +17,7 @@ namespace OnnxDecoder.Cli;
 public static class Commands
 {
     public static IEnumerable<Command> All() =>
-        [Export(), ExportCard(), Generate(), Chat(), Bench(), Serve.Create(), Compare.Create(), Soak(), Synth(), Inspect(), Demo(),
+        [Export(), ExportCard(), Generate(), Chat(), Bench(), Serve.Create(), Route.Create(), Compare.Create(), Soak(), Synth(), Inspect(), Demo(),
          TemplateCommand.Create(), TokenizeCommand.Create()];
 
     public static Lowering ParseLowering(string text) => text.ToLowerInvariant() switch

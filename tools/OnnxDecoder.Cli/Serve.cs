@@ -24,9 +24,11 @@ public static class Serve
         var temperature = new Option<float>("--temperature") { Description = "temperature when a request gives none", DefaultValueFactory = _ => 0 };
         var ep = new Option<string>("--ep") { Description = "execution providers in order of preference, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
         var apiKey = new Option<string?>("--api-key") { Description = "require \"Authorization: Bearer KEY\" on /v1 (default: $ONNXDECODER_API_KEY; none: open)" };
+        var metrics = new Option<bool>("--metrics") { Description = "serve GET /metrics in Prometheus format (gen_ai histograms, queue, sequences, KV rows, prefix reuse, tokens/s)" };
+        var otlp = new Option<string?>("--otlp") { Description = "push metrics and traces over OTLP/HTTP to this endpoint, e.g. http://127.0.0.1:4318" };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)")
         {
-            model, host, port, urls, sequences, queue, maxLength, maxKv, prefillChunk, temperature, ep, apiKey,
+            model, host, port, urls, sequences, queue, maxLength, maxKv, prefillChunk, temperature, ep, apiKey, metrics, otlp,
         };
         command.SetAction(r => Commands.Guard(() =>
         {
@@ -40,6 +42,8 @@ public static class Serve
                 ["OnnxDecoder:MaxLength"] = r.GetValue(maxLength)?.ToString(),
                 ["OnnxDecoder:MaxKvCacheMiB"] = r.GetValue(maxKv)?.ToString(),
                 [OnnxDecoderServer.ApiKeySetting] = r.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ONNXDECODER_API_KEY"),
+                [OnnxDecoderServer.MetricsSetting] = r.GetValue(metrics) ? "true" : null,
+                [OnnxDecoderServer.OtlpSetting] = r.GetValue(otlp),
                 // A host that fails to start is reported below in one line; the host's own log of it is a stack trace.
                 ["Logging:LogLevel:Microsoft.Extensions.Hosting.Internal.Host"] = "None",
             };
