@@ -261,6 +261,53 @@ public class HostileCheckpointFilesTests
         Assert.That(File.ReadAllBytes(Path.Combine(output, "tokenizer.json")), Is.EqualTo(File.ReadAllBytes(Path.Combine(folder, "tokenizer.json"))));
     }
 
+    /// <summary>Lays <paramref name="source"/> out as the hub cache does: every file a blob under
+    /// models--org--name/blobs, linked from snapshots/REVISION by a relative link.</summary>
+    private string AsHubCache(string source)
+    {
+        string repository = Path.Combine(_root, "hub", "models--org--tiny"), blobs = Path.Combine(repository, "blobs");
+        string snapshot = Path.Combine(repository, "snapshots", "0123abcd");
+        Directory.CreateDirectory(blobs);
+        Directory.CreateDirectory(snapshot);
+        int blob = 0;
+        foreach (var file in Directory.GetFiles(source))
+        {
+            string name = $"blob{blob++:D4}";
+            File.Copy(file, Path.Combine(blobs, name));
+            File.CreateSymbolicLink(Path.Combine(snapshot, Path.GetFileName(file)), Path.Combine("..", "..", "blobs", name));
+        }
+        return snapshot;
+    }
+
+    [Test]
+    public void A_hub_cache_snapshot_whose_links_point_into_its_own_blobs_exports_like_the_folder_itself()
+    {
+        string folder = SynthWithTokenizerFiles();
+        string snapshot = AsHubCache(folder);
+        string fromFolder = Path.Combine(_root, "out-folder"), fromCache = Path.Combine(_root, "out-cache");
+        ModelFolderWriter.Export(folder, null, fromFolder, new ExportOptions());
+        ModelFolderWriter.Export(snapshot, null, fromCache, new ExportOptions());
+        Assert.That(File.Exists(Path.Combine(fromCache, "model.onnx")), "model.onnx (its metadata names the source folder, so it differs in bytes)");
+        foreach (var name in new[] { "model.onnx.data", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja" })
+            Assert.That(File.ReadAllBytes(Path.Combine(fromCache, name)), Is.EqualTo(File.ReadAllBytes(Path.Combine(fromFolder, name))), name);
+        Assert.That(new FileInfo(Path.Combine(fromCache, "tokenizer.json")).LinkTarget, Is.Null, "the export holds copies, not links");
+    }
+
+    [TestCase("tokenizer.json", "a tokenizer file copied into the export")]
+    [TestCase("model.safetensors", "a shard")]
+    public void A_hub_cache_link_that_leaves_its_blobs_folder_is_refused(string name, string what)
+    {
+        string snapshot = AsHubCache(SynthWithTokenizerFiles());
+        string outside = Path.Combine(_root, "outside");
+        File.Copy(Path.Combine(snapshot, name), outside);
+        File.Delete(Path.Combine(snapshot, name));
+        File.CreateSymbolicLink(Path.Combine(snapshot, name), Path.Combine("..", "..", "..", "..", "outside"));
+        string output = Path.Combine(_root, "out");
+        AssertRefused(() => ModelFolderWriter.Export(snapshot, null, output, new ExportOptions()), Path.Combine(snapshot, name),
+            $"is a symbolic link (to '../../../../outside'); {what} must be a regular file, or a Hugging Face hub cache link");
+        Assert.That(Directory.Exists(output), Is.False, "refused before anything is written");
+    }
+
     private static void Run(string program, params string[] arguments)
     {
         using var process = Process.Start(new ProcessStartInfo(program, arguments) { RedirectStandardError = true })!;

@@ -35,9 +35,7 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
             var files = new List<string> { configPath };
             foreach (var shard in shardNames)
             {
-                string shardPath = Path.Combine(directory, shard);
-                if (new FileInfo(shardPath).LinkTarget is not null)
-                    throw new ModelFormatException(shardPath, "is a symbolic link: shards must be regular files inside the model folder");
+                string shardPath = HubCacheLinks.Resolve(Path.Combine(directory, shard), "a shard");
                 var file = SafeTensorsFile.Open(shardPath);
                 folder._files.Add(file);
                 files.Add(file.Path);

@@ -7,7 +7,8 @@ namespace OnnxDecoder.Exporters.Tokenizers;
 /// the model folder. They come from elsewhere and end up in a folder people publish, so they are
 /// hostile: only the fixed names below are looked for and written (nothing from the checkpoint names
 /// a destination); each must be a regular file with one hard link (a symbolic or hard link could
-/// copy a file from outside the checkpoint into the export) and at most <see cref="MaxBytes"/>.
+/// copy a file from outside the checkpoint into the export; the hub cache's links to its own blobs are the
+/// exception, see <see cref="SafeTensors.HubCacheLinks"/>) and at most <see cref="MaxBytes"/>.
 /// Every file is checked when the checkpoint is opened, so a bad one refuses the export before
 /// anything is written.
 /// </summary>
@@ -34,23 +35,22 @@ public static class CheckpointTokenizerFiles
     /// returns what copies them into a model folder, or null when there are none.</summary>
     public static Action<string>? Prepare(string checkpointFolder)
     {
-        var present = new List<string>();
+        var present = new List<(string Name, string Path)>();
         foreach (var name in Names)
         {
-            string path = Path.Combine(checkpointFolder, name);
+            string listed = Path.Combine(checkpointFolder, name);
+            if (Directory.Exists(listed)) throw new ModelFormatException(listed, "is a folder; a tokenizer file is expected here: remove or rename it");
+            if (!File.Exists(listed) && new FileInfo(listed).LinkTarget is null) continue;
+            string path = SafeTensors.HubCacheLinks.Resolve(listed, "a tokenizer file copied into the export");
             var info = new FileInfo(path);
-            if (info.LinkTarget is not null)
-                throw new ModelFormatException(path,
-                    $"is a symbolic link (to '{info.LinkTarget}'); tokenizer files are copied into the export only as regular files: replace it with a copy");
-            if (Directory.Exists(path)) throw new ModelFormatException(path, "is a folder; a tokenizer file is expected here: remove or rename it");
             if (!info.Exists) continue;
             Check(path, info.Length);
-            present.Add(name);
+            present.Add((name, path));
         }
         if (present.Count == 0) return null;
         return modelFolder =>
         {
-            foreach (var name in present) Copy(Path.Combine(checkpointFolder, name), Path.Combine(modelFolder, name));
+            foreach (var (name, path) in present) Copy(path, Path.Combine(modelFolder, name));
         };
     }
 
