@@ -22,6 +22,7 @@ public class NewFamilyTests
         ("phi4-mini-partial-rotary-su", HfTestConfigs.Phi4Mini),
         ("gemma2", HfTestConfigs.Gemma2),
         ("gemma2-tight-softcaps", HfTestConfigs.Gemma2TightSoftcaps),
+        ("llama-biases", HfTestConfigs.LlamaBiases),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

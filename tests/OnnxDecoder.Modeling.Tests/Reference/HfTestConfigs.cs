@@ -126,11 +126,24 @@ public static class HfTestConfigs
     }
     """;
 
+    /// <summary>Llama with attention_bias (q, k, v and o_proj) and mlp_bias (gate, up and down), as LlamaConfig reads them.</summary>
+    public const string LlamaBiases = """
+    {
+      "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+      "hidden_act": "silu", "attention_bias": true, "mlp_bias": true, "tie_word_embeddings": false,
+      "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
+
     /// <summary>The new families' configs, by name.</summary>
     public static readonly (string Name, string Json)[] NewFamilies =
     [
         ("qwen3", Qwen3), ("qwen3-sliding", Qwen3SlidingWindow), ("phi3-mini", Phi3Mini), ("phi3.5-mini", Phi35Mini),
         ("phi4-mini", Phi4Mini), ("gemma2", Gemma2), ("gemma2-tight-softcaps", Gemma2TightSoftcaps),
+        ("llama-biases", LlamaBiases),
     ];
 
     // Configs of the families ReferenceDecoder also covers, to cross-check the two references.
