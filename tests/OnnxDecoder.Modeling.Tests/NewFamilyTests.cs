@@ -23,6 +23,8 @@ public class NewFamilyTests
         ("gemma2", HfTestConfigs.Gemma2),
         ("gemma2-tight-softcaps", HfTestConfigs.Gemma2TightSoftcaps),
         ("llama-biases", HfTestConfigs.LlamaBiases),
+        ("granite", HfTestConfigs.Granite),
+        ("granite-biases", HfTestConfigs.GraniteBiases),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

@@ -59,6 +59,17 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
         }
         """,
+        ["granite-tiny"] = """
+        {
+          "architectures": ["GraniteForCausalLM"], "model_type": "granite",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2,
+          "embedding_multiplier": 12.0, "attention_multiplier": 0.0625, "residual_multiplier": 0.22, "logits_scaling": 8.0,
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "rope_scaling": null,
+          "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "tie_word_embeddings": true,
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(

@@ -126,6 +126,33 @@ public static class HfTestConfigs
     }
     """;
 
+    /// <summary>granite-3.1-2b-like: embedding_multiplier 12, attention_multiplier 1/16, residual_multiplier 0.22,
+    /// logits_scaling 8, GQA 4/2, tied.</summary>
+    public const string Granite = """
+    {
+      "architectures": ["GraniteForCausalLM"], "model_type": "granite",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "embedding_multiplier": 12.0, "attention_multiplier": 0.0625, "residual_multiplier": 0.22, "logits_scaling": 8.0,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "rope_scaling": null,
+      "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "attention_dropout": 0.0,
+      "tie_word_embeddings": true, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0
+    }
+    """;
+
+    /// <summary>Granite with attention_bias (q, k, v and o_proj biases) and mlp_bias (gate, up, down), untied.</summary>
+    public const string GraniteBiases = """
+    {
+      "architectures": ["GraniteForCausalLM"], "model_type": "granite",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "embedding_multiplier": 6.0, "attention_multiplier": 0.125, "residual_multiplier": 0.5, "logits_scaling": 2.0,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+      "hidden_act": "silu", "attention_bias": true, "mlp_bias": true, "tie_word_embeddings": false,
+      "bos_token_id": 0, "eos_token_id": 0
+    }
+    """;
+
     /// <summary>Llama with attention_bias (q, k, v and o_proj) and mlp_bias (gate, up and down), as LlamaConfig reads them.</summary>
     public const string LlamaBiases = """
     {
@@ -144,6 +171,7 @@ public static class HfTestConfigs
         ("qwen3", Qwen3), ("qwen3-sliding", Qwen3SlidingWindow), ("phi3-mini", Phi3Mini), ("phi3.5-mini", Phi35Mini),
         ("phi4-mini", Phi4Mini), ("gemma2", Gemma2), ("gemma2-tight-softcaps", Gemma2TightSoftcaps),
         ("llama-biases", LlamaBiases),
+        ("granite", Granite), ("granite-biases", GraniteBiases),
     ];
 
     // Configs of the families ReferenceDecoder also covers, to cross-check the two references.
