@@ -49,4 +49,16 @@ public class NewFamilyGenAiTests
             Assert.That(promptIds.Length + ours.Length, Is.GreaterThan(window), "the run crosses the sliding window");
         Assert.That(theirs, Is.EqualTo(ours));
     }
+
+    /// <summary>onnxruntime-genai 0.18.0 has no olmo2 model type (the README's table says so): if a later version
+    /// loads it, this fails and the table and the test above should list it.</summary>
+    [Test]
+    public void GenAI_0_18_refuses_the_olmo2_model_type()
+    {
+        string checkpoint = Path.Combine(_root, "olmo2-tiny"), folder = Path.Combine(_root, "olmo2-tiny-ort");
+        SynthPresets.Write("olmo2-tiny", seed: 1, checkpoint);
+        ModelFolderWriter.Export(checkpoint, null, folder, new ExportOptions { Lowering = Lowering.Ort });
+        var error = Assert.Throws<OrtGenAI.OnnxRuntimeGenAIException>(() => new OrtGenAI.Model(folder).Dispose())!;
+        Assert.That(error.Message, Does.Contain("Unsupported model_type").And.Contain("olmo2"));
+    }
 }

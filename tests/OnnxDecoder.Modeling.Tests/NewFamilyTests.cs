@@ -25,6 +25,8 @@ public class NewFamilyTests
         ("llama-biases", HfTestConfigs.LlamaBiases),
         ("granite", HfTestConfigs.Granite),
         ("granite-biases", HfTestConfigs.GraniteBiases),
+        ("olmo2", HfTestConfigs.Olmo2),
+        ("olmo2-gqa", HfTestConfigs.Olmo2Gqa),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

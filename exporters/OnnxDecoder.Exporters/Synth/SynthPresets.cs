@@ -70,6 +70,16 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
         }
         """,
+        ["olmo2-tiny"] = """
+        {
+          "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 4,
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06, "rope_theta": 500000, "rope_scaling": null,
+          "hidden_act": "silu", "attention_bias": false, "tie_word_embeddings": false,
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(

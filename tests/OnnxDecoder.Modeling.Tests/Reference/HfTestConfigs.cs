@@ -165,6 +165,29 @@ public static class HfTestConfigs
     }
     """;
 
+    /// <summary>OLMo-2-1B-like: post-norms only, q_norm / k_norm over the whole projections, MHA, untied.</summary>
+    public const string Olmo2 = """
+    {
+      "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 4,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 500000, "rope_scaling": null,
+      "hidden_act": "silu", "attention_bias": false, "attention_dropout": 0.0, "tie_word_embeddings": false,
+      "bos_token_id": null, "eos_token_id": 2, "pad_token_id": 1
+    }
+    """;
+
+    /// <summary>Olmo 2 with GQA (kv 2): k_norm's width is kv_heads * head_dim, not hidden.</summary>
+    public const string Olmo2Gqa = """
+    {
+      "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "vocab_size": 64, "max_position_embeddings": 128, "rope_theta": 10000.0,
+      "hidden_act": "silu", "tie_word_embeddings": false, "eos_token_id": 2
+    }
+    """;
+
     /// <summary>The new families' configs, by name.</summary>
     public static readonly (string Name, string Json)[] NewFamilies =
     [
@@ -172,6 +195,7 @@ public static class HfTestConfigs
         ("phi4-mini", Phi4Mini), ("gemma2", Gemma2), ("gemma2-tight-softcaps", Gemma2TightSoftcaps),
         ("llama-biases", LlamaBiases),
         ("granite", Granite), ("granite-biases", GraniteBiases),
+        ("olmo2", Olmo2), ("olmo2-gqa", Olmo2Gqa),
     ];
 
     // Configs of the families ReferenceDecoder also covers, to cross-check the two references.
