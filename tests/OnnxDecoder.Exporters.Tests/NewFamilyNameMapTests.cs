@@ -20,6 +20,7 @@ public class NewFamilyNameMapTests
     [TestCase("gemma2-tiny", "model.layers.0.post_feedforward_layernorm.weight", "tensor 'model.layers.0.post_feedforward_layernorm.weight' has shape [32], expected [64]")]
     [TestCase("granite-tiny", "model.layers.0.self_attn.k_proj.weight", "tensor 'model.layers.0.self_attn.k_proj.weight' has shape [16, 64], expected [32, 64]")]
     [TestCase("olmo2-tiny", "model.layers.0.self_attn.k_norm.weight", "tensor 'model.layers.0.self_attn.k_norm.weight' has shape [32], expected [64]")]
+    [TestCase("smollm3-tiny", "model.layers.3.self_attn.q_proj.weight", "tensor 'model.layers.3.self_attn.q_proj.weight' has shape [32, 64], expected [64, 64]")]
     public void A_misshaped_tensor_names_the_tensor_and_both_shapes(string preset, string tensor, string problem)
     {
         string folder = Path.Combine(_root, preset);

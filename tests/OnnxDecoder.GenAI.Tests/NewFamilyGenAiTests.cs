@@ -22,6 +22,7 @@ public class NewFamilyGenAiTests
     [TestCase("phi3-tiny")]
     [TestCase("gemma2-tiny")]
     [TestCase("granite-tiny")]
+    [TestCase("smollm3-tiny")]
     public void GenAI_greedy_tokens_equal_ours(string preset)
     {
         string checkpoint = Path.Combine(_root, preset), folder = Path.Combine(_root, preset + "-ort");

@@ -27,6 +27,8 @@ public class NewFamilyTests
         ("granite-biases", HfTestConfigs.GraniteBiases),
         ("olmo2", HfTestConfigs.Olmo2),
         ("olmo2-gqa", HfTestConfigs.Olmo2Gqa),
+        ("smollm3", HfTestConfigs.SmolLM3),
+        ("smollm3-sliding", HfTestConfigs.SmolLM3SlidingWindow),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

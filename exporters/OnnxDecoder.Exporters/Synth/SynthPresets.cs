@@ -80,6 +80,17 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
         }
         """,
+        ["smollm3-tiny"] = """
+        {
+          "architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 4,
+          "num_attention_heads": 4, "num_key_value_heads": 2,
+          "no_rope_layers": [1, 1, 1, 0], "no_rope_layer_interval": 4, "use_sliding_window": false, "sliding_window": null,
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06, "rope_theta": 2000000.0, "rope_scaling": null,
+          "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "tie_word_embeddings": true,
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(

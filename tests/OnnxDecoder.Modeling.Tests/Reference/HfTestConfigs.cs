@@ -188,6 +188,33 @@ public static class HfTestConfigs
     }
     """;
 
+    /// <summary>SmolLM3-3B-like: no_rope_layers [1, 1, 1, 0] (layer 3 without rotary), no window, tied.</summary>
+    public const string SmolLM3 = """
+    {
+      "architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 4,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "no_rope_layers": [1, 1, 1, 0], "no_rope_layer_interval": 4,
+      "use_sliding_window": false, "sliding_window": null,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "rope_scaling": null,
+      "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "tie_word_embeddings": true,
+      "bos_token_id": null, "eos_token_id": 2, "pad_token_id": 3
+    }
+    """;
+
+    /// <summary>SmolLM3 with use_sliding_window: no_rope_layers from the interval (layer 3 NoPE), and SmolLM3Config's
+    /// layer_types slide exactly the NoPE layers, over 4 tokens; untied.</summary>
+    public const string SmolLM3SlidingWindow = """
+    {
+      "architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 4,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "no_rope_layer_interval": 4,
+      "use_sliding_window": true, "sliding_window": 4,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+      "hidden_act": "silu", "tie_word_embeddings": false, "eos_token_id": 2
+    }
+    """;
+
     /// <summary>The new families' configs, by name.</summary>
     public static readonly (string Name, string Json)[] NewFamilies =
     [
@@ -196,6 +223,7 @@ public static class HfTestConfigs
         ("llama-biases", LlamaBiases),
         ("granite", Granite), ("granite-biases", GraniteBiases),
         ("olmo2", Olmo2), ("olmo2-gqa", Olmo2Gqa),
+        ("smollm3", SmolLM3), ("smollm3-sliding", SmolLM3SlidingWindow),
     ];
 
     // Configs of the families ReferenceDecoder also covers, to cross-check the two references.
