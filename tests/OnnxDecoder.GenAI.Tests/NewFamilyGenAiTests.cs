@@ -21,6 +21,7 @@ public class NewFamilyGenAiTests
     [TestCase("qwen3-tiny")]
     [TestCase("phi3-tiny")]
     [TestCase("gemma2-tiny")]
+    [TestCase("gemma3-tiny")]
     [TestCase("granite-tiny")]
     [TestCase("smollm3-tiny")]
     public void GenAI_greedy_tokens_equal_ours(string preset)

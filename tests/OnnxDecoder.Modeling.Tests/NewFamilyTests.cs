@@ -29,6 +29,8 @@ public class NewFamilyTests
         ("olmo2-gqa", HfTestConfigs.Olmo2Gqa),
         ("smollm3", HfTestConfigs.SmolLM3),
         ("smollm3-sliding", HfTestConfigs.SmolLM3SlidingWindow),
+        ("gemma3-text", HfTestConfigs.Gemma3Text),
+        ("gemma3-text-layer-types", HfTestConfigs.Gemma3TextLayerTypes),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

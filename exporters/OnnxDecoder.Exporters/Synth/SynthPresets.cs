@@ -59,6 +59,19 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
         }
         """,
+        ["gemma3-tiny"] = """
+        {
+          "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 6,
+          "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32,
+          "query_pre_attn_scalar": 32, "sliding_window": 16, "sliding_window_pattern": 6,
+          "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+          "attn_logit_softcapping": null, "final_logit_softcapping": null, "hidden_activation": "gelu_pytorch_tanh",
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06,
+          "attention_bias": false, "tie_word_embeddings": true, "cache_implementation": "hybrid",
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
         ["granite-tiny"] = """
         {
           "architectures": ["GraniteForCausalLM"], "model_type": "granite",

@@ -126,6 +126,44 @@ public static class HfTestConfigs
     }
     """;
 
+    /// <summary>
+    /// Gemma-3-4b-like text config: layer_types from sliding_window_pattern 6 (layers 0-4 and 6 slide over 4
+    /// tokens, layer 5 is global), global rotary rope_theta 1e6 with linear rope_scaling factor 8, local
+    /// rotary rope_local_base_freq 10000, q_norm / k_norm, no soft-caps (the released nulls), tied.
+    /// </summary>
+    public const string Gemma3Text = """
+    {
+      "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+      "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 7,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "query_pre_attn_scalar": 16, "sliding_window": 4, "sliding_window_pattern": 6,
+      "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+      "attn_logit_softcapping": null, "final_logit_softcapping": null,
+      "hidden_activation": "gelu_pytorch_tanh", "vocab_size": 64, "max_position_embeddings": 128,
+      "rms_norm_eps": 1e-06, "attention_bias": false, "attention_dropout": 0.0, "tie_word_embeddings": true,
+      "cache_implementation": "hybrid", "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0
+    }
+    """;
+
+    /// <summary>
+    /// Gemma-3-1b-like: MQA (one kv head), explicit layer_types, a fast local rotary (base 100) against a
+    /// linearly scaled global one, final_logit_softcapping 2.0 that bites, and attn_logit_softcapping 1.0,
+    /// which Gemma 3's attention never applies.
+    /// </summary>
+    public const string Gemma3TextLayerTypes = """
+    {
+      "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+      "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
+      "query_pre_attn_scalar": 24, "sliding_window": 3,
+      "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+      "rope_theta": 10000.0, "rope_local_base_freq": 100.0, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+      "attn_logit_softcapping": 1.0, "final_logit_softcapping": 2.0,
+      "hidden_activation": "gelu_pytorch_tanh", "vocab_size": 64, "max_position_embeddings": 128,
+      "rms_norm_eps": 1e-06, "tie_word_embeddings": true, "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0
+    }
+    """;
+
     /// <summary>granite-3.1-2b-like: embedding_multiplier 12, attention_multiplier 1/16, residual_multiplier 0.22,
     /// logits_scaling 8, GQA 4/2, tied.</summary>
     public const string Granite = """
@@ -224,6 +262,7 @@ public static class HfTestConfigs
         ("granite", Granite), ("granite-biases", GraniteBiases),
         ("olmo2", Olmo2), ("olmo2-gqa", Olmo2Gqa),
         ("smollm3", SmolLM3), ("smollm3-sliding", SmolLM3SlidingWindow),
+        ("gemma3-text", Gemma3Text), ("gemma3-text-layer-types", Gemma3TextLayerTypes),
     ];
 
     // Configs of the families ReferenceDecoder also covers, to cross-check the two references.
