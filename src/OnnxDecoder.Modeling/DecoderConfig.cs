@@ -91,6 +91,17 @@ public sealed record DecoderConfig
     public int SharedExpertIntermediateSize { get; init; }
     public int BosTokenId { get; init; } = 1;
     public IReadOnlyList<int> EosTokenIds { get; init; } = [2];
+    /// <summary>Which layers rotate q and k ([layers]); null: every layer (SmolLM3's no_rope_layers, 1 = rotary).</summary>
+    public IReadOnlyList<bool>? RotaryLayers { get; init; }
+    /// <summary>The rotary base of the sliding-window layers, which rotate unscaled (Gemma 3's rope_local_base_freq);
+    /// null: every layer uses <see cref="RopeTheta"/> and <see cref="RopeScaling"/>.</summary>
+    public double? LocalRopeTheta { get; init; }
+    /// <summary>Token embeddings are multiplied by this (Granite's embedding_multiplier).</summary>
+    public double EmbeddingMultiplier { get; init; } = 1;
+    /// <summary>Attention and MLP outputs are multiplied by this before their residual add (Granite's residual_multiplier).</summary>
+    public double ResidualMultiplier { get; init; } = 1;
+    /// <summary>Logits are divided by this (Granite's logits_scaling).</summary>
+    public double LogitsScaling { get; init; } = 1;
 
     public bool IsMoe => NumExperts > 0;
     public int QueriesPerKvHead => NumHeads / NumKvHeads;
@@ -164,6 +175,11 @@ public sealed record DecoderConfig
         Require(AttentionScale is null or > 0 && double.IsFinite(AttentionScale ?? 1), "query_pre_attn_scalar", "must be positive");
         Require(AttentionSoftcap is null or > 0, "attn_logit_softcapping", $"({AttentionSoftcap}) must be positive or null");
         Require(FinalLogitSoftcap is null or > 0, "final_logit_softcapping", $"({FinalLogitSoftcap}) must be positive or null");
+        Require(RotaryLayers is null || RotaryLayers.Count == NumLayers, "no_rope_layers", $"must name {NumLayers} layers (num_hidden_layers)");
+        Require(LocalRopeTheta is null or > 0 && double.IsFinite(LocalRopeTheta ?? 1), "rope_local_base_freq", $"({LocalRopeTheta}) must be positive");
+        Require(EmbeddingMultiplier != 0 && double.IsFinite(EmbeddingMultiplier), "embedding_multiplier", $"({EmbeddingMultiplier}) must be a nonzero number");
+        Require(ResidualMultiplier != 0 && double.IsFinite(ResidualMultiplier), "residual_multiplier", $"({ResidualMultiplier}) must be a nonzero number");
+        Require(LogitsScaling != 0 && double.IsFinite(LogitsScaling), "logits_scaling", $"({LogitsScaling}) must be a nonzero number");
         if (IsMoe || ExpertsPerToken != 0)
         {
             Require(NumExperts > 0, "num_local_experts", $"({NumExperts}) must be positive when num_experts_per_tok is set");

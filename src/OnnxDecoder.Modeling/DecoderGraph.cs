@@ -15,7 +15,7 @@ public sealed class DecoderGraph
     private readonly Dictionary<string, Value> _weights = new(StringComparer.Ordinal);
     private AttentionMasks? _windowedMasks, _fullMasks;
     private (Value SeqlensK, Value TotalLength)? _gqaLengths;
-    private (Value Cos, Value Sin)? _rotaryCaches, _rotaryPerPosition;
+    private (Value Cos, Value Sin)? _rotaryCaches, _rotaryPerPosition, _localRotaryCaches, _localRotaryPerPosition;
 
     public DecoderGraph(GraphBuilder builder, DecoderConfig config, ExportOptions options, IWeightSource weights)
     {
@@ -70,6 +70,10 @@ public sealed class DecoderGraph
     public (Value Cos, Value Sin) RotaryCaches => _rotaryCaches ??= Rotary.Caches(this);
     /// <summary>Rotary cos/sin of each position of the call [B, S, 1, rot/2].</summary>
     public (Value Cos, Value Sin) RotaryPerPosition => _rotaryPerPosition ??= Rotary.PerPosition(this);
+    /// <summary>The local rotary's cos/sin caches [max_length, rot/2] (sliding layers with <see cref="DecoderConfig.LocalRopeTheta"/>).</summary>
+    public (Value Cos, Value Sin) LocalRotaryCaches => _localRotaryCaches ??= Rotary.LocalCaches(this);
+    /// <summary>The local rotary's cos/sin of each position of the call [B, S, 1, rot/2].</summary>
+    public (Value Cos, Value Sin) LocalRotaryPerPosition => _localRotaryPerPosition ??= Rotary.PerPosition(this, local: true);
 
     // ---- helpers -------------------------------------------------------------------------------
 

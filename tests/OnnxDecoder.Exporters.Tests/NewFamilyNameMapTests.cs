@@ -18,6 +18,10 @@ public class NewFamilyNameMapTests
     [TestCase("phi3-tiny", "model.layers.1.mlp.gate_up_proj.weight", "tensor 'model.layers.1.mlp.gate_up_proj.weight' has shape [172, 64], expected [344, 64]")]
     [TestCase("qwen3-tiny", "model.layers.1.self_attn.k_norm.weight", "tensor 'model.layers.1.self_attn.k_norm.weight' has shape [16], expected [32]")]
     [TestCase("gemma2-tiny", "model.layers.0.post_feedforward_layernorm.weight", "tensor 'model.layers.0.post_feedforward_layernorm.weight' has shape [32], expected [64]")]
+    [TestCase("gemma3-tiny", "model.layers.0.self_attn.q_norm.weight", "tensor 'model.layers.0.self_attn.q_norm.weight' has shape [16], expected [32]")]
+    [TestCase("granite-tiny", "model.layers.0.self_attn.k_proj.weight", "tensor 'model.layers.0.self_attn.k_proj.weight' has shape [16, 64], expected [32, 64]")]
+    [TestCase("olmo2-tiny", "model.layers.0.self_attn.k_norm.weight", "tensor 'model.layers.0.self_attn.k_norm.weight' has shape [32], expected [64]")]
+    [TestCase("smollm3-tiny", "model.layers.3.self_attn.q_proj.weight", "tensor 'model.layers.3.self_attn.q_proj.weight' has shape [32, 64], expected [64, 64]")]
     public void A_misshaped_tensor_names_the_tensor_and_both_shapes(string preset, string tensor, string problem)
     {
         string folder = Path.Combine(_root, preset);
@@ -36,6 +40,8 @@ public class NewFamilyNameMapTests
 
     [TestCase("gemma2-tiny", "model.layers.1.pre_feedforward_layernorm.weight", "missing tensor 'model.layers.1.pre_feedforward_layernorm.weight' (expected shape [64])")]
     [TestCase("qwen3-tiny", "model.layers.0.self_attn.q_norm.weight", "missing tensor 'model.layers.0.self_attn.q_norm.weight' (expected shape [32])")]
+    [TestCase("olmo2-tiny", "model.layers.1.post_feedforward_layernorm.weight", "missing tensor 'model.layers.1.post_feedforward_layernorm.weight' (expected shape [64])")]
+    [TestCase("gemma3-tiny", "model.layers.5.self_attn.k_norm.weight", "missing tensor 'model.layers.5.self_attn.k_norm.weight' (expected shape [32])")]
     public void A_missing_tensor_is_named_with_its_shape(string preset, string tensor, string problem)
     {
         string folder = Path.Combine(_root, preset);

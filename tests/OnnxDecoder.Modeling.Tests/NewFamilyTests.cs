@@ -22,6 +22,15 @@ public class NewFamilyTests
         ("phi4-mini-partial-rotary-su", HfTestConfigs.Phi4Mini),
         ("gemma2", HfTestConfigs.Gemma2),
         ("gemma2-tight-softcaps", HfTestConfigs.Gemma2TightSoftcaps),
+        ("llama-biases", HfTestConfigs.LlamaBiases),
+        ("granite", HfTestConfigs.Granite),
+        ("granite-biases", HfTestConfigs.GraniteBiases),
+        ("olmo2", HfTestConfigs.Olmo2),
+        ("olmo2-gqa", HfTestConfigs.Olmo2Gqa),
+        ("smollm3", HfTestConfigs.SmolLM3),
+        ("smollm3-sliding", HfTestConfigs.SmolLM3SlidingWindow),
+        ("gemma3-text", HfTestConfigs.Gemma3Text),
+        ("gemma3-text-layer-types", HfTestConfigs.Gemma3TextLayerTypes),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

@@ -59,6 +59,51 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
         }
         """,
+        ["gemma3-tiny"] = """
+        {
+          "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 6,
+          "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32,
+          "query_pre_attn_scalar": 32, "sliding_window": 16, "sliding_window_pattern": 6,
+          "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+          "attn_logit_softcapping": null, "final_logit_softcapping": null, "hidden_activation": "gelu_pytorch_tanh",
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06,
+          "attention_bias": false, "tie_word_embeddings": true, "cache_implementation": "hybrid",
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
+        ["granite-tiny"] = """
+        {
+          "architectures": ["GraniteForCausalLM"], "model_type": "granite",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2,
+          "embedding_multiplier": 12.0, "attention_multiplier": 0.0625, "residual_multiplier": 0.22, "logits_scaling": 8.0,
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "rope_scaling": null,
+          "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "tie_word_embeddings": true,
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
+        ["olmo2-tiny"] = """
+        {
+          "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 4,
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06, "rope_theta": 500000, "rope_scaling": null,
+          "hidden_act": "silu", "attention_bias": false, "tie_word_embeddings": false,
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
+        ["smollm3-tiny"] = """
+        {
+          "architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 4,
+          "num_attention_heads": 4, "num_key_value_heads": 2,
+          "no_rope_layers": [1, 1, 1, 0], "no_rope_layer_interval": 4, "use_sliding_window": false, "sliding_window": null,
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06, "rope_theta": 2000000.0, "rope_scaling": null,
+          "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "tie_word_embeddings": true,
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(

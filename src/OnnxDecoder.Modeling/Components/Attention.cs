@@ -2,16 +2,30 @@ using OnnxDecoder.Onnx;
 
 namespace OnnxDecoder.Modeling.Components;
 
+/// <summary>Which rotary a layer applies to q and k: the config's, the local one of sliding layers
+/// (<see cref="DecoderConfig.LocalRopeTheta"/>), or none.</summary>
+public enum LayerRotary { Config, Local, None }
+
 /// <summary>What sets one layer's attention apart: its sliding window (null: none), the score scale and the soft-cap.</summary>
 public sealed record AttentionLayer(int? SlidingWindow, float Scale, float? SoftCap)
 {
+    /// <summary>The rotary this layer applies (the config's unless the config says otherwise for it).</summary>
+    public LayerRotary Rotary { get; init; }
+
     /// <summary>Layer <paramref name="layer"/> of <paramref name="c"/>: the config's window on the layers it
     /// names (every layer unless <see cref="DecoderConfig.SlidingLayers"/> says which), scale 1/sqrt(head_dim)
-    /// unless the config gives one.</summary>
-    public static AttentionLayer Of(DecoderConfig c, int layer) => new(
-        c.SlidingLayers is { } sliding && !sliding[layer] ? null : c.SlidingWindow,
-        (float)(c.AttentionScale ?? 1 / Math.Sqrt(c.HeadDim)),
-        c.AttentionSoftcap is { } cap ? (float)cap : null);
+    /// unless the config gives one; no rotary on layers <see cref="DecoderConfig.RotaryLayers"/> leaves out, the
+    /// local rotary on sliding layers when the config has one.</summary>
+    public static AttentionLayer Of(DecoderConfig c, int layer)
+    {
+        int? window = c.SlidingLayers is { } sliding && !sliding[layer] ? null : c.SlidingWindow;
+        return new(window, (float)(c.AttentionScale ?? 1 / Math.Sqrt(c.HeadDim)), c.AttentionSoftcap is { } cap ? (float)cap : null)
+        {
+            Rotary = c.RotaryLayers is { } rotary && !rotary[layer] ? LayerRotary.None
+                : c.LocalRopeTheta is not null && window is not null ? LayerRotary.Local
+                : LayerRotary.Config,
+        };
+    }
 }
 
 /// <summary>

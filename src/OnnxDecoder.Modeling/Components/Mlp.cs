@@ -4,7 +4,7 @@ namespace OnnxDecoder.Modeling.Components;
 
 /// <summary>The weights of one feed-forward block by checkpoint name: PyTorch Linear [out, in], or
 /// GPT-2 Conv1D [in, out] when <paramref name="StoredInOut"/>; biases optional.</summary>
-public sealed record MlpWeights(string? Gate, string Up, string Down, string? UpBias = null, string? DownBias = null, bool StoredInOut = false);
+public sealed record MlpWeights(string? Gate, string Up, string Down, string? UpBias = null, string? DownBias = null, bool StoredInOut = false, string? GateBias = null);
 
 /// <summary>Feed-forward blocks: SwiGLU (down(act(gate x) * up x)) and the plain MLP (proj(act(fc x))).</summary>
 public static class Mlp
@@ -19,6 +19,8 @@ public static class Mlp
             Value gate, up;
             using (b.Scope("gate_proj")) gate = g.Project(x, w.Gate, w.StoredInOut);            // [.., intermediate]
             using (b.Scope("up_proj")) up = g.Project(x, w.Up, w.StoredInOut);
+            if (w.GateBias is not null) gate = b.Op("Add", [gate, g.Weight(w.GateBias)]);
+            if (w.UpBias is not null) up = b.Op("Add", [up, g.Weight(w.UpBias)]);
             using (b.Scope("act_fn")) hidden = b.Op("Mul", [Activate(g, gate), up]);
         }
         else

@@ -90,11 +90,11 @@ public static class Rotary
     /// <summary>The cos/sin caches as initializers [max_length, rot/2] (static scalings only); <see cref="DecoderGraph.RotaryCaches"/> keeps them.</summary>
     internal static (Value Cos, Value Sin) Caches(DecoderGraph g)
     {
-        if (g.Config.RopeScaling.Type != RopeScalingType.LongRope) return CacheInitializers(g, "", longFactors: false);
+        if (g.Config.RopeScaling.Type != RopeScalingType.LongRope) return CacheInitializers(g, g.Config, "", longFactors: false);
         // LongRope: the long factors serve calls whose longest position reaches past original_max_position_embeddings.
         //   max(position_ids) + 1 > original ─Where─ long tables : short tables   [max_length, rot/2]
-        var (shortCos, shortSin) = CacheInitializers(g, "_short", longFactors: false);
-        var (longCos, longSin) = CacheInitializers(g, "_long", longFactors: true);
+        var (shortCos, shortSin) = CacheInitializers(g, g.Config, "_short", longFactors: false);
+        var (longCos, longSin) = CacheInitializers(g, g.Config, "_long", longFactors: true);
         var b = g.B;
         using var scope = b.Scope("rotary");
         var longest = b.Op("Add", [b.Op("ReduceMax", [g.PositionIds], Attr.Int("keepdims", 0)), b.Int64Scalar(1)]);
@@ -102,10 +102,17 @@ public static class Rotary
         return (b.Op("Where", [useLong, longCos, shortCos]), b.Op("Where", [useLong, longSin, shortSin]));
     }
 
-    private static (Value Cos, Value Sin) CacheInitializers(DecoderGraph g, string suffix, bool longFactors)
+    /// <summary>The local rotary's caches [max_length, rot/2]: base <see cref="DecoderConfig.LocalRopeTheta"/>, no scaling
+    /// (Gemma 3's sliding layers); <see cref="DecoderGraph.LocalRotaryCaches"/> keeps them.</summary>
+    internal static (Value Cos, Value Sin) LocalCaches(DecoderGraph g) =>
+        CacheInitializers(g, LocalConfig(g.Config), "_local", longFactors: false);
+
+    private static DecoderConfig LocalConfig(DecoderConfig c) => c with { RopeTheta = c.LocalRopeTheta!.Value, RopeScaling = new RopeScaling() };
+
+    private static (Value Cos, Value Sin) CacheInitializers(DecoderGraph g, DecoderConfig config, string suffix, bool longFactors)
     {
-        var (cos, sin) = Tables(g.Config, g.MaxLength, longFactors);
-        int half = g.Config.RotaryDim / 2;
+        var (cos, sin) = Tables(config, g.MaxLength, longFactors);
+        int half = config.RotaryDim / 2;
         if (g.Float16) // the tables are in the activation type (RotaryEmbedding requires it)
             return (g.B.Initializer("cos_cache" + suffix, TensorData.From<Half>(cos.Select(v => (Half)v).ToArray(), g.MaxLength, half)),
                     g.B.Initializer("sin_cache" + suffix, TensorData.From<Half>(sin.Select(v => (Half)v).ToArray(), g.MaxLength, half)));
@@ -114,13 +121,13 @@ public static class Rotary
     }
 
     /// <summary>cos and sin for each position of the call, [B, S, 1, rot/2]; <see cref="DecoderGraph.RotaryPerPosition"/> keeps them.</summary>
-    internal static (Value Cos, Value Sin) PerPosition(DecoderGraph g)
+    internal static (Value Cos, Value Sin) PerPosition(DecoderGraph g, bool local = false)
     {
         var b = g.B;
         using var scope = b.Scope("rotary");
-        if (!IsDynamic(g.Config))
+        if (local || !IsDynamic(g.Config))
         {
-            var (cosCache, sinCache) = g.RotaryCaches;
+            var (cosCache, sinCache) = local ? g.LocalRotaryCaches : g.RotaryCaches;
             var cos = b.Op("Unsqueeze", [b.Op("Gather", [cosCache, g.PositionIds], Attr.Int("axis", 0)), b.Int64s(2)]); // [B, S, 1, rot/2]
             var sin = b.Op("Unsqueeze", [b.Op("Gather", [sinCache, g.PositionIds], Attr.Int("axis", 0)), b.Int64s(2)]);
             return (cos, sin);
@@ -144,11 +151,12 @@ public static class Rotary
     }
 
     /// <summary>Rotates x [B, S, heads, head_dim] with standard ops; both layouts, partial rotary.</summary>
-    public static Value ApplyPortable(DecoderGraph g, Value x)
+    /// <paramref name="local"/>: the local rotary of sliding layers rather than the config's.
+    public static Value ApplyPortable(DecoderGraph g, Value x, bool local = false)
     {
         var b = g.B;
         int rot = g.Config.RotaryDim, half = rot / 2, headDim = g.Config.HeadDim;
-        var (cos, sin) = g.RotaryPerPosition;
+        var (cos, sin) = local ? g.LocalRotaryPerPosition : g.RotaryPerPosition;
         Value Slice(Value v, long start, long end, long axis) => b.Op("Slice", [v, b.Int64s(start), b.Int64s(end), b.Int64s(axis)]);
 
         var rotated = rot < headDim ? Slice(x, 0, rot, 3) : x;           // [B, S, h, rot]
@@ -176,9 +184,9 @@ public static class Rotary
     }
 
     /// <summary>Rotates x [B, S, heads * head_dim] with com.microsoft RotaryEmbedding (static scalings).</summary>
-    public static Value ApplyOrt(DecoderGraph g, Value x, int heads)
+    public static Value ApplyOrt(DecoderGraph g, Value x, int heads, bool local = false)
     {
-        var (cos, sin) = g.RotaryCaches;
+        var (cos, sin) = local ? g.LocalRotaryCaches : g.RotaryCaches;
         var attributes = new List<Attr>
         {
             Attr.Int("interleaved", g.Config.RotaryLayout == RotaryLayout.Interleaved ? 1 : 0),

@@ -75,8 +75,9 @@ public abstract class DecoderFamily
             g.Lowering.PrepareShared(g);
             Value x;
             using (b.Scope("embed_tokens")) x = Embed(g);                                     // [B, S, hidden]
-            Value normed;
-            using (b.Scope("layers.0")) using (b.Scope("input_layernorm")) normed = Norm.Apply(g, x, InputNorm(0));
+            Value normed = x;
+            if (HasInputNorms)
+                using (b.Scope("layers.0")) using (b.Scope("input_layernorm")) normed = Norm.Apply(g, x, InputNorm(0));
 
             for (int i = 0; i < config.NumLayers; i++)
             {
@@ -131,6 +132,8 @@ public abstract class DecoderFamily
     // ---- hooks a family overrides ------------------------------------------------------------
 
     protected abstract string EmbeddingName { get; }
+    /// <summary>Whether layers norm their input (pre-norm); post-norm families (OLMo 2) get the raw residual stream.</summary>
+    protected virtual bool HasInputNorms => true;
     protected virtual string? PositionEmbeddingName => null;
     protected abstract string InputNorm(int layer);
     protected abstract string PostAttentionNorm(int layer);
@@ -204,11 +207,12 @@ public abstract class DecoderFamily
         if (c.Norm == NormKind.LayerNorm) yield return new TensorSpec(prefix + ".bias", [c.HiddenSize]);
     }
 
-    /// <summary>The tensors of a feed-forward block (gate, up, up bias, down, down bias), in that order.</summary>
+    /// <summary>The tensors of a feed-forward block (gate, gate bias, up, up bias, down, down bias), in that order.</summary>
     protected static IEnumerable<TensorSpec> MlpSpecs(MlpWeights w, long hidden, long intermediate)
     {
         long[] Matrix(long rows, long cols) => w.StoredInOut ? [cols, rows] : [rows, cols];   // Linear [out, in]; Conv1D [in, out]
         if (w.Gate is not null) yield return new(w.Gate, Matrix(intermediate, hidden));
+        if (w.GateBias is not null) yield return new(w.GateBias, [intermediate]);
         yield return new(w.Up, Matrix(intermediate, hidden));
         if (w.UpBias is not null) yield return new(w.UpBias, [intermediate]);
         yield return new(w.Down, Matrix(hidden, intermediate));

@@ -18,7 +18,7 @@ namespace OnnxDecoder.Modeling.Families;
 ///   model.layers.{i}.pre_feedforward_layernorm.weight, post_feedforward_layernorm.weight [hidden]
 /// </code>
 /// </summary>
-public sealed class Gemma2 : Llama
+public class Gemma2 : Llama
 {
     public override string Name => "gemma2";
     public override IReadOnlyList<string> ModelTypes => ["gemma2"];

@@ -41,17 +41,21 @@ public class Llama : DecoderFamily
             PostAttentionNorm(layer));
     }
 
-    /// <summary>The dense MLP's tensors; biases only on ungated MLPs with mlp_bias.</summary>
+    /// <summary>The dense MLP's tensors; mlp_bias puts biases on each projection (gate, up and down).</summary>
     protected static MlpWeights MlpNames(DecoderConfig c, int layer)
     {
         string mlp = $"model.layers.{layer}.mlp";
-        bool bias = c.ProjectionBias && !c.GatedMlp;
+        bool bias = c.ProjectionBias;
         return new MlpWeights(c.GatedMlp ? $"{mlp}.gate_proj.weight" : null, $"{mlp}.up_proj.weight", $"{mlp}.down_proj.weight",
-            bias ? $"{mlp}.up_proj.bias" : null, bias ? $"{mlp}.down_proj.bias" : null);
+            bias ? $"{mlp}.up_proj.bias" : null, bias ? $"{mlp}.down_proj.bias" : null, GateBias: bias && c.GatedMlp ? $"{mlp}.gate_proj.bias" : null);
     }
 
-    /// <summary>Whether o_proj carries a bias.</summary>
-    protected virtual bool OutputProjectionBias(DecoderConfig c) => c.ProjectionBias;
+    /// <summary>Whether o_proj carries a bias: transformers' Llama puts attention_bias on q, k, v and o_proj alike
+    /// (Qwen2 and Mistral have none there).</summary>
+    protected virtual bool OutputProjectionBias(DecoderConfig c) => c.ModelType == "llama" && c.AttentionBias;
+
+    /// <summary>Whether the config class reads mlp_bias (LlamaConfig does; Mistral, Qwen2 and the MoE families do not).</summary>
+    protected virtual bool ReadsMlpBias(string modelType) => modelType == "llama";
 
     /// <summary>Tensors a family adds to a layer's attention (after o_proj in checkpoint order), e.g. per-head norms.</summary>
     protected virtual IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer) => [];
@@ -92,7 +96,7 @@ public class Llama : DecoderFamily
             HiddenAct = HuggingFaceConfig.ParseActivation(r.String("hidden_act") ?? "silu", source, "hidden_act"),
             TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? false,
             AttentionBias = AttentionBiasAlways(modelType) || (r.Bool("attention_bias") ?? false),
-            ProjectionBias = r.Bool("mlp_bias") ?? false,
+            ProjectionBias = ReadsMlpBias(modelType) && (r.Bool("mlp_bias") ?? false),
             SlidingWindow = (r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null,
             NumExperts = experts,
             ExpertsPerToken = r.Int("num_experts_per_tok") ?? (experts > 0 ? 2 : 0),

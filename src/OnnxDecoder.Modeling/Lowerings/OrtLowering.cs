@@ -38,12 +38,15 @@ public sealed class OrtLowering : GraphLowering
     {
         var c = g.Config;
         var b = g.B;
-        if (c.Positions == PositionKind.Rotary && !Rotary.IsDynamic(c))
+        // Layers without rotary (SmolLM3's NoPE layers) pass q and k on as projected. Each rotary (the config's, or
+        // the local one of sliding layers) is its own RotaryEmbedding over its own caches.
+        bool rotates = c.Positions == PositionKind.Rotary && layer.Rotary != LayerRotary.None, local = layer.Rotary == LayerRotary.Local;
+        if (rotates && (local || !Rotary.IsDynamic(c)))
         {
-            using (b.Scope("q_rotary")) q = Rotary.ApplyOrt(g, q, c.NumHeads);
-            using (b.Scope("k_rotary")) k = Rotary.ApplyOrt(g, k, c.NumKvHeads);
+            using (b.Scope("q_rotary")) q = Rotary.ApplyOrt(g, q, c.NumHeads, local);
+            using (b.Scope("k_rotary")) k = Rotary.ApplyOrt(g, k, c.NumKvHeads, local);
         }
-        else if (c.Positions == PositionKind.Rotary)
+        else if (rotates)
         {
             // The dynamic (NTK) scaling's tables depend on the call's longest position: rotate in standard ops.
             using (b.Scope("q_rotary")) q = b.Op("Reshape", [Rotary.ApplyPortable(g, b.Op("Reshape", [q, b.Int64s(0, 0, c.NumHeads, c.HeadDim)])), b.Int64s(0, 0, -1)]);

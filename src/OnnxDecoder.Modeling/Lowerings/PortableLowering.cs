@@ -37,10 +37,11 @@ public sealed class PortableLowering : GraphLowering
         var q4 = b.Op("Reshape", [q, b.Int64s(0, 0, c.NumHeads, c.HeadDim)]);     // [B, S, heads, head_dim]
         var k4 = b.Op("Reshape", [k, b.Int64s(0, 0, c.NumKvHeads, c.HeadDim)]);   // [B, S, kv_heads, head_dim]
         var v4 = b.Op("Reshape", [v, b.Int64s(0, 0, c.NumKvHeads, c.HeadDim)]);
-        if (c.Positions == PositionKind.Rotary)
+        if (c.Positions == PositionKind.Rotary && layer.Rotary != LayerRotary.None)
         {
-            using (b.Scope("q_rotary")) q4 = Rotary.ApplyPortable(g, q4);
-            using (b.Scope("k_rotary")) k4 = Rotary.ApplyPortable(g, k4);
+            bool local = layer.Rotary == LayerRotary.Local;
+            using (b.Scope("q_rotary")) q4 = Rotary.ApplyPortable(g, q4, local);
+            using (b.Scope("k_rotary")) k4 = Rotary.ApplyPortable(g, k4, local);
         }
         var perm = Attr.Ints("perm", 0, 2, 1, 3);
         var qHeads = b.Op("Transpose", [q4], perm);                                // [B, heads, S, head_dim]

@@ -4,7 +4,8 @@ namespace OnnxDecoder.Modeling.Tests.Reference;
 
 /// <summary>
 /// An independent plain-loop forward pass in double precision for the Hugging Face families Llama,
-/// Mistral, Qwen2, Qwen3, Phi-3 (Phi-3.5-mini, Phi-4-mini) and Gemma 2, built from the real config.json
+/// Mistral, Qwen2, Qwen3, Phi-3 (Phi-3.5-mini, Phi-4-mini), Gemma 2, and Gemma 3 (text), Granite,
+/// OLMo 2 and SmolLM3 (<see cref="HfDenseFamilies"/>), built from the real config.json
 /// fields with transformers' semantics (see <see cref="HfSpec"/>, <see cref="HfRope"/>). It uses no ONNX
 /// and none of the Modeling graph code; weights are read by their Hugging Face names, and each read
 /// checks the shape. Full sequences only: ids [B, S], attention_mask [B, S] (0 = left padding),
@@ -43,6 +44,8 @@ public sealed class HfReference
         long maxPositionId = long.MinValue;
         foreach (long p in positionIds) maxPositionId = Math.Max(maxPositionId, p);
         var (invFreq, ropeScale) = c.Rope.Frequencies(maxPositionId);
+        // Gemma 3's sliding layers rotate with their own (local) frequencies.
+        var (localInvFreq, localRopeScale) = c.LocalRope?.Frequencies(maxPositionId) ?? (invFreq, ropeScale);
 
         var embedding = Tensor("model.embed_tokens.weight", c.VocabSize, hidden);
         var logits = new double[(long)batch * length * c.VocabSize];
@@ -58,6 +61,7 @@ public sealed class HfReference
                 for (int h = 0; h < hidden; h++) x[t][h] = embedding[id * hidden + h];
                 // Gemma scales by sqrt(hidden_size) (a float32 constant in transformers; exact here).
                 if (c.GemmaStyle) for (int h = 0; h < hidden; h++) x[t][h] *= Math.Sqrt(hidden);
+                for (int h = 0; h < hidden; h++) x[t][h] *= c.EmbeddingMultiplier;   // Granite's embedding_multiplier (1 elsewhere)
             }
             var mask = Enumerable.Range(0, length).Select(t => attentionMask[row, t] != 0).ToArray();
             var positions = Enumerable.Range(0, length).Select(t => positionIds[row, t]).ToArray();
@@ -65,19 +69,23 @@ public sealed class HfReference
             for (int layer = 0; layer < c.NumLayers; layer++)
             {
                 string p = $"model.layers.{layer}";
-                var normed = x.Select(v => RmsNorm(v, $"{p}.input_layernorm.weight")).ToArray();
-                var attention = Attention(layer, normed, mask, positions, invFreq, ropeScale);
-                if (c.GemmaStyle) attention = attention.Select(v => RmsNorm(v, $"{p}.post_attention_layernorm.weight")).ToArray();
-                for (int t = 0; t < length; t++) for (int h = 0; h < hidden; h++) x[t][h] += attention[t][h];
+                // OLMo 2 has no input norm: attention reads the residual stream itself.
+                var normed = c.PostNormOnly ? x : x.Select(v => RmsNorm(v, $"{p}.input_layernorm.weight")).ToArray();
+                bool local = c.LocalRope is not null && c.LayerWindows[layer] is not null;
+                var attention = Attention(layer, normed, mask, positions, local ? localInvFreq : invFreq, local ? localRopeScale : ropeScale);
+                if (c.GemmaStyle || c.PostNormOnly) attention = attention.Select(v => RmsNorm(v, $"{p}.post_attention_layernorm.weight")).ToArray();
+                // Granite scales each block's output by residual_multiplier (1 elsewhere) before the residual add.
+                for (int t = 0; t < length; t++) for (int h = 0; h < hidden; h++) x[t][h] += attention[t][h] * c.ResidualMultiplier;
 
                 // Gemma 2 names its pre-MLP norm pre_feedforward_layernorm and adds post_feedforward_layernorm;
                 // the others call the pre-MLP norm post_attention_layernorm.
+                // OLMo 2's MLP reads the residual stream and norms its output with post_feedforward_layernorm.
                 string preMlp = c.GemmaStyle ? $"{p}.pre_feedforward_layernorm.weight" : $"{p}.post_attention_layernorm.weight";
                 for (int t = 0; t < length; t++)
                 {
-                    var ff = Mlp(layer, RmsNorm(x[t], preMlp));
-                    if (c.GemmaStyle) ff = RmsNorm(ff, $"{p}.post_feedforward_layernorm.weight");
-                    for (int h = 0; h < hidden; h++) x[t][h] += ff[h];
+                    var ff = Mlp(layer, c.PostNormOnly ? x[t] : RmsNorm(x[t], preMlp));
+                    if (c.GemmaStyle || c.PostNormOnly) ff = RmsNorm(ff, $"{p}.post_feedforward_layernorm.weight");
+                    for (int h = 0; h < hidden; h++) x[t][h] += ff[h] * c.ResidualMultiplier;
                 }
             }
 
@@ -87,7 +95,7 @@ public sealed class HfReference
                 var result = Linear(head, RmsNorm(x[t], "model.norm.weight"), c.VocabSize, null);
                 for (int v = 0; v < c.VocabSize; v++)
                 {
-                    double value = result[v];
+                    double value = result[v] / c.LogitsScaling;   // Granite's logits_scaling (1 elsewhere)
                     if (c.FinalLogitSoftcap is { } cap) value = Math.Tanh(value / cap) * cap;
                     logits[((long)row * length + t) * c.VocabSize + v] = value;
                 }
@@ -216,8 +224,18 @@ public sealed class HfReference
                 NormHeads(q[t], heads, $"{attn}.q_norm.weight");
                 NormHeads(k[t], kvHeads, $"{attn}.k_norm.weight");
             }
-            Rotate(q[t], heads, positions[t], invFreq, ropeScale);
-            Rotate(k[t], kvHeads, positions[t], invFreq, ropeScale);
+            if (c.QkNormWhole)
+            {
+                // OLMo 2: one RMSNorm over the whole projection (every head together).
+                q[t] = RmsNorm(q[t], $"{attn}.q_norm.weight");
+                k[t] = RmsNorm(k[t], $"{attn}.k_norm.weight");
+            }
+            // SmolLM3's NoPE layers (no_rope_layers[i] == 0) skip rotary.
+            if (c.LayerRotates is not { } rotates || rotates[layer])
+            {
+                Rotate(q[t], heads, positions[t], invFreq, ropeScale);
+                Rotate(k[t], kvHeads, positions[t], invFreq, ropeScale);
+            }
         }
 
         int? window = c.LayerWindows[layer];

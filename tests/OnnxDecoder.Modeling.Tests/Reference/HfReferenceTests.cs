@@ -93,6 +93,9 @@ public class HfReferenceTests
         // One layer, and that layer sliding wherever the family has a window: changing the token in slot j
         // changes the logits of slot i exactly when j <= i and i - j < W (transformers: kv_idx > q_idx - W).
         string oneLayer = HfTestConfigs.With(json, ("num_hidden_layers", 1), ("max_window_layers", 0));
+        // An explicit layer_types keeps its first layer's type.
+        if (System.Text.Json.Nodes.JsonNode.Parse(json)!["layer_types"] is System.Text.Json.Nodes.JsonArray types)
+            oneLayer = HfTestConfigs.With(oneLayer, ("layer_types", new System.Text.Json.Nodes.JsonArray(types[0]!.GetValue<string>())));
         var spec = HfSpec.Parse(oneLayer);
         int? window = spec.LayerWindows[0];
         var reference = new HfReference(spec, HfWeights.Random(spec, seed: 4));

@@ -133,7 +133,8 @@ public sealed record HfRope
                 break;
             }
         var s = scaling is { } el ? new HfSpec.Fields(el, source, "rope_scaling.") : null;
-        double theta = s?.Double("rope_theta") ?? top.Double("rope_theta") ?? 10000;
+        // Gemma3TextConfig and SmolLM3Config default rope_theta to 1e6 and 2e6.
+        double theta = s?.Double("rope_theta") ?? top.Double("rope_theta") ?? modelType switch { "gemma3_text" => 1e6, "smollm3" => 2e6, _ => 10000 };
         double partial = s?.Double("partial_rotary_factor") ?? top.Double("partial_rotary_factor") ?? 1;
         int dim = (int)(headDim * partial);
         if (dim < 2 || dim % 2 != 0) throw new FormatException($"{source}: head_dim ({headDim}) x partial_rotary_factor ({partial}) must give an even rotary dimension");

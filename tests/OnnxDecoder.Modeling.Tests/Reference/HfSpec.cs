@@ -43,8 +43,20 @@ public sealed record HfSpec
     /// <summary>Phi-3: one qkv_proj (q rows, then k, then v) and one gate_up_proj (gate rows, then up).</summary>
     public bool FusedProjections { get; init; }
     public required HfRope Rope { get; init; }
+    /// <summary>Gemma 3: the rotary of the sliding layers (rope_local_base_freq, unscaled); null: <see cref="Rope"/> everywhere.</summary>
+    public HfRope? LocalRope { get; init; }
+    /// <summary>SmolLM3: per layer, whether q and k rotate (no_rope_layers[i] == 1); null: every layer.</summary>
+    public IReadOnlyList<bool>? LayerRotates { get; init; }
+    /// <summary>OLMo 2: q_norm / k_norm over the whole q and k projections (all heads), before the split into heads.</summary>
+    public bool QkNormWhole { get; init; }
+    /// <summary>OLMo 2: no input norms; each block's output is normed (post_attention_layernorm, post_feedforward_layernorm).</summary>
+    public bool PostNormOnly { get; init; }
+    /// <summary>Granite: embeddings times embedding_multiplier, block outputs times residual_multiplier, logits over logits_scaling.</summary>
+    public double EmbeddingMultiplier { get; init; } = 1;
+    public double ResidualMultiplier { get; init; } = 1;
+    public double LogitsScaling { get; init; } = 1;
 
-    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
+    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "granite", "olmo2", "smollm3"];
 
     /// <summary>Binds config.json text; throws <see cref="FormatException"/> naming the field on bad input.</summary>
     public static HfSpec Parse(string configJson, string source = "config.json")
@@ -61,18 +73,19 @@ public sealed record HfSpec
         int layers = f.Int("num_hidden_layers") ?? throw f.Missing("num_hidden_layers");
         int kvHeads = f.Int("num_key_value_heads") ?? heads;
         // Qwen3Config and Gemma2Config carry their own head_dim defaults (128, 256); the others derive it.
-        int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma2" => 256, _ => hidden / heads };
+        int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma2" or "gemma3_text" => 256, _ => hidden / heads };
         if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0) throw new FormatException($"{source}: num_key_value_heads ({kvHeads}) must divide num_attention_heads ({heads})");
         if (hidden <= 0 || layers <= 0 || headDim <= 0) throw new FormatException($"{source}: hidden_size, num_hidden_layers and head_dim must be positive");
         int maxPositions = f.Int("max_position_embeddings") ?? type switch
         {
-            "llama" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" => 32768, "phi3" => 4096, _ => 8192,
+            "llama" or "granite" or "olmo2" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "smollm3" => 32768, "phi3" => 4096,
+            "gemma3_text" => 131072, _ => 8192,
         };
 
         bool attentionBias = f.Bool("attention_bias") ?? false;
         var windows = ReadWindows(f, type, layers);
         // Gemma2MLP reads hidden_activation only (default gelu_pytorch_tanh); a hidden_act beside it is ignored.
-        string activation = type == "gemma2" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? "silu";
+        string activation = type is "gemma2" or "gemma3_text" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? "silu";
         if (!HfReference.KnownActivations.Contains(activation)) throw new FormatException($"{source}: activation '{activation}' is not known to the reference");
 
         var spec = new HfSpec
@@ -86,24 +99,34 @@ public sealed record HfSpec
             HeadDim = headDim,
             VocabSize = f.Int("vocab_size") ?? throw f.Missing("vocab_size"),
             MaxPositions = maxPositions,
-            RmsNormEps = f.Double("rms_norm_eps") ?? (type == "phi3" ? 1e-5 : 1e-6),
+            RmsNormEps = f.Double("rms_norm_eps") ?? (type is "phi3" or "olmo2" ? 1e-5 : 1e-6),
             Activation = activation,
-            TieWordEmbeddings = f.Bool("tie_word_embeddings") ?? type == "gemma2",
+            TieWordEmbeddings = f.Bool("tie_word_embeddings") ?? type is "gemma2" or "gemma3_text" or "smollm3",
             // Qwen2 hard-codes q/k/v biases and no o_proj bias; Phi-3 has no biases; Llama, Mistral (no field),
             // Qwen3 and Gemma 2 put attention_bias on q, k, v and o alike.
             QkvBias = type switch { "qwen2" => true, "phi3" or "mistral" => false, _ => attentionBias },
             OutputBias = type switch { "qwen2" or "phi3" or "mistral" => false, _ => attentionBias },
-            MlpBias = type == "llama" && (f.Bool("mlp_bias") ?? false),
+            MlpBias = type is "llama" or "granite" or "smollm3" && (f.Bool("mlp_bias") ?? false),
             LayerWindows = windows,
-            AttentionScale = type == "gemma2" ? Math.Pow(f.Double("query_pre_attn_scalar") ?? 256, -0.5) : Math.Pow(headDim, -0.5),
+            AttentionScale = type switch
+            {
+                "gemma2" or "gemma3_text" => Math.Pow(f.Double("query_pre_attn_scalar") ?? 256, -0.5),
+                "granite" => f.Double("attention_multiplier") ?? 1.0,   // GraniteConfig's default
+                _ => Math.Pow(headDim, -0.5),
+            },
             AttentionSoftcap = type == "gemma2" ? f.DoubleOrNull("attn_logit_softcapping", 50.0) : null,
-            FinalLogitSoftcap = type == "gemma2" ? f.DoubleOrNull("final_logit_softcapping", 30.0) : null,
-            GemmaStyle = type == "gemma2",
-            QkNorm = type == "qwen3",
+            FinalLogitSoftcap = type switch
+            {
+                "gemma2" => f.DoubleOrNull("final_logit_softcapping", 30.0),
+                "gemma3_text" => f.DoubleOrNull("final_logit_softcapping", null),
+                _ => null,
+            },
+            GemmaStyle = type is "gemma2" or "gemma3_text",
+            QkNorm = type is "qwen3" or "gemma3_text",
             FusedProjections = type == "phi3",
             Rope = HfRope.Read(root, f, type, headDim, maxPositions, source),
         };
-        return spec;
+        return HfDenseFamilies.Extend(spec, f);
     }
 
     /// <summary>
@@ -119,16 +142,21 @@ public sealed record HfSpec
             "mistral" => f.IntOrNull("sliding_window", 4096),
             "phi3" => f.IntOrNull("sliding_window", null),
             "qwen2" or "qwen3" => (f.Bool("use_sliding_window") ?? false) ? f.IntOrNull("sliding_window", 4096) : null,
-            "gemma2" => f.IntOrNull("sliding_window", 4096),
+            "gemma2" or "gemma3_text" => f.IntOrNull("sliding_window", 4096),
+            "smollm3" => f.IntOrNull("sliding_window", null),
             _ => null,
         };
         if (window is <= 0) throw new FormatException($"{f.Source}: sliding_window ({window}) must be positive");
-        if (type is "llama") return new int?[layers];
+        if (type is "llama" or "granite" or "olmo2") return new int?[layers];
         if (type is "mistral" or "phi3") return Enumerable.Repeat(window, layers).ToArray();
 
-        string[] layerTypes = f.StringList("layer_types") ?? Enumerable.Range(0, layers).Select(i => type == "gemma2"
-            ? (i % 2 == 0 ? "sliding_attention" : "full_attention")
-            : (window is not null && i >= (f.Int("max_window_layers") ?? 28) ? "sliding_attention" : "full_attention")).ToArray();
+        string[] layerTypes = f.StringList("layer_types") is { } given && (given.Length > 0 || type != "gemma3_text") ? given : type switch
+        {
+            "gemma3_text" or "smollm3" => HfDenseFamilies.DefaultLayerTypes(f, type, layers),
+            _ => Enumerable.Range(0, layers).Select(i => type == "gemma2"
+                ? (i % 2 == 0 ? "sliding_attention" : "full_attention")
+                : (window is not null && i >= (f.Int("max_window_layers") ?? 28) ? "sliding_attention" : "full_attention")).ToArray(),
+        };
         if (layerTypes.Length != layers) throw new FormatException($"{f.Source}: layer_types has {layerTypes.Length} entries for {layers} layers");
         return layerTypes.Select(t => t switch
         {

@@ -126,11 +126,143 @@ public static class HfTestConfigs
     }
     """;
 
+    /// <summary>
+    /// Gemma-3-4b-like text config: layer_types from sliding_window_pattern 6 (layers 0-4 and 6 slide over 4
+    /// tokens, layer 5 is global), global rotary rope_theta 1e6 with linear rope_scaling factor 8, local
+    /// rotary rope_local_base_freq 10000, q_norm / k_norm, no soft-caps (the released nulls), tied.
+    /// </summary>
+    public const string Gemma3Text = """
+    {
+      "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+      "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 7,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "query_pre_attn_scalar": 16, "sliding_window": 4, "sliding_window_pattern": 6,
+      "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+      "attn_logit_softcapping": null, "final_logit_softcapping": null,
+      "hidden_activation": "gelu_pytorch_tanh", "vocab_size": 64, "max_position_embeddings": 128,
+      "rms_norm_eps": 1e-06, "attention_bias": false, "attention_dropout": 0.0, "tie_word_embeddings": true,
+      "cache_implementation": "hybrid", "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0
+    }
+    """;
+
+    /// <summary>
+    /// Gemma-3-1b-like: MQA (one kv head), explicit layer_types, a fast local rotary (base 100) against a
+    /// linearly scaled global one, final_logit_softcapping 2.0 that bites, and attn_logit_softcapping 1.0,
+    /// which Gemma 3's attention never applies.
+    /// </summary>
+    public const string Gemma3TextLayerTypes = """
+    {
+      "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+      "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
+      "query_pre_attn_scalar": 24, "sliding_window": 3,
+      "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+      "rope_theta": 10000.0, "rope_local_base_freq": 100.0, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+      "attn_logit_softcapping": 1.0, "final_logit_softcapping": 2.0,
+      "hidden_activation": "gelu_pytorch_tanh", "vocab_size": 64, "max_position_embeddings": 128,
+      "rms_norm_eps": 1e-06, "tie_word_embeddings": true, "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0
+    }
+    """;
+
+    /// <summary>granite-3.1-2b-like: embedding_multiplier 12, attention_multiplier 1/16, residual_multiplier 0.22,
+    /// logits_scaling 8, GQA 4/2, tied.</summary>
+    public const string Granite = """
+    {
+      "architectures": ["GraniteForCausalLM"], "model_type": "granite",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "embedding_multiplier": 12.0, "attention_multiplier": 0.0625, "residual_multiplier": 0.22, "logits_scaling": 8.0,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "rope_scaling": null,
+      "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "attention_dropout": 0.0,
+      "tie_word_embeddings": true, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0
+    }
+    """;
+
+    /// <summary>Granite with attention_bias (q, k, v and o_proj biases) and mlp_bias (gate, up, down), untied.</summary>
+    public const string GraniteBiases = """
+    {
+      "architectures": ["GraniteForCausalLM"], "model_type": "granite",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "embedding_multiplier": 6.0, "attention_multiplier": 0.125, "residual_multiplier": 0.5, "logits_scaling": 2.0,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+      "hidden_act": "silu", "attention_bias": true, "mlp_bias": true, "tie_word_embeddings": false,
+      "bos_token_id": 0, "eos_token_id": 0
+    }
+    """;
+
+    /// <summary>Llama with attention_bias (q, k, v and o_proj) and mlp_bias (gate, up and down), as LlamaConfig reads them.</summary>
+    public const string LlamaBiases = """
+    {
+      "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+      "hidden_act": "silu", "attention_bias": true, "mlp_bias": true, "tie_word_embeddings": false,
+      "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
+
+    /// <summary>OLMo-2-1B-like: post-norms only, q_norm / k_norm over the whole projections, MHA, untied.</summary>
+    public const string Olmo2 = """
+    {
+      "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 4,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 500000, "rope_scaling": null,
+      "hidden_act": "silu", "attention_bias": false, "attention_dropout": 0.0, "tie_word_embeddings": false,
+      "bos_token_id": null, "eos_token_id": 2, "pad_token_id": 1
+    }
+    """;
+
+    /// <summary>Olmo 2 with GQA (kv 2): k_norm's width is kv_heads * head_dim, not hidden.</summary>
+    public const string Olmo2Gqa = """
+    {
+      "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "vocab_size": 64, "max_position_embeddings": 128, "rope_theta": 10000.0,
+      "hidden_act": "silu", "tie_word_embeddings": false, "eos_token_id": 2
+    }
+    """;
+
+    /// <summary>SmolLM3-3B-like: no_rope_layers [1, 1, 1, 0] (layer 3 without rotary), no window, tied.</summary>
+    public const string SmolLM3 = """
+    {
+      "architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 4,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "no_rope_layers": [1, 1, 1, 0], "no_rope_layer_interval": 4,
+      "use_sliding_window": false, "sliding_window": null,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "rope_scaling": null,
+      "hidden_act": "silu", "attention_bias": false, "mlp_bias": false, "tie_word_embeddings": true,
+      "bos_token_id": null, "eos_token_id": 2, "pad_token_id": 3
+    }
+    """;
+
+    /// <summary>SmolLM3 with use_sliding_window: no_rope_layers from the interval (layer 3 NoPE), and SmolLM3Config's
+    /// layer_types slide exactly the NoPE layers, over 4 tokens; untied.</summary>
+    public const string SmolLM3SlidingWindow = """
+    {
+      "architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3",
+      "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 4,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "no_rope_layer_interval": 4,
+      "use_sliding_window": true, "sliding_window": 4,
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+      "hidden_act": "silu", "tie_word_embeddings": false, "eos_token_id": 2
+    }
+    """;
+
     /// <summary>The new families' configs, by name.</summary>
     public static readonly (string Name, string Json)[] NewFamilies =
     [
         ("qwen3", Qwen3), ("qwen3-sliding", Qwen3SlidingWindow), ("phi3-mini", Phi3Mini), ("phi3.5-mini", Phi35Mini),
         ("phi4-mini", Phi4Mini), ("gemma2", Gemma2), ("gemma2-tight-softcaps", Gemma2TightSoftcaps),
+        ("llama-biases", LlamaBiases),
+        ("granite", Granite), ("granite-biases", GraniteBiases),
+        ("olmo2", Olmo2), ("olmo2-gqa", Olmo2Gqa),
+        ("smollm3", SmolLM3), ("smollm3-sliding", SmolLM3SlidingWindow),
+        ("gemma3-text", Gemma3Text), ("gemma3-text-layer-types", Gemma3TextLayerTypes),
     ];
 
     // Configs of the families ReferenceDecoder also covers, to cross-check the two references.

@@ -18,7 +18,7 @@ public static class HfWeights
         for (int i = 0; i < c.NumLayers; i++)
         {
             string p = $"model.layers.{i}", attn = $"{p}.self_attn", mlp = $"{p}.mlp";
-            specs.Add(new($"{p}.input_layernorm.weight", [hidden]));
+            if (!c.PostNormOnly) specs.Add(new($"{p}.input_layernorm.weight", [hidden]));
             if (c.FusedProjections)
             {
                 specs.Add(new($"{attn}.qkv_proj.weight", [q + 2 * kv, hidden]));
@@ -32,10 +32,10 @@ public static class HfWeights
                 specs.Add(new($"{attn}.v_proj.weight", [kv, hidden]));
                 if (c.QkvBias) specs.Add(new($"{attn}.v_proj.bias", [kv]));
             }
-            if (c.QkNorm)
+            if (c.QkNorm || c.QkNormWhole)
             {
-                specs.Add(new($"{attn}.q_norm.weight", [c.HeadDim]));
-                specs.Add(new($"{attn}.k_norm.weight", [c.HeadDim]));
+                specs.Add(new($"{attn}.q_norm.weight", [c.QkNormWhole ? q : c.HeadDim]));
+                specs.Add(new($"{attn}.k_norm.weight", [c.QkNormWhole ? kv : c.HeadDim]));
             }
             specs.Add(new($"{attn}.o_proj.weight", [hidden, q]));
             if (c.OutputBias) specs.Add(new($"{attn}.o_proj.bias", [hidden]));
@@ -58,6 +58,7 @@ public static class HfWeights
             }
             specs.Add(new($"{mlp}.down_proj.weight", [hidden, inter]));
             if (c.MlpBias) specs.Add(new($"{mlp}.down_proj.bias", [hidden]));
+            if (c.PostNormOnly) specs.Add(new($"{p}.post_feedforward_layernorm.weight", [hidden]));
         }
         specs.Add(new("model.norm.weight", [hidden]));
         if (!c.TieWordEmbeddings) specs.Add(new("lm_head.weight", [c.VocabSize, hidden]));

@@ -165,17 +165,18 @@ public sealed class ReferenceDecoder(DecoderConfig c, InMemoryWeights w)
             return LinearInOut($"transformer.h.{layer}.mlp.c_proj.weight", h, c.HiddenSize, $"transformer.h.{layer}.mlp.c_proj.bias");
         }
         string mlp = $"model.layers.{layer}.mlp";
-        bool bias = c.ProjectionBias && !c.GatedMlp;
+        // transformers' Llama: mlp_bias biases every projection of the MLP.
+        bool bias = c.ProjectionBias;
         return Expert(x, c.GatedMlp ? $"{mlp}.gate_proj.weight" : null, $"{mlp}.up_proj.weight", $"{mlp}.down_proj.weight",
-            bias ? $"{mlp}.up_proj.bias" : null, bias ? $"{mlp}.down_proj.bias" : null);
+            bias ? $"{mlp}.up_proj.bias" : null, bias ? $"{mlp}.down_proj.bias" : null, bias && c.GatedMlp ? $"{mlp}.gate_proj.bias" : null);
     }
 
-    private double[] Expert(double[] x, string? gate, string up, string down, string? upBias = null, string? downBias = null)
+    private double[] Expert(double[] x, string? gate, string up, string down, string? upBias = null, string? downBias = null, string? gateBias = null)
     {
         var u = LinearOutIn(up, x, c.IntermediateSize, upBias);
         if (gate is not null)
         {
-            var g = LinearOutIn(gate, x, c.IntermediateSize);
+            var g = LinearOutIn(gate, x, c.IntermediateSize, gateBias);
             for (int i = 0; i < u.Length; i++) u[i] = Act(g[i]) * u[i];
         }
         else
@@ -282,8 +283,11 @@ public sealed class ReferenceDecoder(DecoderConfig c, InMemoryWeights w)
         }
         return context.Select(ctx => _gpt2
             ? LinearInOut($"transformer.h.{layer}.attn.c_proj.weight", ctx, c.HiddenSize, $"transformer.h.{layer}.attn.c_proj.bias")
-            : LinearOutIn($"model.layers.{layer}.self_attn.o_proj.weight", ctx, c.HiddenSize, c.ProjectionBias ? $"model.layers.{layer}.self_attn.o_proj.bias" : null)).ToArray();
+            : LinearOutIn($"model.layers.{layer}.self_attn.o_proj.weight", ctx, c.HiddenSize, OutputBias ? $"model.layers.{layer}.self_attn.o_proj.bias" : null)).ToArray();
     }
+
+    /// <summary>transformers' Llama puts attention_bias on o_proj as on q, k and v; Qwen2, Mistral and the MoE families have no o_proj bias.</summary>
+    private bool OutputBias => c.ModelType == "llama" && c.AttentionBias;
 
     private void RotateHeads(double[] vector, int heads, long position, double[] inv, double multiplier)
     {

@@ -1,0 +1,103 @@
+using OnnxDecoder.Modeling.Components;
+using OnnxDecoder.Onnx;
+
+namespace OnnxDecoder.Modeling.Families;
+
+/// <summary>
+/// Gemma 3, text (Gemma3ForCausalLM, model_type gemma3_text): Gemma 2's layer (embeddings times
+/// sqrt(hidden), (1 + w) RMSNorms, four norms per layer, GeGLU, query_pre_attn_scalar) plus a
+/// (1 + w) RMSNorm over each head of q and k before rotary, and two rotaries:
+/// <code>
+///   sliding layers (layer_types, else all but every sliding_window_pattern-th):  window sliding_window,
+///       rotary base rope_local_base_freq, unscaled
+///   full layers:  rotary base rope_theta with rope_scaling (linear, factor 8 in the released configs)
+///   model.layers.{i}.self_attn.q_norm.weight, k_norm.weight [head_dim]
+/// </code>
+/// Soft-capping as transformers does it: final_logit_softcapping caps the logits when set (null by
+/// default); attn_logit_softcapping is read by Gemma3Config but Gemma3Attention never applies it, so
+/// it is ignored here too.
+/// </summary>
+public sealed class Gemma3 : Gemma2
+{
+    public override string Name => "gemma3";
+    public override IReadOnlyList<string> ModelTypes => ["gemma3_text"];
+    public override IReadOnlyList<string> Architectures => ["Gemma3ForCausalLM"];
+
+    public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
+    {
+        string source = r.Source;
+        if (r.Present("rope_parameters"))
+            throw new ConfigException(source, "rope_parameters", "(per layer type) is not read: give rope_theta, rope_scaling and rope_local_base_freq as the released Gemma 3 configs do");
+        if (r.Bool("use_bidirectional_attention") == true)
+            throw new ConfigException(source, "use_bidirectional_attention", "(true) is not supported: a decoder export attends causally");
+        int layers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers");
+        int heads = r.Int("num_attention_heads") ?? throw HuggingFaceConfig.Missing(source, "num_attention_heads");
+        var layerTypes = r.Strings("layer_types");
+        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
+            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
+        int pattern = r.Int("sliding_window_pattern") ?? 6;
+        if (pattern <= 0) throw new ConfigException(source, "sliding_window_pattern", $"({pattern}) must be positive");
+        // Gemma3TextConfig: an absent or empty layer_types slides every layer but each pattern-th.
+        bool[] sliding = layerTypes is { Count: > 0 }
+            ? [.. layerTypes.Select(t => t == "sliding_attention")]
+            : [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => (i + 1) % pattern != 0)];
+        int? window = r.Present("sliding_window") ? r.Int("sliding_window") : 4096;
+        if (window is null && sliding.Any(s => s))
+            throw new ConfigException(source, "sliding_window", "is null while some layers are sliding_attention: give the window or mark the layers full_attention");
+        return new DecoderConfig
+        {
+            ModelType = modelType,
+            HiddenSize = r.Int("hidden_size") ?? throw HuggingFaceConfig.Missing(source, "hidden_size"),
+            IntermediateSize = r.Int("intermediate_size") ?? throw HuggingFaceConfig.Missing(source, "intermediate_size"),
+            NumLayers = layers,
+            NumHeads = heads,
+            NumKvHeads = r.Int("num_key_value_heads") ?? 4,
+            HeadDim = r.Int("head_dim") ?? 256,
+            VocabSize = r.Int("vocab_size") ?? 262208,
+            MaxPositions = r.Int("max_position_embeddings") ?? 131072,
+            NormEps = r.Double("rms_norm_eps") ?? 1e-6,
+            NormScalePlusOne = true,
+            RopeTheta = r.Double("rope_theta") ?? 1000000,
+            RopeScaling = HuggingFaceConfig.ReadRopeScaling(r),
+            LocalRopeTheta = r.Double("rope_local_base_freq") ?? 10000,
+            HiddenAct = HuggingFaceConfig.ParseActivation(r.String("hidden_activation") ?? "gelu_pytorch_tanh", source, "hidden_activation"),
+            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? true,
+            AttentionBias = r.Bool("attention_bias") ?? false,
+            SlidingWindow = window,
+            SlidingLayers = sliding,
+            AttentionScale = 1 / Math.Sqrt(r.Double("query_pre_attn_scalar") ?? 256),
+            AttentionSoftcap = null,
+            FinalLogitSoftcap = r.Double("final_logit_softcapping"),
+            BosTokenId = r.Int("bos_token_id") ?? 2,
+            EosTokenIds = r.IntOrList("eos_token_id") ?? [1],
+        };
+    }
+
+    private static (string Q, string K) HeadNorms(int layer) =>
+        ($"model.layers.{layer}.self_attn.q_norm", $"model.layers.{layer}.self_attn.k_norm");
+
+    protected override IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer)
+    {
+        var (q, k) = HeadNorms(layer);
+        yield return new(q + ".weight", [c.HeadDim]);
+        yield return new(k + ".weight", [c.HeadDim]);
+    }
+
+    protected override (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x)
+    {
+        var (q, k, v) = base.ProjectQkv(g, layer, x);
+        var (qNorm, kNorm) = HeadNorms(layer);
+        using (g.B.Scope("q_norm")) q = HeadNorm(g, q, g.Config.NumHeads, qNorm);
+        using (g.B.Scope("k_norm")) k = HeadNorm(g, k, g.Config.NumKvHeads, kNorm);
+        return (q, k, v);
+    }
+
+    /// <summary>x [B, S, heads*head_dim] -> per head (1 + w) RMSNorm over head_dim -> [B, S, heads*head_dim].</summary>
+    private static Value HeadNorm(DecoderGraph g, Value x, int heads, string prefix)
+    {
+        var b = g.B;
+        var perHead = b.Op("Reshape", [x, b.Int64s(0, 0, heads, g.Config.HeadDim)]);                  // [B, S, heads, head_dim]
+        var normed = g.Lowering.RmsNorm(g, perHead, () => Norm.RmsScale(g, prefix), (float)g.Config.NormEps);
+        return b.Op("Reshape", [normed, b.Int64s(0, 0, -1)]);                                          // [B, S, heads*head_dim]
+    }
+}
