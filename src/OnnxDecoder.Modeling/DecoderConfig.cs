@@ -83,6 +83,8 @@ public sealed record DecoderConfig
     public double? FinalLogitSoftcap { get; init; }
     /// <summary>RMSNorm scales by (1 + weight) (Gemma), not weight.</summary>
     public bool NormScalePlusOne { get; init; }
+    /// <summary>Phi's qk_layernorm: a LayerNorm over head_dim on each q and k head before rotary.</summary>
+    public bool QkLayerNorm { get; init; }
     /// <summary>0 for a dense model.</summary>
     public int NumExperts { get; init; }
     public int ExpertsPerToken { get; init; }

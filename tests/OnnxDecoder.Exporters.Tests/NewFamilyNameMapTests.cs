@@ -18,6 +18,8 @@ public class NewFamilyNameMapTests
     [TestCase("phi3-tiny", "model.layers.1.mlp.gate_up_proj.weight", "tensor 'model.layers.1.mlp.gate_up_proj.weight' has shape [172, 64], expected [344, 64]")]
     [TestCase("qwen3-tiny", "model.layers.1.self_attn.k_norm.weight", "tensor 'model.layers.1.self_attn.k_norm.weight' has shape [16], expected [32]")]
     [TestCase("gemma2-tiny", "model.layers.0.post_feedforward_layernorm.weight", "tensor 'model.layers.0.post_feedforward_layernorm.weight' has shape [32], expected [64]")]
+    [TestCase("phi2-tiny", "model.layers.1.self_attn.dense.weight", "tensor 'model.layers.1.self_attn.dense.weight' has shape [80, 160], expected [160, 160]")]
+    [TestCase("phi2-tiny", "lm_head.bias", "tensor 'lm_head.bias' has shape [256], expected [512]")]
     public void A_misshaped_tensor_names_the_tensor_and_both_shapes(string preset, string tensor, string problem)
     {
         string folder = Path.Combine(_root, preset);

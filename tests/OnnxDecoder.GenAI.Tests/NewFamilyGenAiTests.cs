@@ -21,6 +21,7 @@ public class NewFamilyGenAiTests
     [TestCase("qwen3-tiny")]
     [TestCase("phi3-tiny")]
     [TestCase("gemma2-tiny")]
+    [TestCase("phi2-tiny")]
     public void GenAI_greedy_tokens_equal_ours(string preset)
     {
         string checkpoint = Path.Combine(_root, preset), folder = Path.Combine(_root, preset + "-ort");

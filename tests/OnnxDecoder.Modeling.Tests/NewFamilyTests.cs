@@ -22,6 +22,8 @@ public class NewFamilyTests
         ("phi4-mini-partial-rotary-su", HfTestConfigs.Phi4Mini),
         ("gemma2", HfTestConfigs.Gemma2),
         ("gemma2-tight-softcaps", HfTestConfigs.Gemma2TightSoftcaps),
+        ("phi2", HfTestConfigs.Phi2),
+        ("phi2-qk-layernorm-tied", HfTestConfigs.Phi2QkLayerNorm),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

@@ -59,6 +59,17 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
         }
         """,
+        ["phi2-tiny"] = """
+        {
+          "architectures": ["PhiForCausalLM"], "model_type": "phi",
+          "hidden_size": 160, "intermediate_size": 256, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 4, "partial_rotary_factor": 0.4,
+          "vocab_size": 512, "max_position_embeddings": 256, "layer_norm_eps": 1e-05,
+          "rope_theta": 10000.0, "rope_scaling": null, "hidden_act": "gelu_new", "qk_layernorm": false,
+          "attention_dropout": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.1, "tie_word_embeddings": false,
+          "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(

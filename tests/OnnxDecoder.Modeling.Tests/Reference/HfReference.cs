@@ -11,7 +11,7 @@ namespace OnnxDecoder.Modeling.Tests.Reference;
 /// position_ids [B, S] -> logits [B, S, vocab]. Logits at padded slots are not meaningful (their
 /// attention output is taken as zero); compare real tokens only.
 /// </summary>
-public sealed class HfReference
+public sealed partial class HfReference
 {
     public static readonly string[] KnownActivations = ["silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu"];
 
@@ -43,6 +43,7 @@ public sealed class HfReference
         long maxPositionId = long.MinValue;
         foreach (long p in positionIds) maxPositionId = Math.Max(maxPositionId, p);
         var (invFreq, ropeScale) = c.Rope.Frequencies(maxPositionId);
+        if (c.PhiStyle) return ForwardPhi(ids, attentionMask, positionIds, invFreq, ropeScale);
 
         var embedding = Tensor("model.embed_tokens.weight", c.VocabSize, hidden);
         var logits = new double[(long)batch * length * c.VocabSize];

@@ -134,7 +134,8 @@ public sealed record HfRope
             }
         var s = scaling is { } el ? new HfSpec.Fields(el, source, "rope_scaling.") : null;
         double theta = s?.Double("rope_theta") ?? top.Double("rope_theta") ?? 10000;
-        double partial = s?.Double("partial_rotary_factor") ?? top.Double("partial_rotary_factor") ?? 1;
+        // PhiConfig's partial_rotary_factor defaults to 0.5; the other config classes rotate whole heads.
+        double partial = s?.Double("partial_rotary_factor") ?? top.Double("partial_rotary_factor") ?? (modelType == "phi" ? 0.5 : 1);
         int dim = (int)(headDim * partial);
         if (dim < 2 || dim % 2 != 0) throw new FormatException($"{source}: head_dim ({headDim}) x partial_rotary_factor ({partial}) must give an even rotary dimension");
 

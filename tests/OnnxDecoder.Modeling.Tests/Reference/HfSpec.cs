@@ -43,8 +43,12 @@ public sealed record HfSpec
     /// <summary>Phi-3: one qkv_proj (q rows, then k, then v) and one gate_up_proj (gate rows, then up).</summary>
     public bool FusedProjections { get; init; }
     public required HfRope Rope { get; init; }
+    /// <summary>Phi (Phi-2): LayerNorm everywhere, attention and MLP in parallel from one norm, biased dense layers and lm_head (see HfPhi.cs).</summary>
+    public bool PhiStyle { get; init; }
+    /// <summary>Phi's qk_layernorm: LayerNorm (weight and bias [head_dim]) over each q and k head before rotary.</summary>
+    public bool QkLayerNorm { get; init; }
 
-    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2"];
+    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "phi"];
 
     /// <summary>Binds config.json text; throws <see cref="FormatException"/> naming the field on bad input.</summary>
     public static HfSpec Parse(string configJson, string source = "config.json")
@@ -66,13 +70,13 @@ public sealed record HfSpec
         if (hidden <= 0 || layers <= 0 || headDim <= 0) throw new FormatException($"{source}: hidden_size, num_hidden_layers and head_dim must be positive");
         int maxPositions = f.Int("max_position_embeddings") ?? type switch
         {
-            "llama" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" => 32768, "phi3" => 4096, _ => 8192,
+            "llama" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" => 32768, "phi3" => 4096, _ => 8192,
         };
 
         bool attentionBias = f.Bool("attention_bias") ?? false;
         var windows = ReadWindows(f, type, layers);
         // Gemma2MLP reads hidden_activation only (default gelu_pytorch_tanh); a hidden_act beside it is ignored.
-        string activation = type == "gemma2" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? "silu";
+        string activation = type == "gemma2" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? (type == "phi" ? "gelu_new" : "silu");
         if (!HfReference.KnownActivations.Contains(activation)) throw new FormatException($"{source}: activation '{activation}' is not known to the reference");
 
         var spec = new HfSpec
@@ -86,14 +90,15 @@ public sealed record HfSpec
             HeadDim = headDim,
             VocabSize = f.Int("vocab_size") ?? throw f.Missing("vocab_size"),
             MaxPositions = maxPositions,
-            RmsNormEps = f.Double("rms_norm_eps") ?? (type == "phi3" ? 1e-5 : 1e-6),
+            // PhiConfig names its LayerNorm epsilon layer_norm_eps (default 1e-5).
+            RmsNormEps = type == "phi" ? f.Double("layer_norm_eps") ?? 1e-5 : f.Double("rms_norm_eps") ?? (type == "phi3" ? 1e-5 : 1e-6),
             Activation = activation,
             TieWordEmbeddings = f.Bool("tie_word_embeddings") ?? type == "gemma2",
             // Qwen2 hard-codes q/k/v biases and no o_proj bias; Phi-3 has no biases; Llama, Mistral (no field),
             // Qwen3 and Gemma 2 put attention_bias on q, k, v and o alike.
-            QkvBias = type switch { "qwen2" => true, "phi3" or "mistral" => false, _ => attentionBias },
-            OutputBias = type switch { "qwen2" or "phi3" or "mistral" => false, _ => attentionBias },
-            MlpBias = type == "llama" && (f.Bool("mlp_bias") ?? false),
+            QkvBias = type switch { "qwen2" or "phi" => true, "phi3" or "mistral" => false, _ => attentionBias },
+            OutputBias = type switch { "phi" => true, "qwen2" or "phi3" or "mistral" => false, _ => attentionBias },
+            MlpBias = type == "phi" || type == "llama" && (f.Bool("mlp_bias") ?? false),
             LayerWindows = windows,
             AttentionScale = type == "gemma2" ? Math.Pow(f.Double("query_pre_attn_scalar") ?? 256, -0.5) : Math.Pow(headDim, -0.5),
             AttentionSoftcap = type == "gemma2" ? f.DoubleOrNull("attn_logit_softcapping", 50.0) : null,
@@ -101,6 +106,8 @@ public sealed record HfSpec
             GemmaStyle = type == "gemma2",
             QkNorm = type == "qwen3",
             FusedProjections = type == "phi3",
+            PhiStyle = type == "phi",
+            QkLayerNorm = type == "phi" && (f.Bool("qk_layernorm") ?? false),
             Rope = HfRope.Read(root, f, type, headDim, maxPositions, source),
         };
         return spec;
@@ -123,7 +130,7 @@ public sealed record HfSpec
             _ => null,
         };
         if (window is <= 0) throw new FormatException($"{f.Source}: sliding_window ({window}) must be positive");
-        if (type is "llama") return new int?[layers];
+        if (type is "llama" or "phi") return new int?[layers];
         if (type is "mistral" or "phi3") return Enumerable.Repeat(window, layers).ToArray();
 
         string[] layerTypes = f.StringList("layer_types") ?? Enumerable.Range(0, layers).Select(i => type == "gemma2"

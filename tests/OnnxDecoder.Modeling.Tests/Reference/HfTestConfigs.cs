@@ -131,7 +131,33 @@ public static class HfTestConfigs
     [
         ("qwen3", Qwen3), ("qwen3-sliding", Qwen3SlidingWindow), ("phi3-mini", Phi3Mini), ("phi3.5-mini", Phi35Mini),
         ("phi4-mini", Phi4Mini), ("gemma2", Gemma2), ("gemma2-tight-softcaps", Gemma2TightSoftcaps),
+        ("phi2", Phi2), ("phi2-qk-layernorm", Phi2QkLayerNorm),
     ];
+
+    /// <summary>Phi-2-like: partial_rotary_factor 0.4 (16 of head_dim 40 rotate), gelu_new, MHA, untied head with bias.</summary>
+    public const string Phi2 = """
+    {
+      "architectures": ["PhiForCausalLM"], "model_type": "phi",
+      "hidden_size": 160, "intermediate_size": 96, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 4, "partial_rotary_factor": 0.4,
+      "vocab_size": 64, "max_position_embeddings": 128, "layer_norm_eps": 1e-05,
+      "rope_theta": 10000.0, "rope_scaling": null, "hidden_act": "gelu_new", "qk_layernorm": false,
+      "attention_dropout": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.1, "initializer_range": 0.02,
+      "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float16"
+    }
+    """;
+
+    /// <summary>Phi with qk_layernorm (a LayerNorm per q and k head), GQA 4/2, exact GELU, tied head (its bias stays), no partial_rotary_factor (0.5).</summary>
+    public const string Phi2QkLayerNorm = """
+    {
+      "architectures": ["PhiForCausalLM"], "model_type": "phi",
+      "hidden_size": 64, "intermediate_size": 80, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "vocab_size": 48, "max_position_embeddings": 128, "layer_norm_eps": 1e-05,
+      "rope_theta": 10000.0, "hidden_act": "gelu", "qk_layernorm": true,
+      "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
 
     // Configs of the families ReferenceDecoder also covers, to cross-check the two references.
 

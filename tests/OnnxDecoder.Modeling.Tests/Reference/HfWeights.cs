@@ -7,12 +7,13 @@ namespace OnnxDecoder.Modeling.Tests.Reference;
 /// random weights for them. The list is written from transformers' module definitions (independently
 /// of any family's ExpectedWeights), so a family's name map can be checked against it.
 /// </summary>
-public static class HfWeights
+public static partial class HfWeights
 {
     public static IReadOnlyList<TensorSpec> Expected(string configJson) => Expected(HfSpec.Parse(configJson));
 
     public static IReadOnlyList<TensorSpec> Expected(HfSpec c)
     {
+        if (c.PhiStyle) return ExpectedPhi(c);
         long hidden = c.HiddenSize, inter = c.IntermediateSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
         var specs = new List<TensorSpec> { new("model.embed_tokens.weight", [c.VocabSize, hidden]) };
         for (int i = 0; i < c.NumLayers; i++)
