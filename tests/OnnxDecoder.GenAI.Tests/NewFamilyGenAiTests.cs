@@ -50,4 +50,20 @@ public class NewFamilyGenAiTests
         Assert.That(theirs, Is.Not.Empty, "GenAI generated tokens");
         Assert.That(theirs, Is.EqualTo(ours));
     }
+
+    /// <summary>Exports of model types onnxruntime-genai 0.18.0 does not know are refused by it, naming the type
+    /// (the README's families table says which); our runtime loads the same folder.</summary>
+    [TestCase("qwen3-moe-tiny", "qwen3_moe")]
+    public void GenAI_refuses_a_model_type_it_does_not_know(string preset, string modelType)
+    {
+        string checkpoint = Path.Combine(_root, preset), folder = Path.Combine(_root, preset + "-ort");
+        SynthPresets.Write(preset, seed: 1, checkpoint);
+        ModelFolderWriter.Export(checkpoint, null, folder, new ExportOptions { Lowering = Lowering.Ort });
+        var error = Assert.Throws<OrtGenAI.OnnxRuntimeGenAIException>(() => new OrtGenAI.Model(folder).Dispose())!;
+        Assert.That(error.Message, Does.Contain($"Unsupported model_type in config.json: {modelType}"));
+        using var session = new DecoderSession(folder);
+        var tokens = new Generator(session, Runtime.Tokenization.TextTokenizer.Load(folder, session.Folder.BosTokenId))
+            .Generate([511, 17, 230], new GenerationOptions { MaxNewTokens = 8 }).TokenIds;
+        Assert.That(tokens, Has.Length.EqualTo(8));
+    }
 }

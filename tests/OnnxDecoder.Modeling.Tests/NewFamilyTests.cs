@@ -24,6 +24,8 @@ public class NewFamilyTests
         ("gemma2-tight-softcaps", HfTestConfigs.Gemma2TightSoftcaps),
         ("phi2", HfTestConfigs.Phi2),
         ("phi2-qk-layernorm-tied", HfTestConfigs.Phi2QkLayerNorm),
+        ("qwen3-moe", HfTestConfigs.Qwen3Moe),
+        ("qwen3-moe-dense-layers-window", HfTestConfigs.Qwen3MoeDenseLayers),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

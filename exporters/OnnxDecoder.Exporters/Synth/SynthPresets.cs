@@ -70,6 +70,17 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
         }
         """,
+        ["qwen3-moe-tiny"] = """
+        {
+          "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+          "hidden_size": 64, "intermediate_size": 172, "moe_intermediate_size": 48, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+          "num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": [0],
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "rope_scaling": null,
+          "hidden_act": "silu", "attention_bias": false, "use_sliding_window": false, "sliding_window": null, "max_window_layers": 2,
+          "tie_word_embeddings": false, "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(

@@ -170,6 +170,7 @@ public sealed partial class HfReference
     private double[] Mlp(int layer, double[] x)
     {
         var c = Spec;
+        if (c.Moe is { } moe && moe.SparseLayers[layer]) return SparseMoe(layer, x, moe);
         string mlp = $"model.layers.{layer}.mlp";
         int inter = c.IntermediateSize;
         double[] gate, up;

@@ -47,8 +47,10 @@ public sealed record HfSpec
     public bool PhiStyle { get; init; }
     /// <summary>Phi's qk_layernorm: LayerNorm (weight and bias [head_dim]) over each q and k head before rotary.</summary>
     public bool QkLayerNorm { get; init; }
+    /// <summary>Qwen3-MoE's routed experts and which layers hold them (see HfQwen3Moe.cs); null for dense models.</summary>
+    public HfMoe? Moe { get; init; }
 
-    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "phi"];
+    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "phi", "qwen3_moe"];
 
     /// <summary>Binds config.json text; throws <see cref="FormatException"/> naming the field on bad input.</summary>
     public static HfSpec Parse(string configJson, string source = "config.json")
@@ -70,7 +72,7 @@ public sealed record HfSpec
         if (hidden <= 0 || layers <= 0 || headDim <= 0) throw new FormatException($"{source}: hidden_size, num_hidden_layers and head_dim must be positive");
         int maxPositions = f.Int("max_position_embeddings") ?? type switch
         {
-            "llama" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" => 32768, "phi3" => 4096, _ => 8192,
+            "llama" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "qwen3_moe" => 32768, "phi3" => 4096, _ => 8192,
         };
 
         bool attentionBias = f.Bool("attention_bias") ?? false;
@@ -104,7 +106,8 @@ public sealed record HfSpec
             AttentionSoftcap = type == "gemma2" ? f.DoubleOrNull("attn_logit_softcapping", 50.0) : null,
             FinalLogitSoftcap = type == "gemma2" ? f.DoubleOrNull("final_logit_softcapping", 30.0) : null,
             GemmaStyle = type == "gemma2",
-            QkNorm = type == "qwen3",
+            QkNorm = type is "qwen3" or "qwen3_moe",
+            Moe = HfMoe.Read(f, type, layers),
             FusedProjections = type == "phi3",
             PhiStyle = type == "phi",
             QkLayerNorm = type == "phi" && (f.Bool("qk_layernorm") ?? false),
@@ -125,13 +128,14 @@ public sealed record HfSpec
         {
             "mistral" => f.IntOrNull("sliding_window", 4096),
             "phi3" => f.IntOrNull("sliding_window", null),
-            "qwen2" or "qwen3" => (f.Bool("use_sliding_window") ?? false) ? f.IntOrNull("sliding_window", 4096) : null,
+            "qwen2" or "qwen3" or "qwen3_moe" => (f.Bool("use_sliding_window") ?? false) ? f.IntOrNull("sliding_window", 4096) : null,
             "gemma2" => f.IntOrNull("sliding_window", 4096),
             _ => null,
         };
         if (window is <= 0) throw new FormatException($"{f.Source}: sliding_window ({window}) must be positive");
         if (type is "llama" or "phi") return new int?[layers];
-        if (type is "mistral" or "phi3") return Enumerable.Repeat(window, layers).ToArray();
+        // Qwen3MoeAttention takes config.sliding_window (kept only with use_sliding_window) on every layer.
+        if (type is "mistral" or "phi3" or "qwen3_moe") return Enumerable.Repeat(window, layers).ToArray();
 
         string[] layerTypes = f.StringList("layer_types") ?? Enumerable.Range(0, layers).Select(i => type == "gemma2"
             ? (i % 2 == 0 ? "sliding_attention" : "full_attention")
@@ -184,6 +188,13 @@ public sealed record HfSpec
             if (Get(name) is not { } v) return null;
             if (v.ValueKind != JsonValueKind.Array) throw Bad(name, v, "a list of numbers");
             return v.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number ? e.GetDouble() : throw Bad(name, e, "a number")).ToArray();
+        }
+
+        public int[]? IntList(string name)
+        {
+            if (Get(name) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Array) throw Bad(name, v, "a list of whole numbers");
+            return v.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int i) ? i : throw Bad(name, e, "a whole number")).ToArray();
         }
 
         public string[]? StringList(string name)

@@ -132,7 +132,40 @@ public static class HfTestConfigs
         ("qwen3", Qwen3), ("qwen3-sliding", Qwen3SlidingWindow), ("phi3-mini", Phi3Mini), ("phi3.5-mini", Phi35Mini),
         ("phi4-mini", Phi4Mini), ("gemma2", Gemma2), ("gemma2-tight-softcaps", Gemma2TightSoftcaps),
         ("phi2", Phi2), ("phi2-qk-layernorm", Phi2QkLayerNorm),
+        ("qwen3-moe", Qwen3Moe), ("qwen3-moe-dense-layers", Qwen3MoeDenseLayers),
     ];
+
+    /// <summary>Qwen3-30B-A3B-like: every layer sparse (mlp_only_layers [], step 1), 8 experts, top 2 renormalised, head_dim 16, GQA 4/2, untied.</summary>
+    public const string Qwen3Moe = """
+    {
+      "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+      "hidden_size": 32, "intermediate_size": 48, "moe_intermediate_size": 24, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": [],
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "rope_scaling": null,
+      "hidden_act": "silu", "attention_bias": false, "attention_dropout": 0.0,
+      "use_sliding_window": false, "sliding_window": null, "max_window_layers": 3,
+      "output_router_logits": false, "router_aux_loss_coef": 0.001,
+      "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"
+    }
+    """;
+
+    /// <summary>
+    /// Qwen3-MoE whose layers 0 and 2 are dense (decoder_sparse_step 2) and layer 3 too (mlp_only_layers [3]): only
+    /// layer 1 routes; norm_topk_prob absent (false), head_dim absent (hidden / heads = 8), attention_bias on q/k/v/o,
+    /// use_sliding_window with window 4 on every layer, tied head.
+    /// </summary>
+    public const string Qwen3MoeDenseLayers = """
+    {
+      "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+      "hidden_size": 32, "intermediate_size": 40, "moe_intermediate_size": 16, "num_hidden_layers": 4,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "num_experts": 4, "num_experts_per_tok": 2, "decoder_sparse_step": 2, "mlp_only_layers": [3],
+      "vocab_size": 48, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+      "hidden_act": "silu", "attention_bias": true, "use_sliding_window": true, "sliding_window": 4,
+      "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
 
     /// <summary>Phi-2-like: partial_rotary_factor 0.4 (16 of head_dim 40 rotate), gelu_new, MHA, untied head with bias.</summary>
     public const string Phi2 = """

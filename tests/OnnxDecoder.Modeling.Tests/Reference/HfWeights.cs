@@ -46,6 +46,11 @@ public static partial class HfWeights
                 specs.Add(new($"{p}.pre_feedforward_layernorm.weight", [hidden]));
                 specs.Add(new($"{p}.post_feedforward_layernorm.weight", [hidden]));
             }
+            if (c.Moe is { } moe && moe.SparseLayers[i])
+            {
+                specs.AddRange(MoeSpecs(c, moe, i));
+                continue;
+            }
             if (c.FusedProjections)
             {
                 specs.Add(new($"{mlp}.gate_up_proj.weight", [2 * inter, hidden]));
