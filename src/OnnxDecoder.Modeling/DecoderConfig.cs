@@ -26,6 +26,8 @@ public sealed record RopeScaling
     public double HighFreqFactor { get; init; } = 4;  // llama3
     public double BetaFast { get; init; } = 32;       // yarn
     public double BetaSlow { get; init; } = 1;        // yarn
+    /// <summary>yarn: floor/ceil the correction range (transformers' truncate, default true; GPT-OSS false).</summary>
+    public bool Truncate { get; init; } = true;
     public double? AttentionFactor { get; init; }     // yarn: cos/sin multiplier; default 0.1 ln(factor) + 1; longrope: see Rotary
     /// <summary>longrope: divisors of each inverse frequency [rot/2] up to original_max_position_embeddings, and beyond.</summary>
     public IReadOnlyList<double>? ShortFactor { get; init; }

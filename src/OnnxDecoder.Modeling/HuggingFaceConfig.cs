@@ -67,6 +67,7 @@ public static class HuggingFaceConfig
             HighFreqFactor = reader.Double("high_freq_factor") ?? 4,
             BetaFast = reader.Double("beta_fast") ?? 32,
             BetaSlow = reader.Double("beta_slow") ?? 1,
+            Truncate = reader.Bool("truncate") ?? true,
             AttentionFactor = reader.Double("attention_factor"),
         };
     }

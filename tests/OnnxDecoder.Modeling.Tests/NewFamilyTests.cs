@@ -26,6 +26,8 @@ public class NewFamilyTests
         ("phi2-qk-layernorm-tied", HfTestConfigs.Phi2QkLayerNorm),
         ("qwen3-moe", HfTestConfigs.Qwen3Moe),
         ("qwen3-moe-dense-layers-window", HfTestConfigs.Qwen3MoeDenseLayers),
+        ("gpt-oss", HfTestConfigs.GptOss),
+        ("gpt-oss-default-layers", HfTestConfigs.GptOssDefaultLayers),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

@@ -3,7 +3,9 @@ using OnnxDecoder.Onnx;
 namespace OnnxDecoder.Modeling.Components;
 
 /// <summary>What sets one layer's attention apart: its sliding window (null: none), the score scale and the soft-cap.</summary>
-public sealed record AttentionLayer(int? SlidingWindow, float Scale, float? SoftCap)
+/// <remarks><paramref name="Sinks"/>: GPT-OSS's learned logit per query head [heads], which joins each softmax's
+/// denominator only (p_j = exp(s_j) / (exp(sink) + sum exp(s))); null: none.</remarks>
+public sealed record AttentionLayer(int? SlidingWindow, float Scale, float? SoftCap, Value? Sinks = null)
 {
     /// <summary>Layer <paramref name="layer"/> of <paramref name="c"/>: the config's window on the layers it
     /// names (every layer unless <see cref="DecoderConfig.SlidingLayers"/> says which), scale 1/sqrt(head_dim)

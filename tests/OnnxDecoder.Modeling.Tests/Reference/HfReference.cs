@@ -171,6 +171,7 @@ public sealed partial class HfReference
     {
         var c = Spec;
         if (c.Moe is { } moe && moe.SparseLayers[layer]) return SparseMoe(layer, x, moe);
+        if (c.GptOss is { } oss) return GptOssExperts(layer, x, oss);
         string mlp = $"model.layers.{layer}.mlp";
         int inter = c.IntermediateSize;
         double[] gate, up;
@@ -223,6 +224,9 @@ public sealed partial class HfReference
         }
 
         int? window = c.LayerWindows[layer];
+        if (c.GptOss is not null)
+            return SoftmaxAttention(q, k, v, mask, window, Tensor($"{attn}.sinks", heads))
+                .Select(ctx => Linear($"{attn}.o_proj.weight", ctx, c.HiddenSize, c.OutputBias ? $"{attn}.o_proj.bias" : null)).ToArray();
         int groups = heads / kvHeads;
         var context = new double[length][];
         var scores = new double[length];

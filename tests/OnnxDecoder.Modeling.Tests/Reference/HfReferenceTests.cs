@@ -92,7 +92,8 @@ public class HfReferenceTests
     {
         // One layer, and that layer sliding wherever the family has a window: changing the token in slot j
         // changes the logits of slot i exactly when j <= i and i - j < W (transformers: kv_idx > q_idx - W).
-        string oneLayer = HfTestConfigs.With(json, ("num_hidden_layers", 1), ("max_window_layers", 0));
+        // layer_types (GPT-OSS's config names one per layer) gives way to the config class's default for one layer.
+        string oneLayer = HfTestConfigs.With(json, ("num_hidden_layers", 1), ("max_window_layers", 0), ("layer_types", null));
         var spec = HfSpec.Parse(oneLayer);
         int? window = spec.LayerWindows[0];
         var reference = new HfReference(spec, HfWeights.Random(spec, seed: 4));

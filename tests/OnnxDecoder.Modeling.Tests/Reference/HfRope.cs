@@ -133,7 +133,10 @@ public sealed record HfRope
                 break;
             }
         var s = scaling is { } el ? new HfSpec.Fields(el, source, "rope_scaling.") : null;
-        double theta = s?.Double("rope_theta") ?? top.Double("rope_theta") ?? 10000;
+        // GptOssConfig: theta 150000 and, when config.json names no rope block, yarn with factor 32 over 4096 positions, truncate false.
+        double theta = s?.Double("rope_theta") ?? top.Double("rope_theta") ?? (modelType == "gpt_oss" ? 150000 : 10000);
+        if (s is null && modelType == "gpt_oss")
+            return new HfRope { Type = "yarn", Theta = theta, Dim = headDim, MaxPositions = maxPositions, Factor = 32, OriginalMaxPositions = 4096, Truncate = false };
         // PhiConfig's partial_rotary_factor defaults to 0.5; the other config classes rotate whole heads.
         double partial = s?.Double("partial_rotary_factor") ?? top.Double("partial_rotary_factor") ?? (modelType == "phi" ? 0.5 : 1);
         int dim = (int)(headDim * partial);

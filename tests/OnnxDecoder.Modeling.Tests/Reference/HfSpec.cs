@@ -49,8 +49,10 @@ public sealed record HfSpec
     public bool QkLayerNorm { get; init; }
     /// <summary>Qwen3-MoE's routed experts and which layers hold them (see HfQwen3Moe.cs); null for dense models.</summary>
     public HfMoe? Moe { get; init; }
+    /// <summary>GPT-OSS: attention sinks, the biased router and the stacked clamped-SwiGLU experts (see HfGptOss.cs).</summary>
+    public HfGptOss? GptOss { get; init; }
 
-    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "phi", "qwen3_moe"];
+    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "phi", "qwen3_moe", "gpt_oss"];
 
     /// <summary>Binds config.json text; throws <see cref="FormatException"/> naming the field on bad input.</summary>
     public static HfSpec Parse(string configJson, string source = "config.json")
@@ -67,15 +69,16 @@ public sealed record HfSpec
         int layers = f.Int("num_hidden_layers") ?? throw f.Missing("num_hidden_layers");
         int kvHeads = f.Int("num_key_value_heads") ?? heads;
         // Qwen3Config and Gemma2Config carry their own head_dim defaults (128, 256); the others derive it.
-        int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma2" => 256, _ => hidden / heads };
+        int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma2" => 256, "gpt_oss" => 64, _ => hidden / heads };
         if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0) throw new FormatException($"{source}: num_key_value_heads ({kvHeads}) must divide num_attention_heads ({heads})");
         if (hidden <= 0 || layers <= 0 || headDim <= 0) throw new FormatException($"{source}: hidden_size, num_hidden_layers and head_dim must be positive");
         int maxPositions = f.Int("max_position_embeddings") ?? type switch
         {
-            "llama" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "qwen3_moe" => 32768, "phi3" => 4096, _ => 8192,
+            "llama" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "qwen3_moe" => 32768, "phi3" => 4096, "gpt_oss" => 131072, _ => 8192,
         };
 
-        bool attentionBias = f.Bool("attention_bias") ?? false;
+        // GptOssConfig defaults attention_bias to true; the others to false.
+        bool attentionBias = f.Bool("attention_bias") ?? type == "gpt_oss";
         var windows = ReadWindows(f, type, layers);
         // Gemma2MLP reads hidden_activation only (default gelu_pytorch_tanh); a hidden_act beside it is ignored.
         string activation = type == "gemma2" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? (type == "phi" ? "gelu_new" : "silu");
@@ -93,7 +96,7 @@ public sealed record HfSpec
             VocabSize = f.Int("vocab_size") ?? throw f.Missing("vocab_size"),
             MaxPositions = maxPositions,
             // PhiConfig names its LayerNorm epsilon layer_norm_eps (default 1e-5).
-            RmsNormEps = type == "phi" ? f.Double("layer_norm_eps") ?? 1e-5 : f.Double("rms_norm_eps") ?? (type == "phi3" ? 1e-5 : 1e-6),
+            RmsNormEps = type == "phi" ? f.Double("layer_norm_eps") ?? 1e-5 : f.Double("rms_norm_eps") ?? (type is "phi3" or "gpt_oss" ? 1e-5 : 1e-6),
             Activation = activation,
             TieWordEmbeddings = f.Bool("tie_word_embeddings") ?? type == "gemma2",
             // Qwen2 hard-codes q/k/v biases and no o_proj bias; Phi-3 has no biases; Llama, Mistral (no field),
@@ -108,6 +111,7 @@ public sealed record HfSpec
             GemmaStyle = type == "gemma2",
             QkNorm = type is "qwen3" or "qwen3_moe",
             Moe = HfMoe.Read(f, type, layers),
+            GptOss = HfGptOss.Read(f, type),
             FusedProjections = type == "phi3",
             PhiStyle = type == "phi",
             QkLayerNorm = type == "phi" && (f.Bool("qk_layernorm") ?? false),
@@ -130,6 +134,7 @@ public sealed record HfSpec
             "phi3" => f.IntOrNull("sliding_window", null),
             "qwen2" or "qwen3" or "qwen3_moe" => (f.Bool("use_sliding_window") ?? false) ? f.IntOrNull("sliding_window", 4096) : null,
             "gemma2" => f.IntOrNull("sliding_window", 4096),
+            "gpt_oss" => f.IntOrNull("sliding_window", 128),
             _ => null,
         };
         if (window is <= 0) throw new FormatException($"{f.Source}: sliding_window ({window}) must be positive");
@@ -137,7 +142,8 @@ public sealed record HfSpec
         // Qwen3MoeAttention takes config.sliding_window (kept only with use_sliding_window) on every layer.
         if (type is "mistral" or "phi3" or "qwen3_moe") return Enumerable.Repeat(window, layers).ToArray();
 
-        string[] layerTypes = f.StringList("layer_types") ?? Enumerable.Range(0, layers).Select(i => type == "gemma2"
+        // GptOssConfig's default layer_types slide the even layers, as Gemma 2's.
+        string[] layerTypes = f.StringList("layer_types") ?? Enumerable.Range(0, layers).Select(i => type is "gemma2" or "gpt_oss"
             ? (i % 2 == 0 ? "sliding_attention" : "full_attention")
             : (window is not null && i >= (f.Int("max_window_layers") ?? 28) ? "sliding_attention" : "full_attention")).ToArray();
         if (layerTypes.Length != layers) throw new FormatException($"{f.Source}: layer_types has {layerTypes.Length} entries for {layers} layers");

@@ -133,7 +133,41 @@ public static class HfTestConfigs
         ("phi4-mini", Phi4Mini), ("gemma2", Gemma2), ("gemma2-tight-softcaps", Gemma2TightSoftcaps),
         ("phi2", Phi2), ("phi2-qk-layernorm", Phi2QkLayerNorm),
         ("qwen3-moe", Qwen3Moe), ("qwen3-moe-dense-layers", Qwen3MoeDenseLayers),
+        ("gpt-oss", GptOss), ("gpt-oss-default-layers", GptOssDefaultLayers),
     ];
+
+    /// <summary>
+    /// gpt-oss-20b-like: sinks, layer_types alternating sliding (window 4) / full, yarn factor 8 over 16 original positions
+    /// (= max_position_embeddings / original) with truncate false, 4 experts top 2, attention biases, swiglu_limit 7, untied.
+    /// </summary>
+    public const string GptOss = """
+    {
+      "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+      "hidden_size": 32, "intermediate_size": 24, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "num_local_experts": 4, "num_experts_per_tok": 2, "experts_per_token": 2, "swiglu_limit": 7.0,
+      "layer_types": ["sliding_attention", "full_attention", "sliding_attention"], "sliding_window": 4,
+      "vocab_size": 64, "max_position_embeddings": 128, "initial_context_length": 16, "rms_norm_eps": 1e-05,
+      "rope_theta": 150000, "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 8.0,
+        "original_max_position_embeddings": 16, "rope_type": "yarn", "truncate": false},
+      "attention_bias": true, "attention_dropout": 0.0, "hidden_act": "silu", "router_aux_loss_coef": 0.9,
+      "output_router_logits": false, "tie_word_embeddings": false, "eos_token_id": 2, "pad_token_id": 3
+    }
+    """;
+
+    /// <summary>GPT-OSS with the config class's defaults for layer_types (even layers slide), attention_bias (true) and
+    /// truncate (true), MHA, window 3, yarn factor 4 over 32, top 1 of 3 experts.</summary>
+    public const string GptOssDefaultLayers = """
+    {
+      "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+      "hidden_size": 32, "intermediate_size": 16, "num_hidden_layers": 4,
+      "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16,
+      "num_local_experts": 3, "num_experts_per_tok": 1, "sliding_window": 3,
+      "vocab_size": 48, "max_position_embeddings": 128, "rms_norm_eps": 1e-05, "rope_theta": 150000,
+      "rope_scaling": {"factor": 4.0, "original_max_position_embeddings": 32, "rope_type": "yarn"},
+      "tie_word_embeddings": false, "eos_token_id": 2
+    }
+    """;
 
     /// <summary>Qwen3-30B-A3B-like: every layer sparse (mlp_only_layers [], step 1), 8 experts, top 2 renormalised, head_dim 16, GQA 4/2, untied.</summary>
     public const string Qwen3Moe = """

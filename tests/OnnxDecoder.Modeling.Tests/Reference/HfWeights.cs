@@ -40,11 +40,17 @@ public static partial class HfWeights
             }
             specs.Add(new($"{attn}.o_proj.weight", [hidden, q]));
             if (c.OutputBias) specs.Add(new($"{attn}.o_proj.bias", [hidden]));
+            if (c.GptOss is not null) specs.Add(new($"{attn}.sinks", [c.NumHeads]));
             specs.Add(new($"{p}.post_attention_layernorm.weight", [hidden]));
             if (c.GemmaStyle)
             {
                 specs.Add(new($"{p}.pre_feedforward_layernorm.weight", [hidden]));
                 specs.Add(new($"{p}.post_feedforward_layernorm.weight", [hidden]));
+            }
+            if (c.GptOss is { } oss)
+            {
+                specs.AddRange(GptOssSpecs(c, oss, i));
+                continue;
             }
             if (c.Moe is { } moe && moe.SparseLayers[i])
             {
@@ -85,8 +91,10 @@ public static partial class HfWeights
             long count = spec.Shape.Aggregate(1L, (a, b) => a * b);
             var values = new float[count];
             bool isNorm = spec.Name.EndsWith("norm.weight", StringComparison.Ordinal);
-            bool isBias = spec.Name.EndsWith(".bias", StringComparison.Ordinal);
-            double scale = spec.Shape.Length == 2 ? matrixScale / Math.Sqrt(spec.Shape[1]) : 0.1;
+            // GPT-OSS's stacked expert biases end in _bias; its stacked [experts, in, out] matrices have fan-in shape[1];
+            // its sinks get +-2, enough to take a visible share of each softmax.
+            bool isBias = spec.Name.EndsWith(".bias", StringComparison.Ordinal) || spec.Name.EndsWith("_bias", StringComparison.Ordinal);
+            double scale = spec.Shape.Length is 2 or 3 ? matrixScale / Math.Sqrt(spec.Shape[1]) : spec.Name.EndsWith(".sinks", StringComparison.Ordinal) ? 2 : 0.1;
             for (long i = 0; i < count; i++)
             {
                 double u = random.NextDouble() * 2 - 1;
