@@ -54,6 +54,7 @@ public class NewFamilyGenAiTests
     /// <summary>Exports of model types onnxruntime-genai 0.18.0 does not know are refused by it, naming the type
     /// (the README's families table says which); our runtime loads the same folder.</summary>
     [TestCase("qwen3-moe-tiny", "qwen3_moe")]
+    [TestCase("gpt-oss-tiny", "gpt_oss")]
     public void GenAI_refuses_a_model_type_it_does_not_know(string preset, string modelType)
     {
         string checkpoint = Path.Combine(_root, preset), folder = Path.Combine(_root, preset + "-ort");

@@ -81,6 +81,20 @@ public static class SynthPresets
           "tie_word_embeddings": false, "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
         }
         """,
+        ["gpt-oss-tiny"] = """
+        {
+          "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+          "hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+          "num_local_experts": 4, "num_experts_per_tok": 2, "experts_per_token": 2, "swiglu_limit": 7.0,
+          "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 32,
+          "vocab_size": 512, "max_position_embeddings": 256, "initial_context_length": 32, "rms_norm_eps": 1e-05,
+          "rope_theta": 150000, "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 8.0,
+            "original_max_position_embeddings": 32, "rope_type": "yarn", "truncate": false},
+          "attention_bias": true, "hidden_act": "silu", "tie_word_embeddings": false,
+          "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(
