@@ -159,24 +159,50 @@ public sealed class GptOss : Llama
         return sum!;
     }
 
-    /// <summary>[E, R, C] written as [E, C, R]: the stacked [in, out] experts in the fused op's [out, in] layout, one expert at a time.</summary>
+    /// <summary>[E, R, C] written as [E, C, R]: the stacked [in, out] experts in the fused op's [out, in] layout,
+    /// one expert at a time (a real checkpoint's stacked experts exceed what one array holds).</summary>
     private static ITensorSource TransposeLastTwo(ITensorSource source)
     {
         if (source.Shape.Count != 3) throw new ArgumentException($"expected a stacked [experts, rows, cols] tensor, got [{string.Join(", ", source.Shape)}]");
-        long experts = source.Shape[0], rows = source.Shape[1], cols = source.Shape[2];
+        long rows = source.Shape[1], cols = source.Shape[2];
         int size = source.ElementType.SizeOf();
-        return TensorData.Lazy(source.ElementType, [experts, cols, rows], stream =>
+        return TensorData.Lazy(source.ElementType, [source.Shape[0], cols, rows], stream =>
         {
-            byte[] input = source.ToArray();
-            byte[] output = new byte[rows * cols * size];
-            for (long e = 0; e < experts; e++)
-            {
-                long offset = e * rows * cols * size;
-                for (long r = 0; r < rows; r++)
-                    for (long col = 0; col < cols; col++)
-                        Buffer.BlockCopy(input, (int)(offset + (r * cols + col) * size), output, (int)((col * rows + r) * size), size);
-                stream.Write(output);
-            }
+            using var perExpert = new PerExpertTranspose(stream, checked((int)(rows * cols * size)), rows, cols, size);
+            source.WriteTo(perExpert);
         });
+    }
+
+    /// <summary>A write-only stream that collects one expert's [rows, cols] bytes and writes them transposed.</summary>
+    private sealed class PerExpertTranspose(Stream destination, int expertBytes, long rows, long cols, int size) : Stream
+    {
+        private readonly byte[] _input = new byte[expertBytes], _output = new byte[expertBytes];
+        private int _filled;
+
+        public override void Write(byte[] buffer, int offset, int count)
+        {
+            while (count > 0)
+            {
+                int take = Math.Min(count, _input.Length - _filled);
+                Buffer.BlockCopy(buffer, offset, _input, _filled, take);
+                (_filled, offset, count) = (_filled + take, offset + take, count - take);
+                if (_filled < _input.Length) continue;
+                for (long r = 0; r < rows; r++)
+                    for (long c = 0; c < cols; c++)
+                        Buffer.BlockCopy(_input, (int)((r * cols + c) * size), _output, (int)((c * rows + r) * size), size);
+                destination.Write(_output);
+                _filled = 0;
+            }
+        }
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
