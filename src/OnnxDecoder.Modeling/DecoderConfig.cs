@@ -26,6 +26,8 @@ public sealed record RopeScaling
     public double HighFreqFactor { get; init; } = 4;  // llama3
     public double BetaFast { get; init; } = 32;       // yarn
     public double BetaSlow { get; init; } = 1;        // yarn
+    /// <summary>yarn: floor/ceil the correction range (transformers' truncate, default true; GPT-OSS false).</summary>
+    public bool Truncate { get; init; } = true;
     public double? AttentionFactor { get; init; }     // yarn: cos/sin multiplier; default 0.1 ln(factor) + 1; longrope: see Rotary
     /// <summary>longrope: divisors of each inverse frequency [rot/2] up to original_max_position_embeddings, and beyond.</summary>
     public IReadOnlyList<double>? ShortFactor { get; init; }
@@ -83,12 +85,18 @@ public sealed record DecoderConfig
     public double? FinalLogitSoftcap { get; init; }
     /// <summary>RMSNorm scales by (1 + weight) (Gemma), not weight.</summary>
     public bool NormScalePlusOne { get; init; }
+    /// <summary>Phi's qk_layernorm: a LayerNorm over head_dim on each q and k head before rotary.</summary>
+    public bool QkLayerNorm { get; init; }
     /// <summary>0 for a dense model.</summary>
     public int NumExperts { get; init; }
     public int ExpertsPerToken { get; init; }
     public bool NormTopKProb { get; init; } = true;
     /// <summary>Qwen2-MoE: width of the shared expert that every token also passes through (0: none).</summary>
     public int SharedExpertIntermediateSize { get; init; }
+    /// <summary>Which layers hold experts ([layers]; Qwen3-MoE's decoder_sparse_step / mlp_only_layers); null: every layer of a MoE model.</summary>
+    public IReadOnlyList<bool>? ExpertLayers { get; init; }
+    /// <summary>Width of the dense MLP of the layers <see cref="ExpertLayers"/> leaves without experts (0: none).</summary>
+    public int DenseIntermediateSize { get; init; }
     public int BosTokenId { get; init; } = 1;
     public IReadOnlyList<int> EosTokenIds { get; init; } = [2];
     /// <summary>Which layers rotate q and k ([layers]); null: every layer (SmolLM3's no_rope_layers, 1 = rotary).</summary>
@@ -186,8 +194,11 @@ public sealed record DecoderConfig
             Require(NumExperts <= MaxExperts, "num_local_experts", $"({NumExperts}) exceeds the cap of {MaxExperts}");
             Require(ExpertsPerToken >= 1 && ExpertsPerToken <= NumExperts, "num_experts_per_tok", $"({ExpertsPerToken}) must be between 1 and num_local_experts ({NumExperts})");
         }
-        Require(!IsMoe || family!.HasExperts, "num_local_experts", $"({NumExperts}): {ModelType} models have no experts (a mixture of experts is model_type mixtral or qwen2_moe)");
+        Require(!IsMoe || family!.HasExperts, "num_local_experts", $"({NumExperts}): {ModelType} models have no experts (a mixture of experts is model_type mixtral, qwen2_moe or qwen3_moe)");
         Require(SharedExpertIntermediateSize is >= 0 and <= MaxIntermediateSize, "shared_expert_intermediate_size", $"({SharedExpertIntermediateSize}) must be between 0 and {MaxIntermediateSize}");
+        Require(ExpertLayers is null || IsMoe && ExpertLayers.Count == NumLayers, "mlp_only_layers", $"must leave a choice for each of the {NumLayers} layers of a mixture-of-experts model");
+        Require(DenseIntermediateSize is >= 0 and <= MaxIntermediateSize, "intermediate_size", $"({DenseIntermediateSize}) must be between 0 and {MaxIntermediateSize}");
+        Require(ExpertLayers is null || ExpertLayers.All(e => e) || DenseIntermediateSize > 0, "intermediate_size", "must be positive: some layers are dense MLPs (mlp_only_layers, decoder_sparse_step)");
         Require(SharedExpertIntermediateSize == 0 || IsMoe, "shared_expert_intermediate_size", "needs a mixture-of-experts model (num_experts)");
         Require(BosTokenId >= 0 && BosTokenId < VocabSize, "bos_token_id", $"({BosTokenId}) must be a token id below vocab_size ({VocabSize})");
         foreach (var eos in EosTokenIds)

@@ -67,6 +67,7 @@ public static class HuggingFaceConfig
             HighFreqFactor = reader.Double("high_freq_factor") ?? 4,
             BetaFast = reader.Double("beta_fast") ?? 32,
             BetaSlow = reader.Double("beta_slow") ?? 1,
+            Truncate = reader.Bool("truncate") ?? true,
             AttentionFactor = reader.Double("attention_factor"),
         };
     }
@@ -151,6 +152,19 @@ public readonly struct ConfigFields(JsonElement obj, string source, string prefi
                 throw new ConfigException(source, prefix + name, $"entry {item.GetRawText()} must be a whole number");
             list.Add(id);
         }
+        return list;
+    }
+
+    /// <summary>A list of whole numbers, possibly empty (mlp_only_layers), or null when absent.</summary>
+    public IReadOnlyList<int>? Ints(string name, int maxCount = 4096)
+    {
+        if (Get(name) is not { } v) return null;
+        if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() > maxCount)
+            throw new ConfigException(source, prefix + name, $"must be a list of at most {maxCount} whole numbers");
+        var list = new List<int>();
+        foreach (var item in v.EnumerateArray())
+            list.Add(item.ValueKind == JsonValueKind.Number && item.TryGetInt32(out int i) ? i
+                : throw new ConfigException(source, prefix + name, $"entry {item.GetRawText()} must be a whole number"));
         return list;
     }
 

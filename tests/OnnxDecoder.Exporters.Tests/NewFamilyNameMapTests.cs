@@ -22,6 +22,12 @@ public class NewFamilyNameMapTests
     [TestCase("granite-tiny", "model.layers.0.self_attn.k_proj.weight", "tensor 'model.layers.0.self_attn.k_proj.weight' has shape [16, 64], expected [32, 64]")]
     [TestCase("olmo2-tiny", "model.layers.0.self_attn.k_norm.weight", "tensor 'model.layers.0.self_attn.k_norm.weight' has shape [32], expected [64]")]
     [TestCase("smollm3-tiny", "model.layers.3.self_attn.q_proj.weight", "tensor 'model.layers.3.self_attn.q_proj.weight' has shape [32, 64], expected [64, 64]")]
+    [TestCase("phi2-tiny", "model.layers.1.self_attn.dense.weight", "tensor 'model.layers.1.self_attn.dense.weight' has shape [80, 160], expected [160, 160]")]
+    [TestCase("phi2-tiny", "lm_head.bias", "tensor 'lm_head.bias' has shape [256], expected [512]")]
+    [TestCase("qwen3-moe-tiny", "model.layers.1.mlp.experts.3.down_proj.weight", "tensor 'model.layers.1.mlp.experts.3.down_proj.weight' has shape [32, 48], expected [64, 48]")]
+    [TestCase("qwen3-moe-tiny", "model.layers.0.mlp.up_proj.weight", "tensor 'model.layers.0.mlp.up_proj.weight' has shape [86, 64], expected [172, 64]")]
+    [TestCase("gpt-oss-tiny", "model.layers.0.mlp.experts.gate_up_proj", "tensor 'model.layers.0.mlp.experts.gate_up_proj' has shape [2, 64, 128], expected [4, 64, 128]")]
+    [TestCase("gpt-oss-tiny", "model.layers.1.self_attn.sinks", "tensor 'model.layers.1.self_attn.sinks' has shape [2], expected [4]")]
     public void A_misshaped_tensor_names_the_tensor_and_both_shapes(string preset, string tensor, string problem)
     {
         string folder = Path.Combine(_root, preset);
@@ -42,6 +48,8 @@ public class NewFamilyNameMapTests
     [TestCase("qwen3-tiny", "model.layers.0.self_attn.q_norm.weight", "missing tensor 'model.layers.0.self_attn.q_norm.weight' (expected shape [32])")]
     [TestCase("olmo2-tiny", "model.layers.1.post_feedforward_layernorm.weight", "missing tensor 'model.layers.1.post_feedforward_layernorm.weight' (expected shape [64])")]
     [TestCase("gemma3-tiny", "model.layers.5.self_attn.k_norm.weight", "missing tensor 'model.layers.5.self_attn.k_norm.weight' (expected shape [32])")]
+    [TestCase("qwen3-moe-tiny", "model.layers.1.mlp.gate.weight", "missing tensor 'model.layers.1.mlp.gate.weight' (expected shape [4, 64])")]
+    [TestCase("gpt-oss-tiny", "model.layers.1.mlp.router.bias", "missing tensor 'model.layers.1.mlp.router.bias' (expected shape [4])")]
     public void A_missing_tensor_is_named_with_its_shape(string preset, string tensor, string problem)
     {
         string folder = Path.Combine(_root, preset);

@@ -31,6 +31,12 @@ public class NewFamilyTests
         ("smollm3-sliding", HfTestConfigs.SmolLM3SlidingWindow),
         ("gemma3-text", HfTestConfigs.Gemma3Text),
         ("gemma3-text-layer-types", HfTestConfigs.Gemma3TextLayerTypes),
+        ("phi2", HfTestConfigs.Phi2),
+        ("phi2-qk-layernorm-tied", HfTestConfigs.Phi2QkLayerNorm),
+        ("qwen3-moe", HfTestConfigs.Qwen3Moe),
+        ("qwen3-moe-dense-layers-window", HfTestConfigs.Qwen3MoeDenseLayers),
+        ("gpt-oss", HfTestConfigs.GptOss),
+        ("gpt-oss-default-layers", HfTestConfigs.GptOssDefaultLayers),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

@@ -81,7 +81,8 @@ public class QuantizationTests
         {
             var shape = w.Shape(name);
             bool projected = name == "lm_head.weight" || name.Contains(".self_attn.") && name.EndsWith("proj.weight")
-                || name.Contains(".mlp.") && name.EndsWith("proj.weight") || name.Contains(".experts.")
+                || name.Contains(".mlp.") && name.EndsWith("proj.weight") || name.Contains(".experts.") && name.EndsWith(".weight")
+                || name.EndsWith(".self_attn.dense.weight") || name.Contains(".mlp.fc") && name.EndsWith(".weight") // Phi's dense, fc1, fc2
                 || !portable && q.EmbeddingQuantized && name == "model.embed_tokens.weight"; // ort: the token table is gathered quantized (GatherBlockQuantized)
             float[] Half16(float[] values) => float16 ? values.Select(v => (float)(Half)v).ToArray() : values;
             if (!projected) { copy.Add(name, Half16(w.Values(name)), shape); continue; }

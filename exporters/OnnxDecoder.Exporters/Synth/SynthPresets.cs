@@ -104,6 +104,42 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
         }
         """,
+        ["phi2-tiny"] = """
+        {
+          "architectures": ["PhiForCausalLM"], "model_type": "phi",
+          "hidden_size": 160, "intermediate_size": 256, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 4, "partial_rotary_factor": 0.4,
+          "vocab_size": 512, "max_position_embeddings": 256, "layer_norm_eps": 1e-05,
+          "rope_theta": 10000.0, "rope_scaling": null, "hidden_act": "gelu_new", "qk_layernorm": false,
+          "attention_dropout": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.1, "tie_word_embeddings": false,
+          "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
+        ["qwen3-moe-tiny"] = """
+        {
+          "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+          "hidden_size": 64, "intermediate_size": 172, "moe_intermediate_size": 48, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+          "num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": [0],
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "rope_scaling": null,
+          "hidden_act": "silu", "attention_bias": false, "use_sliding_window": false, "sliding_window": null, "max_window_layers": 2,
+          "tie_word_embeddings": false, "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
+        ["gpt-oss-tiny"] = """
+        {
+          "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+          "hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+          "num_local_experts": 4, "num_experts_per_tok": 2, "experts_per_token": 2, "swiglu_limit": 7.0,
+          "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 32,
+          "vocab_size": 512, "max_position_embeddings": 256, "initial_context_length": 32, "rms_norm_eps": 1e-05,
+          "rope_theta": 150000, "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 8.0,
+            "original_max_position_embeddings": 32, "rope_type": "yarn", "truncate": false},
+          "attention_bias": true, "hidden_act": "silu", "tie_word_embeddings": false,
+          "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
     };
 
     public static readonly IReadOnlyDictionary<string, DecoderConfig> All = new Dictionary<string, DecoderConfig>(

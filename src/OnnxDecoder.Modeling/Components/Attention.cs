@@ -7,7 +7,9 @@ namespace OnnxDecoder.Modeling.Components;
 public enum LayerRotary { Config, Local, None }
 
 /// <summary>What sets one layer's attention apart: its sliding window (null: none), the score scale and the soft-cap.</summary>
-public sealed record AttentionLayer(int? SlidingWindow, float Scale, float? SoftCap)
+/// <remarks><paramref name="Sinks"/>: GPT-OSS's learned logit per query head [heads], which joins each softmax's
+/// denominator only (p_j = exp(s_j) / (exp(sink) + sum exp(s))); null: none.</remarks>
+public sealed record AttentionLayer(int? SlidingWindow, float Scale, float? SoftCap, Value? Sinks = null)
 {
     /// <summary>The rotary this layer applies (the config's unless the config says otherwise for it).</summary>
     public LayerRotary Rotary { get; init; }

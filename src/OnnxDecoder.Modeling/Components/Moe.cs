@@ -10,6 +10,15 @@ namespace OnnxDecoder.Modeling.Components;
 public sealed record MoeWeightNames(string Router, IReadOnlyList<string>? Gate, IReadOnlyList<string> Up, IReadOnlyList<string> Down, string Prefix);
 
 /// <summary>
+/// Experts stacked in the fused MoE op's layout, each weight built only when the lowering fuses them:
+/// fc1 [experts, 2*inter, hidden] with gate and up rows interleaved, fc1 bias [experts, 2*inter], fc2
+/// [experts, hidden, inter], fc2 bias [experts, hidden]; activation g sigmoid(alpha g) (u + beta) with
+/// g clamped above at limit and u to [-limit, limit]; <paramref name="Normalize"/>: the top-k softmax
+/// weights are renormalised (softmax over the chosen logits).
+/// </summary>
+public sealed record StackedSwigluExperts(Func<Value> Fc1, Func<Value> Fc1Bias, Func<Value> Fc2, Func<Value> Fc2Bias, float Alpha, float Beta, float Limit, bool Normalize);
+
+/// <summary>
 /// Mixture of experts: router logits -> softmax -> top-k -> optional renormalisation -> experts
 /// -> weighted sum (Mixtral; Qwen-MoE without renormalisation).
 /// </summary>

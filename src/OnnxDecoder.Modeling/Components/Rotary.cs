@@ -52,8 +52,10 @@ public static class Rotary
             {
                 double original = s.OriginalMaxPositions ?? config.MaxPositions;
                 double CorrectionDim(double rotations) => rot * Math.Log(original / (rotations * 2 * Math.PI)) / (2 * Math.Log(config.RopeTheta));
-                double low = Math.Max(Math.Floor(CorrectionDim(s.BetaFast)), 0);
-                double high = Math.Min(Math.Ceiling(CorrectionDim(s.BetaSlow)), rot - 1);
+                double low = CorrectionDim(s.BetaFast), high = CorrectionDim(s.BetaSlow);
+                if (s.Truncate) (low, high) = (Math.Floor(low), Math.Ceiling(high));
+                low = Math.Max(low, 0);
+                high = Math.Min(high, rot - 1);
                 if (low == high) high += 0.001;
                 for (int i = 0; i < inv.Length; i++)
                 {

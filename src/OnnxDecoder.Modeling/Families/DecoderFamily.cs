@@ -161,10 +161,13 @@ public abstract class DecoderFamily
         var b = g.B;
         using var scope = b.Scope("attn");
         var (q, k, v) = ProjectQkv(g, layer, x);
-        var (context, presentKey, presentValue) = Attention.Apply(g, q, k, v, cache.PastKey, cache.PastValue, AttentionLayer.Of(g.Config, layer));
+        var (context, presentKey, presentValue) = Attention.Apply(g, q, k, v, cache.PastKey, cache.PastValue, AttentionOf(g, layer));
         (cache.PresentKey, cache.PresentValue) = (presentKey, presentValue);
         using (b.Scope("o_proj")) return ProjectOut(g, layer, context);
     }
+
+    /// <summary>What sets layer <paramref name="layer"/>'s attention apart (window, scale, soft-cap, sinks).</summary>
+    protected virtual AttentionLayer AttentionOf(DecoderGraph g, int layer) => AttentionLayer.Of(g.Config, layer);
 
     /// <summary>Token (and learned position) embeddings: [B, S] -> [B, S, hidden].</summary>
     protected virtual Value Embed(DecoderGraph g)

@@ -27,7 +27,7 @@ public sealed class Qwen3 : Llama
 
     protected override bool OutputProjectionBias(DecoderConfig c) => c.AttentionBias;
 
-    private static (string Q, string K) HeadNorms(int layer) =>
+    internal static (string Q, string K) HeadNorms(int layer) =>
         ($"model.layers.{layer}.self_attn.q_norm", $"model.layers.{layer}.self_attn.k_norm");
 
     protected override IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer)
@@ -47,7 +47,7 @@ public sealed class Qwen3 : Llama
     }
 
     /// <summary>x [B, S, heads*head_dim] -> per head RMSNorm over head_dim -> [B, S, heads*head_dim].</summary>
-    private static Value HeadNorm(DecoderGraph g, Value x, int heads, string prefix)
+    internal static Value HeadNorm(DecoderGraph g, Value x, int heads, string prefix)
     {
         var b = g.B;
         var perHead = b.Op("Reshape", [x, b.Int64s(0, 0, heads, g.Config.HeadDim)]);                  // [B, S, heads, head_dim]

@@ -37,6 +37,9 @@ public abstract class GraphLowering
     /// <summary>The whole mixture-of-experts block as one fused op, or null where experts are spelled out.</summary>
     public virtual Value? FusedMoe(DecoderGraph g, Value tokens, Value routerLogits, MoeWeightNames names) => null;
 
+    /// <summary>Stacked SwiGLU experts with biases (GPT-OSS) as one fused op, or null where they are spelled out.</summary>
+    public virtual Value? FusedMoe(DecoderGraph g, Value tokens, Value routerLogits, StackedSwigluExperts experts) => null;
+
     /// <summary>Metadata the runtime needs to run graphs of this lowering.</summary>
     public virtual void WriteMetadata(GraphBuilder b) { }
 }

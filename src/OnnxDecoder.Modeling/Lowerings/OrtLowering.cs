@@ -62,10 +62,14 @@ public sealed class OrtLowering : GraphLowering
         if (layer.SoftCap is { } cap) attributes.Add(Attr.Float("softcap", cap));
         if (layer.SlidingWindow is { } window) attributes.Add(Attr.Int("local_window_size", window));
         // Inputs 7-9 (cos/sin caches, position_ids) serve GQA's own rotary, which we do not use;
-        // input 10, attention_bias [B, 1, S, T], carries left padding (see AttentionMask.GqaLengths).
+        // input 10, attention_bias [B, 1, S, T], carries left padding (see AttentionMask.GqaLengths);
+        // input 11, head_sink [heads], adds exp(sink) to each head's softmax denominator.
         // outputs: context [B, S, heads*head_dim], present key, present value [B, kv_heads, T or max, head_dim]
         var outputs = b.Node(GraphBuilder.MicrosoftDomain, "GroupQueryAttention",
-            [q, k, v, pastKey, pastValue, seqlensK, totalLength, null, null, null, g.Masks(layer.SlidingWindow).GqaBias], 3, [.. attributes]);
+            layer.Sinks is { } sinks
+                ? [q, k, v, pastKey, pastValue, seqlensK, totalLength, null, null, null, g.Masks(layer.SlidingWindow).GqaBias, sinks]
+                : [q, k, v, pastKey, pastValue, seqlensK, totalLength, null, null, null, g.Masks(layer.SlidingWindow).GqaBias],
+            3, [.. attributes]);
         return (outputs[0], outputs[1], outputs[2]);
     }
 
@@ -95,6 +99,22 @@ public sealed class OrtLowering : GraphLowering
             Attr.Float("activation_alpha", 1f), Attr.Float("activation_beta", 0f), Attr.Float("swiglu_limit", float.MaxValue)]);
         using var scope = g.B.Scope("experts");
         return g.B.MsOp("MoE", [tokens, routerLogits, fc1, null, fc2], [.. attributes]);             // [N, hidden]
+    }
+
+    // GPT-OSS-style experts: fc1 [experts, 2*inter, hidden] (gate and up rows interleaved) with bias, fc2 [experts, hidden, inter]
+    // with bias, the clamped SwiGLU g sigmoid(alpha g) (u + beta) with g <= limit, |u| <= limit. Float experts only.
+    public override Value? FusedMoe(DecoderGraph g, Value tokens, Value routerLogits, StackedSwigluExperts experts)
+    {
+        if (g.Quantized is not null) return null;
+        var attributes = new List<Attr>
+        {
+            Attr.Int("k", g.Config.ExpertsPerToken),
+            Attr.Int("normalize_routing_weights", experts.Normalize ? 1 : 0),
+            Attr.String("activation_type", "swiglu"), Attr.Int("swiglu_fusion", 1),
+            Attr.Float("activation_alpha", experts.Alpha), Attr.Float("activation_beta", experts.Beta), Attr.Float("swiglu_limit", experts.Limit),
+        };
+        using var scope = g.B.Scope("experts");
+        return g.B.MsOp("MoE", [tokens, routerLogits, experts.Fc1(), experts.Fc1Bias(), experts.Fc2(), experts.Fc2Bias()], [.. attributes]); // [N, hidden]
     }
 
     public override void WriteMetadata(GraphBuilder b) =>

@@ -58,7 +58,17 @@ public sealed class PortableLowering : GraphLowering
         scores = b.Op("Mul", [g.ToFloat32(scores), b.FloatScalar(layer.Scale)]);
         if (layer.SoftCap is { } cap) scores = b.Op("Mul", [b.Op("Tanh", [b.Op("Mul", [scores, b.FloatScalar(1 / cap)])]), b.FloatScalar(cap)]);
         scores = b.Op("Add", [scores, g.Masks(layer.SlidingWindow).Bias]);
-        var probabilities = g.FromFloat32(b.Op("Softmax", [scores], Attr.Int("axis", -1)));             // [B, kv_heads, groups, S, T]
+        Value probabilities;
+        if (layer.Sinks is { } sinks)
+        {
+            // Each head's sink logit is one more key column of its softmax, dropped afterwards: it only adds to the denominator.
+            var sinkLogits = b.Op("Reshape", [g.ToFloat32(sinks), b.Int64s(1, c.NumKvHeads, groups, 1, 1)]);                 // [1, kv_heads, groups, 1, 1]
+            var columnShape = b.Op("Concat", [b.Op("Shape", [scores], Attr.Int("end", 4)), b.Int64s(1)], Attr.Int("axis", 0)); // [B, kv_heads, groups, S, 1]
+            var withSinks = b.Op("Concat", [scores, b.Op("Expand", [sinkLogits, columnShape])], Attr.Int("axis", -1));        // [B, kv_heads, groups, S, T+1]
+            var all = b.Op("Softmax", [withSinks], Attr.Int("axis", -1));
+            probabilities = g.FromFloat32(b.Op("Slice", [all, b.Int64s(0), b.Int64s(-1), b.Int64s(-1)]));                   // [B, kv_heads, groups, S, T]
+        }
+        else probabilities = g.FromFloat32(b.Op("Softmax", [scores], Attr.Int("axis", -1)));                                 // [B, kv_heads, groups, S, T]
         var context = b.Op("MatMul", [probabilities, values]);                                            // [B, kv_heads, groups, S, head_dim]
         context = b.Op("Reshape", [context, b.Int64s(0, c.NumHeads, -1, c.HeadDim)]);                    // [B, heads, S, head_dim]
         context = b.Op("Transpose", [context], perm);                                                     // [B, S, heads, head_dim]

@@ -12,7 +12,7 @@ namespace OnnxDecoder.Modeling.Tests.Reference;
 /// position_ids [B, S] -> logits [B, S, vocab]. Logits at padded slots are not meaningful (their
 /// attention output is taken as zero); compare real tokens only.
 /// </summary>
-public sealed class HfReference
+public sealed partial class HfReference
 {
     public static readonly string[] KnownActivations = ["silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu"];
 
@@ -46,6 +46,7 @@ public sealed class HfReference
         var (invFreq, ropeScale) = c.Rope.Frequencies(maxPositionId);
         // Gemma 3's sliding layers rotate with their own (local) frequencies.
         var (localInvFreq, localRopeScale) = c.LocalRope?.Frequencies(maxPositionId) ?? (invFreq, ropeScale);
+        if (c.PhiStyle) return ForwardPhi(ids, attentionMask, positionIds, invFreq, ropeScale);
 
         var embedding = Tensor("model.embed_tokens.weight", c.VocabSize, hidden);
         var logits = new double[(long)batch * length * c.VocabSize];
@@ -177,6 +178,8 @@ public sealed class HfReference
     private double[] Mlp(int layer, double[] x)
     {
         var c = Spec;
+        if (c.Moe is { } moe && moe.SparseLayers[layer]) return SparseMoe(layer, x, moe);
+        if (c.GptOss is { } oss) return GptOssExperts(layer, x, oss);
         string mlp = $"model.layers.{layer}.mlp";
         int inter = c.IntermediateSize;
         double[] gate, up;
@@ -239,6 +242,9 @@ public sealed class HfReference
         }
 
         int? window = c.LayerWindows[layer];
+        if (c.GptOss is not null)
+            return SoftmaxAttention(q, k, v, mask, window, Tensor($"{attn}.sinks", heads))
+                .Select(ctx => Linear($"{attn}.o_proj.weight", ctx, c.HiddenSize, c.OutputBias ? $"{attn}.o_proj.bias" : null)).ToArray();
         int groups = heads / kvHeads;
         var context = new double[length][];
         var scores = new double[length];

@@ -133,9 +133,13 @@ public sealed record HfRope
                 break;
             }
         var s = scaling is { } el ? new HfSpec.Fields(el, source, "rope_scaling.") : null;
-        // Gemma3TextConfig and SmolLM3Config default rope_theta to 1e6 and 2e6.
-        double theta = s?.Double("rope_theta") ?? top.Double("rope_theta") ?? modelType switch { "gemma3_text" => 1e6, "smollm3" => 2e6, _ => 10000 };
-        double partial = s?.Double("partial_rotary_factor") ?? top.Double("partial_rotary_factor") ?? 1;
+        // Gemma3TextConfig, SmolLM3Config and GptOssConfig default rope_theta to 1e6, 2e6 and 150000.
+        double theta = s?.Double("rope_theta") ?? top.Double("rope_theta") ?? modelType switch { "gemma3_text" => 1e6, "smollm3" => 2e6, "gpt_oss" => 150000, _ => 10000 };
+        // GptOssConfig: when config.json names no rope block, yarn with factor 32 over 4096 positions, truncate false.
+        if (s is null && modelType == "gpt_oss")
+            return new HfRope { Type = "yarn", Theta = theta, Dim = headDim, MaxPositions = maxPositions, Factor = 32, OriginalMaxPositions = 4096, Truncate = false };
+        // PhiConfig's partial_rotary_factor defaults to 0.5; the other config classes rotate whole heads.
+        double partial = s?.Double("partial_rotary_factor") ?? top.Double("partial_rotary_factor") ?? (modelType == "phi" ? 0.5 : 1);
         int dim = (int)(headDim * partial);
         if (dim < 2 || dim % 2 != 0) throw new FormatException($"{source}: head_dim ({headDim}) x partial_rotary_factor ({partial}) must give an even rotary dimension");
 

@@ -56,7 +56,16 @@ public sealed record HfSpec
     public double ResidualMultiplier { get; init; } = 1;
     public double LogitsScaling { get; init; } = 1;
 
-    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "granite", "olmo2", "smollm3"];
+        /// <summary>Phi (Phi-2): LayerNorm everywhere, attention and MLP in parallel from one norm, biased dense layers and lm_head (see HfPhi.cs).</summary>
+    public bool PhiStyle { get; init; }
+    /// <summary>Phi's qk_layernorm: LayerNorm (weight and bias [head_dim]) over each q and k head before rotary.</summary>
+    public bool QkLayerNorm { get; init; }
+    /// <summary>Qwen3-MoE's routed experts and which layers hold them (see HfQwen3Moe.cs); null for dense models.</summary>
+    public HfMoe? Moe { get; init; }
+    /// <summary>GPT-OSS: attention sinks, the biased router and the stacked clamped-SwiGLU experts (see HfGptOss.cs).</summary>
+    public HfGptOss? GptOss { get; init; }
+
+    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "granite", "olmo2", "smollm3", "phi", "qwen3_moe", "gpt_oss"];
 
     /// <summary>Binds config.json text; throws <see cref="FormatException"/> naming the field on bad input.</summary>
     public static HfSpec Parse(string configJson, string source = "config.json")
@@ -73,19 +82,20 @@ public sealed record HfSpec
         int layers = f.Int("num_hidden_layers") ?? throw f.Missing("num_hidden_layers");
         int kvHeads = f.Int("num_key_value_heads") ?? heads;
         // Qwen3Config and Gemma2Config carry their own head_dim defaults (128, 256); the others derive it.
-        int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma2" or "gemma3_text" => 256, _ => hidden / heads };
+        int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma2" or "gemma3_text" => 256, "gpt_oss" => 64, _ => hidden / heads };
         if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0) throw new FormatException($"{source}: num_key_value_heads ({kvHeads}) must divide num_attention_heads ({heads})");
         if (hidden <= 0 || layers <= 0 || headDim <= 0) throw new FormatException($"{source}: hidden_size, num_hidden_layers and head_dim must be positive");
         int maxPositions = f.Int("max_position_embeddings") ?? type switch
         {
-            "llama" or "granite" or "olmo2" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "smollm3" => 32768, "phi3" => 4096,
-            "gemma3_text" => 131072, _ => 8192,
+            "llama" or "granite" or "olmo2" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "smollm3" or "qwen3_moe" => 32768, "phi3" => 4096,
+            "gemma3_text" or "gpt_oss" => 131072, _ => 8192,
         };
 
-        bool attentionBias = f.Bool("attention_bias") ?? false;
+        // GptOssConfig defaults attention_bias to true; the others to false.
+        bool attentionBias = f.Bool("attention_bias") ?? type == "gpt_oss";
         var windows = ReadWindows(f, type, layers);
         // Gemma2MLP reads hidden_activation only (default gelu_pytorch_tanh); a hidden_act beside it is ignored.
-        string activation = type is "gemma2" or "gemma3_text" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? "silu";
+        string activation = type is "gemma2" or "gemma3_text" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? (type == "phi" ? "gelu_new" : "silu");
         if (!HfReference.KnownActivations.Contains(activation)) throw new FormatException($"{source}: activation '{activation}' is not known to the reference");
 
         var spec = new HfSpec
@@ -99,14 +109,15 @@ public sealed record HfSpec
             HeadDim = headDim,
             VocabSize = f.Int("vocab_size") ?? throw f.Missing("vocab_size"),
             MaxPositions = maxPositions,
-            RmsNormEps = f.Double("rms_norm_eps") ?? (type is "phi3" or "olmo2" ? 1e-5 : 1e-6),
+            // PhiConfig names its LayerNorm epsilon layer_norm_eps (default 1e-5).
+            RmsNormEps = type == "phi" ? f.Double("layer_norm_eps") ?? 1e-5 : f.Double("rms_norm_eps") ?? (type is "phi3" or "olmo2" or "gpt_oss" ? 1e-5 : 1e-6),
             Activation = activation,
             TieWordEmbeddings = f.Bool("tie_word_embeddings") ?? type is "gemma2" or "gemma3_text" or "smollm3",
             // Qwen2 hard-codes q/k/v biases and no o_proj bias; Phi-3 has no biases; Llama, Mistral (no field),
             // Qwen3 and Gemma 2 put attention_bias on q, k, v and o alike.
-            QkvBias = type switch { "qwen2" => true, "phi3" or "mistral" => false, _ => attentionBias },
-            OutputBias = type switch { "qwen2" or "phi3" or "mistral" => false, _ => attentionBias },
-            MlpBias = type is "llama" or "granite" or "smollm3" && (f.Bool("mlp_bias") ?? false),
+            QkvBias = type switch { "qwen2" or "phi" => true, "phi3" or "mistral" => false, _ => attentionBias },
+            OutputBias = type switch { "phi" => true, "qwen2" or "phi3" or "mistral" => false, _ => attentionBias },
+            MlpBias = type == "phi" || type is "llama" or "granite" or "smollm3" && (f.Bool("mlp_bias") ?? false),
             LayerWindows = windows,
             AttentionScale = type switch
             {
@@ -122,8 +133,12 @@ public sealed record HfSpec
                 _ => null,
             },
             GemmaStyle = type is "gemma2" or "gemma3_text",
-            QkNorm = type is "qwen3" or "gemma3_text",
+            QkNorm = type is "qwen3" or "gemma3_text" or "qwen3_moe",
+            Moe = HfMoe.Read(f, type, layers),
+            GptOss = HfGptOss.Read(f, type),
             FusedProjections = type == "phi3",
+            PhiStyle = type == "phi",
+            QkLayerNorm = type == "phi" && (f.Bool("qk_layernorm") ?? false),
             Rope = HfRope.Read(root, f, type, headDim, maxPositions, source),
         };
         return HfDenseFamilies.Extend(spec, f);
@@ -141,19 +156,22 @@ public sealed record HfSpec
         {
             "mistral" => f.IntOrNull("sliding_window", 4096),
             "phi3" => f.IntOrNull("sliding_window", null),
-            "qwen2" or "qwen3" => (f.Bool("use_sliding_window") ?? false) ? f.IntOrNull("sliding_window", 4096) : null,
+            "qwen2" or "qwen3" or "qwen3_moe" => (f.Bool("use_sliding_window") ?? false) ? f.IntOrNull("sliding_window", 4096) : null,
             "gemma2" or "gemma3_text" => f.IntOrNull("sliding_window", 4096),
             "smollm3" => f.IntOrNull("sliding_window", null),
+            "gpt_oss" => f.IntOrNull("sliding_window", 128),
             _ => null,
         };
         if (window is <= 0) throw new FormatException($"{f.Source}: sliding_window ({window}) must be positive");
-        if (type is "llama" or "granite" or "olmo2") return new int?[layers];
-        if (type is "mistral" or "phi3") return Enumerable.Repeat(window, layers).ToArray();
+        if (type is "llama" or "granite" or "olmo2" or "phi") return new int?[layers];
+        // Qwen3MoeAttention takes config.sliding_window (kept only with use_sliding_window) on every layer.
+        if (type is "mistral" or "phi3" or "qwen3_moe") return Enumerable.Repeat(window, layers).ToArray();
 
+        // GptOssConfig's default layer_types slide the even layers, as Gemma 2's.
         string[] layerTypes = f.StringList("layer_types") is { } given && (given.Length > 0 || type != "gemma3_text") ? given : type switch
         {
             "gemma3_text" or "smollm3" => HfDenseFamilies.DefaultLayerTypes(f, type, layers),
-            _ => Enumerable.Range(0, layers).Select(i => type == "gemma2"
+            _ => Enumerable.Range(0, layers).Select(i => type is "gemma2" or "gpt_oss"
                 ? (i % 2 == 0 ? "sliding_attention" : "full_attention")
                 : (window is not null && i >= (f.Int("max_window_layers") ?? 28) ? "sliding_attention" : "full_attention")).ToArray(),
         };
@@ -205,6 +223,13 @@ public sealed record HfSpec
             if (Get(name) is not { } v) return null;
             if (v.ValueKind != JsonValueKind.Array) throw Bad(name, v, "a list of numbers");
             return v.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number ? e.GetDouble() : throw Bad(name, e, "a number")).ToArray();
+        }
+
+        public int[]? IntList(string name)
+        {
+            if (Get(name) is not { } v) return null;
+            if (v.ValueKind != JsonValueKind.Array) throw Bad(name, v, "a list of whole numbers");
+            return v.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int i) ? i : throw Bad(name, e, "a whole number")).ToArray();
         }
 
         public string[]? StringList(string name)

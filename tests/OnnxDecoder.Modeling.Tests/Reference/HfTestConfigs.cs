@@ -263,7 +263,100 @@ public static class HfTestConfigs
         ("olmo2", Olmo2), ("olmo2-gqa", Olmo2Gqa),
         ("smollm3", SmolLM3), ("smollm3-sliding", SmolLM3SlidingWindow),
         ("gemma3-text", Gemma3Text), ("gemma3-text-layer-types", Gemma3TextLayerTypes),
+        ("phi2", Phi2), ("phi2-qk-layernorm", Phi2QkLayerNorm),
+        ("qwen3-moe", Qwen3Moe), ("qwen3-moe-dense-layers", Qwen3MoeDenseLayers),
+        ("gpt-oss", GptOss), ("gpt-oss-default-layers", GptOssDefaultLayers),
     ];
+
+    /// <summary>
+    /// gpt-oss-20b-like: sinks, layer_types alternating sliding (window 4) / full, yarn factor 8 over 16 original positions
+    /// (= max_position_embeddings / original) with truncate false, 4 experts top 2, attention biases, swiglu_limit 7, untied.
+    /// </summary>
+    public const string GptOss = """
+    {
+      "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+      "hidden_size": 32, "intermediate_size": 24, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "num_local_experts": 4, "num_experts_per_tok": 2, "experts_per_token": 2, "swiglu_limit": 7.0,
+      "layer_types": ["sliding_attention", "full_attention", "sliding_attention"], "sliding_window": 4,
+      "vocab_size": 64, "max_position_embeddings": 128, "initial_context_length": 16, "rms_norm_eps": 1e-05,
+      "rope_theta": 150000, "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 8.0,
+        "original_max_position_embeddings": 16, "rope_type": "yarn", "truncate": false},
+      "attention_bias": true, "attention_dropout": 0.0, "hidden_act": "silu", "router_aux_loss_coef": 0.9,
+      "output_router_logits": false, "tie_word_embeddings": false, "eos_token_id": 2, "pad_token_id": 3
+    }
+    """;
+
+    /// <summary>GPT-OSS with the config class's defaults for layer_types (even layers slide), attention_bias (true) and
+    /// truncate (true), MHA, window 3, yarn factor 4 over 32, top 1 of 3 experts.</summary>
+    public const string GptOssDefaultLayers = """
+    {
+      "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+      "hidden_size": 32, "intermediate_size": 16, "num_hidden_layers": 4,
+      "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 16,
+      "num_local_experts": 3, "num_experts_per_tok": 1, "sliding_window": 3,
+      "vocab_size": 48, "max_position_embeddings": 128, "rms_norm_eps": 1e-05, "rope_theta": 150000,
+      "rope_scaling": {"factor": 4.0, "original_max_position_embeddings": 32, "rope_type": "yarn"},
+      "tie_word_embeddings": false, "eos_token_id": 2
+    }
+    """;
+
+    /// <summary>Qwen3-30B-A3B-like: every layer sparse (mlp_only_layers [], step 1), 8 experts, top 2 renormalised, head_dim 16, GQA 4/2, untied.</summary>
+    public const string Qwen3Moe = """
+    {
+      "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+      "hidden_size": 32, "intermediate_size": 48, "moe_intermediate_size": 24, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": [],
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "rope_scaling": null,
+      "hidden_act": "silu", "attention_bias": false, "attention_dropout": 0.0,
+      "use_sliding_window": false, "sliding_window": null, "max_window_layers": 3,
+      "output_router_logits": false, "router_aux_loss_coef": 0.001,
+      "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"
+    }
+    """;
+
+    /// <summary>
+    /// Qwen3-MoE whose layers 0 and 2 are dense (decoder_sparse_step 2) and layer 3 too (mlp_only_layers [3]): only
+    /// layer 1 routes; norm_topk_prob absent (false), head_dim absent (hidden / heads = 8), attention_bias on q/k/v/o,
+    /// use_sliding_window with window 4 on every layer, tied head.
+    /// </summary>
+    public const string Qwen3MoeDenseLayers = """
+    {
+      "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+      "hidden_size": 32, "intermediate_size": 40, "moe_intermediate_size": 16, "num_hidden_layers": 4,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "num_experts": 4, "num_experts_per_tok": 2, "decoder_sparse_step": 2, "mlp_only_layers": [3],
+      "vocab_size": 48, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+      "hidden_act": "silu", "attention_bias": true, "use_sliding_window": true, "sliding_window": 4,
+      "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
+
+    /// <summary>Phi-2-like: partial_rotary_factor 0.4 (16 of head_dim 40 rotate), gelu_new, MHA, untied head with bias.</summary>
+    public const string Phi2 = """
+    {
+      "architectures": ["PhiForCausalLM"], "model_type": "phi",
+      "hidden_size": 160, "intermediate_size": 96, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 4, "partial_rotary_factor": 0.4,
+      "vocab_size": 64, "max_position_embeddings": 128, "layer_norm_eps": 1e-05,
+      "rope_theta": 10000.0, "rope_scaling": null, "hidden_act": "gelu_new", "qk_layernorm": false,
+      "attention_dropout": 0.0, "embd_pdrop": 0.0, "resid_pdrop": 0.1, "initializer_range": 0.02,
+      "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float16"
+    }
+    """;
+
+    /// <summary>Phi with qk_layernorm (a LayerNorm per q and k head), GQA 4/2, exact GELU, tied head (its bias stays), no partial_rotary_factor (0.5).</summary>
+    public const string Phi2QkLayerNorm = """
+    {
+      "architectures": ["PhiForCausalLM"], "model_type": "phi",
+      "hidden_size": 64, "intermediate_size": 80, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2,
+      "vocab_size": 48, "max_position_embeddings": 128, "layer_norm_eps": 1e-05,
+      "rope_theta": 10000.0, "hidden_act": "gelu", "qk_layernorm": true,
+      "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
 
     // Configs of the families ReferenceDecoder also covers, to cross-check the two references.
 

@@ -7,12 +7,13 @@ namespace OnnxDecoder.Modeling.Tests.Reference;
 /// random weights for them. The list is written from transformers' module definitions (independently
 /// of any family's ExpectedWeights), so a family's name map can be checked against it.
 /// </summary>
-public static class HfWeights
+public static partial class HfWeights
 {
     public static IReadOnlyList<TensorSpec> Expected(string configJson) => Expected(HfSpec.Parse(configJson));
 
     public static IReadOnlyList<TensorSpec> Expected(HfSpec c)
     {
+        if (c.PhiStyle) return ExpectedPhi(c);
         long hidden = c.HiddenSize, inter = c.IntermediateSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
         var specs = new List<TensorSpec> { new("model.embed_tokens.weight", [c.VocabSize, hidden]) };
         for (int i = 0; i < c.NumLayers; i++)
@@ -39,11 +40,22 @@ public static class HfWeights
             }
             specs.Add(new($"{attn}.o_proj.weight", [hidden, q]));
             if (c.OutputBias) specs.Add(new($"{attn}.o_proj.bias", [hidden]));
+            if (c.GptOss is not null) specs.Add(new($"{attn}.sinks", [c.NumHeads]));
             specs.Add(new($"{p}.post_attention_layernorm.weight", [hidden]));
             if (c.GemmaStyle)
             {
                 specs.Add(new($"{p}.pre_feedforward_layernorm.weight", [hidden]));
                 specs.Add(new($"{p}.post_feedforward_layernorm.weight", [hidden]));
+            }
+            if (c.GptOss is { } oss)
+            {
+                specs.AddRange(GptOssSpecs(c, oss, i));
+                continue;
+            }
+            if (c.Moe is { } moe && moe.SparseLayers[i])
+            {
+                specs.AddRange(MoeSpecs(c, moe, i));
+                continue;
             }
             if (c.FusedProjections)
             {
@@ -80,8 +92,10 @@ public static class HfWeights
             long count = spec.Shape.Aggregate(1L, (a, b) => a * b);
             var values = new float[count];
             bool isNorm = spec.Name.EndsWith("norm.weight", StringComparison.Ordinal);
-            bool isBias = spec.Name.EndsWith(".bias", StringComparison.Ordinal);
-            double scale = spec.Shape.Length == 2 ? matrixScale / Math.Sqrt(spec.Shape[1]) : 0.1;
+            // GPT-OSS's stacked expert biases end in _bias; its stacked [experts, in, out] matrices have fan-in shape[1];
+            // its sinks get +-2, enough to take a visible share of each softmax.
+            bool isBias = spec.Name.EndsWith(".bias", StringComparison.Ordinal) || spec.Name.EndsWith("_bias", StringComparison.Ordinal);
+            double scale = spec.Shape.Length is 2 or 3 ? matrixScale / Math.Sqrt(spec.Shape[1]) : spec.Name.EndsWith(".sinks", StringComparison.Ordinal) ? 2 : 0.1;
             for (long i = 0; i < count; i++)
             {
                 double u = random.NextDouble() * 2 - 1;
