@@ -73,31 +73,12 @@ public sealed class Gemma3 : Gemma2
         };
     }
 
-    private static (string Q, string K) HeadNorms(int layer) =>
-        ($"model.layers.{layer}.self_attn.q_norm", $"model.layers.{layer}.self_attn.k_norm");
-
-    protected override IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer)
-    {
-        var (q, k) = HeadNorms(layer);
-        yield return new(q + ".weight", [c.HeadDim]);
-        yield return new(k + ".weight", [c.HeadDim]);
-    }
+    protected override IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer) => HeadNorms.Specs(c, layer);
 
     protected override (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x)
     {
         var (q, k, v) = base.ProjectQkv(g, layer, x);
-        var (qNorm, kNorm) = HeadNorms(layer);
-        using (g.B.Scope("q_norm")) q = HeadNorm(g, q, g.Config.NumHeads, qNorm);
-        using (g.B.Scope("k_norm")) k = HeadNorm(g, k, g.Config.NumKvHeads, kNorm);
+        (q, k) = HeadNorms.Apply(g, layer, q, k, prefix => Norm.RmsScale(g, prefix));   // (1 + w) scales
         return (q, k, v);
-    }
-
-    /// <summary>x [B, S, heads*head_dim] -> per head (1 + w) RMSNorm over head_dim -> [B, S, heads*head_dim].</summary>
-    private static Value HeadNorm(DecoderGraph g, Value x, int heads, string prefix)
-    {
-        var b = g.B;
-        var perHead = b.Op("Reshape", [x, b.Int64s(0, 0, heads, g.Config.HeadDim)]);                  // [B, S, heads, head_dim]
-        var normed = g.Lowering.RmsNorm(g, perHead, () => Norm.RmsScale(g, prefix), (float)g.Config.NormEps);
-        return b.Op("Reshape", [normed, b.Int64s(0, 0, -1)]);                                          // [B, S, heads*head_dim]
     }
 }

@@ -66,19 +66,12 @@ public sealed class Qwen3Moe : Llama
             Prefix: mlp);
     }
 
-    protected override IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer)
-    {
-        var (q, k) = Qwen3.HeadNorms(layer);
-        yield return new(q + ".weight", [c.HeadDim]);
-        yield return new(k + ".weight", [c.HeadDim]);
-    }
+    protected override IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer) => HeadNorms.Specs(c, layer);
 
     protected override (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x)
     {
         var (q, k, v) = base.ProjectQkv(g, layer, x);
-        var (qNorm, kNorm) = Qwen3.HeadNorms(layer);
-        using (g.B.Scope("q_norm")) q = Qwen3.HeadNorm(g, q, g.Config.NumHeads, qNorm);
-        using (g.B.Scope("k_norm")) k = Qwen3.HeadNorm(g, k, g.Config.NumKvHeads, kNorm);
+        (q, k) = HeadNorms.Apply(g, layer, q, k, prefix => g.Weight(prefix + ".weight"));
         return (q, k, v);
     }
 
