@@ -52,6 +52,22 @@ public sealed class EmbeddingRunner
     /// <summary>Whether the model has the hidden_states output that embeddings are pooled from.</summary>
     public static bool Supports(DecoderModel model) => model.Session.OutputMetadata.ContainsKey(GraphContract.HiddenStates);
 
+    /// <summary>Whether the model file of <paramref name="modelFolder"/> declares the hidden_states output, read from
+    /// the graph's declaration without loading the model (false when the folder is not a model folder).</summary>
+    public static bool FolderSupports(string modelFolder)
+    {
+        try
+        {
+            var folder = ModelFolder.Open(modelFolder);
+            using var file = OnnxModelFile.Load(folder.ModelPath, new OnnxReadOptions { CheckGraph = false });
+            return file.Model.Graph.Output.Any(o => o.Name == GraphContract.HiddenStates);
+        }
+        catch (ModelFormatException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>"last", "mean" or "cls" (<see cref="GraphContract.Metadata.Poolings"/>).</summary>
     public string Pooling { get; }
     /// <summary>Whether embeddings are scaled to unit L2 length.</summary>
