@@ -139,4 +139,33 @@ public class EmbeddingRunnerTests
             Does.Contain("input 1: token id 512 is outside the vocabulary"));
         Assert.That(Assert.Throws<ArgumentException>(() => runner.Embed([new int[model.Folder.ContextLength + 1]]))!.Message, Does.Contain("context length"));
     }
+
+    [Test]
+    public void The_export_verb_takes_pooling_from_the_flag_or_the_sentence_transformers_config()
+    {
+        string checkpoint = Path.Combine(_root, "qwen3-tiny-st");
+        SynthPresets.Write("qwen3-tiny", seed: 13, checkpoint);
+        Directory.CreateDirectory(Path.Combine(checkpoint, "1_Pooling"));
+        File.WriteAllText(Path.Combine(checkpoint, "1_Pooling", "config.json"),
+            """{"word_embedding_dimension": 64, "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false, "pooling_mode_lasttoken": false}""");
+
+        string Pooling(params string[] extra)
+        {
+            string folder = Path.Combine(_root, "cli-" + Guid.NewGuid().ToString("N"));
+            var run = OnnxDecoderCli.Run(["export", "--checkpoint", checkpoint, "--out", folder, "--hidden-states", .. extra]);
+            Assert.That(run.ExitCode, Is.EqualTo(0), run.Stderr);
+            using var model = new DecoderModel(folder);
+            return new EmbeddingRunner(model).Pooling;
+        }
+        Assert.That(Pooling(), Is.EqualTo("cls"), "1_Pooling/config.json");
+        Assert.That(Pooling("--pooling", "mean", "--lowering", "portable"), Is.EqualTo("mean"), "the flag wins");
+
+        File.WriteAllText(Path.Combine(checkpoint, "1_Pooling", "config.json"), """{"pooling_mode_max_tokens": true}""");
+        var refused = OnnxDecoderCli.Run("export", "--checkpoint", checkpoint, "--out", Path.Combine(_root, "cli-refused"), "--hidden-states");
+        Assert.That(refused.ExitCode, Is.EqualTo(1));
+        Assert.That(refused.Stderr, Does.Contain("1_Pooling").And.Contain("pass --pooling last|mean|cls"));
+        var bad = OnnxDecoderCli.Run("export", "--checkpoint", checkpoint, "--out", Path.Combine(_root, "cli-bad"), "--hidden-states", "--pooling", "max");
+        Assert.That(bad.ExitCode, Is.EqualTo(1));
+        Assert.That(bad.Stderr.Trim(), Is.EqualTo("onnx-decoder: --pooling 'max' is not known: use last, mean or cls"));
+    }
 }
