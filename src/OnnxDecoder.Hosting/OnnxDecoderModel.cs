@@ -38,6 +38,8 @@ public sealed class OnnxDecoderModel : IDisposable
     public OnnxDecoderOptions Options => _options;
     /// <summary>The batcher; null until loaded.</summary>
     public ContinuousBatcher? Batcher => _batcher;
+    /// <summary>Pools embeddings when the model has the hidden_states output (export --hidden-states); else null.</summary>
+    public EmbeddingRunner? Embeddings { get; private set; }
     /// <summary>Positions one sequence may use (prompt and output), once loaded.</summary>
     public int MaxLength => _batcher?.MaxLength ?? 0;
 
@@ -57,6 +59,7 @@ public sealed class OnnxDecoderModel : IDisposable
             Tokenizer = TextTokenizer.Load(_model.Folder.Directory, _model.Folder.BosTokenId);
             ChatPrompt = ChatPrompt.ForModel(_model.Folder.Directory, Tokenizer);
             ModelId = Path.GetFileName(Path.TrimEndingDirectorySeparator(_model.Folder.Directory));
+            Embeddings = EmbeddingRunner.Supports(_model) ? new EmbeddingRunner(_model) : null;
             _batcher = new ContinuousBatcher(_model, Tokenizer, new BatcherOptions
             {
                 MaxSequences = _options.MaxConcurrentSequences,

@@ -2,6 +2,7 @@ using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using OnnxDecoder.Runtime;
 
 namespace OnnxDecoder.Hosting;
 
@@ -9,7 +10,8 @@ public static class ServiceCollectionExtensions
 {
     /// <summary>
     /// Registers the model (loaded in the background at start), an <see cref="IChatClient"/> over it,
-    /// and the "onnxdecoder" health check. Options come from <paramref name="section"/> (usually
+    /// an <see cref="IEmbeddingGenerator{TInput, TEmbedding}"/> when the model folder has the hidden_states
+    /// output (export --hidden-states; otherwise GetService returns null), and the "onnxdecoder" health check. Options come from <paramref name="section"/> (usually
     /// configuration's "OnnxDecoder" section) and are validated when the host starts.
     /// </summary>
     public static IServiceCollection AddOnnxDecoder(this IServiceCollection services, IConfiguration section, Action<OnnxDecoderOptions>? configure = null)
@@ -23,6 +25,11 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<OnnxDecoderMetrics>();
         services.AddHostedService<OnnxDecoderMetricsStarter>();
         services.AddSingleton<IChatClient, OnnxDecoderChatClient>();
+        services.AddSingleton<OnnxDecoderEmbeddingGenerator>();
+        // Resolves to null (GetService) for a model folder without the hidden_states output.
+        services.AddSingleton<IEmbeddingGenerator<string, Embedding<float>>>(provider =>
+            EmbeddingRunner.FolderSupports(provider.GetRequiredService<IOptions<OnnxDecoderOptions>>().Value.ModelPath)
+                ? provider.GetRequiredService<OnnxDecoderEmbeddingGenerator>() : null!);
         services.AddHealthChecks().AddCheck<OnnxDecoderHealthCheck>("onnxdecoder");
         return services;
     }

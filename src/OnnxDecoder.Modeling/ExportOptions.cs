@@ -12,6 +12,17 @@ public enum Lowering
 
 public enum ExecutionTarget { Cpu, Cuda, DirectML }
 
+/// <summary>How an embedding is pooled from the hidden states of one sequence.</summary>
+public enum EmbeddingPooling
+{
+    /// <summary>The last real token (decoder embedding models such as Qwen3-Embedding).</summary>
+    Last,
+    /// <summary>The mean over real tokens (attention-mask weighted).</summary>
+    Mean,
+    /// <summary>The first real token.</summary>
+    Cls,
+}
+
 public sealed record ExportOptions
 {
     public Lowering Lowering { get; init; } = Lowering.Portable;
@@ -21,6 +32,13 @@ public sealed record ExportOptions
 
     /// <summary>MoE models: add router_logits.{i} outputs [B*S, experts] for debugging (portable lowering).</summary>
     public bool RouterLogitsOutputs { get; init; }
+
+    /// <summary>Add the final-normed hidden states [B, S, hidden] as the output hidden_states, with embedding
+    /// pooling and L2 normalisation metadata, so the runtime can serve embeddings.</summary>
+    public bool HiddenStatesOutput { get; init; }
+
+    /// <summary>The pooling written to the metadata with <see cref="HiddenStatesOutput"/>.</summary>
+    public EmbeddingPooling Pooling { get; init; } = EmbeddingPooling.Last;
 
     /// <summary>Longest sequence (prompt + generated) the export serves; defaults to the model's context.</summary>
     public int? MaxLength { get; init; }

@@ -18,6 +18,9 @@ public static class GraphContract
     public const string PositionIds = "position_ids";
     /// <summary>[batch_size, sequence_length or 1, vocab] in the activation type.</summary>
     public const string Logits = "logits";
+    /// <summary>[batch_size, sequence_length, hidden] in the activation type: the last layer's output after the final
+    /// norm, before the LM head (optional output, `export --hidden-states`); embeddings are pooled from it.</summary>
+    public const string HiddenStates = "hidden_states";
 
     /// <summary>genai_config.json name patterns; %d is the layer index.</summary>
     public const string PastKeyPattern = "past_key_values.%d.key", PastValuePattern = "past_key_values.%d.value",
@@ -48,5 +51,11 @@ public static class GraphContract
         /// batch may hold sequences of different lengths over a shared KV buffer.</summary>
         public const string GqaSeqlensK = "onnxdecoder.gqa_seqlens_k";
         public const string GqaSeqlensKLastAttendedColumn = "last_attended_column";
+        /// <summary>How an embedding is pooled from <see cref="HiddenStates"/>: one of <see cref="Poolings"/>.</summary>
+        public const string EmbeddingPooling = "onnxdecoder.embedding_pooling";
+        /// <summary>How a pooled embedding is normalised: "l2" (unit length) or "none".</summary>
+        public const string EmbeddingNormalize = "onnxdecoder.embedding_normalize";
+        /// <summary>"last" (the last real token; with left padding the last column), "mean" (over real tokens), "cls" (the first real token).</summary>
+        public static readonly IReadOnlyList<string> Poolings = ["last", "mean", "cls"];
     }
 }

@@ -39,6 +39,7 @@ public static partial class OpenAIEndpoints
     {
         endpoints.MapPost("/v1/chat/completions", (HttpContext http) => Complete(http, chat: true));
         endpoints.MapPost("/v1/completions", (HttpContext http) => Complete(http, chat: false));
+        endpoints.MapPost("/v1/embeddings", Embed);
         endpoints.MapGet("/v1/models", (HttpContext http) =>
         {
             var model = http.RequestServices.GetRequiredService<OnnxDecoderModel>();

@@ -27,6 +27,14 @@ public static class Commands
         _ => throw new ArgumentException($"--lowering '{text}' is not known: use portable or ort"),
     };
 
+    public static EmbeddingPooling ParsePooling(string text) => text.ToLowerInvariant() switch
+    {
+        "last" => EmbeddingPooling.Last,
+        "mean" => EmbeddingPooling.Mean,
+        "cls" => EmbeddingPooling.Cls,
+        _ => throw new ArgumentException($"--pooling '{text}' is not known: use last, mean or cls"),
+    };
+
     private static ExecutionTarget ParseTarget(string text) => text.ToLowerInvariant() switch
     {
         "cpu" => ExecutionTarget.Cpu,
@@ -71,8 +79,10 @@ public static class Commands
         var maxLength = new Option<int?>("--max-length") { Description = "longest sequence the export serves (default: the model's context)" };
         var target = new Option<string>("--target") { Description = "execution provider the export is for: cpu, cuda, dml", DefaultValueFactory = _ => "cpu" };
         var allowNonFinite = new Option<bool>("--allow-non-finite") { Description = "export weights holding NaN or infinity instead of refusing them" };
+        var hiddenStates = new Option<bool>("--hidden-states") { Description = "add the final-normed hidden states as the output hidden_states, so the model serves embeddings" };
+        var pooling = new Option<string>("--pooling") { Description = "with --hidden-states: how an embedding is pooled: last (last real token), mean (over real tokens) or cls (first token); L2-normalised. Default: a sentence-transformers checkpoint's 1_Pooling/config.json, else last", DefaultValueFactory = _ => "last" };
         var command = new Command("export", "Export a checkpoint to a model folder (model.onnx, genai_config.json, tokenizer)")
-            { checkpoint, tokenizer, output, lowering, precision, maxLength, target, allowNonFinite, blockSize, asymmetric, accuracy, embedding, activations };
+            { checkpoint, tokenizer, output, lowering, precision, maxLength, target, allowNonFinite, blockSize, asymmetric, accuracy, embedding, activations, hiddenStates, pooling };
         command.SetAction(r => Guard(() =>
         {
             var quantization = r.GetValue(precision) switch
@@ -98,6 +108,11 @@ public static class Commands
                     "fp32" => false, "fp16" => true,
                     var a => throw new ArgumentException($"--activations {a} is not known: use fp32 or fp16"),
                 },
+                HiddenStatesOutput = r.GetValue(hiddenStates),
+                // An explicit --pooling wins; otherwise the checkpoint's own pooling config, else last.
+                Pooling = r.GetResult(pooling) is { Implicit: false } || !r.GetValue(hiddenStates)
+                    ? ParsePooling(r.GetValue(pooling)!)
+                    : Exporters.SafeTensors.SentenceTransformersPooling.Read(r.GetValue(checkpoint)!) ?? EmbeddingPooling.Last,
             };
             RunExport(r.GetValue(checkpoint)!, r.GetValue(tokenizer), r.GetValue(output)!, options, r.GetValue(allowNonFinite));
             return 0;

@@ -70,6 +70,7 @@ public abstract class DecoderFamily
                 b.Input(GraphContract.PastValue(i), g.Float, batch, config.NumKvHeads, past, config.HeadDim));
 
         Value logits;
+        Value? hiddenStates = null;
         using (b.Scope("model"))
         {
             g.Lowering.PrepareShared(g);
@@ -87,6 +88,9 @@ public abstract class DecoderFamily
                 (x, normed) = Layer(g, i, x, normed, next, caches[i]);
             }
 
+            // An Identity gives the embedding output its own node, so the LM head's input keeps its name.
+            if (options.HiddenStatesOutput)
+                using (b.Scope("hidden_states")) hiddenStates = b.Op("Identity", [normed]);   // [B, S, hidden] after the final norm
             using (b.Scope("lm_head"))
             {
                 if (options.LastTokenLogitsOnly)
@@ -100,6 +104,12 @@ public abstract class DecoderFamily
         {
             b.Output(caches[i].PresentKey!, GraphContract.PresentKey(i), g.Float, batch, config.NumKvHeads, total, config.HeadDim);
             b.Output(caches[i].PresentValue!, GraphContract.PresentValue(i), g.Float, batch, config.NumKvHeads, total, config.HeadDim);
+        }
+        if (hiddenStates is not null)
+        {
+            b.Output(hiddenStates, GraphContract.HiddenStates, g.Float, batch, sequence, config.HiddenSize);
+            b.Metadata(GraphContract.Metadata.EmbeddingPooling, options.Pooling.ToString().ToLowerInvariant());
+            b.Metadata(GraphContract.Metadata.EmbeddingNormalize, "l2");
         }
         if (options.RouterLogitsOutputs)
             for (int i = 0; i < g.RouterLogits.Count; i++)

@@ -20,6 +20,9 @@ public sealed partial class HfReference
 
     public HfSpec Spec { get; }
 
+    /// <summary>The last <see cref="Forward"/>'s final-normed hidden states [B, S, hidden] (the LM head's input).</summary>
+    public double[] HiddenStates { get; private set; } = [];
+
     public HfReference(HfSpec spec, InMemoryWeights weights)
     {
         Spec = spec;
@@ -50,6 +53,7 @@ public sealed partial class HfReference
 
         var embedding = Tensor("model.embed_tokens.weight", c.VocabSize, hidden);
         var logits = new double[(long)batch * length * c.VocabSize];
+        HiddenStates = new double[(long)batch * length * hidden];
         for (int row = 0; row < batch; row++)
         {
             // x[t]: the residual stream [hidden] of slot t of this row.
@@ -93,7 +97,9 @@ public sealed partial class HfReference
             string head = c.TieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
             for (int t = 0; t < length; t++)
             {
-                var result = Linear(head, RmsNorm(x[t], "model.norm.weight"), c.VocabSize, null);
+                var finalNormed = RmsNorm(x[t], "model.norm.weight");
+                Array.Copy(finalNormed, 0, HiddenStates, ((long)row * length + t) * hidden, hidden);
+                var result = Linear(head, finalNormed, c.VocabSize, null);
                 for (int v = 0; v < c.VocabSize; v++)
                 {
                     double value = result[v] / c.LogitsScaling;   // Granite's logits_scaling (1 elsewhere)
