@@ -84,9 +84,7 @@ public sealed class ContinuousBatcher : IDisposable
     private int _outstanding;                         // queued + prefilling + decoding
     private long _steps, _rowSteps, _compactions, _stepTicks, _reusedPrefixTokens;
     private readonly List<int> _prefillTokens = [];  // the tokens whose KV the prefill session holds
-    private readonly int[]?[] _rowTokens;              // tokens whose KV a free row still holds (prefix cache); null: none
-    private readonly long[] _rowFinished;              // when each cached row's sequence finished, for least-recently-used eviction
-    private long _finishClock;
+    private readonly RowPrefixCache _rowCache;         // tokens whose KV free rows still hold (own lengths only)
     private int _prefillRow = -1;                      // the row reserved for the prefilling request
 
     public ContinuousBatcher(DecoderModel model, TextTokenizer tokenizer, BatcherOptions? options = null)
@@ -121,8 +119,7 @@ public sealed class ContinuousBatcher : IDisposable
             _rowStart = new int[_rowsCapacity];
             _rowLength = new int[_rowsCapacity];
             _rowStartScratch = new int[_rowsCapacity];
-            _rowTokens = new int[]?[_rowsCapacity];
-            _rowFinished = new long[_rowsCapacity];
+            _rowCache = new RowPrefixCache(_rowsCapacity);
         }
         catch
         {
@@ -165,15 +162,7 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Sequences being prefilled or decoded now (a gauge, like <see cref="RowsInUse"/>).</summary>
     public int ActiveSequences => RowsInUse + (Volatile.Read(ref _prefilling) is null ? 0 : 1);
     /// <summary>Free rows that still hold a finished sequence's KV for a later prompt to start from (a gauge).</summary>
-    public int CachedRows
-    {
-        get
-        {
-            int cached = 0;
-            foreach (var tokens in _rowTokens) if (tokens is not null) cached++;
-            return cached;
-        }
-    }
+    public int CachedRows => _rowCache.Count;
     /// <summary>Times the timeline reached the max length and was compacted (each moves the live KV once).</summary>
     public long Compactions => Interlocked.Read(ref _compactions);
 
@@ -283,7 +272,7 @@ public sealed class ContinuousBatcher : IDisposable
                 if (next.IsCancelled) { Complete(next, null); continue; }
                 _prefilling = next;
                 next.CachedPromptTokens = ReusePrefix(next.PromptIds);
-                _prefillRow = ChooseRow(next.PromptIds);
+                _prefillRow = _rowCache.Take(next.PromptIds, _rows);
                 next.Clock.Restart();
             }
             var sequence = _prefilling;
@@ -330,12 +319,8 @@ public sealed class ContinuousBatcher : IDisposable
     private int ReusePrefix(int[] prompt)
     {
         int limit = prompt.Length - 1;
-        int common = _prefill.CanTruncate ? CommonPrefix(_prefillTokens, prompt, limit) : 0;
-        int bestRow = -1, fromRow = 0;
-        if (_ownLengths && _prefill.CanTruncate)
-            for (int row = 0; row < _rowsCapacity; row++)
-                if (_rows[row] is null && _rowTokens[row] is { } cached && CommonPrefix(cached, prompt, limit) is var shared && shared > fromRow)
-                    (bestRow, fromRow) = (row, shared);
+        int common = _prefill.CanTruncate ? RowPrefixCache.CommonPrefix(_prefillTokens, prompt, limit) : 0;
+        var (bestRow, fromRow) = _ownLengths && _prefill.CanTruncate ? _rowCache.Longest(prompt, limit, _rows) : (-1, 0);
         if (fromRow > common)
         {
             _prefill.Reset();
@@ -343,7 +328,6 @@ public sealed class ContinuousBatcher : IDisposable
             _prefill.ResumeAt(fromRow);
             _prefillTokens.Clear();
             _prefillTokens.AddRange(prompt.AsSpan(0, fromRow));
-            _rowFinished[bestRow] = ++_finishClock; // a hit keeps the row's cache fresh
             Interlocked.Add(ref _reusedPrefixTokens, fromRow);
             return fromRow;
         }
@@ -352,32 +336,6 @@ public sealed class ContinuousBatcher : IDisposable
         _prefillTokens.RemoveRange(common, _prefillTokens.Count - common);
         Interlocked.Add(ref _reusedPrefixTokens, common);
         return common;
-    }
-
-    private static int CommonPrefix(IReadOnlyList<int> cached, int[] prompt, int limit)
-    {
-        limit = Math.Min(limit, cached.Count);
-        int common = 0;
-        while (common < limit && cached[common] == prompt[common]) common++;
-        return common;
-    }
-
-    /// <summary>The free row a new request will decode in: a cached row whose tokens the prompt extends
-    /// (its cache is subsumed), else a row that caches nothing, else the least recently finished one.</summary>
-    private int ChooseRow(int[] prompt)
-    {
-        int chosen = -1;
-        for (int row = 0; row < _rowsCapacity && chosen < 0; row++)
-            if (_rows[row] is null && _rowTokens[row] is { } cached && cached.Length <= prompt.Length && CommonPrefix(cached, prompt, cached.Length) == cached.Length)
-                chosen = row;
-        for (int row = 0; row < _rowsCapacity && chosen < 0; row++)
-            if (_rows[row] is null && _rowTokens[row] is null) chosen = row;
-        if (chosen < 0) // every free row caches a prefix: evict the oldest
-            for (int row = 0; row < _rowsCapacity; row++)
-                if (_rows[row] is null && (chosen < 0 || _rowFinished[row] < _rowFinished[chosen])) chosen = row;
-        if (chosen < 0) throw new InvalidOperationException("no free row at admission"); // Admit only dequeues with a free row
-        _rowTokens[chosen] = null;
-        return chosen;
     }
 
     /// <summary>A sequence leaves its row; with own lengths the row keeps its KV for the prefix cache: the
@@ -391,8 +349,7 @@ public sealed class ContinuousBatcher : IDisposable
         var tokens = new int[sequence.PromptIds.Length + fed];
         sequence.PromptIds.CopyTo(tokens, 0);
         generated.CopyTo(0, tokens, sequence.PromptIds.Length, fed);
-        _rowTokens[row] = tokens;
-        _rowFinished[row] = ++_finishClock;
+        _rowCache.Keep(row, tokens);
     }
 
     /// <summary>Copies the prefilled prompt into <paramref name="row"/>: from column 0 when rows keep
@@ -460,7 +417,7 @@ public sealed class ContinuousBatcher : IDisposable
             _length = 0;
             for (int row = 0; row < rows; row++)
                 if (_rows[row] is { } active) _length = Math.Max(_length, active.Positions);
-                else if (_rowTokens[row] is { } cached) _length = Math.Max(_length, RideAlongColumn(cached));
+                else if (_rowCache.TokensOf(row) is { } cached) _length = Math.Max(_length, RideAlongColumn(cached));
         }
         else if (_length + 1 > MaxLength)
         {
@@ -490,7 +447,7 @@ public sealed class ContinuousBatcher : IDisposable
                     mask[_rowStart[row]..].Fill(1);
                 }
             }
-            else if (_ownLengths && _rowTokens[row] is { } cached)
+            else if (_ownLengths && _rowCache.TokensOf(row) is { } cached)
             {
                 // A cached row's pad token goes just past its tokens, so their keys and values stay.
                 int column = RideAlongColumn(cached);
@@ -498,7 +455,7 @@ public sealed class ContinuousBatcher : IDisposable
                 _stepPositions[row] = column;
                 mask[..(column + 1)].Fill(1);
                 mask[(column + 1)..].Clear();
-                if (column < cached.Length) _rowTokens[row] = cached[..column]; // a full row gives up its last position
+                _rowCache.TruncateTo(row, column); // a full row gives up its last position
             }
             else
             {
@@ -559,7 +516,7 @@ public sealed class ContinuousBatcher : IDisposable
         }
         _length = 0;
         _prefillRow = -1;
-        Array.Clear(_rowTokens); // a failed run leaves every row's KV undefined
+        _rowCache.Clear(); // a failed run leaves every row's KV undefined
         _cache.Reset();
         _prefill.Reset();
         _prefillTokens.Clear();
