@@ -326,6 +326,7 @@ public sealed class ContinuousBatcher : IDisposable
             _prefill.Reset();
             _prefill.Cache.CopySegment(_cache, MaxLength, bestRow, 0, fromRow, MaxLength, 0, 0);
             _prefill.ResumeAt(fromRow);
+            _rowCache.Touch(bestRow);
             _prefillTokens.Clear();
             _prefillTokens.AddRange(prompt.AsSpan(0, fromRow));
             Interlocked.Add(ref _reusedPrefixTokens, fromRow);

@@ -26,16 +26,19 @@ internal sealed class RowPrefixCache(int rows)
     }
 
     /// <summary>The free row sharing the longest prefix with <paramref name="prompt"/>, up to
-    /// <paramref name="limit"/> tokens; (-1, 0) when none shares any. A hit counts as a use.</summary>
+    /// <paramref name="limit"/> tokens; (-1, 0) when none shares any. Only a hit the caller uses should
+    /// count as a use (<see cref="Touch"/>): every row shares BOS.</summary>
     public (int Row, int Length) Longest(int[] prompt, int limit, BatchedSequence?[] live)
     {
         int best = -1, length = 0;
         for (int row = 0; row < _tokens.Length; row++)
             if (live[row] is null && _tokens[row] is { } cached && CommonPrefix(cached, prompt, limit) is var shared && shared > length)
                 (best, length) = (row, shared);
-        if (best >= 0) _used[best] = ++_clock;
         return (best, length);
     }
+
+    /// <summary>A request started from this row's cache: it is the last to be evicted.</summary>
+    public void Touch(int row) => _used[row] = ++_clock;
 
     /// <summary>The free row a new request decodes in, its cache forgotten: a row whose tokens the prompt
     /// extends (nothing is lost), else one that caches nothing, else the least recently used.</summary>

@@ -156,6 +156,39 @@ public class BatcherTests
     }
 
     [Test]
+    public async Task A_new_request_evicts_the_least_recently_used_cached_row_and_outputs_stay_exact()
+    {
+        // Two rows, three conversations one after another: the third takes the row of the first (finished
+        // longest ago); the second's follow-up still starts from its own row, the first's runs again.
+        var (batcher, model) = Open(Lowering.Ort, sequences: 2);
+        using var _ = model;
+        string folder = Fixtures.Stories(Lowering.Ort);
+        using var fresh = new DecoderSession(folder);
+        var generator = new Generator(fresh, TextTokenizer.Load(folder, fresh.Folder.BosTokenId));
+        using (batcher)
+        {
+            async Task<(int[] Prompt, int[] Reply, int Cached)> Turn(int[] prompt)
+            {
+                using var sequence = batcher.Submit(prompt, new GenerationOptions { MaxNewTokens = 12 });
+                var result = await sequence.Completion.WaitAsync(TimeSpan.FromSeconds(60));
+                fresh.Reset();
+                Assert.That(result.TokenIds, Is.EqualTo(generator.Generate(prompt, new GenerationOptions { MaxNewTokens = 12 }).TokenIds), "the same tokens as a fresh run");
+                return (prompt, result.TokenIds, sequence.CachedPromptTokens);
+            }
+            int[] FollowUp((int[] Prompt, int[] Reply, int) turn) => [.. turn.Prompt, .. turn.Reply, .. batcher.Tokenizer.Encode(" The end.", addBos: false)];
+            var a = await Turn(batcher.Tokenizer.Encode(Prompts[0], addBos: true));
+            var b = await Turn(batcher.Tokenizer.Encode(Prompts[1], addBos: true));
+            var c = await Turn(batcher.Tokenizer.Encode(Prompts[2], addBos: true));
+            Assert.That(batcher.CachedRows, Is.EqualTo(2));
+            var b2 = await Turn(FollowUp(b));
+            Assert.That(b2.Cached, Is.GreaterThanOrEqualTo(b.Prompt.Length + b.Reply.Length - 1), "the second conversation's row was kept");
+            var a2 = await Turn(FollowUp(a));
+            Assert.That(a2.Cached, Is.LessThan(a.Prompt.Length - 1), "the first conversation's row was evicted for the third");
+            Assert.That(c.Cached, Is.LessThanOrEqualTo(1), "a new conversation shares at most BOS");
+        }
+    }
+
+    [Test]
     public async Task Cancelling_a_sequence_frees_its_row_for_the_next_request()
     {
         var (batcher, model) = Open(Lowering.Ort, sequences: 1, queue: 4);
