@@ -46,6 +46,15 @@ public sealed class QueueFullException(string message) : InvalidOperationExcepti
 /// right; a timeline that reaches the max length is compacted to the longest live row. Those moves
 /// copy KV memory, rarely.
 /// </para>
+/// <para>
+/// Prefix cache (own lengths only): a finished request's keys and values stay in its row, with the
+/// tokens they hold, until the row is needed again (the least recently finished row goes first). A new
+/// prompt starts from the longest prefix it shares with any cached row or with the last prompt run
+/// through the prefill session, so the next turn of a conversation or a shared system prompt is not
+/// run again. A cached row under the highest live row rides along in each step with a pad token
+/// written just past its tokens, so its cache survives. On the shared timeline only the last prompt
+/// is reused: relayouts and compactions move live rows only.
+/// </para>
 /// One scheduler thread owns the session, the cache and every row; callers only enqueue and read.
 /// </summary>
 public sealed class ContinuousBatcher : IDisposable
@@ -75,6 +84,8 @@ public sealed class ContinuousBatcher : IDisposable
     private int _outstanding;                         // queued + prefilling + decoding
     private long _steps, _rowSteps, _compactions, _stepTicks, _reusedPrefixTokens;
     private readonly List<int> _prefillTokens = [];  // the tokens whose KV the prefill session holds
+    private readonly RowPrefixCache _rowCache;         // tokens whose KV free rows still hold (own lengths only)
+    private int _prefillRow = -1;                      // the row reserved for the prefilling request
 
     public ContinuousBatcher(DecoderModel model, TextTokenizer tokenizer, BatcherOptions? options = null)
     {
@@ -108,6 +119,7 @@ public sealed class ContinuousBatcher : IDisposable
             _rowStart = new int[_rowsCapacity];
             _rowLength = new int[_rowsCapacity];
             _rowStartScratch = new int[_rowsCapacity];
+            _rowCache = new RowPrefixCache(_rowsCapacity);
         }
         catch
         {
@@ -131,8 +143,8 @@ public sealed class ContinuousBatcher : IDisposable
     public long RowSteps => Interlocked.Read(ref _rowSteps);
     /// <summary>Time spent in batched decode runs (sampling included); <see cref="RowSteps"/> over it is the aggregate decode rate.</summary>
     public TimeSpan DecodeTime => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _stepTicks));
-    /// <summary>Prompt tokens not run again because the previous prompt began with them (a shared
-    /// system prompt, or the earlier turns of a conversation).</summary>
+    /// <summary>Prompt tokens not run again because a cached row or the previous prompt began with them
+    /// (a shared system prompt, or the earlier turns of a conversation).</summary>
     public long ReusedPrefixTokens => Interlocked.Read(ref _reusedPrefixTokens);
     /// <summary>Requests waiting for a row (not yet prefilling).</summary>
     public int QueueLength => _queue.Count;
@@ -149,6 +161,8 @@ public sealed class ContinuousBatcher : IDisposable
     }
     /// <summary>Sequences being prefilled or decoded now (a gauge, like <see cref="RowsInUse"/>).</summary>
     public int ActiveSequences => RowsInUse + (Volatile.Read(ref _prefilling) is null ? 0 : 1);
+    /// <summary>Free rows that still hold a finished sequence's KV for a later prompt to start from (a gauge).</summary>
+    public int CachedRows => _rowCache.Count;
     /// <summary>Times the timeline reached the max length and was compacted (each moves the live KV once).</summary>
     public long Compactions => Interlocked.Read(ref _compactions);
 
@@ -235,12 +249,13 @@ public sealed class ContinuousBatcher : IDisposable
         for (int row = 0; row < _rows.Length; row++)
             if (_rows[row] is { IsCancelled: true } sequence)
             {
-                _rows[row] = null;
+                Release(row, sequence);
                 Complete(sequence, null);
             }
         if (_prefilling is { IsCancelled: true } prefilling)
         {
             _prefilling = null;
+            _prefillRow = -1;
             Complete(prefilling, null);
         }
     }
@@ -253,11 +268,11 @@ public sealed class ContinuousBatcher : IDisposable
         {
             if (_prefilling is null)
             {
-                int free = Array.IndexOf(_rows, null);
-                if (free < 0 || !_queue.TryDequeue(out var next)) return;
+                if (Array.IndexOf(_rows, null) < 0 || !_queue.TryDequeue(out var next)) return;
                 if (next.IsCancelled) { Complete(next, null); continue; }
                 _prefilling = next;
                 next.CachedPromptTokens = ReusePrefix(next.PromptIds);
+                _prefillRow = _rowCache.Take(next.PromptIds, _rows);
                 next.Clock.Restart();
             }
             var sequence = _prefilling;
@@ -273,6 +288,7 @@ public sealed class ContinuousBatcher : IDisposable
             catch (Exception e)
             {
                 _prefilling = null;
+                _prefillRow = -1;
                 _prefill.Reset();
                 _prefillTokens.Clear();
                 Complete(sequence, e is OperationCanceledException ? null : e);
@@ -289,29 +305,52 @@ public sealed class ContinuousBatcher : IDisposable
             var piece = sequence.State.Next(logits, total, MaxLength);
             sequence.FirstTokenMs = sequence.SinceSubmitted.Elapsed.TotalMilliseconds;
             if (piece is not null) sequence.Emit(piece);
-            if (sequence.State.StopReason is not null) { Complete(sequence, null); continue; }
-            Place(sequence, Array.IndexOf(_rows, null)); // the row that was free at admission still is
+            if (sequence.State.StopReason is not null) { _prefillRow = -1; Complete(sequence, null); continue; }
+            Place(sequence, _prefillRow); // reserved at admission: only this request takes a row
+            _prefillRow = -1;
         }
     }
 
     /// <summary>
-    /// Keeps the longest prefix the prefill cache shares with <paramref name="prompt"/> (at least one
-    /// prompt token is always run, for its logits); <see cref="_prefillTokens"/> is left holding it.
-    /// Returns how many prompt tokens were kept.
+    /// Leaves the prefill session holding the longest prefix of <paramref name="prompt"/> found in it or in
+    /// a cached row (copied from the row into the prefill cache; at least one prompt token is always run,
+    /// for its logits); <see cref="_prefillTokens"/> is left holding it. Returns how many prompt tokens were kept.
     /// </summary>
     private int ReusePrefix(int[] prompt)
     {
-        int common = 0;
-        if (_prefill.CanTruncate)
+        int limit = prompt.Length - 1;
+        int common = _prefill.CanTruncate ? RowPrefixCache.CommonPrefix(_prefillTokens, prompt, limit) : 0;
+        var (bestRow, fromRow) = _ownLengths && _prefill.CanTruncate ? _rowCache.Longest(prompt, limit, _rows) : (-1, 0);
+        if (fromRow > common)
         {
-            int limit = Math.Min(_prefillTokens.Count, prompt.Length - 1);
-            while (common < limit && _prefillTokens[common] == prompt[common]) common++;
+            _prefill.Reset();
+            _prefill.Cache.CopySegment(_cache, MaxLength, bestRow, 0, fromRow, MaxLength, 0, 0);
+            _prefill.ResumeAt(fromRow);
+            _rowCache.Touch(bestRow);
+            _prefillTokens.Clear();
+            _prefillTokens.AddRange(prompt.AsSpan(0, fromRow));
+            Interlocked.Add(ref _reusedPrefixTokens, fromRow);
+            return fromRow;
         }
         if (common == 0) _prefill.Reset();
         else _prefill.TruncateTo(common);
         _prefillTokens.RemoveRange(common, _prefillTokens.Count - common);
         Interlocked.Add(ref _reusedPrefixTokens, common);
         return common;
+    }
+
+    /// <summary>A sequence leaves its row; with own lengths the row keeps its KV for the prefix cache: the
+    /// prompt and every token fed back (the last sampled token never ran).</summary>
+    private void Release(int row, BatchedSequence sequence)
+    {
+        _rows[row] = null;
+        if (!_ownLengths) return;
+        var generated = sequence.State.Generated;
+        int fed = Math.Min(sequence.DecodedSteps, generated.Count);
+        var tokens = new int[sequence.PromptIds.Length + fed];
+        sequence.PromptIds.CopyTo(tokens, 0);
+        generated.CopyTo(0, tokens, sequence.PromptIds.Length, fed);
+        _rowCache.Keep(row, tokens);
     }
 
     /// <summary>Copies the prefilled prompt into <paramref name="row"/>: from column 0 when rows keep
@@ -374,10 +413,12 @@ public sealed class ContinuousBatcher : IDisposable
         int rows = ActiveRows();
         if (_ownLengths)
         {
-            // Each row's mask covers its own tokens plus the new one; the run is as wide as the longest.
+            // Each row's mask covers its own tokens plus the new one; the run is as wide as the longest,
+            // cached rows riding along included.
             _length = 0;
             for (int row = 0; row < rows; row++)
                 if (_rows[row] is { } active) _length = Math.Max(_length, active.Positions);
+                else if (_rowCache.TokensOf(row) is { } cached) _length = Math.Max(_length, RideAlongColumn(cached));
         }
         else if (_length + 1 > MaxLength)
         {
@@ -406,6 +447,16 @@ public sealed class ContinuousBatcher : IDisposable
                     mask[.._rowStart[row]].Clear();
                     mask[_rowStart[row]..].Fill(1);
                 }
+            }
+            else if (_ownLengths && _rowCache.TokensOf(row) is { } cached)
+            {
+                // A cached row's pad token goes just past its tokens, so their keys and values stay.
+                int column = RideAlongColumn(cached);
+                _stepIds[row] = folder.PadTokenId;
+                _stepPositions[row] = column;
+                mask[..(column + 1)].Fill(1);
+                mask[(column + 1)..].Clear();
+                _rowCache.TruncateTo(row, column); // a full row gives up its last position
             }
             else
             {
@@ -441,11 +492,15 @@ public sealed class ContinuousBatcher : IDisposable
             if (piece is not null) sequence.Emit(piece);
             if (sequence.State.StopReason is not null)
             {
-                _rows[row] = null;
+                Release(row, sequence);
                 Complete(sequence, null);
             }
         }
     }
+
+    /// <summary>The column a cached row's ride-along pad token writes: just past its tokens, or over its
+    /// last position when the row is full.</summary>
+    private int RideAlongColumn(int[] cached) => Math.Min(cached.Length, MaxLength - 1);
 
     private void FailAll(Exception error)
     {
@@ -461,6 +516,8 @@ public sealed class ContinuousBatcher : IDisposable
             Complete(prefilling, error);
         }
         _length = 0;
+        _prefillRow = -1;
+        _rowCache.Clear(); // a failed run leaves every row's KV undefined
         _cache.Reset();
         _prefill.Reset();
         _prefillTokens.Clear();

@@ -137,6 +137,21 @@ public sealed class DecoderSession : IDisposable
     }
 
     /// <summary>
+    /// Takes <paramref name="length"/> positions that were copied into <see cref="Cache"/> from elsewhere
+    /// (a batch row holding an earlier turn of the conversation) as this sequence's cached prefix, so the
+    /// next <see cref="Append"/> continues after them. Needs <see cref="CanTruncate"/>.
+    /// </summary>
+    internal void ResumeAt(int length)
+    {
+        if (!CanTruncate) throw new InvalidOperationException("only a batch of one over a shared KV buffer (ort lowering) can resume from a copied prefix");
+        if (length <= 0 || length > MaxLength) throw new ArgumentOutOfRangeException(nameof(length), length, $"a prefix holds 1..{MaxLength} positions");
+        _maskRows.AsSpan(0, length).Fill(1);
+        _maskScratch.AsSpan(0, length).Fill(1); // a batch of one copies only new columns into the scratch mask
+        Length = length;
+        _nextPosition[0] = length;
+    }
+
+    /// <summary>
     /// Appends <paramref name="length"/> tokens to every row (a prompt, or more of a conversation
     /// whose earlier tokens stay cached). <paramref name="tokens"/> and <paramref name="mask"/> are
     /// [batch, length] row-major; a mask of 0 marks left padding (default: all real tokens).

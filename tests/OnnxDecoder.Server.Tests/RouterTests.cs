@@ -13,7 +13,8 @@ namespace OnnxDecoder.Server.Tests;
 /// <summary>
 /// Three `serve` replicas behind the router, all on 127.0.0.1: conversation affinity against
 /// round-robin, measured on the same traffic shape in one run, then a replica killed mid-run.
-/// Traffic is bounded: 3 phases x 30 conversations x 3 turns, 6 conversations at a time, 12 tokens each.
+/// Traffic is bounded: 3 phases x 30 conversations x 3 turns, 6 conversations at a time, 12 tokens each; 8 rows per
+/// replica, so a replica's prefix cache holds the conversations routed to it.
 /// </summary>
 [Parallelizable(ParallelScope.None)]
 public class RouterTests
@@ -133,7 +134,7 @@ public class RouterTests
         var replicas = new List<(IHost Host, Uri Address)>();
         try
         {
-            for (int i = 0; i < 3; i++) replicas.Add(await ServerFixture.StartOnLoopback(ServerFixture.Settings(ServerFixture.Model, sequences: 2)));
+            for (int i = 0; i < 3; i++) replicas.Add(await ServerFixture.StartOnLoopback(ServerFixture.Settings(ServerFixture.Model, sequences: 8)));
             foreach (var (_, address) in replicas)
             {
                 using var http = new HttpClient { BaseAddress = address };
@@ -159,6 +160,10 @@ public class RouterTests
                 $"with the whole previous prompt cached: affinity {fullAffinity:P0}, round-robin {fullRoundRobin:P0}");
             Assert.That(n, Is.EqualTo(Conversations * (Turns - 1)));
             Assert.That(anyAffinity, Is.GreaterThanOrEqualTo(0.9));
+            // Each replica's rows keep finished turns' KV (the prefix cache), so a follow-up that returns to its
+            // replica starts from its own earlier turn; round-robin lands on a replica that never saw it 2 times in 3.
+            Assert.That(fullAffinity, Is.GreaterThanOrEqualTo(0.9), "affinity: follow-ups reuse their whole previous prompt");
+            Assert.That(fullAffinity, Is.GreaterThan(fullRoundRobin), "affinity beats round-robin on whole-prompt reuse");
 
             // A replica killed once a third of the turns are done: connections refused or reset from then on.
             var (killApp, killClient) = await StartRouter(addresses, Affinity.Conversation);
