@@ -13,7 +13,7 @@ namespace OnnxDecoder.Server.Tests;
 /// <summary>
 /// Three `serve` replicas behind the router, all on 127.0.0.1: conversation affinity against
 /// round-robin, measured on the same traffic shape in one run, then a replica killed mid-run.
-/// Traffic is bounded: 3 phases x 30 conversations x 3 turns, 6 conversations at a time, 12 tokens each; 8 rows per
+/// Traffic is bounded: 3 phases x 30 conversations x 3 turns, 6 conversations at a time, 12 tokens each; 16 rows per
 /// replica, so a replica's prefix cache holds the conversations routed to it.
 /// </summary>
 [Parallelizable(ParallelScope.None)]
@@ -134,7 +134,7 @@ public class RouterTests
         var replicas = new List<(IHost Host, Uri Address)>();
         try
         {
-            for (int i = 0; i < 3; i++) replicas.Add(await ServerFixture.StartOnLoopback(ServerFixture.Settings(ServerFixture.Model, sequences: 8)));
+            for (int i = 0; i < 3; i++) replicas.Add(await ServerFixture.StartOnLoopback(ServerFixture.Settings(ServerFixture.Model, sequences: 16)));
             foreach (var (_, address) in replicas)
             {
                 using var http = new HttpClient { BaseAddress = address };
