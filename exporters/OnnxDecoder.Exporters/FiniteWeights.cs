@@ -36,7 +36,7 @@ public sealed class FiniteWeights(IWeightSource inner, string source) : Modeling
         return TensorData.Lazy(tensor.ElementType, [.. tensor.Shape], stream => tensor.WriteTo(new CheckingStream(stream, name, source)));
     }
 
-    private sealed class CheckingStream(Stream destination, string tensor, string source) : Stream
+    private sealed class CheckingStream(Stream destination, string tensor, string source) : WriteOnlyStream
     {
         private readonly byte[] _carry = new byte[4];
         private int _carried;
@@ -68,13 +68,5 @@ public sealed class FiniteWeights(IWeightSource inner, string source) : Modeling
 
         public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
         public override void Flush() => destination.Flush();
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }

@@ -126,7 +126,7 @@ public static class TensorTransforms
     }
 
     /// <summary>A write-only stream that takes float32 bytes and writes float16 bytes to the destination.</summary>
-    private sealed class Float16Writer(Stream destination, string name) : Stream
+    private sealed class Float16Writer(Stream destination, string name) : WriteOnlyStream
     {
         private readonly byte[] _pending = new byte[4];
         private readonly byte[] _output = new byte[1 << 15];
@@ -172,15 +172,6 @@ public static class TensorTransforms
             if (_pendingCount != 0) throw new InvalidDataException($"tensor '{name}' is not a whole number of float32 values");
         }
 
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 
     /// <summary>float32 values of a small tensor.</summary>

@@ -174,7 +174,7 @@ public sealed class GptOss : Llama
     }
 
     /// <summary>A write-only stream that collects one expert's [rows, cols] bytes and writes them transposed.</summary>
-    private sealed class PerExpertTranspose(Stream destination, int expertBytes, long rows, long cols, int size) : Stream
+    private sealed class PerExpertTranspose(Stream destination, int expertBytes, long rows, long cols, int size) : WriteOnlyStream
     {
         private readonly byte[] _input = new byte[expertBytes], _output = new byte[expertBytes];
         private int _filled;
@@ -195,14 +195,5 @@ public sealed class GptOss : Llama
             }
         }
 
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
