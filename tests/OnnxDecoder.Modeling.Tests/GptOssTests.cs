@@ -88,8 +88,8 @@ public class GptOssTests
     }
 
     [TestCase("swiglu_limit", "5.0", "swiglu_limit (5) is not supported: GptOssExperts clamps at 7")]
-    [TestCase("quantization_config", """{"quant_method": "mxfp4", "modules_to_not_convert": []}""",
-        "quantization_config (quant_method mxfp4) is not supported for gpt_oss: export a checkpoint whose experts are dequantized (bfloat16 or float32, no quantization_config)")]
+    [TestCase("quantization_config", """{"quant_method": "bitsandbytes", "load_in_4bit": true}""",
+        "quantization_config (quant_method bitsandbytes) is not supported for gpt_oss: only mxfp4 experts are read; export a checkpoint whose weights are not quantized (bfloat16 or float32, no quantization_config)")]
     public void Unsupported_fields_are_refused_naming_the_field(string field, string value, string problem)
     {
         var node = System.Text.Json.Nodes.JsonNode.Parse(HfTestConfigs.GptOss)!.AsObject();

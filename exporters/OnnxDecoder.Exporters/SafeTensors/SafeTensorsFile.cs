@@ -13,7 +13,8 @@ public sealed record SafeTensorEntry(string Name, string DType, long[] Shape, lo
 /// A memory-mapped .safetensors file, parsed as hostile input: an 8-byte little-endian header
 /// length capped at 100 MB, a UTF-8 JSON header, dtypes F32/F16/BF16, byte ranges contiguous from
 /// 0 that cover the data exactly, and end - begin == element count x dtype size (checked).
-/// F16 and BF16 tensors are widened to float32 when read.
+/// F16 and BF16 tensors are widened to float32 when read; U8 tensors (MXFP4 blocks and scales) are read as bytes
+/// (<see cref="RawBytes"/>).
 /// </summary>
 public sealed class SafeTensorsFile : IDisposable
 {
@@ -38,6 +39,7 @@ public sealed class SafeTensorsFile : IDisposable
     {
         "F32" => 4,
         "F16" or "BF16" => 2,
+        "U8" => 1,
         _ => 0,
     };
 
@@ -117,7 +119,7 @@ public sealed class SafeTensorsFile : IDisposable
         if (!value.TryGetProperty("dtype", out var dtypeElement) || dtypeElement.ValueKind != JsonValueKind.String) throw bad($"tensor '{name}' has no dtype");
         string dtype = dtypeElement.GetString()!;
         int size = DTypeSize(dtype);
-        if (size == 0) throw bad($"tensor '{name}' has dtype '{dtype}', which is not supported (F32, F16, BF16)");
+        if (size == 0) throw bad($"tensor '{name}' has dtype '{dtype}', which is not supported (F32, F16, BF16; U8 for MXFP4 blocks and scales)");
         if (!value.TryGetProperty("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array) throw bad($"tensor '{name}' has no shape");
         if (shapeElement.GetArrayLength() > MaxDims) throw bad($"tensor '{name}' has {shapeElement.GetArrayLength()} dimensions (at most {MaxDims})");
         var shape = new long[shapeElement.GetArrayLength()];
@@ -149,6 +151,8 @@ public sealed class SafeTensorsFile : IDisposable
     public ITensorSource Tensor(string name)
     {
         var entry = Entries[name];
+        if (entry.DType == "U8")
+            throw new ModelFormatException(Path, $"tensor '{name}' has dtype U8, which only MXFP4 checkpoints' *_blocks / *_scales pairs may have (config.json quantization_config.quant_method \"mxfp4\")");
         long offset = _dataStart + entry.Begin, length = entry.End - entry.Begin;
         if (entry.DType == "F32") return _file.Tensor(ElementType.Float, entry.Shape, offset);
         return TensorData.Lazy(ElementType.Float, entry.Shape, stream =>
@@ -169,10 +173,19 @@ public sealed class SafeTensorsFile : IDisposable
         });
     }
 
+    /// <summary>Bytes [start, start + count) of <paramref name="entry"/>'s data, as stored.</summary>
+    public ReadOnlySpan<byte> RawBytes(SafeTensorEntry entry, long start, int count)
+    {
+        if (!ReferenceEquals(Entries.GetValueOrDefault(entry.Name), entry)) throw new ArgumentException($"tensor '{entry.Name}' is not an entry of {Path}");
+        if (start < 0 || count < 0 || start > entry.End - entry.Begin - count)
+            throw new ArgumentOutOfRangeException(nameof(start), $"bytes [{start}, {start} + {count}) lie outside tensor '{entry.Name}' ({entry.End - entry.Begin} bytes)");
+        return _file.Span(_dataStart + entry.Begin + start, count);
+    }
+
     public void Dispose() => _file.Dispose();
 }
 
-/// <summary>Writes a float32 safetensors file (for synth checkpoints and tests), streaming tensor by tensor.</summary>
+/// <summary>Writes a safetensors file of float32 (F32) and byte (U8) tensors (for synth checkpoints and tests), streaming tensor by tensor.</summary>
 public static class SafeTensorsWriter
 {
     public static void Write(string path, IReadOnlyList<(string Name, ITensorSource Tensor)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
@@ -183,10 +196,15 @@ public static class SafeTensorsWriter
         long offset = 0;
         foreach (var (name, tensor) in tensors)
         {
-            if (tensor.ElementType != ElementType.Float) throw new ArgumentException($"{name}: only float32 tensors are written");
+            string dtype = tensor.ElementType switch
+            {
+                ElementType.Float => "F32",
+                ElementType.UInt8 => "U8",
+                _ => throw new ArgumentException($"{name}: only float32 and uint8 tensors are written"),
+            };
             header[name] = new System.Text.Json.Nodes.JsonObject
             {
-                ["dtype"] = "F32",
+                ["dtype"] = dtype,
                 ["shape"] = new System.Text.Json.Nodes.JsonArray(tensor.Shape.Select(d => (System.Text.Json.Nodes.JsonNode)d).ToArray()),
                 ["data_offsets"] = new System.Text.Json.Nodes.JsonArray(offset, offset + tensor.ByteLength),
             };

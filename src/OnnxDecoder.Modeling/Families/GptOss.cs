@@ -20,7 +20,8 @@ namespace OnnxDecoder.Modeling.Families;
 ///   model.layers.{i}.mlp.experts.gate_up_proj / _bias    [experts, hidden, 2*intermediate] / [experts, 2*intermediate]
 ///   model.layers.{i}.mlp.experts.down_proj / _bias       [experts, intermediate, hidden] / [experts, hidden]
 /// </code>
-/// Checkpoints whose experts are MXFP4 (*_blocks / *_scales) are not read yet.
+/// Checkpoints whose experts are MXFP4 (quantization_config mxfp4, *_blocks / *_scales) reach this family dequantized:
+/// the Hugging Face folder reader turns each pair into the float [experts, in, out] tensor above.
 /// </summary>
 public sealed class GptOss : Llama
 {
@@ -36,10 +37,11 @@ public sealed class GptOss : Llama
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
         string source = r.Source;
-        // Released GPT-OSS checkpoints store their experts as MXFP4 (*_blocks / *_scales), which the exporter does not read yet.
-        if (r.Object("quantization_config") is { } quantization)
-            throw new ConfigException(source, "quantization_config", $"(quant_method {quantization.String("quant_method") ?? "unnamed"}) is not supported for gpt_oss: "
-                + "export a checkpoint whose experts are dequantized (bfloat16 or float32, no quantization_config)");
+        // Released GPT-OSS checkpoints store their experts as MXFP4 (*_blocks / *_scales), which the Hugging Face folder
+        // reader dequantizes into the float experts this family reads; other quantizations change the tensors themselves.
+        if (r.Object("quantization_config") is { } quantization && quantization.String("quant_method") is var method && method != "mxfp4")
+            throw new ConfigException(source, "quantization_config", $"(quant_method {method ?? "unnamed"}) is not supported for gpt_oss: only mxfp4 experts are read; "
+                + "export a checkpoint whose weights are not quantized (bfloat16 or float32, no quantization_config)");
         if (r.Double("swiglu_limit") is { } limit && limit != SwigluLimit)
             throw new ConfigException(source, "swiglu_limit", $"({limit}) is not supported: GptOssExperts clamps at {SwigluLimit}");
         int layers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers");
