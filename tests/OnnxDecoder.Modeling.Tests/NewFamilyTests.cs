@@ -9,7 +9,8 @@ namespace OnnxDecoder.Modeling.Tests;
 /// The families added through the registry, each checked against the independent Hugging Face
 /// reference (<see cref="HfReference"/>) on its real config.json fields: the tensors it reads, fp32
 /// logits of a left-padded batch longer than any sliding window in both lowerings, 64-step decoding
-/// against the full run, and float16 within the float16 tests' tolerance.
+/// against the full run, float16 within the float16 tests' tolerance, and int8 / int4 within 1e-4 of the
+/// reference on the dequantized weights.
 /// </summary>
 public class NewFamilyTests
 {
@@ -123,22 +124,32 @@ public class NewFamilyTests
     }
 
     [TestCaseSource(nameof(ConfigsAndLowerings))]
-    public void Int4_graphs_compute_the_reference_on_dequantized_weights(string json, Lowering lowering)
+    public void Int4_graphs_compute_the_reference_on_dequantized_weights(string json, Lowering lowering) =>
+        QuantizedGraphsComputeTheReference(json, lowering, new Quantization.QuantizationOptions { Bits = 4, BlockSize = 32 });
+
+    /// <summary>int8: MatMulNBits (8 bits, blocks of 32) in the ort lowering, per-channel DequantizeLinear in the portable one.</summary>
+    [TestCaseSource(nameof(ConfigsAndLowerings))]
+    public void Int8_graphs_compute_the_reference_on_dequantized_weights(string json, Lowering lowering) =>
+        QuantizedGraphsComputeTheReference(json, lowering, new Quantization.QuantizationOptions { Bits = 8, BlockSize = 32 });
+
+    private static void QuantizedGraphsComputeTheReference(string json, Lowering lowering, Quantization.QuantizationOptions q)
     {
-        // As the quantization tests do: the reference runs on the weights the int4 blocks hold, within 1e-4;
+        // As the quantization tests do: the reference runs on the weights the quantized blocks hold, within 1e-4;
         // the portable graph at basic optimization (above it ONNX Runtime rewrites DequantizeLinear + MatMul).
         var config = DecoderConfig.FromHuggingFace(json);
         var weights = HfWeights.Random(json, seed: 10);
-        var q = new Quantization.QuantizationOptions { Bits = 4, BlockSize = 32 };
         var (ids, mask, positions) = HfReferenceTests.Batch(12, config.VocabSize, seed: 5, 0, 3);
         var dequantized = QuantizationTests.DequantizedCopy(config, weights, q, lowering == Lowering.Portable);
         string referenceJson = json;
-        if (config.TieWordEmbeddings && lowering == Lowering.Portable)
+        if (config.TieWordEmbeddings && (lowering == Lowering.Portable || !q.EmbeddingQuantized))
         {
-            // The portable graph gathers the float token table while its tied head reads the quantized copy:
-            // the reference gets the two as an untied pair.
+            // A graph that gathers the float token table (portable; ort int8 by default) while its tied head reads the
+            // quantized copy: the reference gets the two as an untied pair.
             const string table = "model.embed_tokens.weight";
-            dequantized.Add("lm_head.weight", Quantization.BlockQuantizer.Quantize(weights.Values(table), config.VocabSize, config.HiddenSize, q).Dequantize(), weights.Shape(table));
+            var head = q.Bits == 8 && lowering == Lowering.Portable // portable int8 is per channel
+                ? Quantization.PerChannelWeight.Quantize(weights.Values(table), config.VocabSize, config.HiddenSize, q.Symmetric).Dequantize()
+                : Quantization.BlockQuantizer.Quantize(weights.Values(table), config.VocabSize, config.HiddenSize, q).Dequantize();
+            dequantized.Add("lm_head.weight", head, weights.Shape(table));
             referenceJson = HfTestConfigs.With(json, ("tie_word_embeddings", false));
         }
         var expected = new HfReference(referenceJson, dequantized).ForwardFloat(ids, mask, positions);
@@ -149,7 +160,7 @@ public class NewFamilyTests
         Assert.That(MaxAbsDifference(logits.AsSpan(0, 12 * vocab), expected.AsSpan(0, 12 * vocab)), Is.LessThan(1e-4f), "row 0");
         Assert.That(MaxAbsDifference(logits.AsSpan(15 * vocab, 9 * vocab), expected.AsSpan(15 * vocab, 9 * vocab)), Is.LessThan(1e-4f), "left-padded row");
         var unquantized = new HfReference(json, weights).ForwardFloat(ids, mask, positions);
-        Assert.That(MaxAbsDifference(unquantized.AsSpan(0, 12 * vocab), expected.AsSpan(0, 12 * vocab)), Is.GreaterThan(1e-4f), "the check is sensitive: int4 moves these logits");
+        Assert.That(MaxAbsDifference(unquantized.AsSpan(0, 12 * vocab), expected.AsSpan(0, 12 * vocab)), Is.GreaterThan(1e-4f), $"the check is sensitive: int{q.Bits} moves these logits");
     }
 
     [TestCaseSource(nameof(ConfigsAndLowerings))]
