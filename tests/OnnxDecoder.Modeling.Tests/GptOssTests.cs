@@ -87,6 +87,61 @@ public class GptOssTests
         }
     }
 
+    [TestCase(4, 0)]
+    [TestCase(8, 4)]
+    [TestCase(4, 4)]
+    public void Quantized_ort_exports_carry_the_experts_in_QMoE_blocks(int bits, int level)
+    {
+        // intermediate_size 32: both expert input widths (hidden 32, intermediate 32) are whole blocks of 32.
+        string json = HfTestConfigs.With(HfTestConfigs.GptOss, ("intermediate_size", 32));
+        var config = DecoderConfig.FromHuggingFace(json);
+        var weights = HfWeights.Random(json, seed: 24);
+        var q = new Quantization.QuantizationOptions { Bits = bits, BlockSize = 32, AccuracyLevel = level };
+        var options = new ExportOptions { Lowering = Lowering.Ort, Quantization = q };
+        var graph = FamilyRegistry.For(config).Build(config, weights, options).ToModelProto();
+        var qmoe = graph.Graph.Node.Where(n => n.OpType == "QMoE").ToList();
+        Assert.That(qmoe, Has.Count.EqualTo(3), "one QMoE op per layer");
+        Assert.That(qmoe.Select(n => n.Attribute.Single(a => a.Name == "expert_weight_bits").I), Is.All.EqualTo(bits));
+        Assert.That(qmoe.Select(n => n.Attribute.SingleOrDefault(a => a.Name == "accuracy_level")?.I), Is.All.EqualTo(bits == 8 ? 4 : null),
+            "4-bit experts compute in fp32; 8-bit ones take level 4");
+        Assert.That(graph.Graph.Node.Any(n => n.OpType == "MoE"), Is.False);
+        Assert.That(graph.Graph.Initializer.Single(t => t.Name == "model.layers.0.mlp.experts.gate_up_proj.fc1.quantized").Dims, Is.EqualTo(new long[] { 4, 64, 32 * bits / 8 }));
+
+        var ids = Tokens(1, 10, config.VocabSize, seed: 7);
+        var dequantized = QuantizationTests.DequantizedCopy(config, weights, q, portable: false);
+        var expected = new HfReference(json, dequantized).ForwardFloat(ids, Ones(1, 10), Positions(1, 0, 10));
+        using var decoder = new OrtDecoder(config, weights, options);
+        var logits = decoder.Run(ids, Ones(1, 10), Positions(1, 0, 10)).Logits;
+        float scale = expected.Max(Math.Abs);
+        if (level == 0)
+        {
+            Assert.That(MaxAbsDifference(logits, expected), Is.LessThan(1e-4f), "fp32 compute: exact against the dequantized weights");
+            var floatExperts = new InMemoryWeights();
+            foreach (var name in dequantized.Names)
+                floatExperts.Add(name, name.Contains(".experts.", StringComparison.Ordinal) ? weights.Values(name) : dequantized.Values(name), dequantized.Shape(name));
+            Assert.That(MaxAbsDifference(new HfReference(json, floatExperts).ForwardFloat(ids, Ones(1, 10), Positions(1, 0, 10)), expected), Is.GreaterThan(1e-4f),
+                "the check is sensitive: quantizing the experts moves these logits");
+        }
+        else
+            Assert.That(MaxAbsDifference(logits, expected), Is.LessThan(0.05f * scale), $"int8 activations (accuracy level 4) stay close; logits scale {scale}");
+    }
+
+    [Test]
+    public void Int8_experts_at_accuracy_level_0_stay_float_since_QMoE_would_quantize_the_activations()
+    {
+        string json = HfTestConfigs.With(HfTestConfigs.GptOss, ("intermediate_size", 32));
+        var config = DecoderConfig.FromHuggingFace(json);
+        var weights = HfWeights.Random(json, seed: 25);
+        var q = new Quantization.QuantizationOptions { Bits = 8, BlockSize = 32 };
+        var options = new ExportOptions { Lowering = Lowering.Ort, Quantization = q };
+        var graph = FamilyRegistry.For(config).Build(config, weights, options).ToModelProto();
+        Assert.That(graph.Graph.Node.Any(n => n.OpType is "QMoE" or "MoE"), Is.False, "experts spelled out in standard ops");
+        var ids = Tokens(1, 10, config.VocabSize, seed: 8);
+        var expected = new HfReference(json, QuantizationTests.DequantizedCopy(config, weights, q, portable: false)).ForwardFloat(ids, Ones(1, 10), Positions(1, 0, 10));
+        using var decoder = new OrtDecoder(config, weights, options);
+        Assert.That(MaxAbsDifference(decoder.Run(ids, Ones(1, 10), Positions(1, 0, 10)).Logits, expected), Is.LessThan(1e-4f));
+    }
+
     [TestCase("swiglu_limit", "5.0", "swiglu_limit (5) is not supported: GptOssExperts clamps at 7")]
     [TestCase("quantization_config", """{"quant_method": "bitsandbytes", "load_in_4bit": true}""",
         "quantization_config (quant_method bitsandbytes) is not supported for gpt_oss: only mxfp4 experts are read; export a checkpoint whose weights are not quantized (bfloat16 or float32, no quantization_config)")]

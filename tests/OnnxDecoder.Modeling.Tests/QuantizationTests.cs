@@ -85,6 +85,26 @@ public class QuantizationTests
                 || name.EndsWith(".self_attn.dense.weight") || name.Contains(".mlp.fc") && name.EndsWith(".weight") // Phi's dense, fc1, fc2
                 || !portable && q.EmbeddingQuantized && name == "model.embed_tokens.weight"; // ort: the token table is gathered quantized (GatherBlockQuantized)
             float[] Half16(float[] values) => float16 ? values.Select(v => (float)(Half)v).ToArray() : values;
+            // GPT-OSS's stacked experts [experts, in, out] go into QMoE blocks where the ort lowering carries them there:
+            // each expert quantized as its [out, in] Linear would be.
+            bool stackedExperts = name.EndsWith(".experts.gate_up_proj", StringComparison.Ordinal) || name.EndsWith(".experts.down_proj", StringComparison.Ordinal);
+            if (stackedExperts && !portable && Lowerings.OrtLowering.QmoeCarries(c, q, float16))
+            {
+                int experts = (int)shape[0], inputs = (int)shape[1], outputs = (int)shape[2];
+                var values = w.Values(name);
+                var dequantizedExperts = new float[values.Length];
+                for (int e = 0; e < experts; e++)
+                {
+                    var linear = new float[outputs * inputs];                                  // [out, in]
+                    for (int i = 0; i < inputs; i++)
+                        for (int o = 0; o < outputs; o++) linear[o * inputs + i] = values[((long)e * inputs + i) * outputs + o];
+                    var back = BlockQuantizer.Quantize(linear, outputs, inputs, q).Dequantize();
+                    for (int i = 0; i < inputs; i++)
+                        for (int o = 0; o < outputs; o++) dequantizedExperts[((long)e * inputs + i) * outputs + o] = back[o * inputs + i];
+                }
+                copy.Add(name, dequantizedExperts, shape);
+                continue;
+            }
             if (!projected) { copy.Add(name, Half16(w.Values(name)), shape); continue; }
             int n = (int)shape[0], k = (int)shape[1];
             var blocks = BlockQuantizer.Quantize(w.Values(name), n, k, q);

@@ -14,9 +14,12 @@ public sealed record MoeWeightNames(string Router, IReadOnlyList<string>? Gate, 
 /// fc1 [experts, 2*inter, hidden] with gate and up rows interleaved, fc1 bias [experts, 2*inter], fc2
 /// [experts, hidden, inter], fc2 bias [experts, hidden]; activation g sigmoid(alpha g) (u + beta) with
 /// g clamped above at limit and u to [-limit, limit]; <paramref name="Normalize"/>: the top-k softmax
-/// weights are renormalised (softmax over the chosen logits).
+/// weights are renormalised (softmax over the chosen logits). fc1 and fc2 are float sources [experts, out, in]
+/// under the initializer names <paramref name="Fc1Name"/> / <paramref name="Fc2Name"/>, so that a lowering can
+/// store them as they are or quantize them.
 /// </summary>
-public sealed record StackedSwigluExperts(Func<Value> Fc1, Func<Value> Fc1Bias, Func<Value> Fc2, Func<Value> Fc2Bias, float Alpha, float Beta, float Limit, bool Normalize);
+public sealed record StackedSwigluExperts(string Fc1Name, Func<ITensorSource> Fc1, Func<Value> Fc1Bias, string Fc2Name, Func<ITensorSource> Fc2, Func<Value> Fc2Bias,
+    float Alpha, float Beta, float Limit, bool Normalize);
 
 /// <summary>
 /// Mixture of experts: router logits -> softmax -> top-k -> optional renormalisation -> experts

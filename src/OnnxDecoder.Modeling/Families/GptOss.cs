@@ -113,9 +113,9 @@ public sealed class GptOss : Llama
         g.RouterLogits.Add(routerLogits);
         // The fused op's softmax over every logit, top-k and renormalisation equal a softmax over the top-k logits.
         var fused = new StackedSwigluExperts(
-            () => g.DerivedWeight(n.GateUp + ".fc1", () => TransposeLastTwo(g.Weights.Get(n.GateUp))),         // [experts, 2*inter, hidden]
+            n.GateUp + ".fc1", () => TransposeLastTwo(g.Weights.Get(n.GateUp)),                                // [experts, 2*inter, hidden]
             () => g.Weight(n.GateUpBias),
-            () => g.DerivedWeight(n.Down + ".fc2", () => TransposeLastTwo(g.Weights.Get(n.Down))),             // [experts, hidden, inter]
+            n.Down + ".fc2", () => TransposeLastTwo(g.Weights.Get(n.Down)),                                    // [experts, hidden, inter]
             () => g.Weight(n.DownBias),
             SwigluAlpha, Beta: 1, SwigluLimit, Normalize: true);
         var combined = g.Lowering.FusedMoe(g, tokens, routerLogits, fused) ?? Spelled(g, tokens, routerLogits, n);

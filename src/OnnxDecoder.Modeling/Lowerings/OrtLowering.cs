@@ -101,11 +101,21 @@ public sealed class OrtLowering : GraphLowering
         return g.B.MsOp("MoE", [tokens, routerLogits, fc1, null, fc2], [.. attributes]);             // [N, hidden]
     }
 
+    /// <summary>
+    /// Whether a quantized export carries stacked SwiGLU experts into QMoE (ONNX Runtime 1.31.1 CPU, probed): symmetric blocks,
+    /// float32 activations, both expert input widths whole blocks; 4-bit at any accuracy level (computed in fp32, exact against
+    /// the dequantized weights), 8-bit only at accuracy level 4, since the CPU kernel quantizes the activations of 8-bit
+    /// experts to int8 whatever the level. Otherwise the experts stay float, spelled out in standard ops.
+    /// </summary>
+    public static bool QmoeCarries(DecoderConfig c, QuantizationOptions q, bool float16) =>
+        q.Symmetric && !float16 && c.HiddenSize % q.BlockSize == 0 && c.IntermediateSize % q.BlockSize == 0 && (q.Bits == 4 || q.AccuracyLevel == 4);
+
     // GPT-OSS-style experts: fc1 [experts, 2*inter, hidden] (gate and up rows interleaved) with bias, fc2 [experts, hidden, inter]
-    // with bias, the clamped SwiGLU g sigmoid(alpha g) (u + beta) with g <= limit, |u| <= limit. Float experts only.
+    // with bias, the clamped SwiGLU g sigmoid(alpha g) (u + beta) with g <= limit, |u| <= limit. Float experts go to MoE;
+    // quantized ones to QMoE where it carries them (QmoeCarries), with the experts in blocks.
     public override Value? FusedMoe(DecoderGraph g, Value tokens, Value routerLogits, StackedSwigluExperts experts)
     {
-        if (g.Quantized is not null) return null;
+        var q = g.Options.Quantization;
         var attributes = new List<Attr>
         {
             Attr.Int("k", g.Config.ExpertsPerToken),
@@ -113,8 +123,23 @@ public sealed class OrtLowering : GraphLowering
             Attr.String("activation_type", "swiglu"), Attr.Int("swiglu_fusion", 1),
             Attr.Float("activation_alpha", experts.Alpha), Attr.Float("activation_beta", experts.Beta), Attr.Float("swiglu_limit", experts.Limit),
         };
-        using var scope = g.B.Scope("experts");
-        return g.B.MsOp("MoE", [tokens, routerLogits, experts.Fc1(), experts.Fc1Bias(), experts.Fc2(), experts.Fc2Bias()], [.. attributes]); // [N, hidden]
+        if (q is null)
+        {
+            using var scope = g.B.Scope("experts");
+            return g.B.MsOp("MoE", [tokens, routerLogits, g.DerivedWeight(experts.Fc1Name, experts.Fc1), experts.Fc1Bias(),
+                g.DerivedWeight(experts.Fc2Name, experts.Fc2), experts.Fc2Bias()], [.. attributes]);   // [N, hidden]
+        }
+        if (!QmoeCarries(g.Config, q, g.Float16)) return null;
+        using (g.B.Scope("experts"))
+        {
+            var (fc1, fc1Scales) = StackedExpertBlocks.Initializers(g.B, experts.Fc1Name, experts.Fc1(), q);
+            var (fc2, fc2Scales) = StackedExpertBlocks.Initializers(g.B, experts.Fc2Name, experts.Fc2(), q);
+            attributes.AddRange([Attr.Int("expert_weight_bits", q.Bits), Attr.Int("block_size", q.BlockSize)]);
+            // 4-bit experts compute in fp32 whatever the level: on GptOssTests' config at level 4, the CPU kernel's int8-activation
+            // path for them gave 4.7x the logit error of its fp32 path (8-bit experts: 1.4x), so only 8-bit experts take the level.
+            if (q.Bits == 8) attributes.Add(Attr.Int("accuracy_level", q.AccuracyLevel));
+            return g.B.MsOp("QMoE", [tokens, routerLogits, fc1, fc1Scales, experts.Fc1Bias(), fc2, fc2Scales, experts.Fc2Bias()], [.. attributes]); // [N, hidden]
+        }
     }
 
     public override void WriteMetadata(GraphBuilder b) =>
