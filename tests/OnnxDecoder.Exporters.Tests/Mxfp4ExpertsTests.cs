@@ -182,6 +182,34 @@ public class Mxfp4ExpertsTests
     }
 
     [Test]
+    public void An_int4_ort_export_of_an_mxfp4_checkpoint_equals_that_of_its_float_dequantization_with_the_experts_in_QMoE()
+    {
+        // The same checkpoint twice: MXFP4 experts, and float experts holding llama.cpp's decoding of them. Their int4
+        // exports must be the same bytes (QMoE's exactness against its blocks is GptOssTests').
+        string mxfp4 = Path.Combine(_root, "hf");
+        var written = WriteMxfp4Checkpoint(mxfp4);
+        string dequantized = Path.Combine(_root, "hf-float");
+        SynthPresets.Write(Preset, seed: 5, dequantized);
+        var tensors = new List<(string, ITensorSource)>();
+        using (var file = SafeTensorsFile.Open(Path.Combine(dequantized, "model.safetensors")))
+            foreach (var name in file.Entries.Keys.Order(StringComparer.Ordinal))
+                tensors.Add((name, written.SingleOrDefault(t => t.Name == name) is { } t
+                    ? TensorData.From<float>(ReferenceDequantized(t.Blocks, t.Scales, t.Experts, t.Rows, t.Groups), t.Experts, t.Groups * 32, t.Rows)
+                    : TensorData.From<float>(Modeling.TensorTransforms.ReadFloats(file.Tensor(name)), file.Entries[name].Shape)));
+        SafeTensorsWriter.Write(Path.Combine(dequantized, "model.safetensors"), tensors);
+
+        var options = new ExportOptions { Lowering = Lowering.Ort, Quantization = new Modeling.Quantization.QuantizationOptions { Bits = 4 } };
+        foreach (var (source, target) in new[] { (mxfp4, "model-int4"), (dequantized, "model-float-int4") })
+            using (var checkpoint = Checkpoint.Open(source))
+                ModelFolderWriter.Write(Path.Combine(_root, target), checkpoint, options);
+        var graph = Onnx.Proto.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(_root, "model-int4", "model.onnx"))).Graph;
+        Assert.That(graph.Node.Count(n => n.OpType == "QMoE"), Is.EqualTo(2), "one QMoE per layer");
+        Assert.That(graph.Node.Any(n => n.OpType == "MoE"), Is.False);
+        Assert.That(File.ReadAllBytes(Path.Combine(_root, "model-int4", "model.onnx.data")),
+            Is.EqualTo(File.ReadAllBytes(Path.Combine(_root, "model-float-int4", "model.onnx.data"))), "the same weights, byte for byte");
+    }
+
+    [Test]
     public void Scales_that_do_not_pair_with_their_blocks_are_refused_naming_both()
     {
         string folder = Path.Combine(_root, "hf");
