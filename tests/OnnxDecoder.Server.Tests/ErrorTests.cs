@@ -61,7 +61,7 @@ public class ErrorTests
     [TestCase("/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}", "messages[0].content", "may only hold text parts")]
     [TestCase("/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"n\": 2}", "n", "only n = 1 is supported")]
     [TestCase("/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop", "'stop' has 5 sequences; at most 4 are allowed")]
-    [TestCase("/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tools\": [{\"type\": \"function\"}]}", "tools", "'tools' is not supported by this server")]
+    [TestCase("/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tools\": [{\"type\": \"function\"}]}", "tools[0].function", "'tools[0].function' is required")]
     [TestCase("/v1/completions", "{\"prompt\": [1, 70000]}", "prompt", "token id 70000 is outside the vocabulary")]
     [TestCase("/v1/completions", "{\"prompt\": 12}", "prompt", "'prompt' must be a string or an array of token ids")]
     [TestCase("/v1/completions", "{\"prompt\": \"Hi\", \"echo\": true}", "echo", "'echo' is not supported")]
