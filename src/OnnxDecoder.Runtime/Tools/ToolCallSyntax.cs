@@ -61,10 +61,11 @@ public sealed class ToolCallSyntax
     public static ToolCallSyntax Phi4Mini { get; } = new(ToolCallFormat.Phi4Mini, "<|tool_call|>", "<|/tool_call|>", "arguments");
     public static ToolCallSyntax GenericJson { get; } = new(ToolCallFormat.GenericJson, null, null, "arguments");
 
-    /// <summary>The syntax a chat template teaches, read from its markers; <see cref="GenericJson"/> when it has none.</summary>
+    /// <summary>The syntax a chat template teaches, read from its markers; <see cref="GenericJson"/> when it has none, and for
+    /// Qwen3-Coder's XML calls (<c>&lt;tool_call&gt;&lt;function=NAME&gt;&lt;parameter=...&gt;</c>), which are not parsed.</summary>
     public static ToolCallSyntax Detect(string? templateSource)
     {
-        if (string.IsNullOrEmpty(templateSource)) return GenericJson;
+        if (string.IsNullOrEmpty(templateSource) || templateSource.Contains("<function=", StringComparison.Ordinal)) return GenericJson;
         if (templateSource.Contains("<tool_call>", StringComparison.Ordinal)) return Hermes;
         if (templateSource.Contains("[TOOL_CALLS]", StringComparison.Ordinal)) return Mistral;
         if (templateSource.Contains("<|tool_call|>", StringComparison.Ordinal)) return Phi4Mini;
