@@ -43,8 +43,9 @@ public sealed class ChatRequestPlan
     private readonly HashSet<string> _names;
     private readonly bool _openInPrompt;
 
-    private ChatRequestPlan(int[] promptIds, ILogitsConstraint? constraint, ToolCallSyntax? syntax, HashSet<string> names, bool openInPrompt)
+    private ChatRequestPlan(int[] promptIds, ILogitsConstraint? constraint, ToolCallSyntax? syntax, HashSet<string> names, bool openInPrompt, bool callForced)
     {
+        CallForced = callForced;
         PromptIds = promptIds;
         Constraint = constraint;
         Syntax = syntax;
@@ -57,6 +58,12 @@ public sealed class ChatRequestPlan
     public ILogitsConstraint? Constraint { get; }
     /// <summary>The syntax replies are parsed in; null when the request offers no tools (or tool_choice is none).</summary>
     public ToolCallSyntax? Syntax { get; }
+
+    /// <summary>The grammar forces the reply to be calls (tool_choice required or a named function).</summary>
+    public bool CallForced { get; }
+
+    /// <summary>For a forced reply: a scanner that streams its calls as they are written (null otherwise).</summary>
+    public ForcedCallStream? NewCallStream() => CallForced ? new ForcedCallStream(Syntax!.ArgumentsKey) : null;
 
     /// <summary>The reply's text and calls (no calls when the request parses none).</summary>
     public ToolCallParse Parse(string reply) => Syntax is null ? new ToolCallParse(reply, []) : Syntax.Parse(reply, _names, _openInPrompt);
@@ -110,7 +117,7 @@ public sealed class ChatRequestPlan
                 constraint = Cached(model, "json_object", () => GrammarConstraint.JsonSchema("""{"type": "object"}"""), "response_format");
             }
         }
-        return new ChatRequestPlan(promptIds, constraint, syntax, names, openToken is not null);
+        return new ChatRequestPlan(promptIds, constraint, syntax, names, openToken is not null, forced);
     }
 
     private static GrammarConstraint Cached(OnnxDecoderModel model, string key, Func<GrammarConstraint> compile, string field)

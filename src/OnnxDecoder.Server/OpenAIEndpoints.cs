@@ -12,6 +12,8 @@ using OnnxDecoder.Hosting;
 using OnnxDecoder.Runtime;
 using OnnxDecoder.Runtime.Tokenization;
 using OnnxDecoder.Runtime.Tokenization.Jinja;
+using OnnxDecoder.Runtime.Tools;
+using ToolCallDelta = OnnxDecoder.Server.ToolCallDeltaBody;
 
 namespace OnnxDecoder.Server;
 
@@ -216,6 +218,8 @@ public static partial class OpenAIEndpoints
         bool first = true;
         var reply = new System.Text.StringBuilder();
         int shown = 0; // characters of the reply streamed as text; the rest may still become a tool call
+        var forced = plan?.NewCallStream(); // a forced reply is only calls: they stream as they are written
+        var callIds = new List<string>();
         await foreach (var piece in sequence.Tokens.ReadAllAsync(aborted).ConfigureAwait(false))
         {
             if (first) { first = false; OnnxDecoderTelemetry.RecordFirstToken(modelId, operation, clock.Elapsed.TotalSeconds); }
@@ -226,6 +230,18 @@ public static partial class OpenAIEndpoints
                 continue;
             }
             reply.Append(piece.Text);
+            if (forced is not null)
+            {
+                foreach (var delta in forced.Push(piece.Text))
+                {
+                    if (delta.Name is not null) callIds.Add(ChatRequestPlan.NewCallId());
+                    var body = delta.Name is not null
+                        ? new ToolCallDelta(delta.Index, callIds[delta.Index], "function", new FunctionDelta(delta.Name, ""))
+                        : new ToolCallDelta(delta.Index, null, null, new FunctionDelta(null, delta.ArgumentsPiece));
+                    await WriteEvent(http, ChatChunk(id, created, modelId, new Delta(null, null, [body]), null), aborted).ConfigureAwait(false);
+                }
+                continue;
+            }
             int surelyText = plan!.SurelyText(reply.ToString());
             if (surelyText <= shown) continue;
             await WriteEvent(http, ChatChunk(id, created, modelId, new Delta(null, reply.ToString(shown, surelyText - shown)), null), aborted).ConfigureAwait(false);
@@ -237,8 +253,8 @@ public static partial class OpenAIEndpoints
         {
             var parsed = plan!.Parse(reply.ToString());
             string text = parsed.Calls.Count > 0 ? parsed.Content : reply.ToString();
-            if (text.Length > shown) await WriteEvent(http, ChatChunk(id, created, modelId, new Delta(null, text[shown..]), null), aborted).ConfigureAwait(false);
-            for (int index = 0; index < parsed.Calls.Count; index++)
+            if (forced is null && text.Length > shown) await WriteEvent(http, ChatChunk(id, created, modelId, new Delta(null, text[shown..]), null), aborted).ConfigureAwait(false);
+            for (int index = forced?.Calls ?? 0; index < parsed.Calls.Count; index++)
                 foreach (var delta in ToolCallDeltas(index, parsed.Calls[index]))
                     await WriteEvent(http, ChatChunk(id, created, modelId, new Delta(null, null, [delta]), null), aborted).ConfigureAwait(false);
             if (parsed.Calls.Count > 0) finish = "tool_calls";
@@ -257,7 +273,7 @@ public static partial class OpenAIEndpoints
     }
 
     /// <summary>A call as OpenAI streams it: id, type and name with empty arguments first, then the arguments in pieces.</summary>
-    private static IEnumerable<ToolCallDelta> ToolCallDeltas(int index, Runtime.Tools.ToolCall call)
+    private static IEnumerable<ToolCallDelta> ToolCallDeltas(int index, ToolCall call)
     {
         yield return new ToolCallDelta(index, ChatRequestPlan.NewCallId(), "function", new FunctionDelta(call.Name, ""));
         const int piece = 16;
@@ -349,14 +365,14 @@ internal sealed record ChatMessageBody(string Role, string? Content,
     [property: JsonPropertyName("tool_calls"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallBody>? ToolCalls = null);
 internal sealed record ToolCallBody(string Id, string Type, FunctionCallBody Function);
 internal sealed record FunctionCallBody(string Name, string Arguments);
-internal sealed record ToolCallDelta(int Index, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Id,
+internal sealed record ToolCallDeltaBody(int Index, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Id,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Type, FunctionDelta Function);
 internal sealed record FunctionDelta([property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Name,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Arguments);
 internal sealed record ChatChoice(int Index, ChatMessageBody Message, [property: JsonPropertyName("finish_reason")] string FinishReason);
 internal sealed record ChatCompletion(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, Usage Usage);
 internal sealed record Delta([property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content,
-    [property: JsonPropertyName("tool_calls"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallDelta>? ToolCalls = null);
+    [property: JsonPropertyName("tool_calls"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallDeltaBody>? ToolCalls = null);
 internal sealed record ChunkChoice(int Index, Delta Delta, [property: JsonPropertyName("finish_reason")] string? FinishReason);
 internal sealed record ChatCompletionChunk(string Id, string Object, long Created, string Model, IReadOnlyList<ChunkChoice> Choices, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Usage? Usage);
 internal sealed record TextChoice(string Text, int Index, object? Logprobs, [property: JsonPropertyName("finish_reason")] string? FinishReason);

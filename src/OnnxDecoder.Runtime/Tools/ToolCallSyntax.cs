@@ -21,7 +21,8 @@ public enum ToolCallFormat
     GenericJson,
 }
 
-/// <summary>One parsed call: the function's name and its arguments as compact JSON (an object).</summary>
+/// <summary>One parsed call: the function's name and its arguments, a JSON object's text as the model wrote it
+/// (compact JSON when the model wrote them as a JSON string).</summary>
 public sealed record ToolCall(string Name, string ArgumentsJson);
 
 /// <summary>A reply split into its text and its tool calls (none when the model answered in text).</summary>
@@ -254,7 +255,7 @@ public sealed class ToolCallSyntax
             }
         }
         if (arguments.ValueKind != JsonValueKind.Object) return false;
-        calls.Add(new ToolCall(name.GetString()!, CompactJson(arguments)));
+        calls.Add(new ToolCall(name.GetString()!, arguments.GetRawText())); // as the model wrote it, so streamed pieces add up to it
         return true;
     }
 

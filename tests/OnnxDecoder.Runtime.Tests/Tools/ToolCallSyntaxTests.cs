@@ -66,6 +66,8 @@ public class ToolCallSyntaxTests
                 int budget = sequence.MinTokensToFinish + random.Next(0, 120);
                 var logits = new float[512];
                 var text = new List<byte>();
+                var pieces = new List<string>();
+                var utf8 = Encoding.UTF8.GetDecoder();
                 for (int used = 0; used < budget && !sequence.MustEnd; used++)
                 {
                     for (int i = 0; i < logits.Length; i++) logits[i] = (float)(random.NextDouble() * 8 - 4);
@@ -75,11 +77,27 @@ public class ToolCallSyntaxTests
                     int token = random.Next(4) == 0 ? allowed[random.Next(allowed.Count)] : allowed.MaxBy(i => logits[i]);
                     sequence.Advance(token);
                     if (eos.Contains(token)) break;
-                    text.AddRange(trie.TokenBytes[token]!);
+                    var bytes = trie.TokenBytes[token]!;
+                    text.AddRange(bytes);
+                    var chars = new char[utf8.GetCharCount(bytes, flush: false)];
+                    utf8.GetChars(bytes, chars, flush: false);
+                    pieces.Add(new string(chars));
                 }
                 Assert.That(sequence.IsComplete, Is.True, variant);
                 string reply = Encoding.UTF8.GetString([.. text]);
                 var parsed = syntax.Parse(reply, Names, openInPrompt);
+                // Streamed token by token, the calls' names and argument pieces add up to the parsed calls.
+                var stream = new ForcedCallStream(syntax.ArgumentsKey);
+                var names = new List<string>();
+                var arguments = new List<StringBuilder>();
+                foreach (string piece in pieces)
+                    foreach (var delta in stream.Push(piece))
+                    {
+                        if (delta.Name is not null) { Assert.That(delta.Index, Is.EqualTo(names.Count), variant); names.Add(delta.Name); arguments.Add(new()); }
+                        else arguments[delta.Index].Append(delta.ArgumentsPiece);
+                    }
+                Assert.That(names, Is.EqualTo(parsed.Calls.Select(c => c.Name)), variant);
+                Assert.That(arguments.Select(a => a.ToString()), Is.EqualTo(parsed.Calls.Select(c => c.ArgumentsJson)), variant);
                 Assert.That(parsed.Calls, Is.Not.Empty, $"{variant}: the parser found no call in {JsonSerializer.Serialize(reply)}");
                 Assert.That(parsed.Content, Is.Empty, variant);
                 if (!parallel) Assert.That(parsed.Calls, Has.Count.EqualTo(1), variant);
@@ -135,12 +153,12 @@ public class ToolCallSyntaxTests
     }
 
     // Replies in each syntax as its model card documents it, with the calls they hold (or none: the reply is text).
-    [TestCase(ToolCallFormat.Mistral, "[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}, {\"name\": \"ping\", \"arguments\": {}}]", "", "add {\"a\":1,\"b\":2}|ping {}")]
+    [TestCase(ToolCallFormat.Mistral, "[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}, {\"name\": \"ping\", \"arguments\": {}}]", "", "add {\"a\": 1, \"b\": 2}|ping {}")]
     [TestCase(ToolCallFormat.Mistral, "Sure. [TOOL_CALLS] [{\"name\": \"ping\", \"arguments\": \"{\\\"x\\\": 1}\"}]", "Sure.", "ping {\"x\":1}")]
-    [TestCase(ToolCallFormat.Phi4Mini, "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}]<|/tool_call|>", "", "get_weather {\"city\":\"Rome\"}")]
-    [TestCase(ToolCallFormat.Llama3Json, "<|python_tag|>{\"name\": \"add\", \"parameters\": {\"a\": 1, \"b\": null}}; {\"name\": \"ping\", \"parameters\": {}}", "", "add {\"a\":1,\"b\":null}|ping {}")]
-    [TestCase(ToolCallFormat.Hermes, "Let me check.\n<tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 3, \"b\": 4}}", "Let me check.", "ping {}|add {\"a\":3,\"b\":4}")]
-    [TestCase(ToolCallFormat.GenericJson, "[{\"name\": \"ping\", \"arguments\": {}}, {\"name\": \"add\", \"arguments\": {\"a\": 0, \"b\": 1e3}}]", "", "ping {}|add {\"a\":0,\"b\":1e3}")]
+    [TestCase(ToolCallFormat.Phi4Mini, "<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}]<|/tool_call|>", "", "get_weather {\"city\": \"Rome\"}")]
+    [TestCase(ToolCallFormat.Llama3Json, "<|python_tag|>{\"name\": \"add\", \"parameters\": {\"a\": 1, \"b\": null}}; {\"name\": \"ping\", \"parameters\": {}}", "", "add {\"a\": 1, \"b\": null}|ping {}")]
+    [TestCase(ToolCallFormat.Hermes, "Let me check.\n<tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 3, \"b\": 4}}", "Let me check.", "ping {}|add {\"a\": 3, \"b\": 4}")]
+    [TestCase(ToolCallFormat.GenericJson, "[{\"name\": \"ping\", \"arguments\": {}}, {\"name\": \"add\", \"arguments\": {\"a\": 0, \"b\": 1e3}}]", "", "ping {}|add {\"a\": 0, \"b\": 1e3}")]
     [TestCase(ToolCallFormat.GenericJson, "{\"name\": \"unknown\", \"arguments\": {}}", null, "")]
     [TestCase(ToolCallFormat.Hermes, "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1,\n</tool_call>", null, "")]
     [TestCase(ToolCallFormat.Llama3Json, "The answer is {\"name\": \"add\"}", null, "")]
