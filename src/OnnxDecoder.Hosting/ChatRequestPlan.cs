@@ -43,7 +43,8 @@ public sealed class ChatRequestPlan
     private readonly HashSet<string> _names;
     private readonly bool _openInPrompt;
 
-    private ChatRequestPlan(int[] promptIds, ILogitsConstraint? constraint, ToolCallSyntax? syntax, HashSet<string> names, bool openInPrompt, bool callForced)
+    private ChatRequestPlan(int[] promptIds, ILogitsConstraint? constraint, ToolCallSyntax? syntax, HashSet<string> names,
+        bool openInPrompt, bool callForced)
     {
         CallForced = callForced;
         PromptIds = promptIds;
@@ -83,7 +84,8 @@ public sealed class ChatRequestPlan
         if (choice.Mode == ToolChoiceMode.Required && !hasTools)
             throw new ChatRequestException("tool_choice is 'required' but the request offers no tools: add tools or choose 'auto'", "tool_choice");
         if (choice.Mode == ToolChoiceMode.Function && !names.Contains(choice.FunctionName ?? ""))
-            throw new ChatRequestException($"tool_choice names the function '{choice.FunctionName}', which is not among the tools ({string.Join(", ", names)})", "tool_choice");
+            throw new ChatRequestException(
+                $"tool_choice names the function '{choice.FunctionName}', which is not among the tools ({string.Join(", ", names)})", "tool_choice");
         bool forced = choice.Mode is ToolChoiceMode.Required or ToolChoiceMode.Function;
         var syntax = hasTools && choice.Mode != ToolChoiceMode.None ? model.ChatPrompt.ToolSyntax : null;
 
@@ -109,7 +111,8 @@ public sealed class ChatRequestPlan
         {
             try
             {
-                constraint = Cached(model, $"json_schema\n{schema}", () => GrammarConstraint.JsonSchema(schema, "response_format.json_schema.schema"), "response_format.json_schema.schema");
+                const string field = "response_format.json_schema.schema";
+                constraint = Cached(model, $"json_schema\n{schema}", () => GrammarConstraint.JsonSchema(schema, field), field);
             }
             catch (ChatRequestException) when (!format.Strict)
             {
@@ -154,15 +157,18 @@ public sealed class ChatRequestPlan
         for (int i = 0; i < tools.Count; i++)
         {
             string at = $"tools[{i}]";
-            if (tools[i] is not JsonObject tool) throw new ChatRequestException($"'{at}' must be an object {{\"type\": \"function\", \"function\": {{...}}}}", at);
+            if (tools[i] is not JsonObject tool)
+                throw new ChatRequestException($"'{at}' must be an object {{\"type\": \"function\", \"function\": {{...}}}}", at);
             if (tool["type"] is not JsonValue type || type.GetValueKind() != JsonValueKind.String || type.GetValue<string>() != "function")
                 throw new ChatRequestException($"'{at}.type' must be \"function\" (the only tool type)", $"{at}.type");
-            if (tool["function"] is not JsonObject function) throw new ChatRequestException($"'{at}.function' is required: {{\"name\": ..., \"parameters\": {{...}}}}", $"{at}.function");
+            if (tool["function"] is not JsonObject function)
+                throw new ChatRequestException($"'{at}.function' is required: {{\"name\": ..., \"parameters\": {{...}}}}", $"{at}.function");
             if (function["name"] is not JsonValue name || name.GetValueKind() != JsonValueKind.String || name.GetValue<string>().Length == 0)
                 throw new ChatRequestException($"'{at}.function.name' must be a non-empty string", $"{at}.function.name");
             if (function["parameters"] is { } parameters && parameters.GetValueKind() != JsonValueKind.Object)
                 throw new ChatRequestException($"'{at}.function.parameters' must be a JSON Schema object", $"{at}.function.parameters");
-            if (!names.Add(name.GetValue<string>())) throw new ChatRequestException($"'{at}.function.name': '{name.GetValue<string>()}' names two tools", $"{at}.function.name");
+            if (!names.Add(name.GetValue<string>()))
+                throw new ChatRequestException($"'{at}.function.name': '{name.GetValue<string>()}' names two tools", $"{at}.function.name");
         }
         return names;
     }

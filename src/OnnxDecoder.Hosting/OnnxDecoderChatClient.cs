@@ -52,10 +52,13 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
     {
         var conversation = Conversation(messages, options);
         await model.WaitUntilLoadedAsync(cancellationToken).ConfigureAwait(false);
-        var plan = ChatRequestPlan.Create(model, conversation, Tools(options), ToolChoiceOf(options), options?.AllowMultipleToolCalls ?? true, ResponseFormatOf(options));
+        var plan = ChatRequestPlan.Create(model, conversation, Tools(options), ToolChoiceOf(options), options?.AllowMultipleToolCalls ?? true,
+            ResponseFormatOf(options));
         var promptIds = plan.PromptIds;
         var generation = Map(options) with { Constraint = plan.Constraint };
         string responseId = Guid.NewGuid().ToString("N");
+        ChatResponseUpdate Update(string text) =>
+            new(ChatRole.Assistant, text) { ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow };
 
         using var activity = OnnxDecoderTelemetry.StartOperation("chat", model.ModelId, ActivityKind.Internal);
         activity?.SetTag("gen_ai.request.max_tokens", generation.MaxNewTokens);
@@ -76,7 +79,7 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
             reply.Append(token.Text);
             int surelyText = plan.SurelyText(reply.ToString());
             if (surelyText <= shown) continue;
-            yield return new ChatResponseUpdate(ChatRole.Assistant, reply.ToString(shown, surelyText - shown)) { ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow };
+            yield return Update(reply.ToString(shown, surelyText - shown));
             shown = surelyText;
         }
         var result = await sequence.Completion.ConfigureAwait(false);
@@ -84,9 +87,10 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         var parsed = plan.Parse(reply.ToString());
         string text = parsed.Calls.Count > 0 ? parsed.Content : reply.ToString();
         if (text.Length > shown)
-            yield return new ChatResponseUpdate(ChatRole.Assistant, text[shown..]) { ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow };
+            yield return Update(text[shown..]);
         if (parsed.Calls.Count > 0)
-            yield return new ChatResponseUpdate(ChatRole.Assistant, [.. parsed.Calls.Select(c => (AIContent)new FunctionCallContent(ChatRequestPlan.NewCallId(), c.Name, Arguments(c.ArgumentsJson)))])
+            yield return new ChatResponseUpdate(ChatRole.Assistant,
+                [.. parsed.Calls.Select(c => (AIContent)new FunctionCallContent(ChatRequestPlan.NewCallId(), c.Name, Arguments(c.ArgumentsJson)))])
             {
                 ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow,
             };

@@ -157,7 +157,8 @@ public sealed class ToolCallSyntax
                 content = "";
                 int at = SkipWhitespace(text, 0);
                 const string pythonTag = "<|python_tag|>";
-                if (Format == ToolCallFormat.Llama3Json && text.AsSpan(at).StartsWith(pythonTag, StringComparison.Ordinal)) at = SkipWhitespace(text, at + pythonTag.Length);
+                if (Format == ToolCallFormat.Llama3Json && text.AsSpan(at).StartsWith(pythonTag, StringComparison.Ordinal))
+                    at = SkipWhitespace(text, at + pythonTag.Length);
                 if (at == text.Length || text[at] is not ('{' or '[')) return new ToolCallParse(reply, []);
                 while (true)
                 {
@@ -233,7 +234,8 @@ public sealed class ToolCallSyntax
         if (call.ValueKind != JsonValueKind.Object) return false;
         if (!call.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || !names.Contains(name.GetString()!)) return false;
         JsonElement arguments = default;
-        bool found = call.TryGetProperty(ArgumentsKey, out arguments) || call.TryGetProperty("arguments", out arguments) || call.TryGetProperty("parameters", out arguments);
+        bool found = call.TryGetProperty(ArgumentsKey, out arguments) || call.TryGetProperty("arguments", out arguments)
+            || call.TryGetProperty("parameters", out arguments);
         if (!found || arguments.ValueKind == JsonValueKind.Null)
         {
             calls.Add(new ToolCall(name.GetString()!, "{}"));

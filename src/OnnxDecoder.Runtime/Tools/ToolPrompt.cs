@@ -59,5 +59,6 @@ public static class ToolPrompt
         return folded;
     }
 
-    private static string Content(JsonNode message) => message["content"] is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>() : "";
+    private static string Content(JsonNode message) =>
+        message["content"] is JsonValue value && value.GetValueKind() == JsonValueKind.String ? value.GetValue<string>() : "";
 }
