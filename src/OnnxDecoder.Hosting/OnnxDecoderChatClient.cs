@@ -1,12 +1,13 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
 using OnnxDecoder.Runtime;
 using OnnxDecoder.Runtime.Sampling;
 using OnnxDecoder.Runtime.Tokenization;
 using AIChatMessage = Microsoft.Extensions.AI.ChatMessage;
-using TemplateMessage = OnnxDecoder.Runtime.Tokenization.ChatMessage;
 
 namespace OnnxDecoder.Hosting;
 
@@ -14,21 +15,29 @@ namespace OnnxDecoder.Hosting;
 /// Microsoft.Extensions.AI's IChatClient over the loaded model: the conversation is rendered in the
 /// family's chat format, ChatOptions map onto sampling (temperature, top-p, top-k, max output tokens,
 /// stop sequences, seed), usage is reported, and each request takes a row of the model's continuous batch.
+/// Tools map as the OpenAI server maps them (<see cref="ChatRequestPlan"/>): ChatOptions.Tools' function
+/// declarations are the tools, ToolMode is tool_choice (RequireAny / RequireSpecific force a call through the
+/// grammar), AllowMultipleToolCalls is parallel_tool_calls, ResponseFormat Json (with or without a schema) is
+/// response_format; calls come back as FunctionCallContent and FunctionResultContent goes back as tool messages,
+/// so the client works under UseFunctionInvocation().
 /// </summary>
 public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDecoderChatClient> logger) : IChatClient
 {
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<AIChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var text = new System.Text.StringBuilder();
+        var calls = new List<AIContent>();
         ChatResponseUpdate? last = null;
         UsageDetails? usage = null;
         await foreach (var update in GetStreamingResponseAsync(messages, options, cancellationToken).ConfigureAwait(false))
         {
             text.Append(update.Text);
+            calls.AddRange(update.Contents.OfType<FunctionCallContent>());
             last = update;
             usage = update.Contents.OfType<UsageContent>().FirstOrDefault()?.Details ?? usage;
         }
-        return new ChatResponse(new AIChatMessage(ChatRole.Assistant, text.ToString()))
+        List<AIContent> contents = text.Length > 0 ? [new TextContent(text.ToString()), .. calls] : calls.Count > 0 ? calls : [new TextContent("")];
+        return new ChatResponse(new AIChatMessage(ChatRole.Assistant, contents))
         {
             ModelId = model.ModelId,
             FinishReason = last?.FinishReason,
@@ -41,18 +50,23 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<AIChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var conversation = messages.Select(m => new TemplateMessage(m.Role == ChatRole.System ? "system" : m.Role == ChatRole.Assistant ? "assistant" : "user", m.Text)).ToList();
-        if (options?.Instructions is { Length: > 0 } instructions) conversation.Insert(0, new TemplateMessage("system", instructions));
+        var conversation = Conversation(messages, options);
         await model.WaitUntilLoadedAsync(cancellationToken).ConfigureAwait(false);
-        var promptIds = model.ChatPrompt.Encode(conversation, model.Tokenizer);
-        var generation = Map(options);
+        var plan = ChatRequestPlan.Create(model, conversation, Tools(options), ToolChoiceOf(options), options?.AllowMultipleToolCalls ?? true,
+            ResponseFormatOf(options));
+        var promptIds = plan.PromptIds;
+        var generation = Map(options) with { Constraint = plan.Constraint };
         string responseId = Guid.NewGuid().ToString("N");
+        ChatResponseUpdate Update(string text) =>
+            new(ChatRole.Assistant, text) { ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow };
 
         using var activity = OnnxDecoderTelemetry.StartOperation("chat", model.ModelId, ActivityKind.Internal);
         activity?.SetTag("gen_ai.request.max_tokens", generation.MaxNewTokens);
         activity?.SetTag("gen_ai.request.temperature", generation.Sampling.Temperature);
         var clock = Stopwatch.StartNew();
         bool first = true;
+        var reply = new System.Text.StringBuilder();
+        int shown = 0; // characters streamed as text; the rest may still become a tool call
         using var sequence = await model.SubmitAsync(promptIds, generation, cancellationToken).ConfigureAwait(false);
         await foreach (var token in sequence.Tokens.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
@@ -61,12 +75,27 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
                 OnnxDecoderTelemetry.RecordFirstToken(model.ModelId, "chat", clock.Elapsed.TotalSeconds);
                 first = false;
             }
-            if (token.Text.Length > 0)
-                yield return new ChatResponseUpdate(ChatRole.Assistant, token.Text) { ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow };
+            if (token.Text.Length == 0) continue;
+            reply.Append(token.Text);
+            int surelyText = plan.SurelyText(reply.ToString());
+            if (surelyText <= shown) continue;
+            yield return Update(reply.ToString(shown, surelyText - shown));
+            shown = surelyText;
         }
         var result = await sequence.Completion.ConfigureAwait(false);
 
-        var finish = result.StopReason is StopReason.MaxTokens or StopReason.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
+        var parsed = plan.Parse(reply.ToString());
+        string text = parsed.Calls.Count > 0 ? parsed.Content : reply.ToString();
+        if (text.Length > shown)
+            yield return Update(text[shown..]);
+        if (parsed.Calls.Count > 0)
+            yield return new ChatResponseUpdate(ChatRole.Assistant,
+                [.. parsed.Calls.Select(c => (AIContent)new FunctionCallContent(ChatRequestPlan.NewCallId(), c.Name, Arguments(c.ArgumentsJson)))])
+            {
+                ResponseId = responseId, ModelId = model.ModelId, CreatedAt = DateTimeOffset.UtcNow,
+            };
+        var finish = parsed.Calls.Count > 0 ? ChatFinishReason.ToolCalls
+            : result.StopReason is StopReason.MaxTokens or StopReason.ContextFull ? ChatFinishReason.Length : ChatFinishReason.Stop;
         var usage = new UsageDetails
         {
             InputTokenCount = promptIds.Length, OutputTokenCount = result.TokenIds.Length, TotalTokenCount = promptIds.Length + result.TokenIds.Length,
@@ -79,6 +108,79 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
             ResponseId = responseId, ModelId = model.ModelId, FinishReason = finish, CreatedAt = DateTimeOffset.UtcNow,
         };
     }
+
+    /// <summary>The messages in OpenAI's shape: function calls become an assistant's tool_calls, function results tool messages.</summary>
+    private static JsonArray Conversation(IEnumerable<AIChatMessage> messages, ChatOptions? options)
+    {
+        var conversation = new JsonArray();
+        if (options?.Instructions is { Length: > 0 } instructions) conversation.Add(new JsonObject { ["role"] = "system", ["content"] = instructions });
+        foreach (var message in messages)
+        {
+            var results = message.Contents.OfType<FunctionResultContent>().ToList();
+            foreach (var result in results)
+                conversation.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = result.CallId, ["content"] = ResultText(result.Result) });
+            if (results.Count > 0 && message.Text.Length == 0) continue;
+            string role = message.Role == ChatRole.System ? "system" : message.Role == ChatRole.Assistant ? "assistant" : "user";
+            var item = new JsonObject { ["role"] = role, ["content"] = message.Text };
+            var calls = message.Contents.OfType<FunctionCallContent>().ToList();
+            if (role == "assistant" && calls.Count > 0)
+                item["tool_calls"] = new JsonArray([.. calls.Select(c => (JsonNode)new JsonObject
+                {
+                    ["id"] = c.CallId,
+                    ["type"] = "function",
+                    ["function"] = new JsonObject
+                    {
+                        ["name"] = c.Name,
+                        ["arguments"] = c.Arguments is null ? new JsonObject() : JsonSerializer.SerializeToNode(c.Arguments, AIJsonUtilities.DefaultOptions),
+                    },
+                })]);
+            conversation.Add(item);
+        }
+        return conversation;
+    }
+
+    private static string ResultText(object? result) => result switch
+    {
+        null => "",
+        string text => text,
+        JsonElement { ValueKind: JsonValueKind.String } text => text.GetString()!,
+        _ => JsonSerializer.Serialize(result, AIJsonUtilities.DefaultOptions),
+    };
+
+    /// <summary>ChatOptions.Tools' function declarations as an OpenAI tools list (other tool kinds are not served here).</summary>
+    private static JsonArray? Tools(ChatOptions? options)
+    {
+        var functions = options?.Tools?.OfType<AIFunctionDeclaration>().ToList();
+        if (functions is not { Count: > 0 }) return null;
+        return new JsonArray([.. functions.Select(f => (JsonNode)new JsonObject
+        {
+            ["type"] = "function",
+            ["function"] = new JsonObject
+            {
+                ["name"] = f.Name,
+                ["description"] = f.Description,
+                ["parameters"] = JsonNode.Parse(f.JsonSchema.GetRawText()),
+            },
+        })]);
+    }
+
+    private static ToolChoice ToolChoiceOf(ChatOptions? options) => options?.ToolMode switch
+    {
+        NoneChatToolMode => new ToolChoice(ToolChoiceMode.None),
+        RequiredChatToolMode { RequiredFunctionName: { } name } => new ToolChoice(ToolChoiceMode.Function, name),
+        RequiredChatToolMode => new ToolChoice(ToolChoiceMode.Required),
+        _ => ToolChoice.Auto,
+    };
+
+    private static ResponseFormatRequest? ResponseFormatOf(ChatOptions? options) => options?.ResponseFormat switch
+    {
+        ChatResponseFormatJson { Schema: { } schema } => new ResponseFormatRequest(ResponseFormatKind.JsonSchema, schema.GetRawText(), Strict: true),
+        ChatResponseFormatJson => new ResponseFormatRequest(ResponseFormatKind.JsonObject),
+        _ => null,
+    };
+
+    private static Dictionary<string, object?> Arguments(string json) =>
+        JsonSerializer.Deserialize<Dictionary<string, object?>>(json, AIJsonUtilities.DefaultOptions) ?? [];
 
     private GenerationOptions Map(ChatOptions? options) => new()
     {

@@ -42,6 +42,8 @@ public sealed class OnnxDecoderModel : IDisposable
     public EmbeddingRunner? Embeddings { get; private set; }
     /// <summary>Positions one sequence may use (prompt and output), once loaded.</summary>
     public int MaxLength => _batcher?.MaxLength ?? 0;
+    /// <summary>The model's vocabulary size (logits per position), once loaded.</summary>
+    public int VocabSize => _model?.Folder.VocabSize ?? 0;
 
     /// <summary>Loads the model and starts the batcher; called once by the hosted loader.</summary>
     internal void Load()

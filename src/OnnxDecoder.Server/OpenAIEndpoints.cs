@@ -12,6 +12,8 @@ using OnnxDecoder.Hosting;
 using OnnxDecoder.Runtime;
 using OnnxDecoder.Runtime.Tokenization;
 using OnnxDecoder.Runtime.Tokenization.Jinja;
+using OnnxDecoder.Runtime.Tools;
+using ToolCallDelta = OnnxDecoder.Server.ToolCallDeltaBody;
 
 namespace OnnxDecoder.Server;
 
@@ -84,16 +86,21 @@ public static partial class OpenAIEndpoints
         };
     }
 
-    /// <summary>The model's chat template (or hand-written format); a template that refuses the conversation is the client's 400.</summary>
-    private static int[] EncodeChat(OnnxDecoderModel model, IReadOnlyList<ChatMessage> messages)
+    /// <summary>The prompt through the model's chat template (or hand-written format) with the request's tools, and the
+    /// constraint its tool_choice or response_format asks for; a template that refuses the conversation is the client's 400.</summary>
+    private static ChatRequestPlan PlanChat(OnnxDecoderModel model, OpenAIRequest request)
     {
         try
         {
-            return model.ChatPrompt.Encode(messages, model.Tokenizer);
+            return ChatRequestPlan.Create(model, request.Messages, request.Tools, request.ToolChoice, request.ParallelToolCalls, request.ResponseFormat);
         }
         catch (TemplateError e)
         {
             throw OpenAIError.Invalid($"the model's chat template refused the messages: {e.Message}", "messages");
+        }
+        catch (ChatRequestException e)
+        {
+            throw OpenAIError.Invalid(e.Message, e.Field);
         }
     }
 
@@ -107,13 +114,15 @@ public static partial class OpenAIEndpoints
         OpenAIRequest request;
         BatchedSequence sequence;
         int[] promptIds;
+        ChatRequestPlan? plan = null;
         try
         {
             request = await Read(http, chat).ConfigureAwait(false);
             if (!model.IsReady) throw NotReady(model);
             if (request.Model is { Length: > 0 } name && name != model.ModelId)
                 throw new OpenAIError(400, $"the model '{name}' does not exist; this server serves '{model.ModelId}'", "model", "model_not_found");
-            promptIds = chat ? EncodeChat(model, request.Messages)
+            if (chat) plan = PlanChat(model, request);
+            promptIds = plan is not null ? plan.PromptIds
                 : request.PromptIds ?? model.Tokenizer.Encode(request.Prompt ?? "", addBos: true);
             int room = model.MaxLength - promptIds.Length;
             if (room <= 0)
@@ -123,10 +132,14 @@ public static partial class OpenAIEndpoints
             if (request.MaxTokens > room)
                 throw new OpenAIError(400, $"this model's maximum context length is {model.MaxLength} tokens; you requested {promptIds.Length + request.MaxTokens} ({promptIds.Length} in the prompt, {request.MaxTokens} for the output): lower max_tokens to at most {room}", "max_tokens", "context_length_exceeded");
             int maxNew = request.MaxTokens ?? Math.Min(chat ? model.Options.DefaultMaxOutputTokens : 16, room);
-            var generation = request.ToGeneration(maxNew, model.Options.DefaultTemperature);
+            var generation = request.ToGeneration(maxNew, model.Options.DefaultTemperature) with { Constraint = plan?.Constraint };
             try
             {
                 sequence = await model.SubmitAsync(promptIds, generation, aborted).ConfigureAwait(false);
+            }
+            catch (ArgumentException e) when (e.ParamName == "options" && generation.Constraint is not null)
+            {
+                throw OpenAIError.Invalid(e.Message.Split(" (Parameter")[0], "max_tokens");
             }
             catch (QueueFullException e)
             {
@@ -157,7 +170,7 @@ public static partial class OpenAIEndpoints
             {
                 GenerationResult result;
                 if (request.Stream)
-                    result = await Stream(http, sequence, chat, id, created, model.ModelId, request.IncludeUsage, promptIds.Length, clock, operation).ConfigureAwait(false);
+                    result = await Stream(http, sequence, plan, id, created, model.ModelId, request.IncludeUsage, promptIds.Length, clock, operation).ConfigureAwait(false);
                 else
                 {
                     bool first = true;
@@ -165,8 +178,12 @@ public static partial class OpenAIEndpoints
                         if (first) { first = false; OnnxDecoderTelemetry.RecordFirstToken(model.ModelId, operation, clock.Elapsed.TotalSeconds); }
                     result = await sequence.Completion.ConfigureAwait(false);
                     var usage = Usage.Of(promptIds.Length, sequence, result);
+                    var reply = plan?.Parse(result.Text);
                     object body = chat
-                        ? new ChatCompletion(id, "chat.completion", created, model.ModelId, [new ChatChoice(0, new ChatMessageBody("assistant", result.Text), FinishReason(result))], usage)
+                        ? new ChatCompletion(id, "chat.completion", created, model.ModelId, [reply is { Calls.Count: > 0 }
+                            ? new ChatChoice(0, new ChatMessageBody("assistant", reply.Content.Length > 0 ? reply.Content : null,
+                                [.. reply.Calls.Select(c => new ToolCallBody(ChatRequestPlan.NewCallId(), "function", new FunctionCallBody(c.Name, c.ArgumentsJson)))]), "tool_calls")
+                            : new ChatChoice(0, new ChatMessageBody("assistant", result.Text), FinishReason(result))], usage)
                         : new TextCompletion(id, "text_completion", created, model.ModelId, [new TextChoice(result.Text, 0, null, FinishReason(result))], usage);
                     await Results.Json(body, Json).ExecuteAsync(http).ConfigureAwait(false);
                 }
@@ -188,8 +205,9 @@ public static partial class OpenAIEndpoints
         }
     }
 
-    private static async Task<GenerationResult> Stream(HttpContext http, BatchedSequence sequence, bool chat, string id, long created, string modelId, bool includeUsage, int promptTokens, Stopwatch clock, string operation)
+    private static async Task<GenerationResult> Stream(HttpContext http, BatchedSequence sequence, ChatRequestPlan? plan, string id, long created, string modelId, bool includeUsage, int promptTokens, Stopwatch clock, string operation)
     {
+        bool chat = plan is not null;
         var aborted = http.RequestAborted;
         http.Response.ContentType = "text/event-stream";
         http.Response.Headers.CacheControl = "no-cache";
@@ -198,16 +216,49 @@ public static partial class OpenAIEndpoints
         await http.Response.StartAsync(aborted).ConfigureAwait(false);
         if (chat) await WriteEvent(http, ChatChunk(id, created, modelId, new Delta("assistant", ""), null), aborted).ConfigureAwait(false);
         bool first = true;
+        var reply = new System.Text.StringBuilder();
+        int shown = 0; // characters of the reply streamed as text; the rest may still become a tool call
+        var forced = plan?.NewCallStream(); // a forced reply is only calls: they stream as they are written
+        var callIds = new List<string>();
         await foreach (var piece in sequence.Tokens.ReadAllAsync(aborted).ConfigureAwait(false))
         {
             if (first) { first = false; OnnxDecoderTelemetry.RecordFirstToken(modelId, operation, clock.Elapsed.TotalSeconds); }
             if (piece.Text.Length == 0) continue;
-            object chunk = chat ? ChatChunk(id, created, modelId, new Delta(null, piece.Text), null)
-                : new TextCompletionChunk(id, "text_completion", created, modelId, [new TextChoice(piece.Text, 0, null, null)], null);
-            await WriteEvent(http, chunk, aborted).ConfigureAwait(false);
+            if (!chat)
+            {
+                await WriteEvent(http, new TextCompletionChunk(id, "text_completion", created, modelId, [new TextChoice(piece.Text, 0, null, null)], null), aborted).ConfigureAwait(false);
+                continue;
+            }
+            reply.Append(piece.Text);
+            if (forced is not null)
+            {
+                foreach (var delta in forced.Push(piece.Text))
+                {
+                    if (delta.Name is not null) callIds.Add(ChatRequestPlan.NewCallId());
+                    var body = delta.Name is not null
+                        ? new ToolCallDelta(delta.Index, callIds[delta.Index], "function", new FunctionDelta(delta.Name, ""))
+                        : new ToolCallDelta(delta.Index, null, null, new FunctionDelta(null, delta.ArgumentsPiece));
+                    await WriteEvent(http, ChatChunk(id, created, modelId, new Delta(null, null, [body]), null), aborted).ConfigureAwait(false);
+                }
+                continue;
+            }
+            int surelyText = plan!.SurelyText(reply.ToString());
+            if (surelyText <= shown) continue;
+            await WriteEvent(http, ChatChunk(id, created, modelId, new Delta(null, reply.ToString(shown, surelyText - shown)), null), aborted).ConfigureAwait(false);
+            shown = surelyText;
         }
         var result = await sequence.Completion.ConfigureAwait(false);
         string finish = FinishReason(result);
+        if (chat)
+        {
+            var parsed = plan!.Parse(reply.ToString());
+            string text = parsed.Calls.Count > 0 ? parsed.Content : reply.ToString();
+            if (forced is null && text.Length > shown) await WriteEvent(http, ChatChunk(id, created, modelId, new Delta(null, text[shown..]), null), aborted).ConfigureAwait(false);
+            for (int index = forced?.Calls ?? 0; index < parsed.Calls.Count; index++)
+                foreach (var delta in ToolCallDeltas(index, parsed.Calls[index]))
+                    await WriteEvent(http, ChatChunk(id, created, modelId, new Delta(null, null, [delta]), null), aborted).ConfigureAwait(false);
+            if (parsed.Calls.Count > 0) finish = "tool_calls";
+        }
         await WriteEvent(http, chat ? ChatChunk(id, created, modelId, new Delta(null, null), finish)
             : new TextCompletionChunk(id, "text_completion", created, modelId, [new TextChoice("", 0, null, finish)], null), aborted).ConfigureAwait(false);
         if (includeUsage)
@@ -219,6 +270,20 @@ public static partial class OpenAIEndpoints
         await http.Response.Body.WriteAsync(Done, aborted).ConfigureAwait(false);
         await http.Response.Body.FlushAsync(aborted).ConfigureAwait(false);
         return result;
+    }
+
+    /// <summary>A call as OpenAI streams it: id, type and name with empty arguments first, then the arguments in pieces.</summary>
+    private static IEnumerable<ToolCallDelta> ToolCallDeltas(int index, ToolCall call)
+    {
+        yield return new ToolCallDelta(index, ChatRequestPlan.NewCallId(), "function", new FunctionDelta(call.Name, ""));
+        const int piece = 16;
+        for (int at = 0; at < call.ArgumentsJson.Length;)
+        {
+            int length = Math.Min(piece, call.ArgumentsJson.Length - at);
+            if (at + length < call.ArgumentsJson.Length && char.IsHighSurrogate(call.ArgumentsJson[at + length - 1])) length++; // keep a surrogate pair whole
+            yield return new ToolCallDelta(index, null, null, new FunctionDelta(null, call.ArgumentsJson.Substring(at, length)));
+            at += length;
+        }
     }
 
     private static ChatCompletionChunk ChatChunk(string id, long created, string model, Delta delta, string? finish) =>
@@ -296,10 +361,18 @@ internal sealed record Usage([property: JsonPropertyName("prompt_tokens")] int P
         new(promptTokens, result.TokenIds.Length, promptTokens + result.TokenIds.Length, new PromptTokensDetails(sequence.CachedPromptTokens));
 }
 internal sealed record PromptTokensDetails([property: JsonPropertyName("cached_tokens")] int CachedTokens);
-internal sealed record ChatMessageBody(string Role, string Content);
+internal sealed record ChatMessageBody(string Role, string? Content,
+    [property: JsonPropertyName("tool_calls"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallBody>? ToolCalls = null);
+internal sealed record ToolCallBody(string Id, string Type, FunctionCallBody Function);
+internal sealed record FunctionCallBody(string Name, string Arguments);
+internal sealed record ToolCallDeltaBody(int Index, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Id,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Type, FunctionDelta Function);
+internal sealed record FunctionDelta([property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Name,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Arguments);
 internal sealed record ChatChoice(int Index, ChatMessageBody Message, [property: JsonPropertyName("finish_reason")] string FinishReason);
 internal sealed record ChatCompletion(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, Usage Usage);
-internal sealed record Delta([property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content);
+internal sealed record Delta([property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content,
+    [property: JsonPropertyName("tool_calls"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallDeltaBody>? ToolCalls = null);
 internal sealed record ChunkChoice(int Index, Delta Delta, [property: JsonPropertyName("finish_reason")] string? FinishReason);
 internal sealed record ChatCompletionChunk(string Id, string Object, long Created, string Model, IReadOnlyList<ChunkChoice> Choices, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Usage? Usage);
 internal sealed record TextChoice(string Text, int Index, object? Logprobs, [property: JsonPropertyName("finish_reason")] string? FinishReason);

@@ -1,7 +1,8 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
+using OnnxDecoder.Hosting;
 using OnnxDecoder.Runtime;
 using OnnxDecoder.Runtime.Sampling;
-using TemplateMessage = OnnxDecoder.Runtime.Tokenization.ChatMessage;
 
 namespace OnnxDecoder.Server;
 
@@ -22,8 +23,13 @@ internal sealed class OpenAIRequest
     public float RepetitionPenalty { get; private init; } = 1;
     public int? Seed { get; private init; }
     public IReadOnlyList<string> Stop { get; private init; } = [];
-    /// <summary>Chat: the conversation.</summary>
-    public List<TemplateMessage> Messages { get; private init; } = [];
+    /// <summary>Chat: the conversation, OpenAI-shaped (role, content, tool_calls with parsed arguments, tool_call_id).</summary>
+    public JsonArray Messages { get; private init; } = [];
+    /// <summary>Chat: the tools offered (null: none).</summary>
+    public JsonArray? Tools { get; private init; }
+    public ToolChoice ToolChoice { get; private init; } = ToolChoice.Auto;
+    public bool ParallelToolCalls { get; private init; } = true;
+    public ResponseFormatRequest? ResponseFormat { get; private init; }
     /// <summary>Completions: the prompt text, or token ids.</summary>
     public string? Prompt { get; private init; }
     public int[]? PromptIds { get; private init; }
@@ -34,7 +40,7 @@ internal sealed class OpenAIRequest
     {
         var root = document.RootElement;
         if (root.ValueKind != JsonValueKind.Object) throw OpenAIError.Invalid("the request body must be a JSON object");
-        foreach (var unsupported in new[] { "tools", "functions", "logit_bias" })
+        foreach (var unsupported in new[] { "functions", "logit_bias" })
             if (root.TryGetProperty(unsupported, out var value) && value.ValueKind is not (JsonValueKind.Null or JsonValueKind.Undefined)
                 && !(value.ValueKind == JsonValueKind.Array && value.GetArrayLength() == 0) && !(value.ValueKind == JsonValueKind.Object && !value.EnumerateObject().Any()))
                 throw OpenAIError.Invalid($"'{unsupported}' is not supported by this server", unsupported);
@@ -66,6 +72,10 @@ internal sealed class OpenAIRequest
             Seed = Optional(root, "seed") is { } seed ? (seed.ValueKind == JsonValueKind.Number && seed.TryGetInt64(out long s) ? unchecked((int)s) : throw OpenAIError.Invalid("'seed' must be an integer", "seed")) : null,
             Stop = StopSequences(root),
             Messages = chat ? Conversation(root) : [],
+            Tools = chat ? ToolList(root) : null,
+            ToolChoice = chat ? ToolChoiceOf(root) : ToolChoice.Auto,
+            ParallelToolCalls = Boolean(root, "parallel_tool_calls") ?? true,
+            ResponseFormat = chat ? ResponseFormatOf(root) : null,
             Prompt = prompt,
             PromptIds = ids,
         };
@@ -148,12 +158,12 @@ internal sealed class OpenAIRequest
         }
     }
 
-    private static List<TemplateMessage> Conversation(JsonElement root)
+    private static JsonArray Conversation(JsonElement root)
     {
         if (Optional(root, "messages") is not { ValueKind: JsonValueKind.Array } messages)
             throw OpenAIError.Invalid("'messages' is required: an array of {role, content} objects", "messages");
         if (messages.GetArrayLength() == 0) throw OpenAIError.Invalid("'messages' must not be empty", "messages");
-        var result = new List<TemplateMessage>();
+        var result = new JsonArray();
         int index = 0;
         foreach (var message in messages.EnumerateArray())
         {
@@ -163,12 +173,124 @@ internal sealed class OpenAIRequest
             role = role switch
             {
                 "system" or "developer" => "system",
-                "user" or "assistant" => role,
-                _ => throw OpenAIError.Invalid($"'{where}.role' is '{role}'; this server takes system, developer, user and assistant messages", $"{where}.role"),
+                "user" or "assistant" or "tool" => role,
+                _ => throw OpenAIError.Invalid($"'{where}.role' is '{role}'; this server takes system, developer, user, assistant and tool messages", $"{where}.role"),
             };
-            result.Add(new TemplateMessage(role, Content(message, where)));
+            var item = new JsonObject { ["role"] = role, ["content"] = Content(message, where) };
+            if (role == "tool")
+                item["tool_call_id"] = String(message, "tool_call_id") ?? throw OpenAIError.Invalid($"'{where}.tool_call_id' is required in a tool message (the id of the call it answers)", $"{where}.tool_call_id");
+            if (role == "assistant" && Optional(message, "tool_calls") is { } calls) item["tool_calls"] = CallsOf(calls, $"{where}.tool_calls");
+            if (String(message, "name") is { Length: > 0 } name) item["name"] = name;
+            result.Add(item);
         }
         return result;
+    }
+
+    /// <summary>An assistant's earlier tool_calls; arguments (a JSON string on the wire) become objects, as chat templates read them.</summary>
+    private static JsonArray CallsOf(JsonElement calls, string where)
+    {
+        if (calls.ValueKind != JsonValueKind.Array) throw OpenAIError.Invalid($"'{where}' must be an array", where);
+        var result = new JsonArray();
+        int index = 0;
+        foreach (var call in calls.EnumerateArray())
+        {
+            string at = $"{where}[{index++}]";
+            if (call.ValueKind != JsonValueKind.Object || Optional(call, "function") is not { ValueKind: JsonValueKind.Object } function)
+                throw OpenAIError.Invalid($"'{at}' must be {{\"id\", \"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}", at);
+            string name = String(function, "name") ?? throw OpenAIError.Invalid($"'{at}.function.name' is required", $"{at}.function.name");
+            JsonNode? arguments;
+            switch (Optional(function, "arguments"))
+            {
+                case null: arguments = new JsonObject(); break;
+                case { ValueKind: JsonValueKind.String } text:
+                    try
+                    {
+                        arguments = JsonNode.Parse(Text(text, $"{at}.function.arguments"), documentOptions: new JsonDocumentOptions { MaxDepth = 32 });
+                    }
+                    catch (JsonException e)
+                    {
+                        throw OpenAIError.Invalid($"'{at}.function.arguments' is not valid JSON ({e.Message})", $"{at}.function.arguments");
+                    }
+                    break;
+                case { ValueKind: JsonValueKind.Object } value: arguments = JsonNode.Parse(value.GetRawText()); break;
+                default: throw OpenAIError.Invalid($"'{at}.function.arguments' must be a JSON string", $"{at}.function.arguments");
+            }
+            result.Add(new JsonObject
+            {
+                ["id"] = String(call, "id") ?? "",
+                ["type"] = "function",
+                ["function"] = new JsonObject { ["name"] = name, ["arguments"] = arguments },
+            });
+        }
+        return result;
+    }
+
+    private static JsonArray? ToolList(JsonElement root)
+    {
+        switch (Optional(root, "tools"))
+        {
+            case null: return null;
+            case { ValueKind: JsonValueKind.Array } tools:
+                if (tools.GetArrayLength() == 0) return null;
+                if (tools.GetArrayLength() > MaxTools) throw OpenAIError.Invalid($"'tools' has {tools.GetArrayLength()} tools; at most {MaxTools} are accepted", "tools");
+                var list = (JsonArray)JsonNode.Parse(tools.GetRawText())!;
+                try
+                {
+                    ChatRequestPlan.ToolNames(list);
+                }
+                catch (ChatRequestException e)
+                {
+                    throw OpenAIError.Invalid(e.Message, e.Field);
+                }
+                return list;
+            default: throw OpenAIError.Invalid("'tools' must be an array of {\"type\": \"function\", \"function\": {...}}", "tools");
+        }
+    }
+
+    public const int MaxTools = 128;
+
+    private static ToolChoice ToolChoiceOf(JsonElement root)
+    {
+        switch (Optional(root, "tool_choice"))
+        {
+            case null: return ToolChoice.Auto;
+            case { ValueKind: JsonValueKind.String } text:
+                return Text(text, "tool_choice") switch
+                {
+                    "auto" => ToolChoice.Auto,
+                    "none" => new ToolChoice(ToolChoiceMode.None),
+                    "required" => new ToolChoice(ToolChoiceMode.Required),
+                    var other => throw OpenAIError.Invalid($"'tool_choice' is '{other}'; use none, auto, required or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}", "tool_choice"),
+                };
+            case { ValueKind: JsonValueKind.Object } named:
+                if (String(named, "type") != "function" || Optional(named, "function") is not { ValueKind: JsonValueKind.Object } function || String(function, "name") is not { Length: > 0 } name)
+                    throw OpenAIError.Invalid("'tool_choice' as an object must be {\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice");
+                return new ToolChoice(ToolChoiceMode.Function, name);
+            default: throw OpenAIError.Invalid("'tool_choice' must be a string or {\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice");
+        }
+    }
+
+    private static ResponseFormatRequest? ResponseFormatOf(JsonElement root)
+    {
+        if (Optional(root, "response_format") is not { } format) return null;
+        if (format.ValueKind != JsonValueKind.Object) throw OpenAIError.Invalid("'response_format' must be an object {\"type\": ...}", "response_format");
+        switch (String(format, "type"))
+        {
+            case "text": return null;
+            case "json_object": return new ResponseFormatRequest(ResponseFormatKind.JsonObject);
+            case "json_schema":
+                if (Optional(format, "json_schema") is not { ValueKind: JsonValueKind.Object } spec)
+                    throw OpenAIError.Invalid("'response_format.json_schema' is required: {\"name\", \"schema\", \"strict\"}", "response_format.json_schema");
+                bool strict = Boolean(spec, "strict", "response_format.json_schema.strict") ?? false;
+                return Optional(spec, "schema") switch
+                {
+                    null => new ResponseFormatRequest(ResponseFormatKind.JsonObject),
+                    { ValueKind: JsonValueKind.Object or JsonValueKind.True } schema => new ResponseFormatRequest(ResponseFormatKind.JsonSchema, schema.GetRawText(), strict),
+                    _ => throw OpenAIError.Invalid("'response_format.json_schema.schema' must be a JSON Schema object", "response_format.json_schema.schema"),
+                };
+            case var other:
+                throw OpenAIError.Invalid($"'response_format.type' is '{other}'; use text, json_object or json_schema", "response_format.type");
+        }
     }
 
     /// <summary>A message's content: a string, or an array of text parts.</summary>

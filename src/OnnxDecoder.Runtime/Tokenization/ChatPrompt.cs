@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using OnnxDecoder.Runtime.Tokenization.Jinja;
+using OnnxDecoder.Runtime.Tools;
 
 namespace OnnxDecoder.Runtime.Tokenization;
 
@@ -47,4 +48,33 @@ public sealed class ChatPrompt
         Template is null
             ? ChatTemplate.Encode(Format, messages, tokenizer, addGenerationPrompt)
             : tokenizer.Encode(Render(messages, addGenerationPrompt), addBos: false);
+
+    /// <summary>The template renders tools itself (it reads the tools variable); else they are folded into plain messages.</summary>
+    public bool TemplateRendersTools => Template?.Select(withTools: true).Source.Contains("tools", StringComparison.Ordinal) == true;
+
+    /// <summary>How this model writes tool calls: its template's syntax, or the generic JSON form the folded prompt asks for.</summary>
+    public ToolCallSyntax ToolSyntax => TemplateRendersTools ? ToolCallSyntax.Detect(Template!.Select(withTools: true).Source) : ToolCallSyntax.GenericJson;
+
+    /// <summary>
+    /// The prompt text for OpenAI-shaped messages (role, content, tool_calls, tool_call_id) and tools: through the
+    /// template when it renders tools, else with tools and tool turns folded into plain messages (<see cref="ToolPrompt"/>).
+    /// </summary>
+    /// <exception cref="TemplateError">The template refuses the conversation (raise_exception) or fails.</exception>
+    public string Render(JsonArray messages, JsonArray? tools, bool parallelToolCalls, bool addGenerationPrompt = true)
+    {
+        if (TemplateRendersTools) return Template!.Render(messages, tools is { Count: > 0 } ? tools : null, addGenerationPrompt);
+        var folded = ToolPrompt.Fold(messages, tools, parallelToolCalls);
+        if (Template is not null) return Template.Render(folded, tools: null, addGenerationPrompt);
+        return ChatTemplate.Render(Format, Plain(folded), addGenerationPrompt);
+    }
+
+    /// <summary>Prompt ids for OpenAI-shaped messages and tools (see <see cref="Render(JsonArray, JsonArray?, bool, bool)"/>).</summary>
+    public int[] Encode(JsonArray messages, JsonArray? tools, bool parallelToolCalls, TextTokenizer tokenizer, bool addGenerationPrompt = true)
+    {
+        if (Template is not null) return tokenizer.Encode(Render(messages, tools, parallelToolCalls, addGenerationPrompt), addBos: false);
+        return ChatTemplate.Encode(Format, Plain(ToolPrompt.Fold(messages, tools, parallelToolCalls)), tokenizer, addGenerationPrompt);
+    }
+
+    private static List<ChatMessage> Plain(JsonArray folded) =>
+        [.. folded.Select(m => new ChatMessage((string?)m!["role"] ?? "user", (string?)m["content"] ?? ""))];
 }

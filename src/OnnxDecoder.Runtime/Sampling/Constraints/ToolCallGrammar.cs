@@ -20,15 +20,22 @@ public static class ToolCallGrammar
     public static Grammar Compile(string toolsJson, string? only = null, string source = "tools", int maxWhitespace = JsonGrammar.DefaultMaxWhitespace)
     {
         using var document = JsonSchemaCompiler.Parse(toolsJson, source);
-        var tools = document.RootElement;
-        if (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() == 0)
-            throw new GrammarException($"{source}: must be a non-empty array of {{\"type\": \"function\", \"function\": {{...}}}}");
         var grammar = new Grammar { Description = $"tool-call {source}" };
         var json = new JsonGrammar(grammar, maxWhitespace);
+        return grammar.WithRoot(json.Document(Call(json, document.RootElement, only, "arguments", source)));
+    }
+
+    /// <summary>One call object <c>{"name": NAME, "ARGUMENTSKEY": ARGS}</c> as a node of <paramref name="json"/>'s grammar,
+    /// for syntaxes that wrap calls in their own markers (Llama's JSON names the arguments "parameters").</summary>
+    public static GrammarNode Call(JsonGrammar json, JsonElement tools, string? only, string argumentsKey, string source = "tools")
+    {
+        if (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() == 0)
+            throw new GrammarException($"{source}: must be a non-empty array of {{\"type\": \"function\", \"function\": {{...}}}}");
         var compiler = new JsonSchemaCompiler(json);
         var ws = json.Whitespace;
         var calls = new List<GrammarNode>();
         var names = new HashSet<string>(StringComparer.Ordinal);
+        string key = JsonSerializer.Serialize(argumentsKey, NameEncoding);
         for (int i = 0; i < tools.GetArrayLength(); i++)
         {
             var tool = tools[i];
@@ -47,9 +54,9 @@ public static class ToolCallGrammar
                 ? compiler.CompileDocument(parameters, $"{at}.function.parameters")
                 : json.AnyObject();
             calls.Add(Seq(Literal("{"), ws, Literal("\"name\""), ws, Literal(":"), ws, Literal(JsonSerializer.Serialize(name, NameEncoding)), ws,
-                Literal(","), ws, Literal("\"arguments\""), ws, Literal(":"), ws, arguments, ws, Literal("}")));
+                Literal(","), ws, Literal(key), ws, Literal(":"), ws, arguments, ws, Literal("}")));
         }
         if (calls.Count == 0) throw new GrammarException($"{source}: no function is named '{only}' (tool_choice must name one of the tools)");
-        return grammar.WithRoot(json.Document(Alt([.. calls])));
+        return Alt([.. calls]);
     }
 }

@@ -20,7 +20,7 @@ public static class ChatTemplateEngine
             throw new TemplateError(name, 1, 1, $"template is longer than MaxOutputLength ({Interpreter.MaxOutputLength} characters)");
         try
         {
-            return new CompiledTemplate(name, Parser.Parse(source, name));
+            return new CompiledTemplate(name, Parser.Parse(source, name)) { Source = source };
         }
         catch (InsufficientExecutionStackException)
         {
@@ -45,6 +45,9 @@ public sealed class CompiledTemplate
     }
 
     public string Name { get; }
+
+    /// <summary>The template's text (its markers tell which tool-call syntax the model was trained on).</summary>
+    public string Source { get; init; } = "";
 
     /// <summary>
     /// Renders with the given variables (JSON as the template sees it: objects become dicts, arrays lists,
