@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using OnnxDecoder.Runtime;
+using OnnxDecoder.Runtime.Sampling;
 using OnnxDecoder.Runtime.Tokenization;
 
 namespace OnnxDecoder.Hosting;
@@ -42,6 +43,15 @@ public sealed class OnnxDecoderModel : IDisposable
     public EmbeddingRunner? Embeddings { get; private set; }
     /// <summary>Positions one sequence may use (prompt and output), once loaded.</summary>
     public int MaxLength => _batcher?.MaxLength ?? 0;
+
+    /// <summary>Sampling when a request gives no values: the folder's search defaults, with the
+    /// configured default temperature over them.</summary>
+    public SamplingOptions SamplingDefaults => _options.DefaultTemperature is { } temperature
+        ? (_model?.Folder.Search.Sampling ?? new SamplingOptions()) with { Temperature = temperature }
+        : _model?.Folder.Search.Sampling ?? new SamplingOptions();
+
+    /// <summary>The folder's search.max_length, when it sets one (prompt included).</summary>
+    public SearchDefaults SearchDefaults => _model?.Folder.Search ?? Runtime.SearchDefaults.None;
 
     /// <summary>Loads the model and starts the batcher; called once by the hosted loader.</summary>
     internal void Load()
