@@ -33,8 +33,11 @@ public sealed class DecoderModel : IDisposable
             KvElementType = Session.InputMetadata[Folder.PastKeyName(0)].ElementDataType;
             LogitsElementType = Session.OutputMetadata[GraphContract.Logits].ElementDataType;
             _ = KvCache.SizeOf(KvElementType); // float or float16, else a clear refusal
+            // Our exports say how their seqlens_k is computed; a shared-buffer graph from elsewhere (onnxruntime-genai's
+            // builder: seqlens_k = ReduceSum(attention_mask) - 1) reads each row's length from its mask, rows starting at 0.
             RowsKeepOwnLengths = Folder.PastPresentShareBuffer
-                && Session.ModelMetadata.CustomMetadataMap.TryGetValue(GraphContract.Metadata.GqaSeqlensK, out var lengths) && lengths == GraphContract.Metadata.GqaSeqlensKLastAttendedColumn;
+                && (!Session.ModelMetadata.CustomMetadataMap.TryGetValue(GraphContract.Metadata.GqaSeqlensK, out var lengths)
+                    || lengths == GraphContract.Metadata.GqaSeqlensKLastAttendedColumn);
             if (LogitsElementType is not (Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16))
                 throw new ModelFormatException(Folder.ModelPath, $"the graph's logits are {LogitsElementType}; float32 or float16 logits are supported");
         }
