@@ -223,14 +223,16 @@ public static class Commands
         var sampling = SamplingFlags.Create();
         var jsonSchema = new Option<string?>("--json-schema") { Description = "constrain the output to JSON that satisfies this JSON Schema file" };
         var anyJson = new Option<bool>("--json") { Description = "constrain the output to one JSON value" };
-        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, stop, format, ep, jsonSchema, anyJson };
+        var profile = new Option<string?>("--profile") { Description = "write ONNX Runtime's per-node profile (Chrome trace JSON) to a file whose name starts with this prefix" };
+        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, stop, format, ep, jsonSchema, anyJson, profile };
         foreach (var option in sampling.Options) command.Options.Add(option);
         command.SetAction(r => Guard(() =>
         {
             string? promptText = r.GetValue(prompt);
             int[]? ids = r.GetValue(promptIds) is { } idList ? ParseTokenIds(idList) : null;
             if ((promptText is null) == (ids is null)) throw new ArgumentException("give --prompt TEXT or --prompt-ids 1,2,3 (one of them)");
-            using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = Providers(r.GetValue(ep)!) });
+            var providers = Providers(r.GetValue(ep)!) with { ProfileFilePrefix = r.GetValue(profile) };
+            using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = providers });
             // Token ids need no tokenizer; text does, and Load's error names the files it looked for.
             var tokenizer = ids is null ? TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId)
                 : TextTokenizer.LoadIfPresent(session.Folder.Directory, session.Folder.BosTokenId);
