@@ -88,7 +88,7 @@ for variant in fp16 int4; do
   [ -f "$folder/genai_config.json" ] || run export --checkpoint "$checkpoint" --out "$folder" "${args[@]}" >"$out/export-110m-$variant.log" 2>&1 \
     || { fail "export of llama-110m $variant; see $out/export-110m-$variant.log"; continue; }
   if run bench --model "$folder" --concurrent 1,8 --prompt-tokens 16 --gen-tokens $gen --runs $runs --ep "$ep" --format json >"$out/bench-110m-$variant.json" 2>"$out/bench-110m-$variant.err"; then
-    "$python" - "$out/bench-110m-$variant.json" $variant "$ep" <<'PY' | tee -a "$report"
+    "$python" - "$out/bench-110m-$variant.json" $variant "$ep" <<'PY' | tee -a "$report" || failures=$((failures + 1))
 import json, sys
 for level in json.load(open(sys.argv[1])):
     print(f"llama-110m {sys.argv[2]} --ep {sys.argv[3]}: {level['concurrent_sequences']} concurrent: aggregate decode "
@@ -106,7 +106,7 @@ done
 mkdir -p "$out/profile"
 rm -f "$out"/profile/*.json
 if run generate --model "$out/stories260K-fp32" --prompt-ids "$prompt_ids" --max-tokens 32 --format json --ep "$ep" --profile "$out/profile/stories" >/dev/null 2>"$out/profile.err"; then
-  "$python" - "$out/profile" <<'PY' | tee -a "$report"
+  "$python" - "$out/profile" <<'PY' | tee -a "$report" || failures=$((failures + 1))
 import glob, json, os, sys, collections
 files = sorted(glob.glob(os.path.join(sys.argv[1], "*.json")))
 if not files:
