@@ -101,10 +101,9 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
             if (!parameter.Contains(v)) throw new ArgumentOutOfRangeException(name, v, parameter.OutOfRangeMessage(name, v));
             sampling = sampling.Set(parameter, v);
         }
-        int? requested = options?.MaxOutputTokens;
         return new GenerationOptions
         {
-            MaxNewTokens = requested ?? model.Options.DefaultMaxOutputTokens,
+            MaxNewTokens = options?.MaxOutputTokens ?? model.Options.DefaultMaxOutputTokens,
             StopStrings = options?.StopSequences?.ToList() ?? [],
             Sampling = sampling.Validate(),
         };
