@@ -86,6 +86,17 @@ public class GenAiStyleFolderTests
     }
 
     [Test]
+    public void The_builder_reads_llama2c_version_1_checkpoints_too()
+    {
+        string folder = Path.Combine(Fixtures.Root, "genai-style-stories260K-v1");
+        var (exitCode, output) = RunBuilder(Stories260K.Version1Checkpoint, Stories260K.Tokenizer, folder);
+        Assert.That(exitCode, Is.EqualTo(0), output);
+        var (promptIds, golden) = Stories260K.Golden();
+        using var session = new DecoderSession(folder);
+        Assert.That(new Generator(session, null).Generate(promptIds, new GenerationOptions { MaxNewTokens = 400 }).TokenIds, Is.EqualTo(golden));
+    }
+
+    [Test]
     public void Batched_rows_of_different_lengths_each_match_a_run_alone()
     {
         var (promptIds, golden) = Stories260K.Golden();

@@ -257,7 +257,10 @@ def read_llama2c_tokenizer(path, vocab_size):
         offset += 8
         if not 0 <= length <= 1024 or offset + length > len(data):
             fail(f"{path}: token {i} has a bad length {length}")
-        pieces.append(data[offset:offset + length].decode("utf-8"))
+        try:
+            pieces.append(data[offset:offset + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            fail(f"{path}: token {i} is not valid UTF-8")
         scores.append(score)
         offset += length
     return pieces, scores
