@@ -182,18 +182,45 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
     private static Dictionary<string, object?> Arguments(string json) =>
         JsonSerializer.Deserialize<Dictionary<string, object?>>(json, AIJsonUtilities.DefaultOptions) ?? [];
 
-    private GenerationOptions Map(ChatOptions? options) => new()
+    /// <summary>ChatOptions over the model's defaults. TopK, TopP, Temperature and Seed are ChatOptions
+    /// properties; the other rows of <see cref="SamplingParameters"/> (min_p, repetition_penalty) are
+    /// read from AdditionalProperties by their table names. An out-of-range value throws
+    /// <see cref="ArgumentOutOfRangeException"/> naming the option.</summary>
+    private GenerationOptions Map(ChatOptions? options)
     {
-        MaxNewTokens = options?.MaxOutputTokens ?? model.Options.DefaultMaxOutputTokens,
-        StopStrings = options?.StopSequences?.ToList() ?? [],
-        Sampling = new SamplingOptions
+        var sampling = model.SamplingDefaults;
+        foreach (var parameter in SamplingParameters.All)
         {
-            Temperature = options?.Temperature ?? model.Options.DefaultTemperature,
-            TopP = options?.TopP ?? 1,
-            TopK = options?.TopK ?? 0,
-            Seed = options?.Seed is { } seed ? unchecked((int)seed) : null,
-        }.Validate(),
-    };
+            var (name, value) = parameter.Name switch
+            {
+                "temperature" => ("ChatOptions.Temperature", (double?)options?.Temperature),
+                "top_p" => ("ChatOptions.TopP", options?.TopP),
+                "top_k" => ("ChatOptions.TopK", options?.TopK),
+                "seed" => ("ChatOptions.Seed", options?.Seed is { } seed ? unchecked((int)seed) : null),
+                _ => ($"ChatOptions.AdditionalProperties[\"{parameter.Name}\"]", Additional(options, parameter)),
+            };
+            if (value is not { } v) continue;
+            if (!parameter.Contains(v)) throw new ArgumentOutOfRangeException(name, v, parameter.OutOfRangeMessage(name, v));
+            sampling = sampling.Set(parameter, v);
+        }
+        return new GenerationOptions
+        {
+            MaxNewTokens = options?.MaxOutputTokens ?? model.Options.DefaultMaxOutputTokens,
+            StopStrings = options?.StopSequences?.ToList() ?? [],
+            Sampling = sampling.Validate(),
+        };
+    }
+
+    private static double? Additional(ChatOptions? options, SamplingParameter parameter)
+    {
+        if (options?.AdditionalProperties is not { } extra || !extra.TryGetValue(parameter.Name, out var value) || value is null) return null;
+        return value switch
+        {
+            double d => d, float f => f, int i => i, long l => l, decimal m => (double)m,
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.Number } e => e.GetDouble(),
+            _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{parameter.Name}\"] must be a number, not {value.GetType().Name}", nameof(options)),
+        };
+    }
 
     public object? GetService(Type serviceType, object? serviceKey = null) =>
         serviceKey is not null ? null

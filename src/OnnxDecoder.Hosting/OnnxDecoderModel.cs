@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using OnnxDecoder.Runtime;
+using OnnxDecoder.Runtime.Sampling;
 using OnnxDecoder.Runtime.Tokenization;
 
 namespace OnnxDecoder.Hosting;
@@ -44,6 +45,15 @@ public sealed class OnnxDecoderModel : IDisposable
     public int MaxLength => _batcher?.MaxLength ?? 0;
     /// <summary>The model's vocabulary size (logits per position), once loaded.</summary>
     public int VocabSize => _model?.Folder.VocabSize ?? 0;
+
+    /// <summary>Sampling when a request gives no values: the folder's search defaults, with the
+    /// configured default temperature over them.</summary>
+    public SamplingOptions SamplingDefaults => _options.DefaultTemperature is { } temperature
+        ? (_model?.Folder.Search.Sampling ?? new SamplingOptions()) with { Temperature = temperature }
+        : _model?.Folder.Search.Sampling ?? new SamplingOptions();
+
+    /// <summary>The folder's search.max_length, when it sets one (prompt included).</summary>
+    public SearchDefaults SearchDefaults => _model?.Folder.Search ?? Runtime.SearchDefaults.None;
 
     /// <summary>Loads the model and starts the batcher; called once by the hosted loader.</summary>
     internal void Load()

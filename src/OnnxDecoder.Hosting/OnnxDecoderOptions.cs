@@ -41,8 +41,9 @@ public sealed class OnnxDecoderOptions
     [Range(1, 1 << 20)]
     public int DefaultMaxOutputTokens { get; set; } = 256;
 
-    [Range(0.0, 100.0)]
-    public float DefaultTemperature { get; set; }
+    /// <summary>Temperature when a request gives none; null: the model folder's (genai_config.json search), else greedy.</summary>
+    [Range(0.0, 2.0)]
+    public float? DefaultTemperature { get; set; }
 }
 
 /// <summary>Checks what DataAnnotations cannot: the model folder exists and the providers are known.</summary>

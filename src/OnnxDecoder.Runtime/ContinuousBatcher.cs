@@ -469,7 +469,7 @@ public sealed class ContinuousBatcher : IDisposable
         }
         using var maskValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _mask.AsMemory(0, rows * total), [rows, total]));
         _binding.BindInput(GraphContract.InputIds, _idsViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _stepIds.AsMemory(0, rows), [rows, 1])));
-        _binding.BindInput(GraphContract.PositionIds, _positionViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _stepPositions.AsMemory(0, rows), [rows, 1])));
+        if (_model.HasPositionIds) _binding.BindInput(GraphContract.PositionIds, _positionViews[rows] ??= OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _stepPositions.AsMemory(0, rows), [rows, 1])));
         _binding.BindInput(GraphContract.AttentionMask, maskValue.Value);
         if (_model.FullLogits)
             _binding.BindOutputToDevice(GraphContract.Logits, OrtMemoryInfo.DefaultInstance);

@@ -33,8 +33,11 @@ public sealed class DecoderModel : IDisposable
             KvElementType = Session.InputMetadata[Folder.PastKeyName(0)].ElementDataType;
             LogitsElementType = Session.OutputMetadata[GraphContract.Logits].ElementDataType;
             _ = KvCache.SizeOf(KvElementType); // float or float16, else a clear refusal
+            // Our exports say how their seqlens_k is computed; a shared-buffer graph from elsewhere (onnxruntime-genai's
+            // builder: seqlens_k = ReduceSum(attention_mask) - 1) reads each row's length from its mask, rows starting at 0.
             RowsKeepOwnLengths = Folder.PastPresentShareBuffer
-                && Session.ModelMetadata.CustomMetadataMap.TryGetValue(GraphContract.Metadata.GqaSeqlensK, out var lengths) && lengths == GraphContract.Metadata.GqaSeqlensKLastAttendedColumn;
+                && (!Session.ModelMetadata.CustomMetadataMap.TryGetValue(GraphContract.Metadata.GqaSeqlensK, out var lengths)
+                    || lengths == GraphContract.Metadata.GqaSeqlensKLastAttendedColumn);
             if (LogitsElementType is not (Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16))
                 throw new ModelFormatException(Folder.ModelPath, $"the graph's logits are {LogitsElementType}; float32 or float16 logits are supported");
         }
@@ -59,6 +62,8 @@ public sealed class DecoderModel : IDisposable
     /// lengths, each starting at position 0 of its cache row, with no shared timeline.
     /// </summary>
     public bool RowsKeepOwnLengths { get; }
+    /// <summary>The graph takes a position_ids input; without one it derives positions itself and none is bound.</summary>
+    public bool HasPositionIds { get; private set; }
 
     /// <summary>Checks the graph's inputs and outputs against genai_config.json; returns whether
     /// logits cover every position ([B, S, V]) rather than only the last.</summary>
@@ -67,8 +72,12 @@ public sealed class DecoderModel : IDisposable
         var inputs = Session.InputMetadata;
         var outputs = Session.OutputMetadata;
         string where = Folder.ConfigPath;
-        foreach (var name in new[] { GraphContract.InputIds, GraphContract.AttentionMask, GraphContract.PositionIds })
+        foreach (var name in new[] { GraphContract.InputIds, GraphContract.AttentionMask })
             if (!inputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no input '{name}' (inputs: {string.Join(", ", inputs.Keys)})");
+        // position_ids is optional (a graph may derive positions from the attention mask), but config and graph must agree.
+        HasPositionIds = inputs.ContainsKey(GraphContract.PositionIds);
+        if (Folder.PositionIdsName is { } named && (named != GraphContract.PositionIds || !HasPositionIds))
+            throw new ModelFormatException(where, $"model.decoder.inputs.position_ids is '{named}' but the graph's inputs are {string.Join(", ", inputs.Keys)}: name '{GraphContract.PositionIds}' or remove the entry");
         if (!outputs.TryGetValue(GraphContract.Logits, out var logits)) throw new ModelFormatException(where, "the graph has no output 'logits'");
         int layers = inputs.Keys.Count(k => k.StartsWith(Folder.PastKeyPattern.Split("%d")[0], StringComparison.Ordinal) && k.EndsWith(Folder.PastKeyPattern.Split("%d")[1], StringComparison.Ordinal));
         if (layers != Folder.NumLayers) throw new ModelFormatException(where, $"model.decoder.num_hidden_layers is {Folder.NumLayers} but the graph has {layers} past key inputs");

@@ -198,7 +198,7 @@ public sealed class DecoderSession : IDisposable
             if (!_stepInputsBound)
             {
                 _binding.BindInput(GraphContract.InputIds, _stepIdsValue);
-                _binding.BindInput(GraphContract.PositionIds, _stepPositionsValue);
+                if (_model.HasPositionIds) _binding.BindInput(GraphContract.PositionIds, _stepPositionsValue);
                 _stepInputsBound = true;
             }
             _binding.BindInput(GraphContract.AttentionMask, MaskValue(total));
@@ -244,7 +244,7 @@ public sealed class DecoderSession : IDisposable
             using var idsValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(ids, [BatchSize, size]));
             using var positionsValue = new OrtValueLedger.Scoped(OrtValue.CreateTensorValueFromMemory(positions, [BatchSize, size]));
             _binding.BindInput(GraphContract.InputIds, idsValue.Value);
-            _binding.BindInput(GraphContract.PositionIds, positionsValue.Value);
+            if (_model.HasPositionIds) _binding.BindInput(GraphContract.PositionIds, positionsValue.Value);
             _binding.BindInput(GraphContract.AttentionMask, MaskValue(total));
             _stepInputsBound = false;
             if (_fullLogits)

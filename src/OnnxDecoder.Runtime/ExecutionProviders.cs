@@ -60,8 +60,9 @@ public static class ExecutionProviders
             };
             if (options.ProfileFilePrefix is { Length: > 0 } prefix)
             {
-                session.EnableProfiling = true;
+                // The prefix first: setting EnableProfiling hands ONNX Runtime the prefix it holds at that moment.
                 session.ProfileOutputPathPrefix = prefix;
+                session.EnableProfiling = true;
             }
             if (sharedPool) session.DisablePerSessionThreads();
             else if (options.IntraOpThreads > 0) session.IntraOpNumThreads = options.IntraOpThreads;

@@ -16,7 +16,7 @@ internal sealed class GenerationState
     private readonly GenerationOptions _options;
     private readonly IReadOnlyList<int> _eos;
     private readonly Sampler _sampler;
-    private readonly IncrementalDetokenizer _detokenizer;
+    private readonly IncrementalDetokenizer? _detokenizer; // null: token ids only (no tokenizer files), no text
     private readonly List<int> _history;      // every token the model has seen, for repetition penalty
     private readonly StringBuilder _text = new();
     private int _released;                    // characters of text already emitted
@@ -26,7 +26,7 @@ internal sealed class GenerationState
 
     /// <param name="context">The tokens in the cache before this generation's input (a conversation's earlier turns).</param>
     /// <param name="input">The tokens this generation appends before sampling (the prompt).</param>
-    public GenerationState(GenerationOptions options, IReadOnlyList<int> defaultEos, TextTokenizer tokenizer, int vocabSize, IEnumerable<int> context, IReadOnlyList<int> input)
+    public GenerationState(GenerationOptions options, IReadOnlyList<int> defaultEos, TextTokenizer? tokenizer, int vocabSize, IEnumerable<int> context, IReadOnlyList<int> input)
     {
         if (input.Count == 0) throw new ArgumentException("the prompt is empty: encode at least one token (BOS)", nameof(input));
         if (options.MaxNewTokens <= 0) throw new ArgumentOutOfRangeException(nameof(options), options.MaxNewTokens, "max new tokens must be positive");
@@ -34,10 +34,12 @@ internal sealed class GenerationState
         _eos = options.EosTokenIds ?? defaultEos;
         _sampler = new Sampler(options.Sampling, vocabSize);
         _history = [.. context, .. input];
-        _detokenizer = new IncrementalDetokenizer(tokenizer, _history);
+        if (tokenizer is not null) _detokenizer = new IncrementalDetokenizer(tokenizer, _history);
+        else if (options.StopStrings.Count > 0 || options.Constraint is not null)
+            throw new ArgumentException("stop strings and constraints work on text: they need the model folder's tokenizer files", nameof(options));
         if (options.Constraint is { } constraint)
         {
-            _constraint = constraint.Begin(tokenizer, vocabSize, _eos);
+            _constraint = constraint.Begin(tokenizer!, vocabSize, _eos);
             _constrained = new float[vocabSize];
             if (_constraint.MinTokensToFinish > options.MaxNewTokens)
                 throw new ArgumentException($"max new tokens {options.MaxNewTokens} is too few for the constraint: its shortest output needs {_constraint.MinTokensToFinish} tokens", nameof(options));
@@ -82,7 +84,7 @@ internal sealed class GenerationState
             return null;
         }
         Generated.Add(next);
-        _text.Append(_detokenizer.Add(next));
+        if (_detokenizer is not null) _text.Append(_detokenizer.Add(next));
         if (_options.StopStrings.Count > 0 && CutAtStopString(_text, _options.StopStrings))
         {
             StopReason = Runtime.StopReason.StopString;
@@ -107,7 +109,7 @@ internal sealed class GenerationState
     public GeneratedToken? Tail()
     {
         if (StopReason is null or Runtime.StopReason.StopString) return null;
-        _text.Append(_detokenizer.Flush());
+        if (_detokenizer is not null) _text.Append(_detokenizer.Flush());
         if (_text.Length <= _released) return null;
         var tail = new GeneratedToken(-1, _text.ToString(_released, _text.Length - _released));
         _released = _text.Length;

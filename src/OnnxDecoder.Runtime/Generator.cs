@@ -39,18 +39,23 @@ public sealed record GeneratedToken(int TokenId, string Text);
 /// Prefill and decode loops over a <see cref="DecoderSession"/>: sampling, stop conditions (EOS,
 /// max tokens, stop strings, full context), streaming and cancellation. A generator may continue a
 /// conversation: <see cref="Continue"/> appends to the cached sequence instead of starting over.
+/// Without a tokenizer (a folder with no tokenizer files) it generates from token ids alone, with
+/// empty text.
 /// </summary>
-public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
+public sealed class Generator(DecoderSession session, TextTokenizer? tokenizer)
 {
     private readonly List<int> _sequence = [];   // every token of the conversation (batch of one)
     private int? _pending;                       // the last sampled token, not yet run through the model
 
     public DecoderSession Session { get; } = session;
-    public TextTokenizer Tokenizer { get; } = tokenizer;
+    public TextTokenizer? Tokenizer { get; } = tokenizer;
 
     /// <summary>Encodes <paramref name="prompt"/> (with BOS) and generates from a fresh cache.</summary>
     public GenerationResult Generate(string prompt, GenerationOptions options, Action<GeneratedToken>? onToken = null, CancellationToken cancellationToken = default) =>
-        Generate(Tokenizer.Encode(prompt, addBos: true), options, onToken, cancellationToken);
+        Generate(TextTokenizerOrThrow().Encode(prompt, addBos: true), options, onToken, cancellationToken);
+
+    private TextTokenizer TextTokenizerOrThrow() => Tokenizer ?? throw new InvalidOperationException(
+        $"{Session.Folder.Directory}: a text prompt needs tokenizer files ({string.Join(", ", TextTokenizer.FileNames)}) and this folder has none: add them, or give token ids");
 
     /// <summary>Generates after <paramref name="promptIds"/> from a fresh cache.</summary>
     public GenerationResult Generate(IReadOnlyList<int> promptIds, GenerationOptions options, Action<GeneratedToken>? onToken = null, CancellationToken cancellationToken = default)
@@ -95,7 +100,7 @@ public sealed class Generator(DecoderSession session, TextTokenizer tokenizer)
     /// within one step.
     /// </summary>
     public IAsyncEnumerable<GeneratedToken> StreamAsync(string prompt, GenerationOptions options, CancellationToken cancellationToken = default) =>
-        StreamAsync(Tokenizer.Encode(prompt, addBos: true), options, null, cancellationToken);
+        StreamAsync(TextTokenizerOrThrow().Encode(prompt, addBos: true), options, null, cancellationToken);
 
     /// <summary>Streams the generation after <paramref name="promptIds"/> (from a fresh cache);
     /// <paramref name="onResult"/> receives the whole result once generation has finished.</summary>

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using OnnxDecoder.Onnx;
+using OnnxDecoder.Runtime.Sampling;
 
 namespace OnnxDecoder.Runtime;
 
@@ -33,6 +34,11 @@ public sealed record ModelFolder
     public required string PastValuePattern { get; init; }
     public required string PresentKeyPattern { get; init; }
     public required string PresentValuePattern { get; init; }
+    /// <summary>The position ids input the config names (model.decoder.inputs.position_ids); null: none
+    /// (a graph that derives positions from the attention mask).</summary>
+    public string? PositionIdsName { get; init; }
+    /// <summary>genai_config.json's <c>search</c> values, as generation defaults that a request's own values override.</summary>
+    public SearchDefaults Search { get; init; } = SearchDefaults.None;
 
     public string ConfigPath => Path.Combine(Directory, ConfigFileName);
     public string PastKeyName(int layer) => GraphContract.Layer(PastKeyPattern, layer);
@@ -100,6 +106,8 @@ public sealed record ModelFolder
                 PastValuePattern = inputs.String("past_value_names"),
                 PresentKeyPattern = outputs.String("present_key_names"),
                 PresentValuePattern = outputs.String("present_value_names"),
+                PositionIdsName = inputs.OptionalString("position_ids"),
+                Search = search is { } values ? ReadSearch(values, configPath) : SearchDefaults.None,
             };
             foreach (var (name, value) in new[] { ("model.bos_token_id", result.BosTokenId), ("model.pad_token_id", result.PadTokenId) }.Concat(result.EosTokenIds.Select(e => ("model.eos_token_id", e))))
                 if (value >= result.VocabSize) throw new ModelFormatException(configPath, $"{name} ({value}) must be below model.vocab_size ({result.VocabSize})");
@@ -109,6 +117,38 @@ public sealed record ModelFolder
                 if (!pattern.Contains("%d", StringComparison.Ordinal)) throw new ModelFormatException(configPath, $"KV name pattern '{pattern}' must contain %d");
             return result;
         }
+    }
+
+    /// <summary>
+    /// The <c>search</c> values as onnxruntime-genai reads them: without <c>do_sample</c> decoding is
+    /// greedy and temperature, top_k and top_p do not apply; the repetition penalty applies either
+    /// way; top_p 0 is off; <c>max_length</c> counts the prompt. Each value is checked against
+    /// <see cref="SamplingParameters"/>. Beam search is refused; length_penalty, early_stopping,
+    /// no_repeat_ngram_size and diversity_penalty only shape beam search or are not applied.
+    /// </summary>
+    private static SearchDefaults ReadSearch(Fields search, string configPath)
+    {
+        if (search.OptionalNumber("num_beams") is { } beams && beams > 1)
+            throw new ModelFormatException(configPath, $"search.num_beams is {beams}; beam search is not supported: set it to 1");
+        if (search.OptionalNumber("num_return_sequences") is { } returned && returned > 1)
+            throw new ModelFormatException(configPath, $"search.num_return_sequences is {returned}; one sequence per prompt is supported: set it to 1");
+        var sampling = new SamplingOptions();
+        bool doSample = search.Bool("do_sample") ?? false;
+        foreach (var parameter in SamplingParameters.All)
+        {
+            if (parameter == SamplingParameters.Seed || search.OptionalNumber(parameter.Name) is not { } value) continue;
+            if (!parameter.Contains(value)) throw new ModelFormatException(configPath, parameter.OutOfRangeMessage($"search.{parameter.Name}", value));
+            if (parameter == SamplingParameters.TopP && value == 0) continue; // genai: top_p 0 (its default) is off
+            if (doSample || parameter == SamplingParameters.RepetitionPenalty) sampling = sampling.Set(parameter, value);
+        }
+        // onnxruntime-genai's defaults where do_sample is set and a value is absent: temperature 1, top_k 50.
+        if (doSample && search.OptionalNumber("temperature") is null) sampling = sampling with { Temperature = 1 };
+        if (doSample && search.OptionalNumber("top_k") is null) sampling = sampling with { TopK = 50 };
+        int? maxLength = null;
+        if (search.OptionalNumber("max_length") is { } length && length != 0) // genai: 0 is the context length
+            maxLength = length is >= 1 and <= int.MaxValue && Math.Floor(length) == length ? (int)length
+                : throw new ModelFormatException(configPath, $"search.max_length ({length}) must be a whole number from 1 to {int.MaxValue}");
+        return new SearchDefaults(sampling, maxLength);
     }
 
     /// <summary>Typed reads whose errors name the file and the JSON path.</summary>
@@ -148,6 +188,17 @@ public sealed record ModelFolder
             return number;
         }
 
+        public string? OptionalString(string name) =>
+            element.TryGetProperty(name, out var value) && value.ValueKind != JsonValueKind.Null ? String(name) : null;
+
+        public double? OptionalNumber(string name)
+        {
+            if (!element.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
+            if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out double number) || !double.IsFinite(number))
+                throw new ModelFormatException(file, $"{path}{name} ({value.GetRawText()}) must be a number");
+            return number;
+        }
+
         public bool? Bool(string name)
         {
             if (!element.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null) return null;
@@ -174,5 +225,21 @@ public sealed record ModelFolder
             }
             return ids;
         }
+    }
+}
+
+/// <summary>Generation defaults from genai_config.json's <c>search</c>.</summary>
+/// <param name="Sampling">Sampling defaults (greedy unless the folder sets do_sample).</param>
+/// <param name="MaxLength">Prompt plus generated tokens at most; null: the context length.</param>
+public sealed record SearchDefaults(SamplingOptions Sampling, int? MaxLength)
+{
+    public static SearchDefaults None { get; } = new(new SamplingOptions(), null);
+
+    /// <summary>Tokens a generation after <paramref name="promptLength"/> may add: <paramref name="requested"/>
+    /// when given, else <paramref name="fallback"/>, never past <see cref="MaxLength"/>.</summary>
+    public int MaxNewTokens(int promptLength, int? requested, int fallback)
+    {
+        int limit = requested ?? fallback;
+        return MaxLength is { } max && requested is null ? Math.Max(1, Math.Min(limit, max - promptLength)) : limit;
     }
 }

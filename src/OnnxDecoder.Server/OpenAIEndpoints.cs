@@ -131,8 +131,8 @@ public static partial class OpenAIEndpoints
                 throw OpenAIError.Invalid($"'max_tokens' is {max}; it must be at least 1", "max_tokens");
             if (request.MaxTokens > room)
                 throw new OpenAIError(400, $"this model's maximum context length is {model.MaxLength} tokens; you requested {promptIds.Length + request.MaxTokens} ({promptIds.Length} in the prompt, {request.MaxTokens} for the output): lower max_tokens to at most {room}", "max_tokens", "context_length_exceeded");
-            int maxNew = request.MaxTokens ?? Math.Min(chat ? model.Options.DefaultMaxOutputTokens : 16, room);
-            var generation = request.ToGeneration(maxNew, model.Options.DefaultTemperature) with { Constraint = plan?.Constraint };
+            int maxNew = request.MaxTokens ?? Math.Min(model.SearchDefaults.MaxNewTokens(promptIds.Length, null, chat ? model.Options.DefaultMaxOutputTokens : 16), room);
+            var generation = request.ToGeneration(maxNew, model.SamplingDefaults) with { Constraint = plan?.Constraint };
             try
             {
                 sequence = await model.SubmitAsync(promptIds, generation, aborted).ConfigureAwait(false);

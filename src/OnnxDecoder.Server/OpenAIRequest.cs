@@ -16,12 +16,8 @@ internal sealed class OpenAIRequest
     public bool Stream { get; private init; }
     public bool IncludeUsage { get; private init; }
     public int? MaxTokens { get; private init; }
-    public float? Temperature { get; private init; }
-    public float TopP { get; private init; } = 1;
-    public int TopK { get; private init; }
-    public float MinP { get; private init; }
-    public float RepetitionPenalty { get; private init; } = 1;
-    public int? Seed { get; private init; }
+    /// <summary>The sampling parameters the request gave (rows of <see cref="SamplingParameters"/>); the rest keep the model's defaults.</summary>
+    public IReadOnlyList<(SamplingParameter Parameter, double Value)> Sampling { get; private init; } = [];
     public IReadOnlyList<string> Stop { get; private init; } = [];
     /// <summary>Chat: the conversation, OpenAI-shaped (role, content, tool_calls with parsed arguments, tool_call_id).</summary>
     public JsonArray Messages { get; private init; } = [];
@@ -64,12 +60,7 @@ internal sealed class OpenAIRequest
             Stream = Boolean(root, "stream") ?? false,
             IncludeUsage = streamOptions is { } so && (Boolean(so, "include_usage", "stream_options.include_usage") ?? false),
             MaxTokens = Integer(root, "max_completion_tokens", int.MinValue, int.MaxValue) ?? Integer(root, "max_tokens", int.MinValue, int.MaxValue),
-            Temperature = Number(root, "temperature", 0, 2),
-            TopP = Number(root, "top_p", 0, 1) is { } topP ? (topP == 0 ? float.Epsilon : topP) : 1,
-            TopK = Integer(root, "top_k", 0, int.MaxValue) ?? 0,
-            MinP = Number(root, "min_p", 0, 1) ?? 0,
-            RepetitionPenalty = Number(root, "repetition_penalty", 0.01f, 100) ?? 1,
-            Seed = Optional(root, "seed") is { } seed ? (seed.ValueKind == JsonValueKind.Number && seed.TryGetInt64(out long s) ? unchecked((int)s) : throw OpenAIError.Invalid("'seed' must be an integer", "seed")) : null,
+            Sampling = SamplingValues(root),
             Stop = StopSequences(root),
             Messages = chat ? Conversation(root) : [],
             Tools = chat ? ToolList(root) : null,
@@ -81,21 +72,37 @@ internal sealed class OpenAIRequest
         };
     }
 
-    /// <summary>Sampling and limits for this request, the output budget already checked against the context.</summary>
-    public GenerationOptions ToGeneration(int maxNewTokens, float defaultTemperature) => new()
+    /// <summary>Sampling and limits for this request, the output budget already checked against the context:
+    /// the request's sampling values over <paramref name="defaults"/> (the model's).</summary>
+    public GenerationOptions ToGeneration(int maxNewTokens, SamplingOptions defaults)
     {
-        MaxNewTokens = maxNewTokens,
-        StopStrings = Stop,
-        Sampling = new SamplingOptions
+        var sampling = defaults;
+        foreach (var (parameter, value) in Sampling) sampling = sampling.Set(parameter, value);
+        return new GenerationOptions { MaxNewTokens = maxNewTokens, StopStrings = Stop, Sampling = sampling.Validate() };
+    }
+
+    /// <summary>Each sampling parameter the request gives, checked against its row of the table (a 400 naming the field).</summary>
+    private static List<(SamplingParameter, double)> SamplingValues(JsonElement root)
+    {
+        var values = new List<(SamplingParameter, double)>();
+        foreach (var parameter in SamplingParameters.All)
         {
-            Temperature = Temperature ?? defaultTemperature,
-            TopP = TopP,
-            TopK = TopK,
-            MinP = MinP,
-            RepetitionPenalty = RepetitionPenalty,
-            Seed = Seed,
-        }.Validate(),
-    };
+            if (Optional(root, parameter.Name) is not { } value) continue;
+            if (parameter == SamplingParameters.Seed)
+            {
+                // Any 64-bit integer is a seed; it is folded to the 32 bits the draw takes.
+                if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt64(out long seed)) throw OpenAIError.Invalid("'seed' must be an integer", "seed");
+                values.Add((parameter, unchecked((int)seed)));
+                continue;
+            }
+            double number = parameter.IsInteger
+                ? (value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out long whole) ? whole : throw OpenAIError.Invalid($"'{parameter.Name}' must be an integer", parameter.Name))
+                : (value.ValueKind == JsonValueKind.Number && value.TryGetDouble(out double real) && double.IsFinite(real) ? real : throw OpenAIError.Invalid($"'{parameter.Name}' must be a number", parameter.Name));
+            if (!parameter.Contains(number)) throw OpenAIError.Invalid(parameter.OutOfRangeMessage(parameter.Name, number), parameter.Name);
+            values.Add((parameter, number));
+        }
+        return values;
+    }
 
     private static JsonElement? Optional(JsonElement root, string name) =>
         root.TryGetProperty(name, out var value) && value.ValueKind != JsonValueKind.Null ? value : null;

@@ -59,7 +59,7 @@ public class GenerationTests
         Assert.That(Draws(new SamplingOptions { Temperature = 1, MinP = 0.2f }), Is.EquivalentTo(new[] { 0, 1, 2 }), "0.05 < 0.2 x 0.5");
         var penalised = new Sampler(new SamplingOptions { RepetitionPenalty = 100f }, logits.Length);
         Assert.That(penalised.Next([2f, 1f, 0f, -1f], [0]), Is.EqualTo(1), "the repeated top token is divided by the penalty");
-        Assert.That(() => new SamplingOptions { TopP = 0 }.Validate(), Throws.TypeOf<ArgumentOutOfRangeException>());
+        Assert.That(() => new SamplingOptions { TopP = 1.5f }.Validate(), Throws.TypeOf<ArgumentOutOfRangeException>());
         Assert.That(() => new SamplingOptions { Temperature = -1 }.Validate(), Throws.TypeOf<ArgumentOutOfRangeException>());
     }
 

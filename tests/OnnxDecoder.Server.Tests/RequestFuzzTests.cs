@@ -31,7 +31,7 @@ public class RequestFuzzTests
             {
                 using var document = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 32 });
                 var request = OpenAIRequest.Parse(document, chat);
-                request.ToGeneration(16, 0);
+                request.ToGeneration(16, new Runtime.Sampling.SamplingOptions());
                 accepted++;
             }
             catch (Exception e) when (e is JsonException or OpenAIError)

@@ -178,23 +178,28 @@ public static class Commands
 
     // ---- generate, chat ------------------------------------------------------------------------
 
-    private sealed record SamplingFlags(Option<float> Temperature, Option<int> TopK, Option<float> TopP, Option<float> MinP, Option<float> RepetitionPenalty, Option<int?> Seed)
+    /// <summary>One CLI flag per row of <see cref="SamplingParameters"/>; a flag not given keeps the model
+    /// folder's default (genai_config.json's search values), else the table's.</summary>
+    private sealed class SamplingFlags(IReadOnlyList<(SamplingParameter Parameter, Option<double?> Option)> flags)
     {
-        public static SamplingFlags Create() => new(
-            new Option<float>("--temperature") { Description = "0 is greedy", DefaultValueFactory = _ => 0f },
-            new Option<int>("--top-k") { Description = "keep the k most likely tokens (0: off)" },
-            new Option<float>("--top-p") { Description = "nucleus sampling mass (1: off)", DefaultValueFactory = _ => 1f },
-            new Option<float>("--min-p") { Description = "drop tokens below min-p x the top probability (0: off)" },
-            new Option<float>("--repetition-penalty") { Description = "penalty on tokens already present (1: off)", DefaultValueFactory = _ => 1f },
-            new Option<int?>("--seed") { Description = "seed for sampling: same seed, same tokens" });
-
-        public IEnumerable<Option> Options => [Temperature, TopK, TopP, MinP, RepetitionPenalty, Seed];
-
-        public SamplingOptions Read(ParseResult r) => new SamplingOptions
+        public static SamplingFlags Create() => new(SamplingParameters.All.Select(p => (p, new Option<double?>(p.Flag)
         {
-            Temperature = r.GetValue(Temperature), TopK = r.GetValue(TopK), TopP = r.GetValue(TopP), MinP = r.GetValue(MinP),
-            RepetitionPenalty = r.GetValue(RepetitionPenalty), Seed = r.GetValue(Seed),
-        }.Validate();
+            Description = $"{p.Description}; {p.RangeText}{(p.Default is { } d ? $" (default {SamplingParameter.Format(d)}, or the model folder's search value)" : "")}",
+        })).ToList());
+
+        public IEnumerable<Option> Options => flags.Select(f => f.Option);
+
+        public SamplingOptions Read(ParseResult r, SamplingOptions defaults)
+        {
+            var options = defaults;
+            foreach (var (parameter, option) in flags)
+            {
+                if (r.GetValue(option) is not { } value) continue;
+                if (!parameter.Contains(value)) throw new ArgumentException(parameter.OutOfRangeMessage(parameter.Flag, value));
+                options = options.Set(parameter, value);
+            }
+            return options.Validate();
+        }
     }
 
     private static Option<string> ModelOption() => new("--model") { Description = "model folder written by `export`", Required = true };
@@ -209,36 +214,55 @@ public static class Commands
     private static Command Generate()
     {
         var model = ModelOption();
-        var prompt = new Option<string>("--prompt") { Description = "the prompt (BOS is prepended)", Required = true };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "tokens to generate at most", DefaultValueFactory = _ => 128 };
+        var prompt = new Option<string?>("--prompt") { Description = "the prompt (BOS is prepended); needs the folder's tokenizer files" };
+        var promptIds = new Option<string?>("--prompt-ids") { Description = "the prompt as comma-separated token ids, used as given (no BOS added); runs without tokenizer files" };
+        var maxTokens = new Option<int?>("--max-tokens") { Description = "tokens to generate at most (default 128, within the folder's search.max_length)" };
         var stop = new Option<string[]>("--stop") { Description = "stop when the text contains this string (repeatable)", AllowMultipleArgumentsPerToken = false };
         var format = new Option<string>("--format") { Description = "text (streamed) or json", DefaultValueFactory = _ => "text" };
         var ep = ProviderOption();
         var sampling = SamplingFlags.Create();
         var jsonSchema = new Option<string?>("--json-schema") { Description = "constrain the output to JSON that satisfies this JSON Schema file" };
         var anyJson = new Option<bool>("--json") { Description = "constrain the output to one JSON value" };
-        var command = new Command("generate", "Generate text from a prompt") { model, prompt, maxTokens, stop, format, ep, jsonSchema, anyJson };
+        var profile = new Option<string?>("--profile") { Description = "write ONNX Runtime's per-node profile (Chrome trace JSON) to a file whose name starts with this prefix" };
+        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, stop, format, ep, jsonSchema, anyJson, profile };
         foreach (var option in sampling.Options) command.Options.Add(option);
         command.SetAction(r => Guard(() =>
         {
-            using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = Providers(r.GetValue(ep)!) });
-            var tokenizer = TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
+            string? promptText = r.GetValue(prompt);
+            int[]? ids = r.GetValue(promptIds) is { } idList ? ParseTokenIds(idList) : null;
+            if ((promptText is null) == (ids is null)) throw new ArgumentException("give --prompt TEXT or --prompt-ids 1,2,3 (one of them)");
+            var providers = Providers(r.GetValue(ep)!) with { ProfileFilePrefix = r.GetValue(profile) };
+            using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = providers });
+            // Token ids need no tokenizer; text does, and Load's error names the files it looked for.
+            var tokenizer = ids is null ? TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId)
+                : TextTokenizer.LoadIfPresent(session.Folder.Directory, session.Folder.BosTokenId);
+            var input = ids ?? tokenizer!.Encode(promptText!, addBos: true);
             var options = new GenerationOptions
             {
-                MaxNewTokens = r.GetValue(maxTokens), Sampling = sampling.Read(r), StopStrings = r.GetValue(stop) ?? [],
+                MaxNewTokens = session.Folder.Search.MaxNewTokens(input.Length, r.GetValue(maxTokens), 128),
+                Sampling = sampling.Read(r, session.Folder.Search.Sampling), StopStrings = r.GetValue(stop) ?? [],
                 Constraint = OutputConstraint(r.GetValue(jsonSchema), r.GetValue(anyJson)),
             };
             bool json = r.GetValue(format) switch { "json" => true, "text" => false, var f => throw new ArgumentException($"--format '{f}' is not known: use text or json") };
             using var cancel = new CancellationTokenSource();
             Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
-            string promptText = r.GetValue(prompt)!;
-            if (!json) Console.Write(promptText);
-            var result = new Generator(session, tokenizer).Generate(promptText, options, json ? null : token => Console.Write(token.Text), cancel.Token);
+            if (!json && promptText is not null) Console.Write(promptText);
+            var result = new Generator(session, tokenizer).Generate(input, options, json ? null : token => Console.Write(token.Text), cancel.Token);
+            if (!json && tokenizer is null) Console.Write(string.Join(",", result.TokenIds)); // no tokenizer: the ids are the output
             if (json) Console.WriteLine(ResultJson(result).ToJsonString());
             else Console.WriteLine();
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>--prompt-ids "1,2,3": token ids, checked against the vocabulary when the session runs them.</summary>
+    private static int[] ParseTokenIds(string list)
+    {
+        var parts = list.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length == 0) throw new ArgumentException("--prompt-ids is empty: give comma-separated token ids, e.g. 1,403,407");
+        return parts.Select(p => int.TryParse(p, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) ? id
+            : throw new ArgumentException($"--prompt-ids: '{p}' is not a token id (a non-negative whole number)")).ToArray();
     }
 
     /// <summary>The constraint --json-schema FILE or --json asks for (null: none).</summary>
@@ -285,7 +309,7 @@ public static class Commands
             var tokenizer = TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
             var prompt = ChatPrompt.ForModel(session.Folder.Directory, tokenizer);
             var generator = new Generator(session, tokenizer);
-            var options = new GenerationOptions { MaxNewTokens = r.GetValue(maxTokens), Sampling = sampling.Read(r) };
+            var options = new GenerationOptions { MaxNewTokens = r.GetValue(maxTokens), Sampling = sampling.Read(r, session.Folder.Search.Sampling) };
             var messages = new List<ChatMessage>();
             if (r.GetValue(system) is { Length: > 0 } text) messages.Add(new ChatMessage("system", text));
             Console.Error.WriteLine($"chat format: {prompt.Description}; type a message and press enter; an empty line or end of input quits");

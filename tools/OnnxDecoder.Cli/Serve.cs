@@ -21,7 +21,7 @@ public static class Serve
         var maxLength = new Option<int?>("--max-length") { Description = "positions per sequence (default: the model's context)" };
         var maxKv = new Option<long?>("--max-kv-mib") { Description = "refuse to start when the KV caches would exceed this many MiB" };
         var prefillChunk = new Option<int>("--prefill-chunk") { Description = "prefill prompts in chunks of this many tokens between decode steps (0: whole)", DefaultValueFactory = _ => 0 };
-        var temperature = new Option<float>("--temperature") { Description = "temperature when a request gives none", DefaultValueFactory = _ => 0 };
+        var temperature = new Option<float?>("--temperature") { Description = "temperature when a request gives none (default: the model folder's search values, else 0: greedy)" };
         var ep = new Option<string>("--ep") { Description = "execution providers in order of preference, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
         var apiKey = new Option<string?>("--api-key") { Description = "require \"Authorization: Bearer KEY\" on /v1 (default: $ONNXDECODER_API_KEY; none: open)" };
         var metrics = new Option<bool>("--metrics") { Description = "serve GET /metrics in Prometheus format (gen_ai histograms, queue, sequences, KV rows, prefix reuse, tokens/s)" };
@@ -38,7 +38,7 @@ public static class Serve
                 ["OnnxDecoder:MaxConcurrentSequences"] = r.GetValue(sequences).ToString(),
                 ["OnnxDecoder:MaxQueueLength"] = r.GetValue(queue).ToString(),
                 ["OnnxDecoder:PrefillChunk"] = r.GetValue(prefillChunk).ToString(),
-                ["OnnxDecoder:DefaultTemperature"] = r.GetValue(temperature).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                ["OnnxDecoder:DefaultTemperature"] = r.GetValue(temperature)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["OnnxDecoder:MaxLength"] = r.GetValue(maxLength)?.ToString(),
                 ["OnnxDecoder:MaxKvCacheMiB"] = r.GetValue(maxKv)?.ToString(),
                 [OnnxDecoderServer.ApiKeySetting] = r.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ONNXDECODER_API_KEY"),

@@ -60,6 +60,17 @@ public sealed class TextTokenizer
     /// <summary>sentencepiece, bpe (vocab/merges), tiktoken, or tokenizer.json.</summary>
     public string Kind { get; }
 
+    /// <summary>The files <see cref="Load"/> looks for, in the order it prefers them.</summary>
+    public static IReadOnlyList<string> FileNames { get; } = ["tokenizer.json", "tokenizer.model", "vocab.json + merges.txt", "tokenizer.tiktoken"];
+
+    /// <summary>Whether <paramref name="folder"/> holds any tokenizer files <see cref="Load"/> reads.</summary>
+    public static bool Exists(string folder) =>
+        File.Exists(Path.Combine(folder, "tokenizer.json")) || File.Exists(Path.Combine(folder, "tokenizer.model"))
+        || (File.Exists(Path.Combine(folder, "vocab.json")) && File.Exists(Path.Combine(folder, "merges.txt"))) || File.Exists(Path.Combine(folder, "tokenizer.tiktoken"));
+
+    /// <summary>The folder's tokenizer, or null when it has no tokenizer files (token-id prompts still run).</summary>
+    public static TextTokenizer? LoadIfPresent(string folder, int? bosTokenId) => Exists(folder) ? Load(folder, bosTokenId) : null;
+
     public static TextTokenizer Load(string folder, int? bosTokenId)
     {
         string model = Path.Combine(folder, "tokenizer.model");
@@ -85,7 +96,7 @@ public sealed class TextTokenizer
             CheckSize(tiktoken);
             return new TextTokenizer(Guarded(tiktoken, () => TiktokenFile.Load(tiktoken, Path.Combine(folder, "tokenizer_config.json"))), bosTokenId, "tiktoken");
         }
-        throw new ModelFormatException(folder, "no tokenizer found: expected tokenizer.json, tokenizer.model, vocab.json + merges.txt, or tokenizer.tiktoken");
+        throw new ModelFormatException(folder, $"no tokenizer found: looked for {string.Join(", ", FileNames)}; text needs one of them (token-id prompts run without)");
     }
 
     private static SentencePieceTokenizer LoadSentencePiece(string model)
