@@ -10,12 +10,13 @@ namespace OnnxDecoder.Runtime.Tests.Constraints;
 /// property test that random sampling under random schemas never reaches a dead end.</summary>
 public class GrammarTests
 {
-    [TestCase("""{"type": "integer", "minimum": 0}""", "minimum", "#/minimum")]
-    [TestCase("""{"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}}""", "pattern", "#/properties/a/pattern")]
+    [TestCase("""{"type": "integer", "minimum": 0, "multipleOf": 5}""", "multipleOf", "#/multipleOf")]
+    [TestCase("""{"type": "object", "properties": {"a": {"type": "string", "patternProperties": {"^x": {}}}}}""", "patternProperties", "#/properties/a/patternProperties")]
     [TestCase("""{"type": "array", "items": {"type": "number", "multipleOf": 2}}""", "multipleOf", "#/items/multipleOf")]
     [TestCase("""{"allOf": [{"type": "string"}]}""", "allOf", "#/allOf")]
     [TestCase("""{"$defs": {"x": {"not": {"type": "null"}}}, "$ref": "#/$defs/x"}""", "not", "#/$defs/x/not")]
-    [TestCase("""{"type": "string", "format": "date-time"}""", "format", "#/format")]
+    [TestCase("""{"type": "string", "format": "hostname"}""", "hostname", "#/format")]
+    [TestCase("""{"type": "object", "propertyNames": {"maxLength": 3}}""", "propertyNames", "#/propertyNames")]
     [TestCase("""{"type": "object", "properties": {"a~b/c": {"uniqueItems": true}}}""", "uniqueItems", "#/properties/a~0b~1c/uniqueItems")]
     public void An_unsupported_keyword_is_refused_naming_it_and_its_pointer(string schema, string keyword, string pointer)
     {
@@ -39,7 +40,7 @@ public class GrammarTests
 
     [TestCase("""{"type": "function", "function": {"name": "f"}}""", "tools: must be a non-empty array")]
     [TestCase("""[{"type": "retrieval"}]""", "tools[0].type")]
-    [TestCase("""[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"minimum": 1}}}}}]""", "tools[0].function.parameters#/properties/x/minimum")]
+    [TestCase("""[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"multipleOf": 1}}}}}]""", "tools[0].function.parameters#/properties/x/multipleOf")]
     public void A_bad_tools_list_is_refused_naming_the_field(string tools, string field)
     {
         var error = Assert.Throws<GrammarException>(() => ToolCallGrammar.Compile(tools));
