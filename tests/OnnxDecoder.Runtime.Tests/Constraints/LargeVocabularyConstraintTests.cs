@@ -32,7 +32,7 @@ public class LargeVocabularyConstraintTests
     }
 
     private static readonly string[] SchemaNames =
-        ["closed-object", "person", "one-of-tagged", "integer-range", "number-range", "anchored-pattern", "event-formats", "tool-parameters", "property-count"];
+        ["closed-object", "one-of-tagged", "integer-range", "number-range", "anchored-pattern", "tool-parameters", "property-count"];
 
     [Test]
     public void Every_output_under_a_150k_vocabulary_validates_greedy_and_sampled()
@@ -52,13 +52,14 @@ public class LargeVocabularyConstraintTests
             {
                 var options = new GenerationOptions
                 {
-                    MaxNewTokens = 96, Constraint = constraint,
+                    MaxNewTokens = 64, Constraint = constraint,
                     Sampling = sampled ? new SamplingOptions { Temperature = 1.0f, TopP = 0.95f, Seed = ++seed } : new SamplingOptions(),
                 };
                 var result = generator.Generate("Once upon a time", options);
                 Assert.That(result.StopReason, Is.EqualTo(StopReason.Eos).Or.EqualTo(StopReason.MaxTokens), name);
                 cases.Add((schema, result.Text));
-                unconstrained.Add((schema, generator.Generate("Once upon a time", options with { Constraint = null }).Text));
+                // A few free tokens are enough to show the model writes no JSON on its own.
+                unconstrained.Add((schema, generator.Generate("Once upon a time", options with { Constraint = null, MaxNewTokens = 24 }).Text));
             }
         }
         Assert.That(cases, Has.Count.EqualTo(2 * SchemaNames.Length));
