@@ -402,10 +402,11 @@ public static class Commands
         var preset = new Option<string>("--preset") { Description = $"one of: {string.Join(", ", SynthPresets.All.Keys)}", Required = true };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 1 };
         var output = new Option<string>("--out") { Required = true };
-        var command = new Command("synth", "Write a seeded random checkpoint in Hugging Face layout (config.json, model.safetensors, tokenizer)") { preset, seed, output };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "a Hugging Face tokenizer folder (tokenizer.json, tokenizer_config.json) to use instead of the GPT-2 one; the vocabulary is sized to it" };
+        var command = new Command("synth", "Write a seeded random checkpoint in Hugging Face layout (config.json, model.safetensors, tokenizer)") { preset, seed, output, tokenizer };
         command.SetAction(r => Guard(() =>
         {
-            SynthPresets.Write(r.GetValue(preset)!, r.GetValue(seed), r.GetValue(output)!);
+            SynthPresets.Write(r.GetValue(preset)!, r.GetValue(seed), r.GetValue(output)!, r.GetValue(tokenizer));
             Console.WriteLine($"wrote {r.GetValue(preset)} (seed {r.GetValue(seed)}, random weights) to {Path.GetFullPath(r.GetValue(output)!)}");
             return 0;
         }));

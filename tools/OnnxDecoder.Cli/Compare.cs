@@ -7,8 +7,10 @@ namespace OnnxDecoder.Cli;
 
 /// <summary>
 /// `onnx-decoder compare`: how far one export's predictions are from another's (a quantized or
-/// float16 export against its fp32 original) under teacher forcing: top-1 agreement and the largest
-/// logit difference over the same token sequence, in one prefill run each.
+/// float16 export against its fp32 original) under teacher forcing: top-1 agreement, the largest
+/// logit difference, and the mean KL divergence KL(reference || model) of the next-token
+/// distributions (softmax of the logits, natural log) over the same token sequence, in one prefill
+/// run each. Every position counts, BOS's included: position t predicts token t+1.
 /// </summary>
 public static class Compare
 {
@@ -19,9 +21,10 @@ public static class Compare
         var positions = new Option<int>("--positions") { Description = "teacher-forced positions (tokens after BOS)", DefaultValueFactory = _ => 256 };
         var seed = new Option<int>("--seed") { Description = "seed of the random token sequence", DefaultValueFactory = _ => 7 };
         var text = new Option<string?>("--text") { Description = "a text file to use instead of random tokens (encoded with the reference's tokenizer)" };
-        var command = new Command("compare", "Teacher-forced top-1 agreement and logit difference between two exports of one model")
+        var format = new Option<string>("--format") { Description = "text or json", DefaultValueFactory = _ => "text" };
+        var command = new Command("compare", "Teacher-forced top-1 agreement, logit difference and KL divergence between two exports of one model")
         {
-            reference, model, positions, seed, text,
+            reference, model, positions, seed, text, format,
         };
         command.SetAction(r => Commands.Guard(() =>
         {
@@ -37,14 +40,26 @@ public static class Compare
                 var random = new Random(r.GetValue(seed));
                 ids = [folder.BosTokenId, .. Enumerable.Range(0, r.GetValue(positions)).Select(_ => (long)random.Next(3, folder.VocabSize))];
             }
+            if (r.GetValue(format) is not ("text" or "json")) throw new ArgumentException($"--format must be text or json, not '{r.GetValue(format)}'");
             var result = Measure(folder.Directory, r.GetValue(model)!, ids);
-            Console.WriteLine($"{Path.GetFullPath(r.GetValue(model)!)} vs {folder.Directory}: top-1 agreement {result.Agreeing}/{result.Positions} = {100.0 * result.Agreeing / result.Positions:F1}%, largest logit difference {result.LargestDifference:G4}");
+            string modelPath = Path.GetFullPath(r.GetValue(model)!);
+            if (r.GetValue(format) == "json")
+                Console.WriteLine(new System.Text.Json.Nodes.JsonObject
+                {
+                    ["reference"] = folder.Directory, ["model"] = modelPath, ["positions"] = result.Positions, ["top1_agreeing"] = result.Agreeing,
+                    ["top1_agreement"] = result.Fraction, ["largest_logit_difference"] = result.LargestDifference,
+                    ["mean_kl_divergence"] = result.MeanKlDivergence, ["largest_kl_divergence"] = result.LargestKlDivergence,
+                }.ToJsonString());
+            else
+                Console.WriteLine($"{modelPath} vs {folder.Directory}: top-1 agreement {result.Agreeing}/{result.Positions} = {100.0 * result.Agreeing / result.Positions:F1}%, " +
+                    $"largest logit difference {result.LargestDifference:G4}, mean KL divergence {result.MeanKlDivergence:G4} nats (largest {result.LargestKlDivergence:G4})");
             return 0;
         }));
         return command;
     }
 
-    public sealed record Agreement(int Agreeing, int Positions, float LargestDifference)
+    /// <param name="MeanKlDivergence">Mean over positions of KL(reference || model), in nats.</param>
+    public sealed record Agreement(int Agreeing, int Positions, float LargestDifference, double MeanKlDivergence, double LargestKlDivergence)
     {
         public double Fraction => (double)Agreeing / Positions;
     }
@@ -62,14 +77,40 @@ public static class Compare
         var b = TeacherForcedLogits(other, ids);
         int vocab = folder.VocabSize, agree = 0;
         float largest = 0;
+        double klSum = 0, klLargest = 0;
         for (int t = 0; t < ids.Length; t++)
         {
             var x = a.AsSpan(t * vocab, vocab);
             var y = b.AsSpan(t * vocab, vocab);
             if (Runtime.Sampling.Sampler.ArgMax(x) == Runtime.Sampling.Sampler.ArgMax(y)) agree++;
             for (int v = 0; v < vocab; v++) largest = Math.Max(largest, Math.Abs(x[v] - y[v]));
+            double kl = KlDivergence(x, y);
+            klSum += kl;
+            klLargest = Math.Max(klLargest, kl);
         }
-        return new Agreement(agree, ids.Length, largest);
+        return new Agreement(agree, ids.Length, largest, klSum / ids.Length, klLargest);
+    }
+
+    /// <summary>KL(P || Q) in nats of the softmax distributions of two logit rows (log-sum-exp in double).</summary>
+    public static double KlDivergence(ReadOnlySpan<float> referenceLogits, ReadOnlySpan<float> modelLogits)
+    {
+        double logZp = LogSumExp(referenceLogits), logZq = LogSumExp(modelLogits), kl = 0;
+        for (int v = 0; v < referenceLogits.Length; v++)
+        {
+            double logP = referenceLogits[v] - logZp;
+            if (double.IsNegativeInfinity(logP)) continue; // p = 0 adds nothing
+            kl += Math.Exp(logP) * (logP - (modelLogits[v] - logZq));
+        }
+        return Math.Max(0, kl); // rounding can leave -1e-17 for equal rows
+    }
+
+    private static double LogSumExp(ReadOnlySpan<float> logits)
+    {
+        double max = double.NegativeInfinity;
+        foreach (var l in logits) max = Math.Max(max, l);
+        double sum = 0;
+        foreach (var l in logits) sum += Math.Exp(l - max);
+        return max + Math.Log(sum);
     }
 
     /// <summary>Logits at every position of one teacher-forced run: [positions, vocab] float32.</summary>

@@ -168,18 +168,32 @@ public static class SynthPresets
         ? config
         : throw new ArgumentException($"unknown synth preset '{name}' (presets: {string.Join(", ", All.Keys)})");
 
-    /// <summary>Writes config.json, model.safetensors and tokenizer files for a preset into <paramref name="directory"/>.</summary>
-    public static void Write(string name, int seed, string directory)
+    /// <summary>Writes config.json, model.safetensors and tokenizer files for a preset into <paramref name="directory"/>.
+    /// With <paramref name="tokenizerFolder"/> (a Hugging Face tokenizer.json + tokenizer_config.json), that tokenizer
+    /// is copied instead of the GPT-2 one and the vocabulary is sized to it (a preset's shape with a real vocabulary).</summary>
+    public static void Write(string name, int seed, string directory, string? tokenizerFolder = null)
     {
-        var config = Get(name).Validate(name);
+        var config = Get(name);
+        var vocabulary = tokenizerFolder is null ? null : SynthVocabulary.Read(tokenizerFolder);
+        if (vocabulary is not null)
+            config = config with { VocabSize = vocabulary.Size, BosTokenId = vocabulary.BosTokenId, EosTokenIds = [vocabulary.EosTokenId] };
+        config = config.Validate(name);
         Directory.CreateDirectory(directory);
-        File.WriteAllText(Path.Combine(directory, "config.json"), HuggingFaceConfigs.TryGetValue(name, out var text)
+        var configJson = HuggingFaceConfigs.TryGetValue(name, out var text) ? JsonNode.Parse(text)!.AsObject() : ToHuggingFaceJson(config);
+        if (vocabulary is not null)
+        {
+            configJson["vocab_size"] = config.VocabSize;
+            configJson["bos_token_id"] = config.BosTokenId;
+            configJson["eos_token_id"] = config.EosTokenIds[0];
+        }
+        File.WriteAllText(Path.Combine(directory, "config.json"), vocabulary is null && text is not null
             ? text.Trim() + "\n"
-            : ToHuggingFaceJson(config).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+            : configJson.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
         var tensors = FamilyRegistry.For(config).ExpectedWeights(config).Select(spec => (spec.Name, RandomTensor(spec, seed))).ToList();
         SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"), tensors,
             new Dictionary<string, string> { ["format"] = "pt", ["onnxdecoder.synth"] = $"{name} seed {seed}: random weights" });
-        Gpt2Bpe.FirstRanks(config.VocabSize - 1).WriteFiles(directory);
+        if (vocabulary is null) Gpt2Bpe.FirstRanks(config.VocabSize - 1).WriteFiles(directory);
+        else vocabulary.CopyTo(directory);
     }
 
     /// <summary>Uniform in ±1.7/sqrt(fan-in) for matrices, 1 ± 0.1 for norm scales, ±0.1 for biases;

@@ -40,10 +40,10 @@ public class ConstrainedCliTests
     [Test]
     public void Generate_refuses_an_unsupported_keyword_in_one_line_naming_the_file_and_keyword()
     {
-        string path = WriteSchema("unsupported", """{"type": "object", "properties": {"n": {"type": "integer", "maximum": 9}}}""");
+        string path = WriteSchema("unsupported", """{"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 9}}}""");
         var run = OnnxDecoderCli.Run("generate", "--model", Fixtures.Stories(Lowering.Ort), "--prompt", "x", "--json-schema", path);
         Assert.That(run.ExitCode, Is.Not.EqualTo(0));
-        Assert.That(run.Stderr.Trim(), Does.Contain($"{path}#/properties/n/maximum").And.Contain("'maximum'").And.Not.Contain("\n"));
+        Assert.That(run.Stderr.Trim(), Does.Contain($"{path}#/properties/n/multipleOf").And.Contain("'multipleOf'").And.Not.Contain("\n"));
     }
 
     [Test]

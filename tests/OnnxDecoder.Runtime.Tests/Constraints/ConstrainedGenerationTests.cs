@@ -49,8 +49,8 @@ public class ConstrainedGenerationTests
         }
         Assert.That(cases, Has.Count.GreaterThanOrEqualTo(80));
         PythonJsonSchema.AssertAllValid(cases, $"{model} constrained");
-        var verdicts = PythonJsonSchema.Judge(unconstrained);
-        Assert.That(verdicts.Where(v => v is null), Is.Empty, $"{model}: without the constraint some output was already valid JSON for its schema, so those cases prove nothing");
+        var accepted = PythonJsonSchema.Judge(unconstrained).Zip(DotnetJsonSchema.Judge(unconstrained)).Where(v => v.First is null || v.Second is null);
+        Assert.That(accepted, Is.Empty, $"{model}: without the constraint some output was already valid JSON for its schema, so those cases prove nothing");
     }
 
     [Test]

@@ -10,12 +10,13 @@ namespace OnnxDecoder.Runtime.Tests.Constraints;
 /// property test that random sampling under random schemas never reaches a dead end.</summary>
 public class GrammarTests
 {
-    [TestCase("""{"type": "integer", "minimum": 0}""", "minimum", "#/minimum")]
-    [TestCase("""{"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}}""", "pattern", "#/properties/a/pattern")]
+    [TestCase("""{"type": "integer", "minimum": 0, "multipleOf": 5}""", "multipleOf", "#/multipleOf")]
+    [TestCase("""{"type": "object", "properties": {"a": {"type": "string", "patternProperties": {"^x": {}}}}}""", "patternProperties", "#/properties/a/patternProperties")]
     [TestCase("""{"type": "array", "items": {"type": "number", "multipleOf": 2}}""", "multipleOf", "#/items/multipleOf")]
     [TestCase("""{"allOf": [{"type": "string"}]}""", "allOf", "#/allOf")]
     [TestCase("""{"$defs": {"x": {"not": {"type": "null"}}}, "$ref": "#/$defs/x"}""", "not", "#/$defs/x/not")]
-    [TestCase("""{"type": "string", "format": "date-time"}""", "format", "#/format")]
+    [TestCase("""{"type": "string", "format": "hostname"}""", "hostname", "#/format")]
+    [TestCase("""{"type": "object", "propertyNames": {"maxLength": 3}}""", "propertyNames", "#/propertyNames")]
     [TestCase("""{"type": "object", "properties": {"a~b/c": {"uniqueItems": true}}}""", "uniqueItems", "#/properties/a~0b~1c/uniqueItems")]
     public void An_unsupported_keyword_is_refused_naming_it_and_its_pointer(string schema, string keyword, string pointer)
     {
@@ -39,7 +40,7 @@ public class GrammarTests
 
     [TestCase("""{"type": "function", "function": {"name": "f"}}""", "tools: must be a non-empty array")]
     [TestCase("""[{"type": "retrieval"}]""", "tools[0].type")]
-    [TestCase("""[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"minimum": 1}}}}}]""", "tools[0].function.parameters#/properties/x/minimum")]
+    [TestCase("""[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"multipleOf": 1}}}}}]""", "tools[0].function.parameters#/properties/x/multipleOf")]
     public void A_bad_tools_list_is_refused_naming_the_field(string tools, string field)
     {
         var error = Assert.Throws<GrammarException>(() => ToolCallGrammar.Compile(tools));
@@ -152,10 +153,22 @@ public class GrammarTests
 
     private static string RandomSchema(Random random, int depth)
     {
-        int pick = random.Next(depth >= 3 ? 7 : depth == 0 ? 11 : 10); // the $defs case only at the root, where its $ref resolves
+        // Leaves first (0-6 and 11-15), then the nesting cases (7-9), the $defs case only at the root, where its $ref resolves.
+        int pick = random.Next(depth >= 3 ? 12 : depth == 0 ? 17 : 16);
+        if (depth >= 3 && pick >= 7) pick += 4;
+        else if (depth > 0 && pick == 10) pick = 16;
         string S(int d) => RandomSchema(random, d);
+        string[] formats = ["date", "time", "date-time", "email", "uuid", "ipv4", "uri"];
+        string[] patterns = [@"^[a-c]{1,3}$", "x", @"\\d+$", @"^(ab|cd)+", @"[^a-z]"];
+        string Bound() => random.Next(3) switch { 0 => random.Next(-50, 50).ToString(), 1 => (random.Next(-500, 500) / 10.0).ToString(System.Globalization.CultureInfo.InvariantCulture), _ => "0" };
         return pick switch
         {
+            11 => "{\"type\": \"integer\", \"minimum\": " + random.Next(-30, 0) + ", \"exclusiveMaximum\": " + random.Next(1, 3000) + "}",
+            12 => "{\"type\": \"number\", \"" + (random.Next(2) == 0 ? "minimum" : "exclusiveMinimum") + "\": " + Bound() + (random.Next(2) == 0 ? "" : ", \"maximum\": 60.5") + "}",
+            13 => "{\"type\": \"string\", \"pattern\": \"" + patterns[random.Next(patterns.Length)] + "\"}",
+            14 => "{\"type\": \"string\", \"format\": \"" + formats[random.Next(formats.Length)] + "\"}",
+            15 => "{\"type\": \"integer\", \"exclusiveMinimum\": " + Bound() + "}",
+            16 => $$"""{"type": "object", "properties": {"p": {{S(depth + 1)}}, "q": {{S(depth + 1)}}, "r": {"type": "boolean"} }, "minProperties": 1, "maxProperties": {{random.Next(1, 4)}}, "additionalProperties": false}""",
             0 => """{"type": "integer"}""",
             1 => """{"type": "number"}""",
             2 => $$"""{"type": "string", "minLength": {{random.Next(0, 3)}}, "maxLength": {{random.Next(3, 9)}}}""",

@@ -6,8 +6,10 @@ namespace OnnxDecoder.Runtime.Tests.Constraints;
 
 /// <summary>
 /// The independent judge of constrained output: Debian's python3-jsonschema (Draft 2020-12
-/// validator) and Python's json parser, run once per batch of (schema, text) pairs. CI installs
-/// python3-jsonschema; a machine without it fails these tests loudly.
+/// validator, format checking on where its checkers are installed: date, email, uuid, ipv4) and
+/// Python's json parser, run once per batch of (schema, text) pairs; <see cref="AssertAllValid"/>
+/// asks <see cref="DotnetJsonSchema"/> too. CI installs python3-jsonschema; a machine without it
+/// fails these tests loudly.
 /// </summary>
 public static class PythonJsonSchema
 {
@@ -24,7 +26,8 @@ public static class PythonJsonSchema
             except Exception as e:
                 print('unparsable: ' + str(e).replace('\n', ' ')); continue
             try:
-                jsonschema.Draft202012Validator(case['schema']).validate(instance)
+                validator = jsonschema.Draft202012Validator(case['schema'], format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+                validator.validate(instance)
                 print('ok')
             except jsonschema.ValidationError as e:
                 print('invalid: ' + e.message.replace('\n', ' ')[:200])
@@ -58,10 +61,14 @@ public static class PythonJsonSchema
         }
     }
 
-    /// <summary>Fails with every case the judge refused, its schema and text.</summary>
+    /// <summary>Per pair: null when both validators accept the text, else the first refusal.</summary>
+    public static string?[] JudgeBoth(IReadOnlyList<(string Schema, string Text)> cases) =>
+        [.. Judge(cases).Zip(DotnetJsonSchema.Judge(cases)).Select(p => p.First ?? p.Second)];
+
+    /// <summary>Fails with every case either judge (python3-jsonschema, JsonSchema.Net) refused, its schema and text.</summary>
     public static void AssertAllValid(IReadOnlyList<(string Schema, string Text)> cases, string what)
     {
-        var verdicts = Judge(cases);
+        var verdicts = JudgeBoth(cases);
         var failures = cases.Zip(verdicts).Where(p => p.Second is not null)
             .Select(p => $"{p.Second}\n  schema {p.First.Schema}\n  text {JsonSerializer.Serialize(p.First.Text)}").ToList();
         Assert.That(failures, Is.Empty, $"{what}: {failures.Count} of {cases.Count} outputs are not valid");

@@ -56,6 +56,30 @@ public static class Schemas
              "required": ["name", "address"], "additionalProperties": false}
             """),
         ("required-not-declared", """{"type": "object", "required": ["id"]}"""),
+        ("integer-range", """{"type": "integer", "minimum": -5, "exclusiveMaximum": 120}"""),
+        ("number-range", """{"type": "number", "exclusiveMinimum": 0, "maximum": 2.5}"""),
+        ("anchored-pattern", """{"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"}"""),
+        ("unanchored-pattern", """{"type": "string", "pattern": "o+k", "description": "contains o...k somewhere"}"""),
+        ("event-formats", """
+            {"type": "object", "properties": {"when": {"type": "string", "format": "date-time"}, "id": {"type": "string", "format": "uuid"}},
+             "required": ["when", "id"], "additionalProperties": false}
+            """),
+        ("contact-formats", """
+            {"type": "object", "properties": {"email": {"type": "string", "format": "email"}, "ip": {"type": "string", "format": "ipv4"},
+               "site": {"type": "string", "format": "uri"}, "day": {"type": "string", "format": "date"}, "at": {"type": "string", "format": "time"}},
+             "required": ["email", "day"], "additionalProperties": false}
+            """),
+        ("tool-parameters", """
+            {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "get_forecast", "type": "object",
+             "properties": {"location": {"type": "string", "description": "city name", "examples": ["Paris"]},
+               "unit": {"type": "string", "enum": ["c", "f"], "default": "c"}, "days": {"type": "integer", "minimum": 1, "maximum": 14},
+               "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}, "maxItems": 2, "uniqueItems": false}},
+             "required": ["location", "days"], "additionalProperties": false}
+            """),
+        ("property-count", """
+            {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "boolean"}, "c": {"type": "null"}},
+             "minProperties": 1, "maxProperties": 2, "additionalProperties": false}
+            """),
         ("true-schema", """true"""),
     ];
 }

@@ -159,36 +159,35 @@ internal sealed class ByteNfa
             }
         }
 
-        // Two lanes: "no member written yet" and "some member written" (the next needs a separator).
-        //   none_i --member_i--> some_{i+1}      none_i --(optional)--> none_{i+1}
-        //   some_i --sep member_i--> some_{i+1}  some_i --(optional)--> some_{i+1}
+        // One lane per count of members written so far (the first needs no separator). Without a
+        // maximum the top lane means "that many or more"; with one, a member past it is not written.
+        //   lane_c --member_i (separator first if c > 0)--> lane_{c+1}     lane_c --(optional)--> lane_c
         private int EmitMembers(MembersNode members, int from)
         {
-            int? none = from, some = null;
+            int top = members.MaxPresent >= 0 ? members.MaxPresent : Math.Max(1, members.MinPresent);
+            var lanes = new int?[top + 1];
+            lanes[0] = from;
             for (int i = 0; i < members.Members.Length; i++)
             {
-                int nextSome = New();
-                int? nextNone = null;
-                if (none is { } n)
+                var next = new int?[top + 1];
+                for (int count = 0; count <= top; count++)
                 {
-                    Link(Emit(members.Members[i], n), nextSome);
-                    if (!members.Required[i])
+                    if (lanes[count] is not { } at) continue;
+                    if (!members.Required[i]) Link(at, next[count] ??= New());
+                    int after = count + 1;
+                    if (after > top)
                     {
-                        nextNone = New();
-                        Link(n, nextNone.Value);
+                        if (members.MaxPresent >= 0) continue;
+                        after = top;
                     }
+                    int start = count == 0 ? at : Emit(members.Separator, at);
+                    Link(Emit(members.Members[i], start), next[after] ??= New());
                 }
-                if (some is { } s)
-                {
-                    Link(Emit(members.Members[i], Emit(members.Separator, s)), nextSome);
-                    if (!members.Required[i]) Link(s, nextSome);
-                }
-                none = nextNone;
-                some = nextSome;
+                lanes = next;
             }
             int end = New();
-            if (none is { } lastNone) Link(lastNone, end);
-            if (some is { } lastSome) Link(lastSome, end);
+            for (int count = Math.Min(members.MinPresent, top); count <= top; count++)
+                if (lanes[count] is { } at) Link(at, end);
             return end;
         }
     }

@@ -61,8 +61,9 @@ public sealed record RepeatNode(GrammarNode Item, int Min, int Max) : GrammarNod
 /// <summary>A call of rule <paramref name="Rule"/> of the grammar.</summary>
 public sealed record RuleNode(int Rule) : GrammarNode;
 /// <summary>Object members in a fixed order, <paramref name="Separator"/> (a comma with its
-/// whitespace) between those present; a member that is not required may be left out.</summary>
-public sealed record MembersNode(GrammarNode[] Members, bool[] Required, GrammarNode Separator) : GrammarNode;
+/// whitespace) between those present; a member that is not required may be left out. Between
+/// <paramref name="MinPresent"/> and <paramref name="MaxPresent"/> (-1: all) members are present.</summary>
+public sealed record MembersNode(GrammarNode[] Members, bool[] Required, GrammarNode Separator, int MinPresent = 0, int MaxPresent = -1) : GrammarNode;
 
 /// <summary>A grammar: rule 0 is the whole output; other rules serve recursion (JSON nesting, $ref cycles).</summary>
 public sealed class Grammar

@@ -99,9 +99,19 @@ public sealed class GrammarConstraint(Grammar grammar) : ILogitsConstraint
             {
                 ulong bits = word < allowed.Length ? allowed[word] : 0;
                 if (bits == ulong.MaxValue) continue;
-                int end = Math.Min(logits.Length, word * 64 + 64);
-                for (int id = word * 64; id < end; id++)
-                    if ((bits & (1UL << (id & 63))) == 0) logits[id] = float.NegativeInfinity;
+                int start = word * 64, count = Math.Min(64, logits.Length - start);
+                if (bits == 0)
+                {
+                    logits.Slice(start, count).Fill(float.NegativeInfinity); // most words in structural states: vectorised
+                    continue;
+                }
+                // Only the refused ids of a mixed word.
+                for (ulong refused = ~bits; refused != 0; refused &= refused - 1)
+                {
+                    int bit = System.Numerics.BitOperations.TrailingZeroCount(refused);
+                    if (bit >= count) break;
+                    logits[start + bit] = float.NegativeInfinity;
+                }
             }
             for (int i = 0; i < eos.Count; i++)
                 if ((uint)eos[i] < (uint)logits.Length) logits[eos[i]] = State.IsComplete ? eosLogits[i] : float.NegativeInfinity;
@@ -119,32 +129,40 @@ public sealed class GrammarConstraint(Grammar grammar) : ILogitsConstraint
                 ?? throw new InvalidOperationException($"token {tokenId} is not allowed by the {matcher.Description} here: it was chosen without the constraint's mask");
         }
 
-        // Walks the trie beside the recognizer: a refused prefix prunes its whole subtree.
+        // Walks the trie beside the recognizer: a refused prefix prunes its whole subtree. The hot
+        // loop reads each state's memoised successor directly (the matcher is asked only on a miss),
+        // over an explicit stack of (trie node, state) pairs.
         private TokenMask Compute(int bytesBudgetAfter)
         {
             Interlocked.Increment(ref owner._trieWalks);
             var allowed = new ulong[(trie.TokenBytes.Length + 63) / 64];
             int most = -1;
+            var edgeByte = trie.EdgeByte;
+            var firstChild = trie.FirstChild;
+            var childCount = trie.ChildCount;
+            var tokenCount = trie.TokenCount;
             _walk.Clear();
             _walk.Push((0, State));
             while (_walk.Count > 0)
             {
                 var (node, state) = _walk.Pop();
-                int first = trie.FirstChild[node], last = first + trie.ChildCount[node];
+                int first = firstChild[node], last = first + childCount[node];
                 for (int child = first; child < last; child++)
                 {
-                    var next = matcher.Advance(state, trie.EdgeByte[child]);
-                    if (next is null) continue;
-                    if (trie.TokenCount[child] > 0 && next.BytesToFinish <= bytesBudgetAfter)
+                    byte b = edgeByte[child];
+                    var next = state.Next?[b];
+                    if (next is null) next = matcher.Advance(state, b) ?? MatchState.Dead;
+                    if (ReferenceEquals(next, MatchState.Dead)) continue;
+                    if (tokenCount[child] > 0 && next.BytesToFinish <= bytesBudgetAfter)
                     {
-                        for (int t = trie.FirstToken[child], end = t + trie.TokenCount[child]; t < end; t++)
+                        for (int t = trie.FirstToken[child], end = t + tokenCount[child]; t < end; t++)
                         {
                             int id = trie.TokenIds[t];
                             allowed[id >> 6] |= 1UL << (id & 63);
                         }
                         most = Math.Max(most, next.BytesToFinish);
                     }
-                    if (trie.ChildCount[child] > 0) _walk.Push((child, next));
+                    if (childCount[child] > 0) _walk.Push((child, next));
                 }
             }
             return new TokenMask(allowed, most);

@@ -7,7 +7,8 @@ namespace OnnxDecoder.Runtime.Sampling.Constraints;
 /// bounded: at most <see cref="MaxWhitespace"/> bytes between two tokens of JSON, so a model
 /// cannot spend its budget on spaces. Strings are valid UTF-8 (no raw control characters, no lone
 /// surrogate escapes), so each character is one code point as JSON Schema's lengths count them.
-/// Numbers are bounded in length (18 integer digits, 15 fraction digits, 3 exponent digits).
+/// Numbers are bounded in length (18 integer digits, 15 fraction digits, 2 exponent digits), so
+/// every number written is a finite IEEE double (RFC 8259 section 6: what parsers interoperate on).
 /// </summary>
 public sealed class JsonGrammar(Grammar grammar, int maxWhitespace = JsonGrammar.DefaultMaxWhitespace)
 {
@@ -57,7 +58,7 @@ public sealed class JsonGrammar(Grammar grammar, int maxWhitespace = JsonGrammar
     public static GrammarNode Number { get; } = Seq(
         Integer,
         Optional(Seq(Literal("."), Repeat(Bytes(Digit), 1, 15))),
-        Optional(Seq(Bytes(ByteSet.Of((byte)'e', (byte)'E')), Optional(Bytes(ByteSet.Of((byte)'+', (byte)'-'))), Repeat(Bytes(Digit), 1, 3))));
+        Optional(Seq(Bytes(ByteSet.Of((byte)'e', (byte)'E')), Optional(Bytes(ByteSet.Of((byte)'+', (byte)'-'))), Repeat(Bytes(Digit), 1, 2))));
 
     public static GrammarNode Boolean { get; } = Alt(Literal("true"), Literal("false"));
     public static GrammarNode Null { get; } = Literal("null");

@@ -9,9 +9,14 @@ namespace OnnxDecoder.Runtime.Sampling.Constraints;
 /// the schema accepts, or a subset of them where the schema allows more than we generate (objects
 /// get only their declared properties, in declared order). Supported: type (one or a list, so
 /// nullable types), enum, const, properties, required, additionalProperties (false or absent),
-/// items, prefixItems, minItems, maxItems, anyOf, oneOf (as anyOf: exact when the branches are
-/// disjoint), minLength, maxLength, integer and number, local $ref with $defs / definitions.
-/// Annotations are ignored. Any other keyword is refused, naming it and its JSON pointer.
+/// minProperties, maxProperties, items, prefixItems, minItems, maxItems, uniqueItems false, anyOf,
+/// oneOf (as anyOf: exact when the branches are disjoint), minLength, maxLength, pattern (the
+/// <see cref="RegexGrammar"/> subset, unanchored), format (those of <see cref="StringFormatGrammar"/>),
+/// integer and number with minimum, maximum, exclusiveMinimum, exclusiveMaximum (exact digit
+/// ranges, see <see cref="DecimalRangeGrammar"/>), local $ref with $defs / definitions.
+/// Annotations are ignored. Any other keyword, and a format we do not write, is refused, naming it
+/// and its JSON pointer: a format is an annotation to a plain JSON Schema 2020-12 validator, but
+/// one that asserts formats would refuse output we could not vouch for.
 /// </summary>
 public sealed class JsonSchemaCompiler
 {
@@ -19,7 +24,11 @@ public sealed class JsonSchemaCompiler
     [
         "type", "enum", "const", "properties", "required", "additionalProperties", "items", "prefixItems",
         "minItems", "maxItems", "anyOf", "oneOf", "minLength", "maxLength", "$ref", "$defs", "definitions",
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "format", "minProperties", "maxProperties", "uniqueItems",
     ];
+    private static readonly string[] NumberBounds = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+    /// <summary>Integer digits of a bounded number (as <see cref="JsonGrammar.Integer"/> writes at most) and its fraction digits.</summary>
+    private const int MaxIntegerDigits = 18, MaxFractionDigits = 15;
     private static readonly HashSet<string> Annotations =
         ["title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "strict"];
     private static readonly JsonSerializerOptions KeyEncoding = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
@@ -79,6 +88,13 @@ public sealed class JsonSchemaCompiler
             if (property.Name is not ("$defs" or "definitions")) keywords.Add(property.Name);
         }
 
+        if (schema.TryGetProperty("uniqueItems", out var unique))
+        {
+            if (unique.ValueKind == JsonValueKind.True)
+                throw Error($"{pointer}/uniqueItems", "keyword 'uniqueItems' true is not supported by the constraint (it cannot keep items distinct): remove it, or use prefixItems or enum");
+            if (unique.ValueKind != JsonValueKind.False) throw Error($"{pointer}/uniqueItems", "uniqueItems must be a boolean");
+            keywords.Remove("uniqueItems");
+        }
         if (schema.TryGetProperty("$ref", out var reference))
         {
             RefuseSiblings(pointer, "$ref", keywords, []);
@@ -113,16 +129,68 @@ public sealed class JsonSchemaCompiler
     {
         "null" => JsonGrammar.Null,
         "boolean" => JsonGrammar.Boolean,
-        "integer" => JsonGrammar.Integer,
-        "number" => JsonGrammar.Number,
+        "integer" => CompileNumber(schema, pointer, fractionDigits: 0),
+        "number" => CompileNumber(schema, pointer, MaxFractionDigits),
         "string" => CompileString(schema, pointer),
         "object" => CompileObject(schema, pointer),
         "array" => CompileArray(schema, pointer),
         _ => throw Error($"{pointer}/type", $"type '{type}' is not a JSON Schema type (null, boolean, integer, number, string, object, array)"),
     };
 
+    // Unbounded: JSON's own number forms. Bounded: the digits in range, without an exponent (see DecimalRangeGrammar).
+    private GrammarNode CompileNumber(JsonElement schema, string pointer, int fractionDigits)
+    {
+        DecimalBound? lower = null, upper = null;
+        foreach (var keyword in NumberBounds)
+        {
+            if (!schema.TryGetProperty(keyword, out var value)) continue;
+            if (value.ValueKind != JsonValueKind.Number || DecimalDigits.Parse(value.GetRawText()) is not { } digits)
+                throw Error($"{pointer}/{keyword}", $"{keyword} must be a number (draft 2020-12: exclusiveMinimum/Maximum are numbers, not booleans), exponent within ±400");
+            var bound = new DecimalBound(digits, Exclusive: keyword.StartsWith("exclusive", StringComparison.Ordinal));
+            // Of two bounds on one side the tighter counts (at a tie, the exclusive one).
+            if (keyword is "minimum" or "exclusiveMinimum")
+            {
+                int order = lower is { } l ? DecimalDigits.Compare(digits, l.Value) : 1;
+                if (order > 0 || (order == 0 && bound.Exclusive)) lower = bound;
+            }
+            else
+            {
+                int order = upper is { } u ? DecimalDigits.Compare(digits, u.Value) : -1;
+                if (order < 0 || (order == 0 && bound.Exclusive)) upper = bound;
+            }
+        }
+        if (lower is null && upper is null) return fractionDigits == 0 ? JsonGrammar.Integer : JsonGrammar.Number;
+        return DecimalRangeGrammar.Between(lower, upper, MaxIntegerDigits, fractionDigits)
+            ?? throw Error(pointer, $"no {(fractionDigits == 0 ? "integer" : "number")} in {DecimalRangeGrammar.Describe(lower, upper)} " +
+                $"has at most {MaxIntegerDigits} integer digits{(fractionDigits > 0 ? $" and {fractionDigits} fraction digits" : "")}: widen the range");
+    }
+
     private GrammarNode CompileString(JsonElement schema, string pointer)
     {
+        bool hasLength = schema.TryGetProperty("minLength", out _) || schema.TryGetProperty("maxLength", out _);
+        if (schema.TryGetProperty("format", out var format))
+        {
+            if (format.ValueKind != JsonValueKind.String) throw Error($"{pointer}/format", "format must be a string");
+            if (schema.TryGetProperty("pattern", out _) || hasLength)
+                throw Error($"{pointer}/format", "format beside pattern, minLength or maxLength is not supported: keep one of them");
+            var contents = StringFormatGrammar.For(format.GetString()!)
+                ?? throw Error($"{pointer}/format", $"format '{format.GetString()}' is not written by the constraint (supported: {string.Join(", ", StringFormatGrammar.Supported)}); " +
+                    "remove it, or use a pattern");
+            return Seq(Literal("\""), contents, Literal("\""));
+        }
+        if (schema.TryGetProperty("pattern", out var pattern))
+        {
+            if (pattern.ValueKind != JsonValueKind.String) throw Error($"{pointer}/pattern", "pattern must be a string");
+            if (hasLength) throw Error($"{pointer}/pattern", "pattern beside minLength or maxLength is not supported: state the length in the pattern, e.g. ^.{2,8}$");
+            try
+            {
+                return Seq(Literal("\""), RegexGrammar.JsonStringPattern(pattern.GetString()!), Literal("\""));
+            }
+            catch (GrammarException e)
+            {
+                throw Error($"{pointer}/pattern", e.Message);
+            }
+        }
         int min = Count(schema, "minLength", pointer) ?? 0, max = Count(schema, "maxLength", pointer) ?? -1;
         if (max >= 0 && min > max) throw Error(pointer, $"minLength {min} is above maxLength {max}: no string satisfies it");
         return JsonGrammar.String(min, max);
@@ -163,7 +231,15 @@ public sealed class JsonSchemaCompiler
                 schemas.Add((default, "")); // any value
             }
         }
-        if (names.Count == 0 && !closed) return _json.AnyObject();
+        int minCount = Count(schema, "minProperties", pointer) ?? 0, maxCount = Count(schema, "maxProperties", pointer) ?? -1;
+        if (maxCount >= 0 && minCount > maxCount) throw Error(pointer, $"minProperties {minCount} is above maxProperties {maxCount}: no object satisfies it");
+        if (names.Count == 0 && !closed) return AnyObject(pointer, minCount, maxCount);
+        if (minCount > names.Count)
+            throw Error($"{pointer}/minProperties", closed
+                ? $"minProperties {minCount} is above the {names.Count} properties allowed: no object satisfies it"
+                : $"minProperties {minCount} is above the {names.Count} declared properties, and the constraint writes only declared ones: declare more properties");
+        if (required.Count > maxCount && maxCount >= 0)
+            throw Error($"{pointer}/maxProperties", $"maxProperties {maxCount} is below the {required.Count} required properties: no object satisfies it");
         var members = new GrammarNode[names.Count];
         for (int i = 0; i < names.Count; i++)
         {
@@ -171,7 +247,19 @@ public sealed class JsonSchemaCompiler
             members[i] = Seq(Literal(JsonSerializer.Serialize(names[i], KeyEncoding)), ws, Literal(":"), ws, value, ws);
         }
         var flags = names.Select(required.Contains).ToArray();
-        return Seq(Literal("{"), ws, new MembersNode(members, flags, Seq(Literal(","), ws)), Literal("}"));
+        return Seq(Literal("{"), ws, new MembersNode(members, flags, Seq(Literal(","), ws), minCount, maxCount), Literal("}"));
+    }
+
+    // Any keys: repeated keys would count once, so only a maximum (or a minimum of one) is served.
+    private GrammarNode AnyObject(string pointer, int minCount, int maxCount)
+    {
+        if (minCount == 0 && maxCount < 0) return _json.AnyObject();
+        if (minCount > 1) throw Error($"{pointer}/minProperties", $"minProperties {minCount} on an object without declared properties is not supported: declare the properties");
+        var ws = _json.Whitespace;
+        if (maxCount == 0) return Seq(Literal("{"), ws, Literal("}"));
+        var member = Seq(JsonGrammar.String(), ws, Literal(":"), ws, _json.Value(), ws);
+        var members = Seq(member, Repeat(Seq(Literal(","), ws, member), 0, maxCount < 0 ? -1 : maxCount - 1));
+        return Seq(Literal("{"), ws, minCount == 1 ? members : Optional(members), Literal("}"));
     }
 
     private GrammarNode CompileArray(JsonElement schema, string pointer)
@@ -270,9 +358,11 @@ public sealed class JsonSchemaCompiler
     // Keywords of one type imply it (a schema with only "properties" accepts other types too: we generate the subset).
     private static List<string> InferTypes(JsonElement schema)
     {
-        if (schema.TryGetProperty("properties", out _) || schema.TryGetProperty("required", out _) || schema.TryGetProperty("additionalProperties", out _)) return ["object"];
-        if (schema.TryGetProperty("items", out _) || schema.TryGetProperty("prefixItems", out _) || schema.TryGetProperty("minItems", out _) || schema.TryGetProperty("maxItems", out _)) return ["array"];
-        if (schema.TryGetProperty("minLength", out _) || schema.TryGetProperty("maxLength", out _)) return ["string"];
+        bool Has(params string[] keywords) => keywords.Any(k => schema.TryGetProperty(k, out _));
+        if (Has("properties", "required", "additionalProperties", "minProperties", "maxProperties")) return ["object"];
+        if (Has("items", "prefixItems", "minItems", "maxItems")) return ["array"];
+        if (Has("minLength", "maxLength", "pattern", "format")) return ["string"];
+        if (Has(NumberBounds)) return ["number"];
         return ["null", "boolean", "number", "string", "object", "array"];
     }
 

@@ -25,6 +25,40 @@ public static class RegexGrammar
         return new Grammar { Description = $"regex /{pattern}/" }.WithRoot(node);
     }
 
+    /// <summary>
+    /// A JSON Schema <c>pattern</c>: the string contents (between the quotes) that contain a match
+    /// of the pattern somewhere, as ECMA-262's search does; a leading ^ or trailing $ anchors that side.
+    /// Characters the match writes that JSON must escape (", \, control characters) are written escaped;
+    /// the unanchored text around the match is any JSON string content.
+    /// </summary>
+    public static GrammarNode JsonStringPattern(string pattern)
+    {
+        var parser = new Parser(pattern);
+        var node = EscapeForJsonString(parser.ParseWhole());
+        if (parser.TopLevelChoices > 1 && (parser.AnchoredStart || parser.AnchoredEnd))
+            throw new GrammarException($"regex /{pattern}/: an anchor beside a top-level '|' binds to one alternative only: group the alternatives, e.g. ^(a|b)$");
+        var anything = Repeat(JsonGrammar.StringCharacter, 0, -1);
+        return Seq(parser.AnchoredStart ? Empty : anything, node, parser.AnchoredEnd ? Empty : anything);
+    }
+
+    private static readonly ByteSet MustEscape = ByteSet.Range(0, 0x1F).Union(ByteSet.Of((byte)'"', (byte)'\\'));
+
+    // Byte classes of the regex grammar (ASCII members, UTF-8 sequences), with JSON's escapes for the bytes that need one.
+    private static GrammarNode EscapeForJsonString(GrammarNode node) => node switch
+    {
+        ByteNode b when b.Set.Intersect(MustEscape).IsEmpty => b,
+        ByteNode b => Alt([Bytes(b.Set.Minus(MustEscape)), .. Enumerable.Range(0, 0x80).Where(c => b.Set.Contains((byte)c) && MustEscape.Contains((byte)c))
+            .Select(c => Literal(c switch
+            {
+                '"' => "\\\"", '\\' => "\\\\", '\n' => "\\n", '\t' => "\\t", '\r' => "\\r", '\f' => "\\f", '\b' => "\\b",
+                _ => $"\\u{c:x4}",
+            }))]),
+        SeqNode seq => Seq([.. seq.Items.Select(EscapeForJsonString)]),
+        AltNode alt => Alt([.. alt.Choices.Select(EscapeForJsonString)]),
+        RepeatNode repeat => Repeat(EscapeForJsonString(repeat.Item), repeat.Min, repeat.Max),
+        _ => throw new ArgumentException($"unexpected regex grammar node {node.GetType().Name}", nameof(node)),
+    };
+
     private static readonly ByteSet Digits = ByteSet.Range('0', '9');
     private static readonly ByteSet Word = Digits.Union(ByteSet.Range('a', 'z')).Union(ByteSet.Range('A', 'Z')).Union(ByteSet.Of((byte)'_'));
     private static readonly ByteSet Space = ByteSet.Of((byte)' ', (byte)'\t', (byte)'\n', (byte)'\r', 0x0B, 0x0C);
@@ -46,20 +80,36 @@ public static class RegexGrammar
     {
         private int _at;
 
+        public bool AnchoredStart { get; private set; }
+        public bool AnchoredEnd { get; private set; }
+        /// <summary>Alternatives of the outermost '|' (1: none).</summary>
+        public int TopLevelChoices { get; private set; }
+
         private GrammarException Error(string what) => new($"regex /{pattern}/ at {_at}: {what}");
 
         public GrammarNode ParseWhole()
         {
-            if (Peek('^')) _at++;
-            var node = ParseAlternation();
-            if (_at < pattern.Length && pattern[_at] == '$' && _at == pattern.Length - 1) _at++;
+            if (Peek('^'))
+            {
+                _at++;
+                AnchoredStart = true;
+            }
+            var node = ParseAlternation(out int choices);
+            TopLevelChoices = choices;
+            if (_at < pattern.Length && pattern[_at] == '$' && _at == pattern.Length - 1)
+            {
+                _at++;
+                AnchoredEnd = true;
+            }
             if (_at < pattern.Length) throw Error(pattern[_at] == ')' ? "unbalanced ')'" : $"'{pattern[_at]}' is not supported here (^ and $ only at the ends)");
             return node;
         }
 
         private bool Peek(char c) => _at < pattern.Length && pattern[_at] == c;
 
-        private GrammarNode ParseAlternation()
+        private GrammarNode ParseAlternation() => ParseAlternation(out _);
+
+        private GrammarNode ParseAlternation(out int count)
         {
             var choices = new List<GrammarNode> { ParseConcatenation() };
             while (Peek('|'))
@@ -67,6 +117,7 @@ public static class RegexGrammar
                 _at++;
                 choices.Add(ParseConcatenation());
             }
+            count = choices.Count;
             return Alt([.. choices]);
         }
 
