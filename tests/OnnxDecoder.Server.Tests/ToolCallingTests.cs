@@ -204,16 +204,16 @@ public class ToolCallingTests
         PythonJsonSchema.AssertAllValid([("""{"type": "object"}""", json.Content[0].Text)], "response_format json_object");
     }
 
-    [TestCase("""{"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "string", "pattern": "^a"}}}}}], "tool_choice": "required"}""",
-        "tools[0].function.parameters", "keyword 'pattern' is not supported")]
+    [TestCase("""{"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "string", "not": {"const": "a"}}}}}}], "tool_choice": "required"}""",
+        "tools[0].function.parameters", "keyword 'not' is not supported")]
     [TestCase("""{"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}""",
         "tool_choice", "names the function 'g', which is not among the tools")]
     [TestCase("""{"tool_choice": "required"}""", "tool_choice", "offers no tools")]
     [TestCase("""{"tools": [{"type": "retrieval"}]}""", "tools[0].type", "must be \"function\"")]
     [TestCase("""{"tools": [{"type": "function", "function": {"name": "f", "parameters": "none"}}]}""", "tools[0].function.parameters", "must be a JSON Schema object")]
     [TestCase("""{"tool_choice": "sometimes"}""", "tool_choice", "use none, auto, required")]
-    [TestCase("""{"response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": true, "schema": {"type": "string", "format": "email"}}}}""",
-        "response_format.json_schema.schema", "keyword 'format' is not supported")]
+    [TestCase("""{"response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": true, "schema": {"type": "array", "uniqueItems": true}}}}""",
+        "response_format.json_schema.schema", "keyword 'uniqueItems' true is not supported")]
     [TestCase("""{"response_format": {"type": "yaml"}}""", "response_format.type", "use text, json_object or json_schema")]
     public async Task Bad_tools_and_schemas_are_400_naming_the_field(string extra, string param, string message)
     {
