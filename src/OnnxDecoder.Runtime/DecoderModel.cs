@@ -1,5 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using OnnxDecoder.Onnx;
+using OnnxDecoder.Runtime.Memory;
 
 namespace OnnxDecoder.Runtime;
 
@@ -37,6 +38,10 @@ public sealed class DecoderModel : IDisposable
                 && Session.ModelMetadata.CustomMetadataMap.TryGetValue(GraphContract.Metadata.GqaSeqlensK, out var lengths) && lengths == GraphContract.Metadata.GqaSeqlensKLastAttendedColumn;
             if (LogitsElementType is not (Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16))
                 throw new ModelFormatException(Folder.ModelPath, $"the graph's logits are {LogitsElementType}; float32 or float16 logits are supported");
+            HasPositionIds = Session.InputMetadata.ContainsKey(GraphContract.PositionIds);
+            // Device KV needs moves between distinct buffers only: every layout but a shared timeline over one buffer.
+            Memory = ModelMemory.Create(Session, Provider, (providers ?? new ExecutionProviderOptions()).DeviceId,
+                deviceKv: RowsKeepOwnLengths || !Folder.PastPresentShareBuffer);
         }
         catch
         {
@@ -59,6 +64,15 @@ public sealed class DecoderModel : IDisposable
     /// lengths, each starting at position 0 of its cache row, with no shared timeline.
     /// </summary>
     public bool RowsKeepOwnLengths { get; }
+    /// <summary>Whether the graph takes position_ids (onnxruntime-genai folders may compute positions inside).</summary>
+    public bool HasPositionIds { get; }
+    /// <summary>The allocators KV caches and logits draw from (device memory under CUDA or DirectML).</summary>
+    public ModelMemory Memory { get; }
+
+    /// <summary>A KV cache of <paramref name="rows"/> rows x <paramref name="maxLength"/> positions in the
+    /// session's KV memory; the caller disposes it before this model.</summary>
+    internal KvCache CreateKvCache(int rows, int maxLength) =>
+        new(Memory.Kv, Folder.NumLayers, rows, Folder.NumKvHeads, maxLength, Folder.HeadSize, Folder.PastPresentShareBuffer, KvElementType);
 
     /// <summary>Checks the graph's inputs and outputs against genai_config.json; returns whether
     /// logits cover every position ([B, S, V]) rather than only the last.</summary>
@@ -67,7 +81,7 @@ public sealed class DecoderModel : IDisposable
         var inputs = Session.InputMetadata;
         var outputs = Session.OutputMetadata;
         string where = Folder.ConfigPath;
-        foreach (var name in new[] { GraphContract.InputIds, GraphContract.AttentionMask, GraphContract.PositionIds })
+        foreach (var name in new[] { GraphContract.InputIds, GraphContract.AttentionMask })
             if (!inputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no input '{name}' (inputs: {string.Join(", ", inputs.Keys)})");
         if (!outputs.TryGetValue(GraphContract.Logits, out var logits)) throw new ModelFormatException(where, "the graph has no output 'logits'");
         int layers = inputs.Keys.Count(k => k.StartsWith(Folder.PastKeyPattern.Split("%d")[0], StringComparison.Ordinal) && k.EndsWith(Folder.PastKeyPattern.Split("%d")[1], StringComparison.Ordinal));
@@ -90,5 +104,9 @@ public sealed class DecoderModel : IDisposable
         return logitDims[1] != 1;
     }
 
-    public void Dispose() => Session?.Dispose();
+    public void Dispose()
+    {
+        Memory?.Dispose(); // allocators before their session
+        Session?.Dispose();
+    }
 }
