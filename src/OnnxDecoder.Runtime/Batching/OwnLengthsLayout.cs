@@ -50,7 +50,7 @@ internal sealed class OwnLengthsLayout : RowLayout
                 (best, bestLength, bestIsCached) = (row, shared, false); // a live row's prompt positions never move
         int target = _rowCache.Take(prompt, Live, limit, out int held);
         int reused = held;
-        if (bestLength > held && best != target)
+        if (bestLength > held + 1 && best != target) // a copy for BOS alone (every prompt has it) would cost more than it saves
         {
             Cache.CopySegment(Cache, MaxLength, best, 0, bestLength, MaxLength, target, 0);
             if (bestIsCached) _rowCache.Touch(best);

@@ -16,7 +16,7 @@ public sealed class SessionAllocator : IDisposable
     private SessionAllocator(InferenceSession session, OrtMemoryInfo info, MemoryPlace place, bool ownsInfo)
     {
         Allocator = new OrtAllocator(session, info);
-        Info = info;
+        Info = Allocator.Info; // as ONNX Runtime describes the allocator it chose (on CPU, the session's arena)
         Place = place;
         if (ownsInfo) _ownedInfo = info;
     }
