@@ -17,6 +17,24 @@ public sealed record BatcherOptions
     public int StepTokenBudget { get; init; }
     /// <summary>Refuse to start when the KV caches would exceed this many bytes (null: no limit).</summary>
     public long? MaxKvCacheBytes { get; init; }
+
+    /// <summary>Checks these options against <paramref name="model"/>; returns the max length.</summary>
+    internal int Check(DecoderModel model)
+    {
+        var folder = model.Folder;
+        if (MaxSequences is <= 0 or > 4096) throw new ArgumentOutOfRangeException(nameof(MaxSequences), MaxSequences, "MaxSequences must be between 1 and 4096");
+        if (MaxQueueLength < 0) throw new ArgumentOutOfRangeException(nameof(MaxQueueLength), MaxQueueLength, "MaxQueueLength must not be negative");
+        if (PrefillChunk < 0) throw new ArgumentOutOfRangeException(nameof(PrefillChunk), PrefillChunk, "PrefillChunk must not be negative");
+        if (StepTokenBudget < 0) throw new ArgumentOutOfRangeException(nameof(StepTokenBudget), StepTokenBudget, "StepTokenBudget must not be negative");
+        int maxLength = MaxLength ?? folder.ContextLength;
+        if (maxLength <= 1 || maxLength > folder.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(MaxLength), maxLength, $"MaxLength must be between 2 and the model's context length ({folder.ContextLength})");
+        int prefillRows = model.RowsKeepOwnLengths ? 0 : 1; // the shared timeline prefills in a cache of its own
+        long bytes = KvCache.BytesFor(folder.NumLayers, MaxSequences + prefillRows, folder.NumKvHeads, maxLength, folder.HeadSize, folder.PastPresentShareBuffer, model.KvElementType);
+        if (MaxKvCacheBytes is { } budget && bytes > budget)
+            throw new InvalidOperationException($"the KV caches need {bytes:N0} bytes ({MaxSequences} rows{(prefillRows > 0 ? " + 1 prefill row" : "")} x {maxLength} positions), over the budget of {budget:N0}: lower MaxSequences or MaxLength");
+        return maxLength;
+    }
 }
 
 /// <summary>Every row is busy and the wait queue is full: retry later (HTTP 429/503).</summary>

@@ -37,30 +37,13 @@ public sealed class ContinuousBatcher : IDisposable
         _model = model;
         _tokenizer = tokenizer;
         _options = options ?? new BatcherOptions();
-        var folder = model.Folder;
-        _rowsCapacity = _options.MaxSequences is > 0 and <= 4096 ? _options.MaxSequences : throw new ArgumentOutOfRangeException(nameof(options), _options.MaxSequences, "MaxSequences must be between 1 and 4096");
-        if (_options.MaxQueueLength < 0) throw new ArgumentOutOfRangeException(nameof(options), _options.MaxQueueLength, "MaxQueueLength must not be negative");
-        if (_options.PrefillChunk < 0) throw new ArgumentOutOfRangeException(nameof(options), _options.PrefillChunk, "PrefillChunk must not be negative");
-        if (_options.StepTokenBudget < 0) throw new ArgumentOutOfRangeException(nameof(options), _options.StepTokenBudget, "StepTokenBudget must not be negative");
-        MaxLength = _options.MaxLength ?? folder.ContextLength;
-        if (MaxLength <= 1 || MaxLength > folder.ContextLength)
-            throw new ArgumentOutOfRangeException(nameof(options), MaxLength, $"MaxLength must be between 2 and the model's context length ({folder.ContextLength})");
-        int prefillRows = model.RowsKeepOwnLengths ? 0 : 1; // the shared timeline prefills in a cache of its own
-        long bytes = KvCache.BytesFor(folder.NumLayers, _rowsCapacity + prefillRows, folder.NumKvHeads, MaxLength, folder.HeadSize, folder.PastPresentShareBuffer, model.KvElementType);
-        if (_options.MaxKvCacheBytes is { } budget && bytes > budget)
-            throw new InvalidOperationException($"the KV caches need {bytes:N0} bytes ({_rowsCapacity} rows{(prefillRows > 0 ? " + 1 prefill row" : "")} x {MaxLength} positions), over the budget of {budget:N0}: lower MaxSequences or MaxLength");
-        _vocab = folder.VocabSize;
+        _rowsCapacity = _options.MaxSequences;
+        MaxLength = _options.Check(model);
+        _vocab = model.Folder.VocabSize;
         _policy = new SchedulingPolicy(_options.PrefillChunk, _options.StepTokenBudget);
         _layout = model.RowsKeepOwnLengths ? new OwnLengthsLayout(model, _rowsCapacity, MaxLength) : new SharedTimelineLayout(model, _rowsCapacity, MaxLength);
-        try
-        {
-            _step = new BoundRunStep(model, _rowsCapacity, maxTokens: 1, MaxLength);
-        }
-        catch
-        {
-            _layout.Dispose();
-            throw;
-        }
+        try { _step = new BoundRunStep(model, _rowsCapacity, maxTokens: 1, MaxLength); }
+        catch { _layout.Dispose(); throw; }
         _scheduler = new Thread(Schedule) { IsBackground = true, Name = "OnnxDecoder batch scheduler" };
         _scheduler.Start();
     }
@@ -86,15 +69,7 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Requests waiting for a row (not yet prefilling).</summary>
     public int QueueLength => _policy.Count;
     /// <summary>Rows that hold a decoding sequence now. Read from any thread as a gauge.</summary>
-    public int RowsInUse
-    {
-        get
-        {
-            int used = 0;
-            foreach (var row in _layout.Live) if (row is not null) used++; // reference reads are atomic; a stale one is fine for a gauge
-            return used;
-        }
-    }
+    public int RowsInUse => _layout.LiveCount;
     /// <summary>Sequences being prefilled or decoded now (a gauge, like <see cref="RowsInUse"/>).</summary>
     public int ActiveSequences => RowsInUse + (Volatile.Read(ref _prefilling) is null ? 0 : 1);
     /// <summary>Free rows that still hold a finished sequence's KV for a later prompt to start from (a gauge).</summary>
@@ -250,36 +225,35 @@ public sealed class ContinuousBatcher : IDisposable
     private void Step()
     {
         long started = Stopwatch.GetTimestamp();
-        try
+        try { StepRows(); }
+        finally { Interlocked.Add(ref _stepTicks, Stopwatch.GetTimestamp() - started); }
+    }
+
+    private void StepRows()
+    {
+        int rows = _layout.ActiveRows();
+        _layout.PrepareStep(rows);
+        int total = _layout.Width + 1;
+        var ids = _step.Ids(rows, 1);
+        var positions = _step.Positions(rows, 1);
+        var mask = _step.Mask(rows, total);
+        for (int row = 0; row < rows; row++)
+            _layout.FillRow(row, mask.Slice(row * total, total), out ids[row], out positions[row]);
+        _step.Run(rows, 1, total, _layout.Cache, cacheRow: -1, _layout.Width, _shutdown.Token);
+        _layout.AfterStep(total);
+        Interlocked.Increment(ref _steps);
+        var live = _layout.Live;
+        var logits = _step.Logits;
+        for (int row = 0; row < rows; row++)
         {
-            int rows = _layout.ActiveRows();
-            _layout.PrepareStep(rows);
-            int total = _layout.Width + 1;
-            var ids = _step.Ids(rows, 1);
-            var positions = _step.Positions(rows, 1);
-            var mask = _step.Mask(rows, total);
-            for (int row = 0; row < rows; row++)
-                _layout.FillRow(row, mask.Slice(row * total, total), out ids[row], out positions[row]);
-            _step.Run(rows, 1, total, _layout.Cache, cacheRow: -1, _layout.Width, _shutdown.Token);
-            _layout.AfterStep(total);
-            Interlocked.Increment(ref _steps);
-            var live = _layout.Live;
-            var logits = _step.Logits;
-            for (int row = 0; row < rows; row++)
-            {
-                if (live[row] is not { } sequence) continue;
-                Interlocked.Increment(ref _rowSteps);
-                sequence.DecodedSteps++;
-                var piece = sequence.State.Next(logits.Slice(row * _vocab, _vocab), sequence.Positions, MaxLength);
-                if (piece is not null) sequence.Emit(piece);
-                if (sequence.State.StopReason is null) continue;
-                _layout.Release(row, sequence);
-                Complete(sequence, null);
-            }
-        }
-        finally
-        {
-            Interlocked.Add(ref _stepTicks, Stopwatch.GetTimestamp() - started);
+            if (live[row] is not { } sequence) continue;
+            Interlocked.Increment(ref _rowSteps);
+            sequence.DecodedSteps++;
+            var piece = sequence.State.Next(logits.Slice(row * _vocab, _vocab), sequence.Positions, MaxLength);
+            if (piece is not null) sequence.Emit(piece);
+            if (sequence.State.StopReason is null) continue;
+            _layout.Release(row, sequence);
+            Complete(sequence, null);
         }
     }
 

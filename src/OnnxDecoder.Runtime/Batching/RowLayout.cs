@@ -53,6 +53,17 @@ internal abstract class RowLayout(KvCache cache, int rows) : IDisposable
         Cache.Reset();
     }
 
+    /// <summary>Rows that hold a decoding sequence (read from any thread as a gauge: reference reads are atomic).</summary>
+    public int LiveCount
+    {
+        get
+        {
+            int used = 0;
+            foreach (var row in Live) if (row is not null) used++;
+            return used;
+        }
+    }
+
     /// <summary>One past the highest row that holds a sequence: the batch size of the next run.</summary>
     public int ActiveRows()
     {
