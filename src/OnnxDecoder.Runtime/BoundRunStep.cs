@@ -74,13 +74,14 @@ internal sealed class BoundRunStep : IDisposable
             Bind(GraphContract.InputIds, ref _boundIds, View(0, _ids, rows, tokens, transient));
             if (_model.HasPositionIds) Bind(GraphContract.PositionIds, ref _boundPositions, View(1, _positions, rows, tokens, transient));
             Bind(GraphContract.AttentionMask, ref _boundMask, View(2, _mask, rows, total, transient));
-            if (_model.FullLogits)
+            bool allPositions = _model.FullLogits && tokens > 1;
+            if (allPositions)
             {
                 // [rows, T, vocab]: ONNX Runtime allocates it in host memory; the last position is copied out.
                 _binding.BindOutputToDevice(GraphContract.Logits, _model.Memory.Host.Info);
                 _boundLogitsRows = -1;
             }
-            else if (_boundLogitsRows != rows)
+            else if (_boundLogitsRows != rows) // one position per row: [rows, 1, vocab] lands in the logits buffer
             {
                 _binding.BindOutput(GraphContract.Logits, _logits.View(rows));
                 _boundLogitsRows = rows;
@@ -95,7 +96,7 @@ internal sealed class BoundRunStep : IDisposable
             if (transient.Count > 0) _boundIds = _boundPositions = _boundMask = null; // the binding held a released value
             transient.Clear();
         }
-        if (_model.FullLogits) _logits.CopyLastPositions(_binding, rows, tokens);
+        if (_model.FullLogits && tokens > 1) _logits.CopyLastPositions(_binding, rows, tokens);
         else _logits.Complete(rows);
         cache.Advance(total);
     }

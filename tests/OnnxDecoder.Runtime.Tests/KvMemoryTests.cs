@@ -42,6 +42,27 @@ public class KvMemoryTests
     }
 
     [Test]
+    public void Decode_steps_of_a_session_allocate_no_managed_memory()
+    {
+        using var session = new DecoderSession(Fixtures.Stories(Lowering.Ort), new DecoderSessionOptions { MaxLength = 200 });
+        var (promptIds, _) = Stories260K.Golden();
+        var step = new long[1];
+        for (int run = 0; run < 2; run++) // the first run makes the views of every mask width
+        {
+            session.Reset();
+            session.Append(promptIds.Select(i => (long)i).ToArray(), promptIds.Length);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 100; i++)
+            {
+                step[0] = 3 + i;
+                session.Step(step);
+            }
+            long perStep = (GC.GetAllocatedBytesForCurrentThread() - before) / 100;
+            if (run == 1) Assert.That(perStep, Is.LessThan(64), "bytes allocated per decode step");
+        }
+    }
+
+    [Test]
     public async Task Prompts_reach_their_batch_rows_without_a_copy_and_steps_reuse_every_view()
     {
         string folder = Fixtures.Stories(Lowering.Ort);
