@@ -1,5 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using OnnxDecoder.Onnx;
+using OnnxDecoder.Runtime.Memory;
 
 namespace OnnxDecoder.Runtime;
 
@@ -40,6 +41,9 @@ public sealed class DecoderModel : IDisposable
                     || lengths == GraphContract.Metadata.GqaSeqlensKLastAttendedColumn);
             if (LogitsElementType is not (Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16))
                 throw new ModelFormatException(Folder.ModelPath, $"the graph's logits are {LogitsElementType}; float32 or float16 logits are supported");
+            // Device KV needs moves between distinct buffers only: every layout but a shared timeline over one buffer.
+            Memory = ModelMemory.Create(Session, Provider, (providers ?? new ExecutionProviderOptions()).DeviceId,
+                deviceKv: RowsKeepOwnLengths || !Folder.PastPresentShareBuffer);
         }
         catch
         {
@@ -64,6 +68,13 @@ public sealed class DecoderModel : IDisposable
     public bool RowsKeepOwnLengths { get; }
     /// <summary>The graph takes a position_ids input; without one it derives positions itself and none is bound.</summary>
     public bool HasPositionIds { get; private set; }
+    /// <summary>The allocators KV caches and logits draw from (device memory under CUDA or DirectML).</summary>
+    public ModelMemory Memory { get; }
+
+    /// <summary>A KV cache of <paramref name="rows"/> rows x <paramref name="maxLength"/> positions in the
+    /// session's KV memory; the caller disposes it before this model.</summary>
+    internal KvCache CreateKvCache(int rows, int maxLength) =>
+        new(Memory.Kv, Folder.NumLayers, rows, Folder.NumKvHeads, maxLength, Folder.HeadSize, Folder.PastPresentShareBuffer, KvElementType);
 
     /// <summary>Checks the graph's inputs and outputs against genai_config.json; returns whether
     /// logits cover every position ([B, S, V]) rather than only the last.</summary>
@@ -99,5 +110,9 @@ public sealed class DecoderModel : IDisposable
         return logitDims[1] != 1;
     }
 
-    public void Dispose() => Session?.Dispose();
+    public void Dispose()
+    {
+        Memory?.Dispose(); // allocators before their session
+        Session?.Dispose();
+    }
 }

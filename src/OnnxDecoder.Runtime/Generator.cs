@@ -169,17 +169,32 @@ public sealed class Generator(DecoderSession session, TextTokenizer? tokenizer)
     }
 }
 
-/// <summary>Greedy or sampled generation for a left-padded batch of prompts in one session.</summary>
-public sealed class BatchGenerator(DecoderSession session)
+/// <summary>
+/// Generation for a left-padded batch of prompts in one session; every row follows the rules of a
+/// sequence generated alone (<see cref="GenerationState"/>: sampling with its own history and
+/// constraint, EOS, max tokens, stop strings, the full context). Rows that stopped feed a pad token
+/// until the last one stops.
+/// </summary>
+public sealed class BatchGenerator(DecoderSession session, TextTokenizer? tokenizer = null)
 {
+    private TextTokenizer? _tokenizer = tokenizer;
+
     /// <summary>Generates for every prompt; returns each row's generated ids (EOS excluded).</summary>
-    public int[][] Generate(IReadOnlyList<int[]> prompts, GenerationOptions options, CancellationToken cancellationToken = default)
+    public int[][] Generate(IReadOnlyList<int[]> prompts, GenerationOptions options, CancellationToken cancellationToken = default) =>
+        GenerateResults(prompts, options, cancellationToken).Select(r => r.TokenIds).ToArray();
+
+    /// <summary>Generates for every prompt; returns each row's whole result (text, stop reason, timings).</summary>
+    public GenerationResult[] GenerateResults(IReadOnlyList<int[]> prompts, GenerationOptions options, CancellationToken cancellationToken = default)
     {
-        int batch = session.BatchSize;
+        int batch = session.BatchSize, vocab = session.VocabSize;
         if (prompts.Count != batch) throw new ArgumentException($"the session holds {batch} rows; got {prompts.Count} prompts", nameof(prompts));
         int longest = prompts.Max(p => p.Length);
         if (longest == 0) throw new ArgumentException("every prompt needs at least one token", nameof(prompts));
-        if (options.Constraint is not null) throw new ArgumentException("BatchGenerator does not apply constraints: use ContinuousBatcher, which constrains each row", nameof(options));
+        if (longest > session.MaxLength)
+            throw new ContextFullException($"the longest prompt needs {longest} positions but the max length is {session.MaxLength}: shorten the prompts");
+        _tokenizer ??= TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
+        var states = prompts.Select(p => new GenerationState(options, session.Folder.EosTokenIds, _tokenizer, vocab, [], p)).ToArray();
+        var clock = Stopwatch.StartNew();
         session.Reset();
         var ids = new long[batch * longest];
         var mask = new long[batch * longest];
@@ -192,28 +207,31 @@ public sealed class BatchGenerator(DecoderSession session)
                 mask[row * longest + t] = t < pad ? 0 : 1;
             }
         }
-        var eos = options.EosTokenIds ?? session.Folder.EosTokenIds;
-        var samplers = Enumerable.Range(0, batch).Select(_ => new Sampler(options.Sampling, session.VocabSize)).ToArray();
-        var outputs = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
-        var histories = prompts.Select(p => p.ToList()).ToArray();
-        var done = new bool[batch];
         var logits = session.Append(ids, longest, mask, cancellationToken);
+        double prefillMs = clock.Elapsed.TotalMilliseconds;
         var step = new long[batch];
+        int steps = 0;
         while (true)
         {
+            bool running = false;
             for (int row = 0; row < batch; row++)
             {
-                if (done[row]) { step[row] = session.Folder.PadTokenId; continue; }
-                int next = samplers[row].Next(logits.Slice(row * session.VocabSize, session.VocabSize), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(histories[row]));
-                if (eos.Contains(next)) { done[row] = true; step[row] = session.Folder.PadTokenId; continue; }
-                outputs[row].Add(next);
-                histories[row].Add(next);
-                step[row] = next;
-                if (outputs[row].Count >= options.MaxNewTokens) done[row] = true;
+                var state = states[row];
+                if (state.StopReason is null) state.Next(logits.Slice(row * vocab, vocab), session.Length, session.MaxLength);
+                bool runs = state.StopReason is null;
+                step[row] = runs ? state.Generated[^1] : session.Folder.PadTokenId;
+                running |= runs;
             }
-            if (done.All(d => d) || session.Length >= session.MaxLength) break;
+            if (!running) break;
             logits = session.Step(step, cancellationToken);
+            steps++;
         }
-        return outputs.Select(o => o.ToArray()).ToArray();
+        double decodeMs = clock.Elapsed.TotalMilliseconds - prefillMs;
+        return states.Select((state, row) =>
+        {
+            state.Tail();
+            var timings = new GenerationTimings(prefillMs, decodeMs, prefillMs, prompts[row].Length, steps);
+            return new GenerationResult([.. prompts[row]], [.. state.Generated], state.Text, state.StopReason!.Value, timings);
+        }).ToArray();
     }
 }

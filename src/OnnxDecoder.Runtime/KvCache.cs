@@ -1,59 +1,65 @@
-using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using OnnxDecoder.Runtime.Memory;
 
 namespace OnnxDecoder.Runtime;
 
+/// <summary>What a KV cache holds and has done: where its memory is, how many views and copies it made.</summary>
+public sealed record KvCacheStatistics(MemoryPlace Place, int Buffers, long Bytes, long ViewsCreated, long SegmentsCopied, long BytesCopied);
+
 /// <summary>
-/// The key/value cache of one batch of sequences, allocated once at the maximum length.
+/// The key/value cache of one batch of sequences, allocated once at the maximum length through the
+/// session's allocator (host memory on CPU, device memory with CUDA or DirectML).
 /// <list type="bullet">
 /// <item>Shared mode (GroupQueryAttention graphs): one buffer per layer for keys and one for
 /// values, [batch, kv_heads, max_length, head_dim], bound as both past and present, so a decode
-/// step copies no KV.</item>
+/// step copies no KV. A row is contiguous, so one row's view can be bound alone (a prompt prefilled
+/// straight into its batch row).</item>
 /// <item>Separate mode (portable graphs): two buffers per tensor. The graph writes present
 /// [batch, kv_heads, T, head_dim] into one; on the next step that same memory is bound as past
-/// and the other buffer receives the new present: no copy besides the graph's own Concat.</item>
+/// and the other buffer receives the new present: no copy besides the graph's own Concat. Its views
+/// change shape every step (T grows), so they are made per run over the same memory.</item>
 /// </list>
-/// The cache owns its native memory and every OrtValue it creates.
+/// The cache owns its buffers and every view over them; dispose it before the model.
 /// </summary>
-public sealed unsafe class KvCache : IDisposable
+public sealed class KvCache : IDisposable
 {
+    private readonly SessionAllocator _allocator;
     private readonly int _layers, _batch, _kvHeads, _headDim, _elementSize;
-    private readonly TensorElementType _elementType;
-    private readonly nint[,] _buffers; // [layer * 2 + (0 key | 1 value), 0 | 1]
-    private readonly OrtValue?[][] _sharedByRows; // shared mode: [rows - 1][layer * 2 + kind] views over the first rows
-    private readonly OrtValue?[] _pastViews;
-    private readonly OrtValue?[] _presentViews;
+    private readonly NativeBuffer[,] _buffers;   // [layer * 2 + (0 key | 1 value), 0 | 1]
+    private readonly TensorViews[,] _views;      // one view cache per buffer
+    private readonly OrtValue?[] _pastViews, _presentViews; // separate mode: this run's views
     private readonly long[] _pastShape, _presentShape;
-    private int _current; // which of the two buffers holds the past (separate mode)
-    private OrtIoBinding? _sharedBoundTo; // shared mode binds once per row count: the same buffers serve every run
-    private int _sharedBoundRows;
+    private readonly CopyRange[] _ranges;        // scratch: [layers * 2 * kv_heads] segments of one row copy
+    private int _current;                        // which of the two buffers holds the past (separate mode)
+    private OrtIoBinding? _boundTo;              // shared mode binds once per (binding, rows or row)
+    private int _boundRows, _boundRow;
+    private long _segmentsCopied, _bytesCopied;
 
     /// <param name="elementType">Float (4 bytes) or Float16 (2 bytes), as the graph's past/present.</param>
-    public KvCache(int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared, TensorElementType elementType = TensorElementType.Float)
+    internal KvCache(SessionAllocator allocator, int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared, TensorElementType elementType)
     {
-        _elementType = elementType;
+        _allocator = allocator;
         _elementSize = SizeOf(elementType);
-        _layers = layers;
-        _batch = batch;
-        _kvHeads = kvHeads;
-        _headDim = headDim;
+        (_layers, _batch, _kvHeads, _headDim) = (layers, batch, kvHeads, headDim);
         MaxLength = maxLength;
         Shared = shared;
         BytesPerBuffer = checked((long)batch * kvHeads * maxLength * headDim * _elementSize);
-        _buffers = new nint[layers * 2, shared ? 1 : 2];
-        _sharedByRows = new OrtValue?[shared ? batch : 0][];
+        _buffers = new NativeBuffer[layers * 2, shared ? 1 : 2];
+        _views = new TensorViews[layers * 2, shared ? 1 : 2];
         _pastViews = new OrtValue?[layers * 2];
         _presentViews = new OrtValue?[layers * 2];
         _pastShape = [batch, kvHeads, 0, headDim];
         _presentShape = [batch, kvHeads, 0, headDim];
+        _ranges = new CopyRange[layers * 2 * kvHeads];
         try
         {
             for (int t = 0; t < layers * 2; t++)
                 for (int copy = 0; copy < _buffers.GetLength(1); copy++)
                 {
-                    _buffers[t, copy] = (nint)NativeMemory.AlignedAlloc((nuint)BytesPerBuffer, 64);
-                    NativeMemory.Clear((void*)_buffers[t, copy], (nuint)BytesPerBuffer);
+                    _buffers[t, copy] = allocator.Allocate(BytesPerBuffer);
+                    _views[t, copy] = new TensorViews(_buffers[t, copy], elementType, _elementSize) { CountsAsKv = true };
+                    OrtValueLedger.ReportKvBuffer();
                 }
         }
         catch
@@ -66,9 +72,20 @@ public sealed unsafe class KvCache : IDisposable
     public int MaxLength { get; }
     public bool Shared { get; }
     public long BytesPerBuffer { get; }
+    public MemoryPlace Place => _allocator.Place;
 
-    /// <summary>Bytes this cache holds: layers x 2 x batch x kv_heads x max_length x head_dim x 4 (x 2 buffers when separate).</summary>
+    /// <summary>Bytes this cache holds: layers x 2 x batch x kv_heads x max_length x head_dim x element size (x 2 buffers when separate).</summary>
     public long TotalBytes => BytesPerBuffer * _buffers.Length;
+
+    public KvCacheStatistics Statistics
+    {
+        get
+        {
+            long views = 0;
+            foreach (var v in _views) views += v?.Created ?? 0;
+            return new KvCacheStatistics(Place, _buffers.Length, TotalBytes, views, _segmentsCopied, _bytesCopied);
+        }
+    }
 
     /// <summary>What a cache of these dimensions will allocate, before allocating it.</summary>
     public static long BytesFor(int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared, TensorElementType elementType = TensorElementType.Float) =>
@@ -81,6 +98,8 @@ public sealed unsafe class KvCache : IDisposable
         _ => throw new NotSupportedException($"a KV cache of {elementType} is not supported: export with --precision fp32 or fp16"),
     };
 
+    private long RowBytes => BytesPerBuffer / _batch;
+
     /// <summary>Binds past inputs and present outputs for a run whose past holds <paramref name="pastLength"/>
     /// positions and whose present will hold <paramref name="totalLength"/>, over the first
     /// <paramref name="rows"/> rows of the batch (default: all).</summary>
@@ -90,62 +109,75 @@ public sealed unsafe class KvCache : IDisposable
         if (rows < 0 || rows > _batch) throw new ArgumentOutOfRangeException(nameof(rows), rows, $"the cache holds 1..{_batch} rows");
         if (Shared)
         {
-            if (ReferenceEquals(_sharedBoundTo, binding) && _sharedBoundRows == rows) return;
-            var views = _sharedByRows[rows - 1] ??= new OrtValue?[_layers * 2];
-            for (int t = 0; t < views.Length; t++)
-                views[t] ??= View(_buffers[t, 0], [rows, _kvHeads, MaxLength, _headDim]);
-            for (int layer = 0; layer < _layers; layer++)
-            {
-                binding.BindInput(folder.PastKeyName(layer), views[layer * 2]!);
-                binding.BindOutput(folder.PresentKeyName(layer), views[layer * 2]!);
-                binding.BindInput(folder.PastValueName(layer), views[layer * 2 + 1]!);
-                binding.BindOutput(folder.PresentValueName(layer), views[layer * 2 + 1]!);
-            }
-            _sharedBoundTo = binding;
-            _sharedBoundRows = rows;
+            BindShared(binding, folder, rows, row: -1);
             return;
         }
         // The previous present views already cover exactly the past; reuse them (decided once for all tensors).
         bool pastFits = _pastShape[0] == rows && _pastShape[2] == pastLength;
         _pastShape[0] = rows;
         _pastShape[2] = pastLength;
-        for (int layer = 0; layer < _layers; layer++)
-            for (int kind = 0; kind < 2; kind++)
+        _presentShape[0] = rows;
+        _presentShape[2] = totalLength;
+        for (int t = 0; t < _layers * 2; t++)
+        {
+            if (_pastViews[t] is null || !pastFits)
             {
-                int t = layer * 2 + kind;
-                string pastName = kind == 0 ? folder.PastKeyName(layer) : folder.PastValueName(layer);
-                string presentName = kind == 0 ? folder.PresentKeyName(layer) : folder.PresentValueName(layer);
-                if (_pastViews[t] is null || !pastFits)
-                {
-                    OrtValueLedger.Release(_pastViews[t]);
-                    _pastViews[t] = View(_buffers[t, _current], _pastShape);
-                }
-                OrtValueLedger.Release(_presentViews[t]);
-                _presentShape[0] = rows;
-                _presentShape[2] = totalLength;
-                _presentViews[t] = View(_buffers[t, 1 - _current], _presentShape);
-                binding.BindInput(pastName, _pastViews[t]!);
-                binding.BindOutput(presentName, _presentViews[t]!);
+                OrtValueLedger.Release(_pastViews[t]);
+                _pastViews[t] = _views[t, _current].Create(0, _pastShape);
             }
+            OrtValueLedger.Release(_presentViews[t]);
+            _presentViews[t] = _views[t, 1 - _current].Create(0, _presentShape);
+            binding.BindInput(PastName(folder, t), _pastViews[t]!);
+            binding.BindOutput(PresentName(folder, t), _presentViews[t]!);
+        }
     }
+
+    /// <summary>Shared mode: binds one row's view [1, kv_heads, max_length, head_dim] as past and present,
+    /// so a batch-of-one run (a prompt's prefill) writes straight into that row of the batch.</summary>
+    public void BindRow(OrtIoBinding binding, ModelFolder folder, int row)
+    {
+        if (!Shared) throw new InvalidOperationException("only a shared past/present buffer (ort lowering) binds one row alone");
+        if ((uint)row >= (uint)_batch) throw new ArgumentOutOfRangeException(nameof(row), row, $"the cache holds rows 0..{_batch - 1}");
+        BindShared(binding, folder, rows: 1, row);
+    }
+
+    private void BindShared(OrtIoBinding binding, ModelFolder folder, int rows, int row)
+    {
+        if (ReferenceEquals(_boundTo, binding) && _boundRows == rows && _boundRow == row) return;
+        for (int t = 0; t < _layers * 2; t++)
+        {
+            var view = _views[t, 0].Get(row < 0 ? 0 : row * RowBytes, rows, _kvHeads, MaxLength, _headDim);
+            binding.BindInput(PastName(folder, t), view);
+            binding.BindOutput(PresentName(folder, t), view);
+        }
+        (_boundTo, _boundRows, _boundRow) = (binding, rows, row);
+    }
+
+    private static string PastName(ModelFolder folder, int t) => t % 2 == 0 ? folder.PastKeyName(t / 2) : folder.PastValueName(t / 2);
+    private static string PresentName(ModelFolder folder, int t) => t % 2 == 0 ? folder.PresentKeyName(t / 2) : folder.PresentValueName(t / 2);
 
     /// <summary>
     /// Copies <paramref name="count"/> positions of every layer and head from one row of
-    /// <paramref name="source"/> into one row of this cache. Lengths name each cache's current
-    /// layout (its sequence length; ignored in shared mode, whose rows span the max length).
-    /// Used once per request to move a prefilled prompt into a batch row, never per token.
+    /// <paramref name="source"/> (this cache too) into one row of this cache. Lengths name each cache's
+    /// current layout (its sequence length; ignored in shared mode, whose rows span the max length).
+    /// Device memory moves device to device; nothing passes through the host. Used once per request
+    /// at most (a prompt placed on a shared timeline, a prefix shared from another row), never per token.
     /// </summary>
     public void CopySegment(KvCache source, int sourceLength, int sourceRow, int sourceStart, int count, int targetLength, int targetRow, int targetStart)
     {
         if (source._layers != _layers || source._kvHeads != _kvHeads || source._headDim != _headDim)
             throw new ArgumentException("the caches belong to different models", nameof(source));
+        if (source._elementSize != _elementSize) throw new ArgumentException("the caches hold different element types", nameof(source));
+        if (source.Place != Place) throw new ArgumentException($"the caches live in different memory ({source.Place}, {Place})", nameof(source));
         int sourceStride = source.Shared ? source.MaxLength : sourceLength, targetStride = Shared ? MaxLength : targetLength;
         if (count < 0 || sourceStart < 0 || targetStart < 0 || sourceStart + count > sourceStride || targetStart + count > targetStride
             || (uint)sourceRow >= (uint)source._batch || (uint)targetRow >= (uint)_batch)
             throw new ArgumentOutOfRangeException(nameof(count), $"segment [{sourceStart}, +{count}) of row {sourceRow} does not fit [{targetStart}, +{count}) of row {targetRow}");
-        if (source._elementSize != _elementSize) throw new ArgumentException("the caches hold different element types", nameof(source));
+        if (count == 0) return;
+        int n = 0;
         for (int t = 0; t < _layers * 2; t++)
-            CopyRow((byte*)source.Current(t), sourceRow, sourceStride, sourceStart, (byte*)Current(t), targetRow, targetStride, targetStart, count);
+            n = AddRow(n, source.Current(t), sourceRow, sourceStride, sourceStart, Current(t), targetRow, targetStride, targetStart, count);
+        Copy(n);
     }
 
     /// <summary>
@@ -153,21 +185,23 @@ public sealed unsafe class KvCache : IDisposable
     /// <paramref name="newLength"/> (left padding before them), over the first <paramref name="rows"/>
     /// rows; rows of length 0 are left as they are. Shrinks the timeline of a batch whose rows
     /// joined at different times, or grows it for a prompt longer than the timeline. Shared mode
-    /// moves in place; separate mode writes the new layout into the other buffer.
+    /// moves in place (host memory only); separate mode writes the new layout into the other buffer.
     /// </summary>
     public void Relayout(int rows, ReadOnlySpan<int> start, ReadOnlySpan<int> length, int oldLength, int newLength)
     {
         if (newLength < 0 || newLength > MaxLength) throw new ArgumentOutOfRangeException(nameof(newLength), newLength, $"the cache holds 0..{MaxLength} positions");
+        if (Shared && !_allocator.IsHostAccessible) throw new InvalidOperationException("moving KV within one device buffer is not supported: rows on a shared timeline need host KV");
         int oldStride = Shared ? MaxLength : oldLength, newStride = Shared ? MaxLength : newLength;
         for (int row = 0; row < rows; row++)
             if (length[row] > newLength || start[row] < 0 || start[row] + length[row] > oldLength)
                 throw new ArgumentOutOfRangeException(nameof(length), $"row {row}: [{start[row]}, +{length[row]}) does not fit {oldLength} -> {newLength} positions");
-        for (int t = 0; t < _layers * 2; t++)
+        for (int row = 0; row < rows; row++)
         {
-            var from = (byte*)Current(t);
-            var to = Shared ? from : (byte*)_buffers[t, 1 - _current];
-            for (int row = 0; row < rows; row++)
-                if (length[row] > 0) CopyRow(from, row, oldStride, start[row], to, row, newStride, newLength - length[row], length[row]);
+            if (length[row] == 0) continue;
+            int n = 0;
+            for (int t = 0; t < _layers * 2; t++)
+                n = AddRow(n, Current(t), row, oldStride, start[row], Shared ? Current(t) : _buffers[t, 1 - _current], row, newStride, newLength - length[row], length[row]);
+            Copy(n);
         }
         if (Shared) return;
         _current = 1 - _current;
@@ -179,18 +213,27 @@ public sealed unsafe class KvCache : IDisposable
         _pastShape[2] = newLength;
     }
 
-    /// <summary>Copies <paramref name="count"/> positions of every kv head of one row between two buffers laid
-    /// out [rows, kv_heads, stride, head_dim] (the same buffer too: overlapping ranges move like memmove).</summary>
-    private void CopyRow(byte* from, int fromRow, int fromStride, int fromStart, byte* to, int toRow, int toStride, int toStart, int count)
+    /// <summary>Adds the ranges of <paramref name="count"/> positions of every kv head of one row between two
+    /// buffers laid out [rows, kv_heads, stride, head_dim]; returns the new number of ranges.</summary>
+    private int AddRow(int n, NativeBuffer from, int fromRow, int fromStride, int fromStart, NativeBuffer to, int toRow, int toStride, int toStart, int count)
     {
         long position = (long)_headDim * _elementSize, bytes = count * position;
         for (int h = 0; h < _kvHeads; h++)
-            Buffer.MemoryCopy(from + (((long)fromRow * _kvHeads + h) * fromStride + fromStart) * position,
-                to + (((long)toRow * _kvHeads + h) * toStride + toStart) * position, bytes, bytes);
+            _ranges[n++] = new CopyRange(from, (((long)fromRow * _kvHeads + h) * fromStride + fromStart) * position,
+                to, (((long)toRow * _kvHeads + h) * toStride + toStart) * position, bytes);
+        return n;
+    }
+
+    private void Copy(int n)
+    {
+        _allocator.Copy(_ranges.AsSpan(0, n));
+        _segmentsCopied += n;
+        foreach (var r in _ranges.AsSpan(0, n)) _bytesCopied += r.Bytes;
+        Array.Clear(_ranges, 0, n);
     }
 
     /// <summary>The buffer holding the past of tensor <paramref name="t"/> (layer * 2 + kind).</summary>
-    private nint Current(int t) => _buffers[t, Shared ? 0 : _current];
+    private NativeBuffer Current(int t) => _buffers[t, Shared ? 0 : _current];
 
     /// <summary>After a successful run in separate mode, the present becomes the next past.</summary>
     public void Advance(int totalLength)
@@ -218,11 +261,12 @@ public sealed unsafe class KvCache : IDisposable
         _pastShape[2] = -1;
     }
 
-    /// <summary>The keys of one layer for tests and tools: [batch, kv_heads, length, head_dim] as laid out now (float16 widened).</summary>
-    public float[] ReadKeys(int layer, int length)
+    /// <summary>The keys of one layer for tests and tools: [batch, kv_heads, length, head_dim] as laid out now
+    /// (float16 widened). Host memory only.</summary>
+    public unsafe float[] ReadKeys(int layer, int length)
     {
-        int t = layer * 2;
-        nint buffer = Shared ? _buffers[t, 0] : _buffers[t, _current];
+        if (!_allocator.IsHostAccessible) throw new NotSupportedException("ReadKeys reads host memory; this cache lives on the device");
+        var buffer = Current(layer * 2);
         int stride = Shared ? MaxLength : length;
         var result = new float[_batch * _kvHeads * length * _headDim];
         int count = (int)(BytesPerBuffer / _elementSize);
@@ -230,35 +274,26 @@ public sealed unsafe class KvCache : IDisposable
         {
             var target = result.AsSpan(bh * length * _headDim, length * _headDim);
             if (_elementSize == 4)
-                new ReadOnlySpan<float>((void*)buffer, count).Slice(bh * stride * _headDim, length * _headDim).CopyTo(target);
+                new ReadOnlySpan<float>((void*)buffer.Pointer, count).Slice(bh * stride * _headDim, length * _headDim).CopyTo(target);
             else
             {
-                var halves = new ReadOnlySpan<Half>((void*)buffer, count).Slice(bh * stride * _headDim, length * _headDim);
+                var halves = new ReadOnlySpan<Half>((void*)buffer.Pointer, count).Slice(bh * stride * _headDim, length * _headDim);
                 for (int i = 0; i < halves.Length; i++) target[i] = (float)halves[i];
             }
         }
         return result;
     }
 
-    private OrtValue View(nint buffer, long[] shape) => OrtValueLedger.Track(
-        OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, _elementType, shape, buffer,
-            shape.Aggregate(1L, (a, b) => a * b) * _elementSize));
-
     public void Dispose()
     {
-        foreach (var views in _sharedByRows)
-            if (views is not null) foreach (var v in views) OrtValueLedger.Release(v);
-        _sharedBoundTo = null;
-        foreach (var v in _pastViews) OrtValueLedger.Release(v);
-        foreach (var v in _presentViews) OrtValueLedger.Release(v);
-        Array.Clear(_sharedByRows);
-        Array.Clear(_pastViews);
-        Array.Clear(_presentViews);
-        for (int t = 0; t < _buffers.GetLength(0); t++)
-            for (int copy = 0; copy < _buffers.GetLength(1); copy++)
-            {
-                if (_buffers[t, copy] != 0) NativeMemory.AlignedFree((void*)_buffers[t, copy]);
-                _buffers[t, copy] = 0;
-            }
+        _boundTo = null;
+        for (int t = 0; t < _pastViews.Length; t++)
+        {
+            OrtValueLedger.Release(_pastViews[t]);
+            OrtValueLedger.Release(_presentViews[t]);
+            _pastViews[t] = _presentViews[t] = null;
+        }
+        foreach (var views in _views) views?.Dispose();
+        foreach (var buffer in _buffers) buffer?.Dispose();
     }
 }

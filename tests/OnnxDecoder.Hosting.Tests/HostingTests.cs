@@ -219,7 +219,7 @@ public class HostingTests
         var model = host.Services.GetRequiredService<OnnxDecoderModel>();
         for (int i = 0; i < 200 && model.LoadError is null; i++) await Task.Delay(20);
         Assert.That(model.LoadError, Is.Not.Null);
-        Assert.That(model.LoadError!.Message, Does.Contain("64 rows + 1 prefill row x 512 positions").And.Contain("over the budget of 1,048,576: lower MaxSequences or MaxLength"));
+        Assert.That(model.LoadError!.Message, Does.Contain("64 rows x 512 positions").And.Contain("over the budget of 1,048,576: lower MaxSequences or MaxLength"));
         await host.StopAsync();
     }
 

@@ -4,7 +4,7 @@ namespace OnnxDecoder.Runtime;
 /// Which tokens each free row of a batch KV cache still holds keys and values for, after the sequence
 /// that decoded there finished (the prefix cache of <see cref="ContinuousBatcher"/>), and which row a new
 /// request takes: one its prompt extends, else an empty one, else the least recently used. Holds no KV
-/// itself; the batcher owns the memory and tells this type what it wrote.
+/// itself; <see cref="OwnLengthsLayout"/> owns the memory and tells this type what it wrote.
 /// </summary>
 internal sealed class RowPrefixCache(int rows)
 {
@@ -41,8 +41,10 @@ internal sealed class RowPrefixCache(int rows)
     public void Touch(int row) => _used[row] = ++_clock;
 
     /// <summary>The free row a new request decodes in, its cache forgotten: a row whose tokens the prompt
-    /// extends (nothing is lost), else one that caches nothing, else the least recently used.</summary>
-    public int Take(int[] prompt, BatchedSequence?[] live)
+    /// extends (nothing is lost), else one that caches nothing, else the least recently used.
+    /// <paramref name="held"/>: how many of the prompt's first tokens (up to <paramref name="limit"/>) the
+    /// row's KV already holds.</summary>
+    public int Take(int[] prompt, BatchedSequence?[] live, int limit, out int held)
     {
         int chosen = -1;
         for (int row = 0; row < _tokens.Length && chosen < 0; row++)
@@ -54,6 +56,7 @@ internal sealed class RowPrefixCache(int rows)
             for (int row = 0; row < _tokens.Length; row++)
                 if (live[row] is null && (chosen < 0 || _used[row] < _used[chosen])) chosen = row;
         if (chosen < 0) throw new InvalidOperationException("no free row to take: admit a request only while a row is free");
+        held = _tokens[chosen] is { } kept ? CommonPrefix(kept, prompt, limit) : 0;
         _tokens[chosen] = null;
         return chosen;
     }
