@@ -63,8 +63,9 @@ public static class ExecutionProviders
             };
             if (options.ProfileFilePrefix is { Length: > 0 } prefix)
             {
-                session.EnableProfiling = true;
+                // The prefix first: enabling profiling hands ONNX Runtime the prefix set at that moment.
                 session.ProfileOutputPathPrefix = prefix;
+                session.EnableProfiling = true;
             }
             foreach (var (key, value) in options.SessionConfigEntries ?? new Dictionary<string, string>()) session.AddSessionConfigEntry(key, value);
             if (sharedPool) session.DisablePerSessionThreads();
