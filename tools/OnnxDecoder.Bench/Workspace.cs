@@ -43,7 +43,9 @@ public sealed class Workspace : IDisposable
     {
         string folder = Path.Combine(Folder, $"onnx-{id}");
         var options = new ExportOptions { Lowering = lowering, Quantization = quantization?.Validate(), Float16 = float16 };
-        Build(folder, $"{Checkpoint.Description} {lowering} {quantization} fp16={float16}", () =>
+        // The exporter assembly's build id is part of the stamp: a changed quantizer re-exports.
+        string exporter = typeof(ModelFolderWriter).Assembly.ManifestModule.ModuleVersionId + "/" + typeof(BlockQuantizer).Assembly.ManifestModule.ModuleVersionId;
+        Build(folder, $"{Checkpoint.Description} {lowering} {quantization} fp16={float16} exporter {exporter}", () =>
         {
             if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
             Console.Error.WriteLine($"exporting {id} ...");
