@@ -75,6 +75,7 @@ public static class KernelBenchmark
         {
             using var peer = new OursPeer(c.Id, folders[c.Id], maxLength, threads, c.Session);
             kl[c.Id] = Divergence.MeanKl(reference, peer.TeacherForcedLogits(text));
+            Console.Error.WriteLine($"  {c.Id}: mean KL from fp32 {kl[c.Id]:G3}");
         }
 
         // Speed: rounds alternate over the candidates (sessions reopened each round, so only one is in memory).
@@ -86,7 +87,9 @@ public static class KernelBenchmark
                 var c = chosen[(i + r) % chosen.Count];
                 using var peer = new OursPeer(c.Id, folders[c.Id], maxLength, threads, c.Session);
                 peer.Run(prompt, 8); // warm-up
-                times[c.Id].Add(peer.Run(prompt, genTokens));
+                var t = peer.Run(prompt, genTokens);
+                times[c.Id].Add(t);
+                Console.Error.WriteLine($"  round {r + 1} {c.Id}: prefill {t.PrefillRate:F1} tok/s, decode {t.DecodeRate:F1} tok/s");
             }
             Console.Error.WriteLine($"round {r + 1}/{runs} done");
         }

@@ -49,7 +49,9 @@ public static class PeerBenchmark
                 for (int i = 0; i < peers.Count; i++)
                 {
                     var peer = peers[(i + r) % peers.Count].Peer;
-                    times[peer].Add(peer.Run(prompt, genTokens));
+                    var t = peer.Run(prompt, genTokens);
+                    times[peer].Add(t);
+                    Console.Error.WriteLine($"  round {r + 1} {peer.Name}: prefill {t.PrefillRate:F1} tok/s, decode {t.DecodeRate:F1} tok/s");
                 }
                 Console.Error.WriteLine($"round {r + 1}/{runs} done");
             }
