@@ -1,5 +1,5 @@
 // OnnxDecoder build script: `dotnet tool restore` once, then `dotnet cake [--target=NAME]`.
-// Targets: Build, Test (default), Pack, Demo, Export-Models, Bench.
+// Targets: Build, Test (default), Pack, Demo, Export-Models, Bench, Bench-Kernels.
 var target = Argument("target", "Test");
 var configuration = Argument("configuration", "Release");
 var solution = "./OnnxDecoder.sln";
@@ -51,7 +51,19 @@ Task("Demo")
 
 // Benchmarks on every exported card: `onnx-decoder bench` (prefill, decode, TTFT, peak RSS, bytes
 // allocated per token), then tools/OnnxDecoder.Bench, which alternates our runtime and
-// onnxruntime-genai 0.18.0 on the same folder and prints both and the ratio.
+// onnxruntime-genai 0.18.0 on the same folder and prints both and the ratio. Then the peers: ours,
+// onnxruntime-genai and llama.cpp (LLamaSharp) on the same weights at fp32 / int8 / int4 (GGUF F32 /
+// Q8_0 / Q4_0 written from the same checkpoint), with KL divergences, on stories260K and the synth
+// llama-110m; and our host time per decode step beyond ONNX Runtime's run.
+var benchProject = "./tools/OnnxDecoder.Bench/OnnxDecoder.Bench.csproj";
+void RunBench(string arguments)
+{
+    var exit = StartProcess("dotnet", new ProcessSettings {
+        Arguments = $"run --project {benchProject} -c {configuration} --no-build -- {arguments}",
+    });
+    if (exit != 0) throw new Exception($"OnnxDecoder.Bench {arguments} failed with exit code {exit}");
+}
+
 Task("Bench")
     .IsDependentOn("Export-Models")
     .Does(() =>
@@ -60,11 +72,22 @@ Task("Bench")
     {
         var folder = $"./artifacts/models/{card.GetFilenameWithoutExtension()}";
         RunCli($"bench --model \"{folder}\" --prompt-tokens 128 --gen-tokens 128 --runs 5");
-        var exit = StartProcess("dotnet", new ProcessSettings {
-            Arguments = $"run --project ./tools/OnnxDecoder.Bench/OnnxDecoder.Bench.csproj -c {configuration} --no-build -- \"{folder}\" 128 128 5",
-        });
-        if (exit != 0) throw new Exception($"OnnxDecoder.Bench failed on {folder}");
+        RunBench($"\"{folder}\" 128 128 5");
     }
+    RunBench("peers --checkpoint ../shared/models/stories260K/stories260K.bin --work ./artifacts/bench/stories260k --threads 2 --runs 5 " +
+        "--kl-tokens ../shared/models/stories260K/greedy_once_upon_a_time.json");
+    RunBench("peers --checkpoint llama-110m --work ./artifacts/bench/llama-110m --threads 2 --runs 5");
+    RunBench("overhead --model ./artifacts/models/stories260k --threads 1");
+});
+
+// int4 / int8 kernel candidates (MatMulNBits block size, accuracy level, zero points, fp16 scales,
+// DequantizeLinear -> MatMul, spinning, prepacking): speed and KL from fp32, on the synth llama-110m.
+Task("Bench-Kernels")
+    .IsDependentOn("Build")
+    .Does(() =>
+{
+    RunBench("kernels --checkpoint llama-110m --work ./artifacts/bench/llama-110m --threads 2 --runs 3");
+    RunBench("kernels --checkpoint ../shared/models/stories260K/stories260K.bin --work ./artifacts/bench/stories260k --threads 2 --runs 3");
 });
 
 RunTarget(target);

@@ -28,6 +28,9 @@ public sealed record ExecutionProviderOptions
     /// <summary>When set, ONNX Runtime records every node's time into a Chrome-trace JSON file whose
     /// name starts with this prefix (written when the session ends).</summary>
     public string? ProfileFilePrefix { get; init; }
+    /// <summary>ONNX Runtime session config entries, e.g. "session.intra_op.allow_spinning" = "0" or
+    /// "session.disable_prepacking" = "1" (the benchmark's kernel candidates set these).</summary>
+    public IReadOnlyDictionary<string, string>? SessionConfigEntries { get; init; }
 
     public static ExecutionProvider Parse(string name) => name.Trim().ToLowerInvariant() switch
     {
@@ -64,6 +67,7 @@ public static class ExecutionProviders
                 session.ProfileOutputPathPrefix = prefix;
                 session.EnableProfiling = true;
             }
+            foreach (var (key, value) in options.SessionConfigEntries ?? new Dictionary<string, string>()) session.AddSessionConfigEntry(key, value);
             if (sharedPool) session.DisablePerSessionThreads();
             else if (options.IntraOpThreads > 0) session.IntraOpNumThreads = options.IntraOpThreads;
             try

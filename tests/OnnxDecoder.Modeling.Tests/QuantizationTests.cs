@@ -9,8 +9,8 @@ namespace OnnxDecoder.Modeling.Tests;
 
 public class QuantizationTests
 {
-    /// <summary>Plain loops, written from the definition: per block of K, symmetric scale = max|w| / (2^(b-1) - 1)
-    /// with zero point 2^(b-1); asymmetric [min(0, lo), max(0, hi)] onto [0, 2^b - 1]; q = clamp(round(w / s) + z).</summary>
+    /// <summary>Plain loops, written from the definition: per block of K, symmetric 8-bit scale = max|w| / 127, symmetric
+    /// 4-bit scale = -m / 8 for m the element of largest magnitude (ggml's Q4_0), both with zero point 2^(b-1); asymmetric [min(0, lo), max(0, hi)] onto [0, 2^b - 1]; q = clamp(round(w / s) + z).</summary>
     private static (int[] Q, float[] Scales, int[] Zeros) Reference(float[] w, int n, int k, int bits, int bs, bool symmetric)
     {
         int blocks = (k + bs - 1) / bs, levels = (1 << bits) - 1, half = 1 << (bits - 1);
@@ -21,7 +21,8 @@ public class QuantizationTests
             for (int b = 0; b < blocks; b++)
             {
                 var values = Enumerable.Range(b * bs, Math.Min(bs, k - b * bs)).Select(i => w[row * k + i]).ToArray();
-                float scale = symmetric ? values.Max(Math.Abs) / (half - 1) : (Math.Max(0, values.Max()) - Math.Min(0, values.Min())) / levels;
+                float extreme = values.MaxBy(Math.Abs);
+                float scale = symmetric && bits == 4 ? extreme / -8 : symmetric ? values.Max(Math.Abs) / (half - 1) : (Math.Max(0, values.Max()) - Math.Min(0, values.Min())) / levels;
                 int zero = symmetric ? half : scale == 0 ? 0 : Math.Clamp((int)MathF.Round(-Math.Min(0, values.Min()) / scale), 0, levels);
                 scales[row * blocks + b] = scale;
                 zeros[row * blocks + b] = zero;
@@ -51,7 +52,12 @@ public class QuantizationTests
             }
         var dequantized = quantized.Dequantize();
         for (int i = 0; i < w.Length; i++)
-            Assert.That(dequantized[i], Is.EqualTo(w[i]).Within(scales[(i / k) * blocks + (i % k) / blockSize] * 0.5f + 1e-6f), "rounding to nearest loses at most half a step");
+        {
+            // Rounding to nearest loses at most half a step; Q4_0's side opposite the extreme clamps at +7 steps, so up to one step there.
+            float step = Math.Abs(scales[(i / k) * blocks + (i % k) / blockSize]);
+            Assert.That(dequantized[i], Is.EqualTo(w[i]).Within((symmetric && bits == 4 ? Math.Max(step / 2, Math.Abs(w[i]) - 7 * step) : step / 2) + 1e-6f),
+                "rounding to nearest loses at most half a step");
+        }
         Assert.That(quantized.Packed, Has.Length.EqualTo(n * blocks * blockSize * bits / 8), "MatMulNBits layout [N, blocks, block x bits / 8]");
     }
 

@@ -64,8 +64,10 @@ public sealed record QuantizedWeight(int N, int K, int Bits, int BlockSize, byte
 }
 
 /// <summary>
-/// Round-to-nearest block quantization, one tensor at a time. Symmetric: scale = max|w| / (2^(b-1) - 1)
-/// (and -2^(b-1) is never used, so zero stays exact); asymmetric: the block's [min, max] (widened to
+/// Round-to-nearest block quantization, one tensor at a time. Symmetric 8-bit: scale = max|w| / 127
+/// (ggml Q8_0's rule; -128 is never used); symmetric 4-bit: scale = -m / 8 with m the element of
+/// largest magnitude (ggml Q4_0's rule: 16 levels, a finer step than max|w| / 7; zero stays exact
+/// either way); asymmetric: the block's [min, max] (widened to
 /// hold 0) maps onto [0, 2^b - 1] with a rounded zero point. A K that the block size does not divide
 /// gets a last block padded with the zero point.
 /// </summary>
@@ -87,7 +89,17 @@ public static class BlockQuantizer
                 var block = weight.Slice(row * k + b * bs, Math.Min(bs, k - b * bs));
                 float scale;
                 int zero;
-                if (options.Symmetric)
+                if (options.Symmetric && bits == 4)
+                {
+                    // ggml Q4_0's rule: the element of largest magnitude maps exactly to level 0 (-8 steps), so all
+                    // 16 levels are used and the step is max/8 rather than max/7; the other side clamps at +7 steps.
+                    // The scale is negative when that element is positive.
+                    float extreme = 0;
+                    foreach (var v in block) if (Math.Abs(v) > Math.Abs(extreme)) extreme = v;
+                    scale = extreme / -half;
+                    zero = half;
+                }
+                else if (options.Symmetric)
                 {
                     float max = 0;
                     foreach (var v in block) max = Math.Max(max, Math.Abs(v));
