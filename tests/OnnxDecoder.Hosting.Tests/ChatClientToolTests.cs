@@ -101,6 +101,18 @@ public class ChatClientToolTests
         var forecast = AIFunctionFactory.Create((string city, int days) => "", "get_forecast", "Forecast");
         var time = AIFunctionFactory.Create((string timezone) => "", "get_time", "Time in a zone");
         var options = new ChatOptions { Tools = [forecast, time], ToolMode = ChatToolMode.RequireAny, Temperature = 0, MaxOutputTokens = 160, AllowMultipleToolCalls = false };
+        var finishReasons = new System.Collections.Concurrent.ConcurrentQueue<string?>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == OnnxDecoderTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity =>
+            {
+                if (activity.GetTagItem("gen_ai.request.model") as string == "synth-qwen-tools")
+                    finishReasons.Enqueue(activity.GetTagItem("gen_ai.response.finish_reasons") as string);
+            },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
         var response = await _client.GetResponseAsync([new ChatMessage(ChatRole.User, "What time is it in Tokyo?")], options);
         var calls = response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().ToList();
         Assert.That(response.FinishReason, Is.EqualTo(ChatFinishReason.ToolCalls));
@@ -116,6 +128,7 @@ public class ChatClientToolTests
             finish ??= update.FinishReason;
         }
         Assert.That(finish, Is.EqualTo(ChatFinishReason.ToolCalls));
+        Assert.That(finishReasons, Is.EqualTo(new[] { "tool_calls", "tool_calls" }), "the telemetry span of each call, streamed or not");
         Assert.That(streamed.Select(c => (c.Name, JsonSerializer.Serialize(c.Arguments))), Is.EqualTo(calls.Select(c => (c.Name, JsonSerializer.Serialize(c.Arguments)))));
     }
 
