@@ -171,7 +171,8 @@ public static partial class OpenAIEndpoints
                 GenerationResult result;
                 string finish;
                 if (request.Stream)
-                    (result, finish) = await Stream(http, sequence, plan, id, created, model.ModelId, request.IncludeUsage, promptIds.Length, clock, operation).ConfigureAwait(false);
+                    (result, finish) = await Stream(http, sequence, plan, id, created, model.ModelId, request.IncludeUsage, promptIds.Length,
+                        clock, operation).ConfigureAwait(false);
                 else
                 {
                     bool first = true;
@@ -184,12 +185,15 @@ public static partial class OpenAIEndpoints
                     object body = chat
                         ? new ChatCompletion(id, "chat.completion", created, model.ModelId, [reply is { Calls.Count: > 0 }
                             ? new ChatChoice(0, new ChatMessageBody("assistant", reply.Content.Length > 0 ? reply.Content : null,
-                                [.. reply.Calls.Select(c => new ToolCallBody(ChatRequestPlan.NewCallId(), "function", new FunctionCallBody(c.Name, c.ArgumentsJson)))]), finish)
+                                [.. reply.Calls.Select(c => new ToolCallBody(ChatRequestPlan.NewCallId(), "function",
+                                    new FunctionCallBody(c.Name, c.ArgumentsJson)))]), finish)
                             : new ChatChoice(0, new ChatMessageBody("assistant", result.Text), finish)], usage)
-                        : new TextCompletion(id, "text_completion", created, model.ModelId, [new TextChoice(result.Text, 0, null, finish)], usage);
+                        : new TextCompletion(id, "text_completion", created, model.ModelId,
+                            [new TextChoice(result.Text, 0, null, finish)], usage);
                     await Results.Json(body, Json).ExecuteAsync(http).ConfigureAwait(false);
                 }
-                OnnxDecoderTelemetry.RecordCompletion(model.ModelId, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds, activity, finish);
+                OnnxDecoderTelemetry.RecordCompletion(model.ModelId, operation, promptIds.Length, result.TokenIds.Length,
+                    clock.Elapsed.TotalSeconds, activity, finish);
                 activity?.SetTag("gen_ai.response.id", id);
                 Log.Completed(logger, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalMilliseconds, result.StopReason.ToString());
             }
@@ -208,7 +212,8 @@ public static partial class OpenAIEndpoints
     }
 
     /// <returns>The result and the finish reason the stream ended with ("tool_calls" when the reply parsed as calls).</returns>
-    private static async Task<(GenerationResult Result, string Finish)> Stream(HttpContext http, BatchedSequence sequence, ChatRequestPlan? plan, string id, long created, string modelId, bool includeUsage, int promptTokens, Stopwatch clock, string operation)
+    private static async Task<(GenerationResult Result, string Finish)> Stream(HttpContext http, BatchedSequence sequence,
+        ChatRequestPlan? plan, string id, long created, string modelId, bool includeUsage, int promptTokens, Stopwatch clock, string operation)
     {
         bool chat = plan is not null;
         var aborted = http.RequestAborted;

@@ -32,7 +32,8 @@ public class ChatClientToolTests
         _root = TestPaths.NewTempFolder("hosting-tools");
         (_host, _client) = await StartHost(ToolModel.Create(_root));
         string stories = Path.Combine(_root, "stories260k");
-        ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, stories, new ExportOptions { Lowering = Lowering.Ort });
+        ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, stories,
+            new ExportOptions { Lowering = Lowering.Ort });
         (_storiesHost, _stories) = await StartHost(stories);
     }
 
@@ -105,7 +106,8 @@ public class ChatClientToolTests
         using var listener = new System.Diagnostics.ActivityListener
         {
             ShouldListenTo = source => source.Name == OnnxDecoderTelemetry.Name,
-            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) =>
+                System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
             ActivityStopped = activity =>
             {
                 if (activity.GetTagItem("gen_ai.request.model") as string == "synth-qwen-tools")
@@ -146,15 +148,19 @@ public class ChatClientToolTests
             var message = new ChatMessage(ChatRole.User, $"JSON please ({name})");
             foreach (var temperature in new[] { 0f, 1f })
             {
-                var response = await client.GetResponseAsync([message], new ChatOptions { ResponseFormat = format, Temperature = temperature, Seed = 3, MaxOutputTokens = 100 });
-                cases.Add((schema, response.Text));
-                free.Add((schema, (await client.GetResponseAsync([message], new ChatOptions { Temperature = temperature, Seed = 3, MaxOutputTokens = 100 })).Text));
+                var plain = new ChatOptions { Temperature = temperature, Seed = 3, MaxOutputTokens = 100 };
+                var constrained = plain.Clone();
+                constrained.ResponseFormat = format;
+                cases.Add((schema, (await client.GetResponseAsync([message], constrained)).Text));
+                free.Add((schema, (await client.GetResponseAsync([message], plain)).Text));
             }
         }
         Assert.That(cases, Has.Count.GreaterThanOrEqualTo(40), "at least 20 schemas, greedy and sampled");
         PythonJsonSchema.AssertAllValid(cases, $"{model}: ChatResponseFormat.ForJsonSchema");
-        Assert.That(PythonJsonSchema.Judge(free).Count(v => v is null), Is.Zero, $"{model}: without ResponseFormat the text is not valid JSON for the schema");
-        var json = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "JSON please")], new ChatOptions { ResponseFormat = ChatResponseFormat.Json, Temperature = 1, Seed = 4, MaxOutputTokens = 80 });
+        Assert.That(PythonJsonSchema.Judge(free).Count(v => v is null), Is.Zero,
+            $"{model}: without ResponseFormat the text is not valid JSON for the schema");
+        var json = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "JSON please")],
+            new ChatOptions { ResponseFormat = ChatResponseFormat.Json, Temperature = 1, Seed = 4, MaxOutputTokens = 80 });
         PythonJsonSchema.AssertAllValid([("""{"type": "object"}""", json.Text)], $"{model}: ChatResponseFormat.Json");
     }
 

@@ -48,7 +48,8 @@ public class StoriesStructuredOutputTests
             var options = new ChatCompletionOptions
             {
                 ToolChoice = ChatToolChoice.CreateAutoChoice(), Temperature = temperature, Seed = seed, MaxOutputTokenCount = 80,
-                ResponseFormat = ChatResponseFormat.CreateJsonSchemaFormat("call", BinaryData.FromString(callSchema), jsonSchemaIsStrict: true),
+                ResponseFormat = ChatResponseFormat.CreateJsonSchemaFormat("call", BinaryData.FromString(callSchema),
+                    jsonSchemaIsStrict: true),
             };
 #pragma warning restore OPENAI001
             // Only the one function: the folded tool text must fit stories260K's 512 positions.

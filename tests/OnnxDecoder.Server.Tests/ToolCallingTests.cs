@@ -196,17 +196,24 @@ public class ToolCallingTests
                 ["tool_calls"] = new JsonArray(new JsonObject
                 {
                     ["id"] = call.Id, ["type"] = "function",
-                    ["function"] = new JsonObject { ["name"] = call.FunctionName, ["arguments"] = JsonNode.Parse(call.FunctionArguments.ToString()) },
+                    ["function"] = new JsonObject
+                    {
+                        ["name"] = call.FunctionName, ["arguments"] = JsonNode.Parse(call.FunctionArguments.ToString()),
+                    },
                 }),
             });
             history.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = call.Id, ["content"] = result });
         }
         var last = (await client.CompleteChatAsync(conversation, Options(ChatToolChoice.CreateAutoChoice(), 0, 3))).Value;
-        Assert.That(last.FinishReason, Is.AnyOf(OpenAI.Chat.ChatFinishReason.Stop, OpenAI.Chat.ChatFinishReason.Length, OpenAI.Chat.ChatFinishReason.ToolCalls));
+        Assert.That(last.FinishReason,
+            Is.AnyOf(OpenAI.Chat.ChatFinishReason.Stop, OpenAI.Chat.ChatFinishReason.Length, OpenAI.Chat.ChatFinishReason.ToolCalls));
         Assert.That(last.Usage.OutputTokenCount, Is.GreaterThan(0), "the model continued after the second result");
 
         // The third prompt is python3-jinja2's rendering of Qwen3's template with both calls and both results.
-        var variables = new JsonObject { ["messages"] = history, ["tools"] = Tools.DeepClone(), ["documents"] = null, ["add_generation_prompt"] = true };
+        var variables = new JsonObject
+        {
+            ["messages"] = history, ["tools"] = Tools.DeepClone(), ["documents"] = null, ["add_generation_prompt"] = true,
+        };
         var reference = Jinja2Reference.Render([new TemplateCase("qwen3 two tool results", ToolModel.QwenTemplate(), variables)])[0];
         foreach (var (_, result) in results) Assert.That(reference.Text, Does.Contain("<tool_response>\n" + result + "\n</tool_response>"));
         Assert.That(last.Usage.InputTokenCount, Is.EqualTo(TextTokenizer.Load(_model, null).Encode(reference.Text!, addBos: false).Length));
@@ -219,26 +226,30 @@ public class ToolCallingTests
         using var listener = new System.Diagnostics.ActivityListener
         {
             ShouldListenTo = source => source.Name == OnnxDecoder.Hosting.OnnxDecoderTelemetry.Name,
-            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) =>
+                System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
             ActivityStopped = activity =>
             {
-                if (activity.GetTagItem("gen_ai.response.id") is string id) finishById[id] = activity.GetTagItem("gen_ai.response.finish_reasons") as string;
+                if (activity.GetTagItem("gen_ai.response.id") is string id)
+                    finishById[id] = activity.GetTagItem("gen_ai.response.finish_reasons") as string;
             },
         };
         System.Diagnostics.ActivitySource.AddActivityListener(listener);
         var client = Client();
-        var call = (await client.CompleteChatAsync([new UserChatMessage("Add 1 and 2")], Options(ChatToolChoice.CreateRequiredChoice(), 0, 1))).Value;
+        var required = Options(ChatToolChoice.CreateRequiredChoice(), 0, 1);
+        var call = (await client.CompleteChatAsync([new UserChatMessage("Add 1 and 2")], required)).Value;
         var text = (await client.CompleteChatAsync([new UserChatMessage("Hello")], new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 8 })).Value;
         string? streamedId = null;
-        await foreach (var update in client.CompleteChatStreamingAsync([new UserChatMessage("Add 1 and 2")], Options(ChatToolChoice.CreateRequiredChoice(), 0, 1)))
+        await foreach (var update in client.CompleteChatStreamingAsync([new UserChatMessage("Add 1 and 2")], required))
             streamedId ??= update.CompletionId;
         Assert.That(call.FinishReason, Is.EqualTo(OpenAI.Chat.ChatFinishReason.ToolCalls));
         // The span ends just after the reply is written: wait for it a little.
-        for (int wait = 0; wait < 100 && !(finishById.ContainsKey(call.Id) && finishById.ContainsKey(text.Id) && finishById.ContainsKey(streamedId!)); wait++)
-            await Task.Delay(50);
+        string[] ids = [call.Id, text.Id, streamedId!];
+        for (int wait = 0; wait < 100 && !ids.All(finishById.ContainsKey); wait++) await Task.Delay(50);
         Assert.That(finishById.GetValueOrDefault(call.Id), Is.EqualTo("tool_calls"));
         Assert.That(finishById.GetValueOrDefault(streamedId!), Is.EqualTo("tool_calls"), "streamed");
-        Assert.That(finishById.GetValueOrDefault(text.Id), Is.EqualTo(text.FinishReason == OpenAI.Chat.ChatFinishReason.Length ? "length" : "stop"));
+        Assert.That(finishById.GetValueOrDefault(text.Id),
+            Is.EqualTo(text.FinishReason == OpenAI.Chat.ChatFinishReason.Length ? "length" : "stop"));
     }
 
     [Test]
@@ -261,7 +272,8 @@ public class ToolCallingTests
 
     /// <summary>Streams the same request and checks that its text, call names, call arguments and finish reason
     /// reassemble to <paramref name="whole"/>, the non-streamed reply.</summary>
-    internal static async Task AssertStreamReassembles(ChatClient client, string prompt, ChatCompletionOptions options, OpenAI.Chat.ChatCompletion whole)
+    internal static async Task AssertStreamReassembles(ChatClient client, string prompt, ChatCompletionOptions options,
+        OpenAI.Chat.ChatCompletion whole)
     {
         var content = new System.Text.StringBuilder();
         var names = new SortedDictionary<int, string>();
@@ -281,12 +293,14 @@ public class ToolCallingTests
         string wholeText = whole.Content.Count > 0 ? whole.Content[0].Text : "";
         Assert.That(content.ToString(), Is.EqualTo(wholeText), prompt);
         Assert.That(names.Values, Is.EqualTo(whole.ToolCalls.Select(c => c.FunctionName)), prompt);
-        Assert.That(arguments.Values.Select(a => a.ToString()), Is.EqualTo(whole.ToolCalls.Select(c => c.FunctionArguments.ToString())), prompt);
+        Assert.That(arguments.Values.Select(a => a.ToString()),
+            Is.EqualTo(whole.ToolCalls.Select(c => c.FunctionArguments.ToString())), prompt);
         Assert.That(finish, Is.EqualTo(whole.FinishReason), prompt);
     }
 
     [Test]
-    public Task Json_schema_outputs_validate_and_the_same_prompts_without_it_do_not() => JsonSchemaOutputsValidate(Client(), "synth-qwen-tools");
+    public Task Json_schema_outputs_validate_and_the_same_prompts_without_it_do_not() =>
+        JsonSchemaOutputsValidate(Client(), "synth-qwen-tools");
 
     /// <summary>Every schema of the constraint tests through response_format json_schema (strict), greedy and sampled: each
     /// output validates; the same prompts without response_format give nothing valid; json_object gives an object.</summary>
@@ -309,14 +323,16 @@ public class ToolCallingTests
             }
             foreach (var temperature in new[] { 0f, 1f })
             {
-                var unconstrained = (await client.CompleteChatAsync([message], new ChatCompletionOptions { Temperature = temperature, Seed = 5, MaxOutputTokenCount = 120 })).Value;
+                var plain = new ChatCompletionOptions { Temperature = temperature, Seed = 5, MaxOutputTokenCount = 120 };
+                var unconstrained = (await client.CompleteChatAsync([message], plain)).Value;
                 free.Add((schema, unconstrained.Content.Count > 0 ? unconstrained.Content[0].Text : ""));
             }
         }
         Assert.That(constrained, Has.Count.GreaterThanOrEqualTo(40), "at least 20 schemas, greedy and sampled");
         PythonJsonSchema.AssertAllValid(constrained, $"{model}: response_format json_schema");
         var verdicts = PythonJsonSchema.Judge(free);
-        Assert.That(verdicts.Count(v => v is null), Is.Zero, $"{model}: without response_format the model's text is not valid JSON for the schema");
+        Assert.That(verdicts.Count(v => v is null), Is.Zero,
+            $"{model}: without response_format the model's text is not valid JSON for the schema");
 
         var json = (await client.CompleteChatAsync([new UserChatMessage("Give JSON")],
             new ChatCompletionOptions { Temperature = 1, Seed = 9, MaxOutputTokenCount = 80, ResponseFormat = OpenAI.Chat.ChatResponseFormat.CreateJsonObjectFormat() })).Value;

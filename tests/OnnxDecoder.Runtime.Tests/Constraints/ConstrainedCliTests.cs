@@ -17,7 +17,8 @@ public class ConstrainedCliTests
 
     private static string GenerateText(string folder, string prompt, params string[] extra)
     {
-        var run = OnnxDecoderCli.Run(["generate", "--model", folder, "--prompt", prompt, "--max-tokens", "100", "--format", "json", .. extra]);
+        var run = OnnxDecoderCli.Run(["generate", "--model", folder, "--prompt", prompt, "--max-tokens", "100", "--format", "json",
+            .. extra]);
         Assert.That(run.ExitCode, Is.EqualTo(0), run.Stderr);
         using var output = JsonDocument.Parse(run.Stdout);
         return output.RootElement.GetProperty("text").GetString()!;
@@ -38,7 +39,10 @@ public class ConstrainedCliTests
         {
             string path = WriteSchema(name, schema);
             for (int model = 0; model < folders.Length; model++)
-                cases.Add((schema, GenerateText(folders[model], prompt, ["--json-schema", path, .. (index + model) % 2 == 0 ? Greedy : Sampled(index)])));
+            {
+                string[] sampling = (index + model) % 2 == 0 ? Greedy : Sampled(index);
+                cases.Add((schema, GenerateText(folders[model], prompt, ["--json-schema", path, .. sampling])));
+            }
         }
         Assert.That(cases, Has.Count.GreaterThanOrEqualTo(40));
         PythonJsonSchema.AssertAllValid(cases, "generate --json-schema");
@@ -46,7 +50,8 @@ public class ConstrainedCliTests
         // The same prompt without the constraint, greedy and sampled, is valid JSON for none of the schemas.
         var free = folders.SelectMany(f => new[] { GenerateText(f, prompt, Greedy), GenerateText(f, prompt, Sampled(1)) }).ToList();
         var unconstrained = free.SelectMany(text => Schemas.All.Select(s => (s.Json, text))).ToList();
-        Assert.That(PythonJsonSchema.Judge(unconstrained).Count(v => v is null), Is.Zero, "without --json-schema some output was already valid");
+        Assert.That(PythonJsonSchema.Judge(unconstrained).Count(v => v is null), Is.Zero,
+            "without --json-schema some output was already valid");
 
         var any = GenerateText(folders[0], "The dog", "--json", "--temperature", "1", "--seed", "2");
         PythonJsonSchema.AssertAllValid([("true", any)], "generate --json");
