@@ -169,8 +169,10 @@ public static partial class OpenAIEndpoints
             try
             {
                 GenerationResult result;
+                string finish;
                 if (request.Stream)
-                    result = await Stream(http, sequence, plan, id, created, model.ModelId, request.IncludeUsage, promptIds.Length, clock, operation).ConfigureAwait(false);
+                    (result, finish) = await Stream(http, sequence, plan, id, created, model.ModelId, request.IncludeUsage, promptIds.Length,
+                        clock, operation).ConfigureAwait(false);
                 else
                 {
                     bool first = true;
@@ -179,15 +181,19 @@ public static partial class OpenAIEndpoints
                     result = await sequence.Completion.ConfigureAwait(false);
                     var usage = Usage.Of(promptIds.Length, sequence, result);
                     var reply = plan?.Parse(result.Text);
+                    finish = reply is { Calls.Count: > 0 } ? "tool_calls" : FinishReason(result);
                     object body = chat
                         ? new ChatCompletion(id, "chat.completion", created, model.ModelId, [reply is { Calls.Count: > 0 }
                             ? new ChatChoice(0, new ChatMessageBody("assistant", reply.Content.Length > 0 ? reply.Content : null,
-                                [.. reply.Calls.Select(c => new ToolCallBody(ChatRequestPlan.NewCallId(), "function", new FunctionCallBody(c.Name, c.ArgumentsJson)))]), "tool_calls")
-                            : new ChatChoice(0, new ChatMessageBody("assistant", result.Text), FinishReason(result))], usage)
-                        : new TextCompletion(id, "text_completion", created, model.ModelId, [new TextChoice(result.Text, 0, null, FinishReason(result))], usage);
+                                [.. reply.Calls.Select(c => new ToolCallBody(ChatRequestPlan.NewCallId(), "function",
+                                    new FunctionCallBody(c.Name, c.ArgumentsJson)))]), finish)
+                            : new ChatChoice(0, new ChatMessageBody("assistant", result.Text), finish)], usage)
+                        : new TextCompletion(id, "text_completion", created, model.ModelId,
+                            [new TextChoice(result.Text, 0, null, finish)], usage);
                     await Results.Json(body, Json).ExecuteAsync(http).ConfigureAwait(false);
                 }
-                OnnxDecoderTelemetry.RecordCompletion(model.ModelId, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalSeconds, activity, FinishReason(result));
+                OnnxDecoderTelemetry.RecordCompletion(model.ModelId, operation, promptIds.Length, result.TokenIds.Length,
+                    clock.Elapsed.TotalSeconds, activity, finish);
                 activity?.SetTag("gen_ai.response.id", id);
                 Log.Completed(logger, operation, promptIds.Length, result.TokenIds.Length, clock.Elapsed.TotalMilliseconds, result.StopReason.ToString());
             }
@@ -205,7 +211,9 @@ public static partial class OpenAIEndpoints
         }
     }
 
-    private static async Task<GenerationResult> Stream(HttpContext http, BatchedSequence sequence, ChatRequestPlan? plan, string id, long created, string modelId, bool includeUsage, int promptTokens, Stopwatch clock, string operation)
+    /// <returns>The result and the finish reason the stream ended with ("tool_calls" when the reply parsed as calls).</returns>
+    private static async Task<(GenerationResult Result, string Finish)> Stream(HttpContext http, BatchedSequence sequence,
+        ChatRequestPlan? plan, string id, long created, string modelId, bool includeUsage, int promptTokens, Stopwatch clock, string operation)
     {
         bool chat = plan is not null;
         var aborted = http.RequestAborted;
@@ -269,7 +277,7 @@ public static partial class OpenAIEndpoints
         }
         await http.Response.Body.WriteAsync(Done, aborted).ConfigureAwait(false);
         await http.Response.Body.FlushAsync(aborted).ConfigureAwait(false);
-        return result;
+        return (result, finish);
     }
 
     /// <summary>A call as OpenAI streams it: id, type and name with empty arguments first, then the arguments in pieces.</summary>

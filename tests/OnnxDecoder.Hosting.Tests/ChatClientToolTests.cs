@@ -4,6 +4,9 @@ using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using OnnxDecoder.Exporters;
+using OnnxDecoder.Exporters.Tests;
+using OnnxDecoder.Modeling;
 using OnnxDecoder.Runtime.Tests.Constraints;
 using OnnxDecoder.Tests.Shared;
 using ChatMessage = Microsoft.Extensions.AI.ChatMessage;
@@ -20,27 +23,38 @@ namespace OnnxDecoder.Hosting.Tests;
 public class ChatClientToolTests
 {
     private string _root = "";
-    private IHost _host = null!;
-    private IChatClient _client = null!;
+    private IHost _host = null!, _storiesHost = null!;
+    private IChatClient _client = null!, _stories = null!;
 
     [OneTimeSetUp]
     public async Task Start()
     {
         _root = TestPaths.NewTempFolder("hosting-tools");
-        string model = ToolModel.Create(_root);
+        (_host, _client) = await StartHost(ToolModel.Create(_root));
+        string stories = Path.Combine(_root, "stories260k");
+        ModelFolderWriter.Export(Stories260K.LegacyCheckpoint, Stories260K.Tokenizer, stories,
+            new ExportOptions { Lowering = Lowering.Ort });
+        (_storiesHost, _stories) = await StartHost(stories);
+    }
+
+    private static async Task<(IHost, IChatClient)> StartHost(string model)
+    {
         var builder = Host.CreateApplicationBuilder();
         builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?> { ["OnnxDecoder:ModelPath"] = model, ["OnnxDecoder:MaxConcurrentSequences"] = "2" });
         builder.Services.AddOnnxDecoder(builder.Configuration.GetSection(OnnxDecoderOptions.Section));
-        _host = builder.Build();
-        await _host.StartAsync();
-        _client = _host.Services.GetRequiredService<IChatClient>();
+        var host = builder.Build();
+        await host.StartAsync();
+        return (host, host.Services.GetRequiredService<IChatClient>());
     }
 
     [OneTimeTearDown]
     public async Task Stop()
     {
-        await _host.StopAsync();
-        _host.Dispose();
+        foreach (var host in new[] { _host, _storiesHost })
+        {
+            await host.StopAsync();
+            host.Dispose();
+        }
         Directory.Delete(_root, recursive: true);
     }
 
@@ -88,6 +102,19 @@ public class ChatClientToolTests
         var forecast = AIFunctionFactory.Create((string city, int days) => "", "get_forecast", "Forecast");
         var time = AIFunctionFactory.Create((string timezone) => "", "get_time", "Time in a zone");
         var options = new ChatOptions { Tools = [forecast, time], ToolMode = ChatToolMode.RequireAny, Temperature = 0, MaxOutputTokens = 160, AllowMultipleToolCalls = false };
+        var finishReasons = new System.Collections.Concurrent.ConcurrentQueue<string?>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == OnnxDecoderTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) =>
+                System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity =>
+            {
+                if (activity.GetTagItem("gen_ai.request.model") as string == "synth-qwen-tools")
+                    finishReasons.Enqueue(activity.GetTagItem("gen_ai.response.finish_reasons") as string);
+            },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
         var response = await _client.GetResponseAsync([new ChatMessage(ChatRole.User, "What time is it in Tokyo?")], options);
         var calls = response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().ToList();
         Assert.That(response.FinishReason, Is.EqualTo(ChatFinishReason.ToolCalls));
@@ -103,25 +130,43 @@ public class ChatClientToolTests
             finish ??= update.FinishReason;
         }
         Assert.That(finish, Is.EqualTo(ChatFinishReason.ToolCalls));
+        Assert.That(finishReasons, Is.EqualTo(new[] { "tool_calls", "tool_calls" }), "the telemetry span of each call, streamed or not");
         Assert.That(streamed.Select(c => (c.Name, JsonSerializer.Serialize(c.Arguments))), Is.EqualTo(calls.Select(c => (c.Name, JsonSerializer.Serialize(c.Arguments)))));
     }
 
-    [Test]
-    public async Task ResponseFormat_json_schema_outputs_validate_and_ToolMode_None_leaves_text()
+    [TestCase("synth-qwen-tools")]
+    [TestCase("stories260K")]
+    public async Task ResponseFormat_json_schema_outputs_validate_and_the_same_prompts_without_it_do_not(string model)
     {
+        var client = model == "stories260K" ? _stories : _client;
         var cases = new List<(string Schema, string Text)>();
-        foreach (var (name, schema) in Schemas.All.Take(12))
+        var free = new List<(string Schema, string Text)>();
+        foreach (var (name, schema) in Schemas.All)
         {
             using var document = JsonDocument.Parse(schema);
             var format = ChatResponseFormat.ForJsonSchema(document.RootElement.Clone(), name);
+            var message = new ChatMessage(ChatRole.User, $"JSON please ({name})");
             foreach (var temperature in new[] { 0f, 1f })
             {
-                var response = await _client.GetResponseAsync([new ChatMessage(ChatRole.User, "JSON please")],
-                    new ChatOptions { ResponseFormat = format, Temperature = temperature, Seed = 3, MaxOutputTokens = 100 });
-                cases.Add((schema, response.Text));
+                var plain = new ChatOptions { Temperature = temperature, Seed = 3, MaxOutputTokens = 100 };
+                var constrained = plain.Clone();
+                constrained.ResponseFormat = format;
+                cases.Add((schema, (await client.GetResponseAsync([message], constrained)).Text));
+                free.Add((schema, (await client.GetResponseAsync([message], plain)).Text));
             }
         }
-        PythonJsonSchema.AssertAllValid(cases, "ChatResponseFormat.ForJsonSchema");
+        Assert.That(cases, Has.Count.GreaterThanOrEqualTo(40), "at least 20 schemas, greedy and sampled");
+        PythonJsonSchema.AssertAllValid(cases, $"{model}: ChatResponseFormat.ForJsonSchema");
+        Assert.That(PythonJsonSchema.Judge(free).Count(v => v is null), Is.Zero,
+            $"{model}: without ResponseFormat the text is not valid JSON for the schema");
+        var json = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "JSON please")],
+            new ChatOptions { ResponseFormat = ChatResponseFormat.Json, Temperature = 1, Seed = 4, MaxOutputTokens = 80 });
+        PythonJsonSchema.AssertAllValid([("""{"type": "object"}""", json.Text)], $"{model}: ChatResponseFormat.Json");
+    }
+
+    [Test]
+    public async Task ResponseFormat_Json_gives_an_object_and_ToolMode_None_leaves_text()
+    {
 
         var json = await _client.GetResponseAsync([new ChatMessage(ChatRole.User, "JSON please")], new ChatOptions { ResponseFormat = ChatResponseFormat.Json, Temperature = 1, Seed = 4, MaxOutputTokens = 80 });
         PythonJsonSchema.AssertAllValid([("""{"type": "object"}""", json.Text)], "ChatResponseFormat.Json");

@@ -50,11 +50,11 @@ public class ToolCallingTests
     private ChatClient Client() =>
         new("synth-qwen-tools", new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(_address, "/v1"), NetworkTimeout = TimeSpan.FromMinutes(2) });
 
-    private static List<ChatTool> ChatTools() =>
+    internal static List<ChatTool> ChatTools() =>
         [.. Tools.Select(t => ChatTool.CreateFunctionTool((string)t!["function"]!["name"]!, (string?)t["function"]!["description"],
             BinaryData.FromString(t["function"]!["parameters"]!.ToJsonString())))];
 
-    private static string Schema(string function) => Tools.Single(t => (string)t!["function"]!["name"]! == function)!["function"]!["parameters"]!.ToJsonString();
+    internal static string Schema(string function) => Tools.Single(t => (string)t!["function"]!["name"]! == function)!["function"]!["parameters"]!.ToJsonString();
 
     private static ChatCompletionOptions Options(ChatToolChoice choice, float temperature, long seed, bool parallel = false)
     {
@@ -100,6 +100,7 @@ public class ToolCallingTests
                 var completion = (await client.CompleteChatAsync([new UserChatMessage("Please help")], Options(ChatToolChoice.CreateFunctionChoice(function), temperature, 7))).Value;
                 Assert.That(completion.FinishReason, Is.EqualTo(OpenAI.Chat.ChatFinishReason.ToolCalls));
                 Assert.That(completion.ToolCalls.Select(c => c.FunctionName), Is.All.EqualTo(function));
+                Assert.That(completion.ToolCalls, Has.Count.EqualTo(1), "parallel_tool_calls false allows one call");
                 judged.AddRange(completion.ToolCalls.Select(c => (Schema(function), c.FunctionArguments.ToString())));
             }
         PythonJsonSchema.AssertAllValid(judged, "named tool_choice");
@@ -173,9 +174,138 @@ public class ToolCallingTests
     }
 
     [Test]
-    public async Task Json_schema_outputs_validate_and_the_same_prompts_without_it_do_not()
+    public async Task A_conversation_with_two_rounds_of_tool_results_continues_and_both_results_reach_the_template()
     {
         var client = Client();
+        const string question = "Weather in Rome, and 2 plus 40?";
+        List<OpenAI.Chat.ChatMessage> conversation = [new UserChatMessage(question)];
+        var history = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = question });
+        var results = new[] { ("get_weather", "{\"temperature\": 21}"), ("add", "42") };
+        foreach (var (function, result) in results)
+        {
+            var round = (await client.CompleteChatAsync(conversation, Options(ChatToolChoice.CreateFunctionChoice(function), 0, 3))).Value;
+            Assert.That(round.FinishReason, Is.EqualTo(OpenAI.Chat.ChatFinishReason.ToolCalls), $"round calling {function}");
+            var call = round.ToolCalls.Single();
+            Assert.That(call.FunctionName, Is.EqualTo(function));
+            PythonJsonSchema.AssertAllValid([(Schema(function), call.FunctionArguments.ToString())], $"round calling {function}");
+            conversation.Add(new AssistantChatMessage([call]));
+            conversation.Add(new ToolChatMessage(call.Id, result));
+            history.Add(new JsonObject
+            {
+                ["role"] = "assistant", ["content"] = "",
+                ["tool_calls"] = new JsonArray(new JsonObject
+                {
+                    ["id"] = call.Id, ["type"] = "function",
+                    ["function"] = new JsonObject
+                    {
+                        ["name"] = call.FunctionName, ["arguments"] = JsonNode.Parse(call.FunctionArguments.ToString()),
+                    },
+                }),
+            });
+            history.Add(new JsonObject { ["role"] = "tool", ["tool_call_id"] = call.Id, ["content"] = result });
+        }
+        var last = (await client.CompleteChatAsync(conversation, Options(ChatToolChoice.CreateAutoChoice(), 0, 3))).Value;
+        Assert.That(last.FinishReason,
+            Is.AnyOf(OpenAI.Chat.ChatFinishReason.Stop, OpenAI.Chat.ChatFinishReason.Length, OpenAI.Chat.ChatFinishReason.ToolCalls));
+        Assert.That(last.Usage.OutputTokenCount, Is.GreaterThan(0), "the model continued after the second result");
+
+        // The third prompt is python3-jinja2's rendering of Qwen3's template with both calls and both results.
+        var variables = new JsonObject
+        {
+            ["messages"] = history, ["tools"] = Tools.DeepClone(), ["documents"] = null, ["add_generation_prompt"] = true,
+        };
+        var reference = Jinja2Reference.Render([new TemplateCase("qwen3 two tool results", ToolModel.QwenTemplate(), variables)])[0];
+        foreach (var (_, result) in results) Assert.That(reference.Text, Does.Contain("<tool_response>\n" + result + "\n</tool_response>"));
+        Assert.That(last.Usage.InputTokenCount, Is.EqualTo(TextTokenizer.Load(_model, null).Encode(reference.Text!, addBos: false).Length));
+    }
+
+    [Test]
+    public async Task Telemetry_records_finish_reason_tool_calls_for_a_call_streamed_or_not()
+    {
+        var finishById = new System.Collections.Concurrent.ConcurrentDictionary<string, string?>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == OnnxDecoder.Hosting.OnnxDecoderTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) =>
+                System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity =>
+            {
+                if (activity.GetTagItem("gen_ai.response.id") is string id)
+                    finishById[id] = activity.GetTagItem("gen_ai.response.finish_reasons") as string;
+            },
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        var client = Client();
+        var required = Options(ChatToolChoice.CreateRequiredChoice(), 0, 1);
+        var call = (await client.CompleteChatAsync([new UserChatMessage("Add 1 and 2")], required)).Value;
+        var text = (await client.CompleteChatAsync([new UserChatMessage("Hello")], new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 8 })).Value;
+        string? streamedId = null;
+        await foreach (var update in client.CompleteChatStreamingAsync([new UserChatMessage("Add 1 and 2")], required))
+            streamedId ??= update.CompletionId;
+        Assert.That(call.FinishReason, Is.EqualTo(OpenAI.Chat.ChatFinishReason.ToolCalls));
+        // The span ends just after the reply is written: wait for it a little.
+        string[] ids = [call.Id, text.Id, streamedId!];
+        for (int wait = 0; wait < 100 && !ids.All(finishById.ContainsKey); wait++) await Task.Delay(50);
+        Assert.That(finishById.GetValueOrDefault(call.Id), Is.EqualTo("tool_calls"));
+        Assert.That(finishById.GetValueOrDefault(streamedId!), Is.EqualTo("tool_calls"), "streamed");
+        Assert.That(finishById.GetValueOrDefault(text.Id),
+            Is.EqualTo(text.FinishReason == OpenAI.Chat.ChatFinishReason.Length ? "length" : "stop"));
+    }
+
+    [Test]
+    public async Task Tool_choice_auto_streamed_reassembles_to_the_non_streamed_reply()
+    {
+        // With tool_choice auto the reply may be text, calls or both: text streams until the syntax's opening marker could
+        // begin; from there the reply is held and its calls are sent as deltas once the reply ends (see README).
+        var client = Client();
+        int calls = 0;
+        foreach (var (prompt, index) in Prompts.Select((p, i) => (p, i)))
+        {
+            var options = Options(ChatToolChoice.CreateAutoChoice(), 0, 1, parallel: index % 2 == 1);
+            options.MaxOutputTokenCount = 60;
+            var whole = (await client.CompleteChatAsync([new UserChatMessage(prompt)], options)).Value;
+            await AssertStreamReassembles(client, prompt, options, whole);
+            calls += whole.ToolCalls.Count;
+        }
+        TestContext.Out.WriteLine($"auto: {calls} calls over {Prompts.Length} prompts");
+    }
+
+    /// <summary>Streams the same request and checks that its text, call names, call arguments and finish reason
+    /// reassemble to <paramref name="whole"/>, the non-streamed reply.</summary>
+    internal static async Task AssertStreamReassembles(ChatClient client, string prompt, ChatCompletionOptions options,
+        OpenAI.Chat.ChatCompletion whole)
+    {
+        var content = new System.Text.StringBuilder();
+        var names = new SortedDictionary<int, string>();
+        var arguments = new SortedDictionary<int, System.Text.StringBuilder>();
+        OpenAI.Chat.ChatFinishReason? finish = null;
+        await foreach (var update in client.CompleteChatStreamingAsync([new UserChatMessage(prompt)], options))
+        {
+            finish ??= update.FinishReason;
+            foreach (var part in update.ContentUpdate) content.Append(part.Text);
+            foreach (var delta in update.ToolCallUpdates)
+            {
+                if (delta.FunctionName is { } name) names[delta.Index] = name;
+                if (!arguments.TryGetValue(delta.Index, out var piece)) arguments[delta.Index] = piece = new();
+                if (delta.FunctionArgumentsUpdate is { } more && !more.ToMemory().IsEmpty) piece.Append(more.ToString());
+            }
+        }
+        string wholeText = whole.Content.Count > 0 ? whole.Content[0].Text : "";
+        Assert.That(content.ToString(), Is.EqualTo(wholeText), prompt);
+        Assert.That(names.Values, Is.EqualTo(whole.ToolCalls.Select(c => c.FunctionName)), prompt);
+        Assert.That(arguments.Values.Select(a => a.ToString()),
+            Is.EqualTo(whole.ToolCalls.Select(c => c.FunctionArguments.ToString())), prompt);
+        Assert.That(finish, Is.EqualTo(whole.FinishReason), prompt);
+    }
+
+    [Test]
+    public Task Json_schema_outputs_validate_and_the_same_prompts_without_it_do_not() =>
+        JsonSchemaOutputsValidate(Client(), "synth-qwen-tools");
+
+    /// <summary>Every schema of the constraint tests through response_format json_schema (strict), greedy and sampled: each
+    /// output validates; the same prompts without response_format give nothing valid; json_object gives an object.</summary>
+    public static async Task JsonSchemaOutputsValidate(ChatClient client, string model)
+    {
         var constrained = new List<(string Schema, string Text)>();
         var free = new List<(string Schema, string Text)>();
         foreach (var (name, schema) in Schemas.All)
@@ -191,17 +321,22 @@ public class ToolCallingTests
                 var completion = (await client.CompleteChatAsync([message], options)).Value;
                 constrained.Add((schema, completion.Content.Count > 0 ? completion.Content[0].Text : ""));
             }
-            var unconstrained = (await client.CompleteChatAsync([message], new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 120 })).Value;
-            free.Add((schema, unconstrained.Content.Count > 0 ? unconstrained.Content[0].Text : ""));
+            foreach (var temperature in new[] { 0f, 1f })
+            {
+                var plain = new ChatCompletionOptions { Temperature = temperature, Seed = 5, MaxOutputTokenCount = 120 };
+                var unconstrained = (await client.CompleteChatAsync([message], plain)).Value;
+                free.Add((schema, unconstrained.Content.Count > 0 ? unconstrained.Content[0].Text : ""));
+            }
         }
         Assert.That(constrained, Has.Count.GreaterThanOrEqualTo(40), "at least 20 schemas, greedy and sampled");
-        PythonJsonSchema.AssertAllValid(constrained, "response_format json_schema");
+        PythonJsonSchema.AssertAllValid(constrained, $"{model}: response_format json_schema");
         var verdicts = PythonJsonSchema.Judge(free);
-        Assert.That(verdicts.Count(v => v is null), Is.Zero, "without response_format the random model's text is not valid JSON for the schema");
+        Assert.That(verdicts.Count(v => v is null), Is.Zero,
+            $"{model}: without response_format the model's text is not valid JSON for the schema");
 
         var json = (await client.CompleteChatAsync([new UserChatMessage("Give JSON")],
             new ChatCompletionOptions { Temperature = 1, Seed = 9, MaxOutputTokenCount = 80, ResponseFormat = OpenAI.Chat.ChatResponseFormat.CreateJsonObjectFormat() })).Value;
-        PythonJsonSchema.AssertAllValid([("""{"type": "object"}""", json.Content[0].Text)], "response_format json_object");
+        PythonJsonSchema.AssertAllValid([("""{"type": "object"}""", json.Content[0].Text)], $"{model}: response_format json_object");
     }
 
     [TestCase("""{"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "string", "not": {"const": "a"}}}}}}], "tool_choice": "required"}""",
