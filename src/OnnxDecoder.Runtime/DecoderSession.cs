@@ -40,6 +40,7 @@ public sealed class DecoderSession : IDisposable
     private readonly int[] _nextPosition;          // per row: position id of the next real token
     private readonly OrtValue?[] _maskViews;       // [batch, T] views over _maskScratch, one per T, made on first use
     private int _busy;
+    private float[]? _allPositions;                // set during AppendScoringEach: receives [T, vocab]
     private bool _stepLogitsBound, _stepInputsBound;
 
     /// <summary>Loads the model in <paramref name="modelFolder"/> for this session alone.</summary>
@@ -179,6 +180,16 @@ public sealed class DecoderSession : IDisposable
         return _logits.Values;
     }
 
+    /// <summary>Appends <paramref name="tokens"/> to a batch of one in one run and writes the logits of every
+    /// appended position into <paramref name="logits"/> [tokens, vocab] (speculative verification).</summary>
+    internal void AppendScoringEach(long[] tokens, float[] logits, CancellationToken cancellationToken)
+    {
+        if (BatchSize != 1 || !_fullLogits) throw new InvalidOperationException("scoring every position needs a batch of one and a graph with logits for every position");
+        _allPositions = logits;
+        try { RunChunk(tokens, [.. Enumerable.Repeat(1L, tokens.Length)], tokens.Length, cancellationToken); }
+        finally { _allPositions = null; }
+    }
+
     /// <summary>One decode step: appends one token per row and returns the next logits [batch, vocab].</summary>
     public ReadOnlySpan<float> Step(scoped ReadOnlySpan<long> nextTokens, CancellationToken cancellationToken = default)
     {
@@ -259,7 +270,8 @@ public sealed class DecoderSession : IDisposable
             }
             _cache.Bind(_binding, Folder, Length, total);
             Run(cancellationToken);
-            if (_fullLogits) _logits.CopyLastPositions(_binding, BatchSize, size); // [batch, size, vocab]
+            if (_allPositions is not null) _logits.CopyAllPositions(_binding, size, _allPositions); // [1, size, vocab]
+            else if (_fullLogits) _logits.CopyLastPositions(_binding, BatchSize, size); // [batch, size, vocab]
             else _logits.Complete(BatchSize);
             _cache.Advance(total);
             Length = total;
