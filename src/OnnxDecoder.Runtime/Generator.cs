@@ -147,6 +147,7 @@ public sealed class Generator(DecoderSession session, TextTokenizer? tokenizer)
         if (Session.Length + input.Count > Session.MaxLength)
             throw new ContextFullException($"the prompt needs {Session.Length + input.Count} positions but the max length is {Session.MaxLength}: shorten the prompt or export with a larger --max-length");
 
+        if (options.Speculation is not null && !state.HasConstraint) Speculation.SpeculativeDecoding.CheckCanRollBack(Session, "target model");
         var clock = Stopwatch.StartNew();
         var ids = new long[input.Count];
         for (int i = 0; i < ids.Length; i++) ids[i] = input[i];
@@ -159,11 +160,7 @@ public sealed class Generator(DecoderSession session, TextTokenizer? tokenizer)
         var speculate = options.Speculation is { } chosen && !state.HasConstraint ? chosen : null;
         if (speculate is not null)
         {
-            Speculation.SpeculativeDecoding.CheckCanRollBack(Session, "target model");
             speculate.Drafter.Begin(Session, options.Sampling);
-        }
-        if (speculate is not null)
-        {
             var piece = state.Next(logits, Session.Length, Session.MaxLength);
             ttftMs = clock.Elapsed.TotalMilliseconds;
             if (piece is not null) onToken?.Invoke(piece);
