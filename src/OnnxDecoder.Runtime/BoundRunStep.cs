@@ -64,8 +64,13 @@ internal sealed class BoundRunStep : IDisposable
     /// first rows of <paramref name="cache"/>, or, with <paramref name="cacheRow"/> >= 0, that one row
     /// of a shared cache (a batch-of-one run writing straight into a batch row).
     /// </summary>
-    public void Run(int rows, int tokens, int total, KvCache cache, int cacheRow, int pastLength, CancellationToken cancellationToken)
+    /// <paramref name="allPositions"/>, when given for a batch of one, also receives every new position's logits
+    /// [tokens, vocab] (speculative verification).
+    public void Run(int rows, int tokens, int total, KvCache cache, int cacheRow, int pastLength, CancellationToken cancellationToken,
+        float[]? allPositions = null)
     {
+        if (allPositions is not null && (rows != 1 || !_model.FullLogits))
+            throw new InvalidOperationException("scoring every position needs a batch of one and a graph with logits for every position");
         if (rows <= 0 || rows > Rows || tokens <= 0 || rows * tokens > _ids.Length || rows * total > _mask.Length)
             throw new ArgumentOutOfRangeException(nameof(rows), $"{rows} rows x {tokens} tokens over {total} columns do not fit this step");
         var transient = _transient;
@@ -74,8 +79,8 @@ internal sealed class BoundRunStep : IDisposable
             Bind(GraphContract.InputIds, ref _boundIds, View(0, _ids, rows, tokens, transient));
             if (_model.HasPositionIds) Bind(GraphContract.PositionIds, ref _boundPositions, View(1, _positions, rows, tokens, transient));
             Bind(GraphContract.AttentionMask, ref _boundMask, View(2, _mask, rows, total, transient));
-            bool allPositions = _model.FullLogits && tokens > 1;
-            if (allPositions)
+            bool everyPosition = _model.FullLogits && tokens > 1;
+            if (everyPosition)
             {
                 // [rows, T, vocab]: ONNX Runtime allocates it in host memory; the last position is copied out.
                 _binding.BindOutputToDevice(GraphContract.Logits, _model.Memory.Host.Info);
@@ -96,8 +101,10 @@ internal sealed class BoundRunStep : IDisposable
             if (transient.Count > 0) _boundIds = _boundPositions = _boundMask = null; // the binding held a released value
             transient.Clear();
         }
-        if (_model.FullLogits && tokens > 1) _logits.CopyLastPositions(_binding, rows, tokens);
+        if (allPositions is not null && tokens > 1) _logits.CopyAllPositions(_binding, tokens, allPositions);
+        else if (_model.FullLogits && tokens > 1) _logits.CopyLastPositions(_binding, rows, tokens);
         else _logits.Complete(rows);
+        if (allPositions is not null && tokens == 1) _logits.Values[.._model.Folder.VocabSize].CopyTo(allPositions); // [1, vocab]
         cache.Advance(total);
     }
 

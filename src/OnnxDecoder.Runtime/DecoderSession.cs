@@ -167,6 +167,34 @@ public sealed class DecoderSession : IDisposable
         }
     }
 
+    /// <summary>Appends <paramref name="tokens"/> to a batch of one in one run and writes the logits of every
+    /// appended position into <paramref name="logits"/> [tokens, vocab] (speculative verification).</summary>
+    internal void AppendScoringEach(long[] tokens, float[] logits, CancellationToken cancellationToken)
+    {
+        if (BatchSize != 1) throw new InvalidOperationException("scoring every position needs a batch of one");
+        if (tokens.Length == 0) throw new ArgumentException("append at least one token", nameof(tokens));
+        Enter();
+        try
+        {
+            CheckRoom(tokens.Length);
+            var ids = _step.Ids(1, tokens.Length);
+            var positions = _step.Positions(1, tokens.Length);
+            for (int t = 0; t < tokens.Length; t++)
+            {
+                CheckToken(tokens[t]);
+                ids[t] = tokens[t];
+                positions[t] = _nextPosition[0] + t;
+                _maskRows[Length + t] = 1;
+            }
+            RunAndAdvance(tokens.Length, cancellationToken, logits);
+            _nextPosition[0] += tokens.Length;
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
     /// <summary>One decode step: appends one token per row and returns the next logits [batch, vocab].</summary>
     public ReadOnlySpan<float> Step(scoped ReadOnlySpan<long> nextTokens, CancellationToken cancellationToken = default)
     {
@@ -196,14 +224,14 @@ public sealed class DecoderSession : IDisposable
 
     /// <summary>Runs <paramref name="size"/> new positions of every row whose ids and positions are in the step,
     /// with the mask rows [batch, Length + size] copied contiguous into it.</summary>
-    private void RunAndAdvance(int size, CancellationToken cancellationToken)
+    private void RunAndAdvance(int size, CancellationToken cancellationToken, float[]? allPositions = null)
     {
         int total = Length + size;
         var mask = _step.Mask(BatchSize, total);
         // A batch of one keeps earlier columns in the step's mask (only ones are ever written there).
         if (BatchSize == 1) _maskRows.AsSpan(Length, size).CopyTo(mask[Length..]);
         else for (int row = 0; row < BatchSize; row++) _maskRows.AsSpan(row * MaxLength, total).CopyTo(mask.Slice(row * total, total));
-        _step.Run(BatchSize, size, total, _cache, cacheRow: -1, Length, cancellationToken);
+        _step.Run(BatchSize, size, total, _cache, cacheRow: -1, Length, cancellationToken, allPositions);
         Length = total;
     }
 

@@ -78,6 +78,20 @@ internal sealed class GenerationState
             _constraint.Advance(next);
         }
         else next = _sampler.Next(logits, history);
+        return Accept(next, positionsUsed, maxLength);
+    }
+
+    /// <summary>The sampler and the history it reads, for speculative verification (which computes
+    /// the distributions itself and then hands each chosen token to <see cref="Accept"/>).</summary>
+    public Sampler Sampler => _sampler;
+    public ReadOnlySpan<int> History => System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_history);
+    public bool HasConstraint => _constraint is not null;
+
+    /// <summary>Applies the stop rules to a token chosen outside <see cref="Next"/> (a verified draft);
+    /// same contract as <see cref="Next"/>. Constrained sequences choose through <see cref="Next"/> only.</summary>
+    public GeneratedToken? Accept(int next, int positionsUsed, int maxLength)
+    {
+        if (StopReason is not null) throw new InvalidOperationException("this sequence has already stopped");
         if (_eos.Contains(next))
         {
             StopReason = Runtime.StopReason.Eos;

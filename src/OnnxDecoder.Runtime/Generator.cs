@@ -19,6 +19,9 @@ public sealed record GenerationOptions
     /// <summary>Allows only tokens that keep the output inside a grammar (JSON, a JSON Schema, a regex,
     /// a tool call); each sequence keeps its own state. Null: unconstrained.</summary>
     public Sampling.Constraints.ILogitsConstraint? Constraint { get; init; }
+    /// <summary>Speculative decoding (a drafter and k); null: one target run per token. Ignored under a
+    /// <see cref="Constraint"/>, which decodes one token per run.</summary>
+    public Speculation.SpeculationOptions? Speculation { get; init; }
 }
 
 public sealed record GenerationTimings(double PrefillMs, double DecodeMs, double TimeToFirstTokenMs, int PrefillTokens, int DecodedTokens)
@@ -28,7 +31,9 @@ public sealed record GenerationTimings(double PrefillMs, double DecodeMs, double
     public double DecodeTokensPerSecond => DecodeMs > 0 ? DecodedTokens / (DecodeMs / 1000) : 0;
 }
 
-public sealed record GenerationResult(int[] PromptTokenIds, int[] TokenIds, string Text, StopReason StopReason, GenerationTimings Timings);
+/// <param name="Speculation">Drafts proposed and accepted, when generated with speculation.</param>
+public sealed record GenerationResult(int[] PromptTokenIds, int[] TokenIds, string Text, StopReason StopReason, GenerationTimings Timings,
+    Speculation.SpeculationStats? Speculation = null);
 
 /// <summary>One piece of a stream: a generated token and the text it released (may be empty: text
 /// that could still become part of a stop string, or of a multi-byte character, is held back).
@@ -142,6 +147,7 @@ public sealed class Generator(DecoderSession session, TextTokenizer? tokenizer)
         if (Session.Length + input.Count > Session.MaxLength)
             throw new ContextFullException($"the prompt needs {Session.Length + input.Count} positions but the max length is {Session.MaxLength}: shorten the prompt or export with a larger --max-length");
 
+        if (options.Speculation is not null && !state.HasConstraint) Speculation.SpeculativeDecoding.CheckCanRollBack(Session, "target model");
         var clock = Stopwatch.StartNew();
         var ids = new long[input.Count];
         for (int i = 0; i < ids.Length; i++) ids[i] = input[i];
@@ -150,7 +156,21 @@ public sealed class Generator(DecoderSession session, TextTokenizer? tokenizer)
         double prefillMs = clock.Elapsed.TotalMilliseconds, ttftMs = 0;
         var decodeClock = new Stopwatch();
         var step = new long[1];
-        while (true)
+        Speculation.SpeculationStats? speculation = null;
+        var speculate = options.Speculation is { } chosen && !state.HasConstraint ? chosen : null;
+        if (speculate is not null)
+        {
+            speculate.Drafter.Begin(Session, options.Sampling);
+            var piece = state.Next(logits, Session.Length, Session.MaxLength);
+            ttftMs = clock.Elapsed.TotalMilliseconds;
+            if (piece is not null) onToken?.Invoke(piece);
+            decodeClock.Start();
+            if (state.StopReason is null)
+                speculation = Speculation.SpeculativeDecoding.Run(Session, state, _sequence, speculate, options.MaxNewTokens, onToken, cancellationToken);
+            else speculation = new Speculation.SpeculationStats(speculate.Drafter.Name, 0, 0, 0);
+            decodeClock.Stop();
+        }
+        while (speculate is null)
         {
             var piece = state.Next(logits, Session.Length, Session.MaxLength);
             if (ttftMs == 0) ttftMs = clock.Elapsed.TotalMilliseconds; // the first sample
@@ -165,7 +185,7 @@ public sealed class Generator(DecoderSession session, TextTokenizer? tokenizer)
         _pending = state.Pending;
         if (state.Tail() is { } tail) onToken?.Invoke(tail);
         var timings = new GenerationTimings(prefillMs, decodeClock.Elapsed.TotalMilliseconds, ttftMs, input.Count, Math.Max(0, state.Generated.Count - 1));
-        return new GenerationResult([.. reportedPrompt ?? input], [.. state.Generated], state.Text, state.StopReason.Value, timings);
+        return new GenerationResult([.. reportedPrompt ?? input], [.. state.Generated], state.Text, state.StopReason!.Value, timings, speculation);
     }
 }
 

@@ -64,6 +64,20 @@ internal sealed unsafe class LogitsBuffer : IDisposable
         }
     }
 
+    /// <summary>Like <see cref="CopyLastPositions"/> for one row, and also copies every position of
+    /// [1, positions, vocab] into <paramref name="all"/> [positions, vocab] (speculative verification).</summary>
+    public void CopyAllPositions(OrtIoBinding binding, int positions, float[] all)
+    {
+        using var outputs = binding.GetOutputValues();
+        OrtValueLedger.TrackCreated(outputs.Count);
+        using var release = new LedgerRelease(outputs.Count);
+        var output = outputs[Array.IndexOf(binding.GetOutputNames(), GraphContract.Logits)];
+        var target = all.AsSpan(0, checked(positions * _vocab));
+        if (_widened is null) output.GetTensorDataAsSpan<float>()[..target.Length].CopyTo(target);
+        else TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<Float16, Half>(output.GetTensorDataAsSpan<Float16>())[..target.Length], target);
+        target.Slice((positions - 1) * _vocab, _vocab).CopyTo(Values[.._vocab]);
+    }
+
     public void Dispose()
     {
         _views.Dispose();

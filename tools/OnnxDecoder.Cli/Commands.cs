@@ -224,7 +224,9 @@ public static class Commands
         var jsonSchema = new Option<string?>("--json-schema") { Description = "constrain the output to JSON that satisfies this JSON Schema file" };
         var anyJson = new Option<bool>("--json") { Description = "constrain the output to one JSON value" };
         var profile = new Option<string?>("--profile") { Description = "write ONNX Runtime's per-node profile (Chrome trace JSON) to a file whose name starts with this prefix" };
-        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, stop, format, ep, jsonSchema, anyJson, profile };
+        var speculative = SpeculativeOption();
+        var draftTokens = DraftTokensOption();
+        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, stop, format, ep, jsonSchema, anyJson, profile, speculative, draftTokens };
         foreach (var option in sampling.Options) command.Options.Add(option);
         command.SetAction(r => Guard(() =>
         {
@@ -242,7 +244,9 @@ public static class Commands
                 MaxNewTokens = session.Folder.Search.MaxNewTokens(input.Length, r.GetValue(maxTokens), 128),
                 Sampling = sampling.Read(r, session.Folder.Search.Sampling), StopStrings = r.GetValue(stop) ?? [],
                 Constraint = OutputConstraint(r.GetValue(jsonSchema), r.GetValue(anyJson)),
+                Speculation = SpeculativeBenchmark.Options(r.GetValue(speculative), r.GetValue(draftTokens), providers, out var draft),
             };
+            using var ownedDraft = draft;
             bool json = r.GetValue(format) switch { "json" => true, "text" => false, var f => throw new ArgumentException($"--format '{f}' is not known: use text or json") };
             using var cancel = new CancellationTokenSource();
             Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
@@ -251,6 +255,8 @@ public static class Commands
             if (!json && tokenizer is null) Console.Write(string.Join(",", result.TokenIds)); // no tokenizer: the ids are the output
             if (json) Console.WriteLine(ResultJson(result).ToJsonString());
             else Console.WriteLine();
+            if (!json && result.Speculation is { } stats)
+                Console.Error.WriteLine($"speculative ({stats.Drafter}): {stats.Accepted} of {stats.Drafted} drafts accepted ({stats.AcceptanceRate:P1}) in {stats.Rounds} rounds");
             return 0;
         }));
         return command;
@@ -292,7 +298,16 @@ public static class Commands
             ["prefill_tokens_per_s"] = Math.Round(result.Timings.PrefillTokensPerSecond, 1),
             ["decode_tokens_per_s"] = Math.Round(result.Timings.DecodeTokensPerSecond, 1),
         },
+        ["speculation"] = result.Speculation is { } s ? new JsonObject
+        {
+            ["drafter"] = s.Drafter, ["rounds"] = s.Rounds, ["drafted"] = s.Drafted, ["accepted"] = s.Accepted,
+            ["acceptance_rate"] = Math.Round(s.AcceptanceRate, 4),
+        } : null,
     };
+
+    private static Option<string?> SpeculativeOption() => new("--speculative")
+        { Description = "speculative decoding: ngram (prompt lookup: drafts copied from the context) or MODEL_DIR (a smaller export with the same tokenizer)" };
+    private static Option<int> DraftTokensOption() => new("--draft-tokens") { Description = "tokens drafted per round (k) with --speculative", DefaultValueFactory = _ => 3 };
 
     private static Command Chat()
     {
@@ -339,8 +354,10 @@ public static class Commands
         var threads = new Option<int>("--threads") { Description = "intra-op threads (0: ONNX Runtime's default)" };
         var concurrent = new Option<string?>("--concurrent") { Description = "continuous batching: comma-separated numbers of concurrent requests to compare, e.g. 1,8" };
         var jsonSchema = new Option<string?>("--json-schema") { Description = "measure decoding with and without this JSON Schema's constraint, and the constraint's cost per token" };
+        var speculative = SpeculativeOption();
+        var draftTokens = DraftTokensOption();
         var command = new Command("bench", "Measure prefill and decode speed, time to first token, peak memory and allocations per token (median of N runs)")
-            { model, promptTokens, genTokens, runs, format, ep, threads, concurrent, jsonSchema };
+            { model, promptTokens, genTokens, runs, format, ep, threads, concurrent, jsonSchema, speculative, draftTokens };
         command.SetAction(r => Guard(() =>
         {
             var providers = Providers(r.GetValue(ep)!) with { IntraOpThreads = r.GetValue(threads) };
@@ -350,6 +367,13 @@ public static class Commands
                 if (models.Length != 1 || r.GetValue(concurrent) is not null) throw new ArgumentException("--json-schema measures one --model, without --concurrent");
                 var constrained = ConstraintBenchmark.Run(models[0], schemaPath, r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs), providers);
                 Console.WriteLine(r.GetValue(format) == "json" ? constrained.ToJsonString() : ConstraintBenchmark.Describe(constrained));
+                return 0;
+            }
+            if (r.GetValue(speculative) is { } drafter)
+            {
+                if (models.Length != 1 || r.GetValue(concurrent) is not null) throw new ArgumentException("--speculative measures one --model, without --concurrent");
+                var measured = SpeculativeBenchmark.Run(models[0], drafter, r.GetValue(draftTokens), r.GetValue(genTokens), r.GetValue(runs), providers);
+                Console.WriteLine(r.GetValue(format) == "json" ? measured.ToJsonString() : SpeculativeBenchmark.Describe(measured));
                 return 0;
             }
             if (r.GetValue(concurrent) is { } levels)
