@@ -131,7 +131,7 @@ internal static partial class Builtins
         throw new JinjaRuntimeError($"unsupported operand type(s) for {op}: '{PyOps.TypeName(left)}' and '{PyOps.TypeName(right)}'");
     }
 
-    private static object? CheckSize(object? value)
+    internal static object? CheckSize(object? value)
     {
         long size = value switch { string s => s.Length, List<object?> l => l.Count, _ => 0 };
         if (size > Interpreter.MaxOutputLength)

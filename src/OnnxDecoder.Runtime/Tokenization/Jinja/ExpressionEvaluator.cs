@@ -114,7 +114,7 @@ internal sealed class ExpressionEvaluator(Interpreter interpreter)
                 var operand = Evaluate(test.Operand, scope);
                 var args = EvaluateArguments(test.Args, scope);
                 interpreter.Current = test;
-                bool result = Builtins.RunTest(interpreter, test.Name, operand, args);
+                bool result = JinjaTests.Run(interpreter, test.Name, operand, args);
                 return test.Negated ? !result : result;
             }
             case SliceExpr:
@@ -136,6 +136,6 @@ internal sealed class ExpressionEvaluator(Interpreter interpreter)
     {
         var args = EvaluateArguments(filter.Args, scope);
         interpreter.Current = filter;
-        return Builtins.RunFilter(interpreter, filter.Name, operand, args);
+        return JinjaFilters.RunFilter(interpreter, filter.Name, operand, args);
     }
 }

@@ -113,7 +113,7 @@ internal static partial class Builtins
         _ => throw new JinjaRuntimeError($"{method} first arg must be str or a tuple of str, not {PyOps.TypeName(affix)}"),
     };
 
-    private static object? CallStringMethod(string s, string name, CallArgs a)
+    internal static object? CallStringMethod(string s, string name, CallArgs a)
     {
         switch (name)
         {
