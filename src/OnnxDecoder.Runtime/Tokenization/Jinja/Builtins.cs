@@ -57,7 +57,7 @@ internal static partial class Builtins
         }
         if (key is string name && target is not PyDict) return GetAttribute(target, name);
         if (key is string keyName && target is PyDict) return GetAttribute(target, keyName);
-        return new Undefined($"'{ObjectName(target)}' has no attribute {PyOps.Repr(key)}");
+        return new Undefined($"'{ObjectName(target)}' has no attribute {PyRepr.Repr(key)}");
     }
 
     private static object? IndexInto(IReadOnlyList<object?> items, long index, object? owner)
@@ -313,7 +313,7 @@ internal static partial class Builtins
             builder.Append(d switch
             {
                 's' => PyOps.Str(v),
-                'r' => PyOps.Repr(v),
+                'r' => PyRepr.Repr(v),
                 'd' or 'i' => PyOps.IsNumber(v) ? ((long)Math.Truncate(PyOps.ToDouble(v))).ToString(CultureInfo.InvariantCulture)
                     : throw new JinjaRuntimeError($"%{d} format: a real number is required, not {PyOps.TypeName(v)}"),
                 'f' => PyOps.ToDouble(v).ToString("F" + (precision < 0 ? 6 : precision), CultureInfo.InvariantCulture),

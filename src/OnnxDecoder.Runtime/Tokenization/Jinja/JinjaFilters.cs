@@ -67,7 +67,7 @@ internal static class JinjaFilters
         ["center"] = (_, v, a) => Builtins.CallStringMethod(PyOps.Str(v), "center", new CallArgs([a.Get(0, "width", 80L)], [])),
         ["format"] = (_, v, a) => Builtins.PercentFormat(PyOps.Str(v), a.Positional),
         ["attr"] = (_, v, a) => Builtins.GetAttribute(v, PyOps.Str(a.Get(0, "name", ""))),
-        ["pprint"] = (_, v, _) => PyOps.Repr(v),
+        ["pprint"] = (_, v, _) => PyRepr.Repr(v),
     };
 
     /// <summary>Whether a filter exists: Jinja2 refuses an unknown filter when the template is compiled.</summary>

@@ -289,7 +289,7 @@ internal static partial class Builtins
         var item = a.Get(0, "value", null);
         if (name == "count") return (long)list.Count(x => PyOps.AreEqual(x, item));
         int at = list.FindIndex(x => PyOps.AreEqual(x, item));
-        if (at < 0) throw new JinjaRuntimeError($"{PyOps.Repr(item)} is not in list");
+        if (at < 0) throw new JinjaRuntimeError($"{PyRepr.Repr(item)} is not in list");
         return (long)at;
     }
 

@@ -50,7 +50,7 @@ internal static class TojsonFilter
             case bool x: b.Append(x ? "true" : "false"); return;
             case long l: b.Append(l.ToString(CultureInfo.InvariantCulture)); return;
             case double d:
-                b.Append(double.IsNaN(d) ? "NaN" : double.IsPositiveInfinity(d) ? "Infinity" : double.IsNegativeInfinity(d) ? "-Infinity" : PyOps.FloatRepr(d));
+                b.Append(double.IsNaN(d) ? "NaN" : double.IsPositiveInfinity(d) ? "Infinity" : double.IsNegativeInfinity(d) ? "-Infinity" : PyRepr.FloatRepr(d));
                 return;
             case string s: WriteJsonString(b, s, ascii); return;
             case List<object?> or PyTuple:
