@@ -14,7 +14,7 @@ internal static class JinjaFilters
 
     private static readonly Dictionary<string, Filter> Filters = new(StringComparer.Ordinal)
     {
-        ["trim"] = (_, v, a) => Builtins.PyStrip(AsString(v, "trim"), a.Get(0, "chars", null) as string, true, true),
+        ["trim"] = (_, v, a) => PyMethods.PyStrip(AsString(v, "trim"), a.Get(0, "chars", null) as string, true, true),
         ["tojson"] = (_, v, a) => TojsonFilter.ToJson(v, a),
         ["items"] = (_, v, _) => v is Undefined ? new List<object?>() : v is PyDict d
             ? d.Pairs.Select(p => (object?)new PyTuple([p.Key, p.Value])).ToList()
@@ -22,7 +22,7 @@ internal static class JinjaFilters
         ["length"] = (_, v, _) => PyOps.Length(v),
         ["count"] = (_, v, _) => PyOps.Length(v),
         ["join"] = (i, v, a) => SequenceFilters.Join(i, v, a),
-        ["replace"] = (_, v, a) => Builtins.ReplaceCount(PyOps.Str(v), PyOps.Str(a.Get(0, "old", "")), PyOps.Str(a.Get(1, "new", "")),
+        ["replace"] = (_, v, a) => PyMethods.ReplaceCount(PyOps.Str(v), PyOps.Str(a.Get(0, "old", "")), PyOps.Str(a.Get(1, "new", "")),
             a.Get(2, "count", null) is { } count ? PyOps.ToLong(count) : -1),
         ["default"] = Default,
         ["d"] = Default,
@@ -42,7 +42,7 @@ internal static class JinjaFilters
         ["unique"] = SequenceFilters.Unique,
         ["upper"] = (_, v, _) => PyOps.Str(v).ToUpperInvariant(),
         ["lower"] = (_, v, _) => PyOps.Str(v).ToLowerInvariant(),
-        ["capitalize"] = (_, v, _) => Builtins.PyCapitalize(PyOps.Str(v)),
+        ["capitalize"] = (_, v, _) => PyMethods.PyCapitalize(PyOps.Str(v)),
         ["title"] = (_, v, _) => JinjaTitle(PyOps.Str(v)),
         ["safe"] = (_, v, _) => PyOps.Str(v),
         ["escape"] = (_, v, _) => Escape(PyOps.Str(v)),
@@ -64,7 +64,7 @@ internal static class JinjaFilters
         ["sort"] = SequenceFilters.Sort,
         ["batch"] = SequenceFilters.Batch,
         ["wordcount"] = (_, v, _) => (long)Regex.Matches(PyOps.Str(v), @"\w+").Count,
-        ["center"] = (_, v, a) => Builtins.CallStringMethod(PyOps.Str(v), "center", new CallArgs([a.Get(0, "width", 80L)], [])),
+        ["center"] = (_, v, a) => PyMethods.CallStringMethod(PyOps.Str(v), "center", new CallArgs([a.Get(0, "width", 80L)], [])),
         ["format"] = (_, v, a) => Builtins.PercentFormat(PyOps.Str(v), a.Positional),
         ["attr"] = (_, v, a) => Builtins.GetAttribute(v, PyOps.Str(a.Get(0, "name", ""))),
         ["pprint"] = (_, v, _) => PyRepr.Repr(v),
@@ -115,7 +115,7 @@ internal static class JinjaFilters
             case double d: return double.IsFinite(d) ? (long)Math.Truncate(d) : fallback;
             case string s:
             {
-                string t = Builtins.PyStrip(s, null, true, true).Replace("_", "");
+                string t = PyMethods.PyStrip(s, null, true, true).Replace("_", "");
                 if (long.TryParse(t, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long l)) return l;
                 if (double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out double f) && double.IsFinite(f)) return (long)Math.Truncate(f);
                 return fallback;
@@ -130,7 +130,7 @@ internal static class JinjaFilters
         return v switch
         {
             long or bool or double => PyOps.ToDouble(v),
-            string s when double.TryParse(Builtins.PyStrip(s, null, true, true), NumberStyles.Float, CultureInfo.InvariantCulture, out double f) => f,
+            string s when double.TryParse(PyMethods.PyStrip(s, null, true, true), NumberStyles.Float, CultureInfo.InvariantCulture, out double f) => f,
             _ => fallback,
         };
     }
@@ -141,7 +141,7 @@ internal static class JinjaFilters
         string indentation = width is string w ? w : new string(' ', (int)Math.Clamp(PyOps.ToLong(width), 0, 1 << 16));
         bool first = PyOps.IsTruthy(a.Get(1, "first", false));
         bool blank = PyOps.IsTruthy(a.Get(2, "blank", false));
-        var lines = Builtins.SplitLines(s + "\n");
+        var lines = PyMethods.SplitLines(s + "\n");
         string result;
         if (blank) result = string.Join("\n" + indentation, lines);
         else
