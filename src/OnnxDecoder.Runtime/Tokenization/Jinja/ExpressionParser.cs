@@ -206,6 +206,8 @@ internal sealed class ExpressionParser
         return node;
     }
 
-    /// <summary>name(args)|name2 ...; each filter takes the previous one as its operand (the first takes <paramref name="operand"/>).</summary>
+    /// <summary>
+    /// name(args)|name2 ...; each filter takes the previous one as its operand (the first takes <paramref name="operand"/>).
+    /// </summary>
     public List<FilterExpr> ParseFilterChain(Expr? operand, bool leadingPipe = false) => postfix.ParseFilterChain(operand, leadingPipe);
 }
