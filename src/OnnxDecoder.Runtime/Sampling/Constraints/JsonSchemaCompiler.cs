@@ -31,7 +31,6 @@ public sealed class JsonSchemaCompiler
     private const int MaxIntegerDigits = 18, MaxFractionDigits = 15;
     private static readonly HashSet<string> Annotations =
         ["title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "strict"];
-    private static readonly JsonSerializerOptions KeyEncoding = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     private readonly JsonGrammar _json;
     private readonly Dictionary<(int Document, string Pointer), int> _refRules = new();
@@ -39,7 +38,13 @@ public sealed class JsonSchemaCompiler
     private JsonElement _root;
     private string _source = "";
 
-    public JsonSchemaCompiler(JsonGrammar json) => _json = json;
+    private readonly JsonSchemaContainers _containers;
+
+    public JsonSchemaCompiler(JsonGrammar json)
+    {
+        _json = json;
+        _containers = new JsonSchemaContainers(this, json);
+    }
 
     /// <summary>Parses and compiles a schema file's text into a whole-document grammar.</summary>
     public static Grammar Compile(string schemaJson, string source = "schema", int maxWhitespace = JsonGrammar.DefaultMaxWhitespace)
@@ -71,9 +76,9 @@ public sealed class JsonSchemaCompiler
         return Compile(root, "");
     }
 
-    private GrammarException Error(string pointer, string message) => new($"{_source}#{pointer}: {message}");
+    internal GrammarException Error(string pointer, string message) => new($"{_source}#{pointer}: {message}");
 
-    private GrammarNode Compile(JsonElement schema, string pointer)
+    internal GrammarNode Compile(JsonElement schema, string pointer)
     {
         if (schema.ValueKind == JsonValueKind.True) return _json.Value();
         if (schema.ValueKind == JsonValueKind.False) throw Error(pointer, "the schema false accepts no value");
@@ -132,8 +137,8 @@ public sealed class JsonSchemaCompiler
         "integer" => CompileNumber(schema, pointer, fractionDigits: 0),
         "number" => CompileNumber(schema, pointer, MaxFractionDigits),
         "string" => CompileString(schema, pointer),
-        "object" => CompileObject(schema, pointer),
-        "array" => CompileArray(schema, pointer),
+        "object" => _containers.CompileObject(schema, pointer),
+        "array" => _containers.CompileArray(schema, pointer),
         _ => throw Error($"{pointer}/type", $"type '{type}' is not a JSON Schema type (null, boolean, integer, number, string, object, array)"),
     };
 
@@ -194,112 +199,6 @@ public sealed class JsonSchemaCompiler
         int min = Count(schema, "minLength", pointer) ?? 0, max = Count(schema, "maxLength", pointer) ?? -1;
         if (max >= 0 && min > max) throw Error(pointer, $"minLength {min} is above maxLength {max}: no string satisfies it");
         return JsonGrammar.String(min, max);
-    }
-
-    private GrammarNode CompileObject(JsonElement schema, string pointer)
-    {
-        var ws = _json.Whitespace;
-        bool closed = false;
-        if (schema.TryGetProperty("additionalProperties", out var additional))
-        {
-            if (additional.ValueKind == JsonValueKind.False) closed = true;
-            else if (additional.ValueKind != JsonValueKind.True)
-                throw Error($"{pointer}/additionalProperties", "only additionalProperties false (or true) is supported, not a schema: list the properties instead");
-        }
-        var names = new List<string>();
-        var schemas = new List<(JsonElement Schema, string Pointer)>();
-        if (schema.TryGetProperty("properties", out var properties))
-        {
-            if (properties.ValueKind != JsonValueKind.Object) throw Error($"{pointer}/properties", "properties must be an object of schemas");
-            foreach (var property in properties.EnumerateObject())
-            {
-                names.Add(property.Name);
-                schemas.Add((property.Value, $"{pointer}/properties/{Escape(property.Name)}"));
-            }
-        }
-        var required = new HashSet<string>(StringComparer.Ordinal);
-        if (schema.TryGetProperty("required", out var requiredList))
-        {
-            if (requiredList.ValueKind != JsonValueKind.Array || requiredList.EnumerateArray().Any(r => r.ValueKind != JsonValueKind.String))
-                throw Error($"{pointer}/required", "required must be an array of property names");
-            foreach (var name in requiredList.EnumerateArray().Select(r => r.GetString()!))
-            {
-                if (!required.Add(name)) continue;
-                if (names.Contains(name)) continue;
-                if (closed) throw Error($"{pointer}/required", $"'{name}' is required but not among the properties, and additionalProperties is false: no object satisfies it");
-                names.Add(name);
-                schemas.Add((default, "")); // any value
-            }
-        }
-        int minCount = Count(schema, "minProperties", pointer) ?? 0, maxCount = Count(schema, "maxProperties", pointer) ?? -1;
-        if (maxCount >= 0 && minCount > maxCount) throw Error(pointer, $"minProperties {minCount} is above maxProperties {maxCount}: no object satisfies it");
-        if (names.Count == 0 && !closed) return AnyObject(pointer, minCount, maxCount);
-        if (minCount > names.Count)
-            throw Error($"{pointer}/minProperties", closed
-                ? $"minProperties {minCount} is above the {names.Count} properties allowed: no object satisfies it"
-                : $"minProperties {minCount} is above the {names.Count} declared properties, and the constraint writes only declared ones: declare more properties");
-        if (required.Count > maxCount && maxCount >= 0)
-            throw Error($"{pointer}/maxProperties", $"maxProperties {maxCount} is below the {required.Count} required properties: no object satisfies it");
-        var members = new GrammarNode[names.Count];
-        for (int i = 0; i < names.Count; i++)
-        {
-            var value = schemas[i].Schema.ValueKind == JsonValueKind.Undefined ? _json.Value() : Compile(schemas[i].Schema, schemas[i].Pointer);
-            members[i] = Seq(Literal(JsonSerializer.Serialize(names[i], KeyEncoding)), ws, Literal(":"), ws, value, ws);
-        }
-        var flags = names.Select(required.Contains).ToArray();
-        return Seq(Literal("{"), ws, new MembersNode(members, flags, Seq(Literal(","), ws), minCount, maxCount), Literal("}"));
-    }
-
-    // Any keys: repeated keys would count once, so only a maximum (or a minimum of one) is served.
-    private GrammarNode AnyObject(string pointer, int minCount, int maxCount)
-    {
-        if (minCount == 0 && maxCount < 0) return _json.AnyObject();
-        if (minCount > 1) throw Error($"{pointer}/minProperties", $"minProperties {minCount} on an object without declared properties is not supported: declare the properties");
-        var ws = _json.Whitespace;
-        if (maxCount == 0) return Seq(Literal("{"), ws, Literal("}"));
-        var member = Seq(JsonGrammar.String(), ws, Literal(":"), ws, _json.Value(), ws);
-        var members = Seq(member, Repeat(Seq(Literal(","), ws, member), 0, maxCount < 0 ? -1 : maxCount - 1));
-        return Seq(Literal("{"), ws, minCount == 1 ? members : Optional(members), Literal("}"));
-    }
-
-    private GrammarNode CompileArray(JsonElement schema, string pointer)
-    {
-        var ws = _json.Whitespace;
-        var prefix = new List<GrammarNode>();
-        if (schema.TryGetProperty("prefixItems", out var prefixItems))
-        {
-            if (prefixItems.ValueKind != JsonValueKind.Array) throw Error($"{pointer}/prefixItems", "prefixItems must be an array of schemas");
-            int i = 0;
-            foreach (var item in prefixItems.EnumerateArray()) prefix.Add(Compile(item, $"{pointer}/prefixItems/{i++}"));
-        }
-        GrammarNode? items = _json.Value();
-        if (schema.TryGetProperty("items", out var itemsSchema))
-        {
-            if (itemsSchema.ValueKind == JsonValueKind.Array)
-                throw Error($"{pointer}/items", "items as an array is the draft-07 tuple form: use prefixItems (and items for the rest)");
-            items = itemsSchema.ValueKind == JsonValueKind.False ? null : Compile(itemsSchema, $"{pointer}/items");
-        }
-        int min = Count(schema, "minItems", pointer) ?? 0;
-        int max = Count(schema, "maxItems", pointer) ?? -1;
-        if (items is null) max = max < 0 ? prefix.Count : Math.Min(max, prefix.Count);
-        if (max >= 0 && min > max) throw Error(pointer, $"minItems {min} is above the most items allowed ({max}): no array satisfies it");
-        return Seq(Literal("["), ws, Elements(0), Literal("]"));
-
-        GrammarNode Elements(int index)
-        {
-            if (index == max) return Empty;
-            GrammarNode Separated(GrammarNode element) => index == 0 ? Seq(element, ws) : Seq(Literal(","), ws, element, ws);
-            if (index >= prefix.Count)
-            {
-                int restMin = Math.Max(0, min - index), restMax = max < 0 ? -1 : max - index;
-                var next = Seq(Literal(","), ws, items!, ws);
-                if (index > 0) return Repeat(next, restMin, restMax);
-                var run = Seq(items!, ws, Repeat(next, Math.Max(0, restMin - 1), restMax < 0 ? -1 : restMax - 1));
-                return restMin >= 1 ? run : Optional(run);
-            }
-            var here = Seq(Separated(prefix[index]), Elements(index + 1));
-            return index >= min ? Optional(here) : here;
-        }
     }
 
     private GrammarNode Reference(JsonElement reference, string pointer)
@@ -385,7 +284,7 @@ public sealed class JsonSchemaCompiler
         _ => false,
     };
 
-    private int? Count(JsonElement schema, string keyword, string pointer)
+    internal int? Count(JsonElement schema, string keyword, string pointer)
     {
         if (!schema.TryGetProperty(keyword, out var value)) return null;
         if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out int count) || count < 0)
@@ -400,5 +299,5 @@ public sealed class JsonSchemaCompiler
         return System.Text.Encoding.UTF8.GetString(stream.ToArray());
     }
 
-    private static string Escape(string name) => name.Replace("~", "~0").Replace("/", "~1");
+    internal static string Escape(string name) => name.Replace("~", "~0").Replace("/", "~1");
 }

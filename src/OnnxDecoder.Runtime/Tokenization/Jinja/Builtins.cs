@@ -4,7 +4,7 @@ using System.Text;
 namespace OnnxDecoder.Runtime.Tokenization.Jinja;
 
 /// <summary>Attribute and item lookup, the operators, range() and strftime_now() with Jinja2's and Python's meaning.</summary>
-internal static partial class Builtins
+internal static class Builtins
 {
     /// <summary>Methods that change a list or dict: transformers' ImmutableSandboxedEnvironment refuses them.</summary>
     private static readonly HashSet<string> MutatingMethods =
@@ -20,14 +20,14 @@ internal static partial class Builtins
                 return ns.Attributes.TryGetValue(name, out var field) ? field : new Undefined($"'Namespace' object has no attribute '{name}'");
             case LoopContext loop:
                 return loop.Attribute(name);
-            case string s when StringMethods.Contains(name):
-                return new BuiltinFunction($"str.{name}", (_, a) => CallStringMethod(s, name, a));
+            case string s when PyMethods.StringMethods.Contains(name):
+                return new BuiltinFunction($"str.{name}", (_, a) => PyMethods.CallStringMethod(s, name, a));
             case List<object?> or PyDict when MutatingMethods.Contains(name):
                 return new Undefined($"access to attribute '{name}' of '{PyOps.TypeName(target)}' object is unsafe.");
             case List<object?> list when name is "index" or "count":
-                return new BuiltinFunction($"list.{name}", (_, a) => CallListMethod(list, name, a));
-            case PyDict dict when DictMethods.Contains(name):
-                return new BuiltinFunction($"dict.{name}", (_, a) => CallDictMethod(dict, name, a));
+                return new BuiltinFunction($"list.{name}", (_, a) => PyMethods.CallListMethod(list, name, a));
+            case PyDict dict when PyMethods.DictMethods.Contains(name):
+                return new BuiltinFunction($"dict.{name}", (_, a) => PyMethods.CallDictMethod(dict, name, a));
         }
         if (target is PyDict d && d.TryGet(name, out var value)) return value;
         return new Undefined($"'{ObjectName(target)}' has no attribute '{name}'");
@@ -57,7 +57,7 @@ internal static partial class Builtins
         }
         if (key is string name && target is not PyDict) return GetAttribute(target, name);
         if (key is string keyName && target is PyDict) return GetAttribute(target, keyName);
-        return new Undefined($"'{ObjectName(target)}' has no attribute {PyOps.Repr(key)}");
+        return new Undefined($"'{ObjectName(target)}' has no attribute {PyRepr.Repr(key)}");
     }
 
     private static object? IndexInto(IReadOnlyList<object?> items, long index, object? owner)
@@ -131,7 +131,7 @@ internal static partial class Builtins
         throw new JinjaRuntimeError($"unsupported operand type(s) for {op}: '{PyOps.TypeName(left)}' and '{PyOps.TypeName(right)}'");
     }
 
-    private static object? CheckSize(object? value)
+    internal static object? CheckSize(object? value)
     {
         long size = value switch { string s => s.Length, List<object?> l => l.Count, _ => 0 };
         if (size > Interpreter.MaxOutputLength)
@@ -313,7 +313,7 @@ internal static partial class Builtins
             builder.Append(d switch
             {
                 's' => PyOps.Str(v),
-                'r' => PyOps.Repr(v),
+                'r' => PyRepr.Repr(v),
                 'd' or 'i' => PyOps.IsNumber(v) ? ((long)Math.Truncate(PyOps.ToDouble(v))).ToString(CultureInfo.InvariantCulture)
                     : throw new JinjaRuntimeError($"%{d} format: a real number is required, not {PyOps.TypeName(v)}"),
                 'f' => PyOps.ToDouble(v).ToString("F" + (precision < 0 ? 6 : precision), CultureInfo.InvariantCulture),

@@ -20,7 +20,7 @@ public static class ChatTemplateEngine
             throw new TemplateError(name, 1, 1, $"template is longer than MaxOutputLength ({Interpreter.MaxOutputLength} characters)");
         try
         {
-            return new CompiledTemplate(name, Parser.Parse(source, name)) { Source = source };
+            return new CompiledTemplate(name, StatementParser.Parse(source, name)) { Source = source };
         }
         catch (InsufficientExecutionStackException)
         {

@@ -2,113 +2,12 @@ using System.Text;
 
 namespace OnnxDecoder.Runtime.Tokenization.Jinja;
 
-/// <summary>Names bound by a for loop body, a macro call or the template's top level; lookups walk outwards.</summary>
-internal sealed class Scope(Scope? parent)
-{
-    // Most scopes (a loop iteration: loop and the target) hold a handful of names: a short array is
-    // cheaper to make and search than a dictionary; past 8 names a dictionary takes over.
-    private string[]? names;
-    private object?[]? values;
-    private int count;
-    private Dictionary<string, object?>? many;
-
-    public Scope? Parent { get; } = parent;
-
-    public void Set(string name, object? value)
-    {
-        if (many is not null)
-        {
-            many[name] = value;
-            return;
-        }
-        for (int i = 0; i < count; i++)
-        {
-            if (names![i] == name)
-            {
-                values![i] = value;
-                return;
-            }
-        }
-        if (count == 8)
-        {
-            many = new Dictionary<string, object?>(16, StringComparer.Ordinal);
-            for (int i = 0; i < count; i++) many[names![i]] = values![i];
-            many[name] = value;
-            return;
-        }
-        names ??= new string[8];
-        values ??= new object?[8];
-        names[count] = name;
-        values[count++] = value;
-    }
-
-    public bool TryGet(string name, out object? value)
-    {
-        for (var scope = this; scope is not null; scope = scope.Parent)
-        {
-            if (scope.many is not null)
-            {
-                if (scope.many.TryGetValue(name, out value)) return true;
-                continue;
-            }
-            for (int i = 0; i < scope.count; i++)
-            {
-                if (scope.names![i] == name)
-                {
-                    value = scope.values![i];
-                    return true;
-                }
-            }
-        }
-        value = null;
-        return false;
-    }
-}
-
-/// <summary>What the loop variable <c>loop</c> holds: position in the (filtered) items and its neighbours.</summary>
-internal sealed class LoopContext(IReadOnlyList<object?> items)
-{
-    public IReadOnlyList<object?> Items { get; } = items;
-
-    public int Index0 { get; set; }
-
-    public object? Attribute(string name) => name switch
-    {
-        "index" => (long)Index0 + 1,
-        "index0" => (long)Index0,
-        "revindex" => (long)(Items.Count - Index0),
-        "revindex0" => (long)(Items.Count - Index0 - 1),
-        "first" => Index0 == 0,
-        "last" => Index0 == Items.Count - 1,
-        "length" => (long)Items.Count,
-        "depth" => 1L,
-        "depth0" => 0L,
-        "previtem" => Index0 > 0 ? Items[Index0 - 1] : new Undefined("there is no previous item"),
-        "nextitem" => Index0 + 1 < Items.Count ? Items[Index0 + 1] : new Undefined("there is no next item"),
-        "cycle" => new BuiltinFunction("loop.cycle", (_, args) =>
-        {
-            if (args.Positional.Count == 0) throw new JinjaRuntimeError("no items for cycling given");
-            return args.Positional[Index0 % args.Positional.Count];
-        }),
-        _ => new Undefined($"'LoopContext' object has no attribute '{name}'"),
-    };
-}
-
-/// <summary>A {% macro %} (or the body of a {% call %} block, as caller()).</summary>
-internal sealed class Macro(string name, List<MacroParameter> parameters, List<Stmt> body, Scope definedIn, bool takesVarargs, bool takesKwargs)
-    : ICallable
-{
-    public string Name { get; } = name;
-
-    public object? Call(Interpreter interpreter, CallArgs args) => interpreter.CallMacro(this, parameters, body, definedIn, takesVarargs, takesKwargs, args);
-}
-
 /// <summary>
 /// Renders a parsed template. Sandboxed: values are only the data types of <see cref="PyOps"/>, nothing reaches
 /// .NET objects, files or the clock except through the <c>strftime_now</c> the caller supplies; loops,
 /// output and macro recursion are bounded by the constants below.
 /// </summary>
-internal sealed partial class Interpreter
+internal sealed class Interpreter
 {
     /// <summary>Most loop iterations one render may run (all loops together).</summary>
     public const int MaxLoopIterations = 1_000_000;
@@ -129,17 +28,26 @@ internal sealed partial class Interpreter
     private long iterations;
     private int callDepth;
     private Node? current;
+    private readonly ExpressionEvaluator evaluator;
 
     public Interpreter(string templateName, Func<DateTime> clock)
     {
         this.templateName = templateName;
         this.clock = clock;
+        evaluator = new ExpressionEvaluator(this);
+    }
+
+    /// <summary>The construct being run, named in errors.</summary>
+    internal Node? Current
+    {
+        get => current;
+        set => current = value;
     }
 
     public string Render(List<Stmt> body, IEnumerable<KeyValuePair<string, object?>> variables)
     {
         var globals = new Scope(null);
-        foreach (var (name, value) in Globals()) globals.Set(name, value);
+        foreach (var (name, value) in TemplateGlobals.All(clock)) globals.Set(name, value);
         var top = new Scope(globals);
         foreach (var (name, value) in variables) top.Set(name, value);
         var output = new StringBuilder();
@@ -194,31 +102,6 @@ internal sealed partial class Interpreter
         _ => node.GetType().Name,
     };
 
-    private IEnumerable<KeyValuePair<string, object?>> Globals()
-    {
-        yield return new("range", new BuiltinFunction("range", (_, a) => Builtins.Range(a)));
-        yield return new("namespace", new BuiltinFunction("namespace", (_, a) =>
-        {
-            var ns = new Namespace();
-            foreach (var p in a.Positional)
-                if (p is PyDict d) foreach (var (k, v) in d.Pairs) ns.Attributes[PyOps.Str(k)] = v;
-            foreach (var (k, v) in a.Named) ns.Attributes[k] = v;
-            return ns;
-        }));
-        yield return new("dict", new BuiltinFunction("dict", (_, a) =>
-        {
-            var dict = new PyDict();
-            foreach (var p in a.Positional)
-                if (p is PyDict d) foreach (var (k, v) in d.Pairs) dict.Set(k, v);
-            foreach (var (k, v) in a.Named) dict.Set(k, v);
-            return dict;
-        }));
-        yield return new("raise_exception", new BuiltinFunction("raise_exception", (_, a) =>
-            throw new JinjaRuntimeError($"raise_exception: {PyOps.Str(a.Get(0, "message", ""))}")));
-        yield return new("strftime_now", new BuiltinFunction("strftime_now", (_, a) =>
-            Builtins.Strftime(clock(), a.Get(0, "format", null) as string ?? throw new JinjaRuntimeError("strftime_now(format) needs a format string"))));
-    }
-
     private void Emit(StringBuilder output, string text)
     {
         if (output.Length + text.Length > MaxOutputLength)
@@ -245,19 +128,19 @@ internal sealed partial class Interpreter
                 Emit(output, text.Text);
                 return Flow.Normal;
             case ExprOut value:
-                Emit(output, PyOps.Str(Evaluate(value.Value, scope)));
+                Emit(output, PyOps.Str(evaluator.Evaluate(value.Value, scope)));
                 return Flow.Normal;
             case IfStmt branch:
                 foreach (var (test, body) in branch.Branches)
                 {
-                    if (PyOps.IsTruthy(Evaluate(test, scope))) return Execute(body, scope, output);
+                    if (PyOps.IsTruthy(evaluator.Evaluate(test, scope))) return Execute(body, scope, output);
                 }
                 return branch.Else is null ? Flow.Normal : Execute(branch.Else, scope, output);
             case ForStmt loop:
                 return ExecuteFor(loop, scope, output);
             case SetStmt set:
             {
-                var value = Evaluate(set.Value, scope);
+                var value = evaluator.Evaluate(set.Value, scope);
                 current = set;
                 if (set.Attribute is not null)
                 {
@@ -274,7 +157,7 @@ internal sealed partial class Interpreter
                 Execute(block.Body, scope, captured);
                 current = block;
                 object? value = captured.ToString();
-                foreach (var filter in block.Filters) value = ApplyFilter(filter, value, scope);
+                foreach (var filter in block.Filters) value = evaluator.ApplyFilter(filter, value, scope);
                 scope.Set(block.Name, value);
                 return Flow.Normal;
             }
@@ -284,8 +167,8 @@ internal sealed partial class Interpreter
             case CallBlockStmt call:
             {
                 var caller = new Macro("caller", call.CallerParameters, call.Body, scope, false, false);
-                var callee = Evaluate(call.Call.Callee, scope);
-                var args = EvaluateArguments(call.Call.Args, scope);
+                var callee = evaluator.Evaluate(call.Call.Callee, scope);
+                var args = evaluator.EvaluateArguments(call.Call.Args, scope);
                 args.Named.Add(new("caller", caller));
                 current = call;
                 Emit(output, PyOps.Str(Invoke(callee, args)));
@@ -297,7 +180,7 @@ internal sealed partial class Interpreter
                 Execute(block.Body, scope, captured);
                 current = block;
                 object? value = captured.ToString();
-                foreach (var filter in block.Filters) value = ApplyFilter(filter, value, scope);
+                foreach (var filter in block.Filters) value = evaluator.ApplyFilter(filter, value, scope);
                 Emit(output, PyOps.Str(value));
                 return Flow.Normal;
             }
@@ -314,7 +197,7 @@ internal sealed partial class Interpreter
 
     private Flow ExecuteFor(ForStmt loop, Scope scope, StringBuilder output)
     {
-        var source = Evaluate(loop.Iterable, scope);
+        var source = evaluator.Evaluate(loop.Iterable, scope);
         current = loop;
         IReadOnlyList<object?> items = PyOps.Iterate(source);
         if (loop.Filter is not null)
@@ -325,7 +208,7 @@ internal sealed partial class Interpreter
                 CountIteration();
                 var probe = new Scope(scope);
                 Assign(loop.Target, item, probe);
-                if (PyOps.IsTruthy(Evaluate(loop.Filter, probe))) kept.Add(item);
+                if (PyOps.IsTruthy(evaluator.Evaluate(loop.Filter, probe))) kept.Add(item);
             }
             items = kept;
         }
@@ -399,7 +282,7 @@ internal sealed partial class Interpreter
             {
                 if (args.Named.Any(n => n.Key == parameters[i].Name)) continue;
                 scope.Set(parameters[i].Name, parameters[i].Default is { } fallback
-                    ? Evaluate(fallback, scope)
+                    ? evaluator.Evaluate(fallback, scope)
                     : new Undefined($"parameter '{parameters[i].Name}' was not provided"));
             }
             scope.Set("varargs", new PyTuple([.. varargs]));
@@ -415,144 +298,10 @@ internal sealed partial class Interpreter
         }
     }
 
-    // ---- expressions --------------------------------------------------------------------------
-
-    internal object? Evaluate(Expr expression, Scope scope)
-    {
-        switch (expression)
-        {
-            case Literal literal:
-                return literal.Value;
-            case NameRef name:
-                return scope.TryGet(name.Name, out var value) ? value : new Undefined($"'{name.Name}' is undefined");
-            case ListExpr list:
-                return list.Items.Select(i => Evaluate(i, scope)).ToList();
-            case TupleExpr tuple:
-                return new PyTuple([.. tuple.Items.Select(i => Evaluate(i, scope))]);
-            case DictExpr dict:
-            {
-                var result = new PyDict();
-                foreach (var (k, v) in dict.Items) result.Set(Evaluate(k, scope), Evaluate(v, scope));
-                return result;
-            }
-            case GetAttr attr:
-            {
-                var target = Evaluate(attr.Target, scope);
-                current = attr;
-                return Builtins.GetAttribute(target, attr.Name);
-            }
-            case GetItem item:
-            {
-                var target = Evaluate(item.Target, scope);
-                if (item.Key is SliceExpr slice)
-                {
-                    var start = slice.Start is null ? null : Evaluate(slice.Start, scope);
-                    var stop = slice.Stop is null ? null : Evaluate(slice.Stop, scope);
-                    var step = slice.Step is null ? null : Evaluate(slice.Step, scope);
-                    current = item;
-                    return Builtins.Slice(target, start, stop, step);
-                }
-                var key = Evaluate(item.Key, scope);
-                current = item;
-                return Builtins.GetItem(target, key);
-            }
-            case Unary unary:
-            {
-                var operand = Evaluate(unary.Operand, scope);
-                current = unary;
-                return unary.Op switch
-                {
-                    "not" => !PyOps.IsTruthy(operand),
-                    "-" => operand switch
-                    {
-                        long l => (object)checked(-l),
-                        double d => -d,
-                        bool b => b ? -1L : 0L,
-                        Undefined u => throw u.Error(),
-                        _ => throw new JinjaRuntimeError($"bad operand type for unary -: '{PyOps.TypeName(operand)}'"),
-                    },
-                    _ => PyOps.IsNumber(operand) ? (operand is bool b2 ? (b2 ? 1L : 0L) : operand)
-                        : throw new JinjaRuntimeError($"bad operand type for unary +: '{PyOps.TypeName(operand)}'"),
-                };
-            }
-            case Binary binary:
-            {
-                var left = Evaluate(binary.Left, scope);
-                if (binary.Op == "and") return PyOps.IsTruthy(left) ? Evaluate(binary.Right, scope) : left;
-                if (binary.Op == "or") return PyOps.IsTruthy(left) ? left : Evaluate(binary.Right, scope);
-                var right = Evaluate(binary.Right, scope);
-                current = binary;
-                return Builtins.BinaryOp(binary.Op, left, right);
-            }
-            case Compare compare:
-            {
-                var left = Evaluate(compare.First, scope);
-                foreach (var (op, operandExpr) in compare.Rest)
-                {
-                    var right = Evaluate(operandExpr, scope);
-                    current = compare;
-                    bool holds = op switch
-                    {
-                        "==" => PyOps.AreEqual(left, right),
-                        "!=" => !PyOps.AreEqual(left, right),
-                        "<" => PyOps.Compare(left, right) < 0,
-                        ">" => PyOps.Compare(left, right) > 0,
-                        "<=" => PyOps.Compare(left, right) <= 0,
-                        ">=" => PyOps.Compare(left, right) >= 0,
-                        "in" => PyOps.Contains(right, left),
-                        _ => !PyOps.Contains(right, left),
-                    };
-                    if (!holds) return false;
-                    left = right;
-                }
-                return true;
-            }
-            case Conditional conditional:
-                if (PyOps.IsTruthy(Evaluate(conditional.Test, scope))) return Evaluate(conditional.Then, scope);
-                return conditional.Else is null ? new Undefined("the inline if has no else") : Evaluate(conditional.Else, scope);
-            case CallExpr call:
-            {
-                var callee = Evaluate(call.Callee, scope);
-                var args = EvaluateArguments(call.Args, scope);
-                current = call;
-                return Invoke(callee, args);
-            }
-            case FilterExpr filter:
-                return ApplyFilter(filter, filter.Operand is null ? null : Evaluate(filter.Operand, scope), scope);
-            case TestExpr test:
-            {
-                var operand = Evaluate(test.Operand, scope);
-                var args = EvaluateArguments(test.Args, scope);
-                current = test;
-                bool result = Builtins.RunTest(this, test.Name, operand, args);
-                return test.Negated ? !result : result;
-            }
-            case SliceExpr:
-                throw new JinjaRuntimeError("a slice is only allowed inside []");
-            default:
-                throw new JinjaRuntimeError($"expression {expression.GetType().Name} is not supported");
-        }
-    }
-
-    private CallArgs EvaluateArguments(Arguments arguments, Scope scope)
-    {
-        if (arguments.Positional.Count == 0 && arguments.Named.Count == 0) return new CallArgs([], []);
-        var positional = arguments.Positional.Select(a => Evaluate(a, scope)).ToList();
-        var named = arguments.Named.Select(n => new KeyValuePair<string, object?>(n.Name, Evaluate(n.Value, scope))).ToList();
-        return new CallArgs(positional, named);
-    }
-
     internal object? Invoke(object? callee, CallArgs args) => callee switch
     {
         ICallable callable => callable.Call(this, args),
         Undefined undefined => throw undefined.Error(),
         _ => throw new JinjaRuntimeError($"'{PyOps.TypeName(callee)}' object is not callable"),
     };
-
-    private object? ApplyFilter(FilterExpr filter, object? operand, Scope scope)
-    {
-        var args = EvaluateArguments(filter.Args, scope);
-        current = filter;
-        return Builtins.RunFilter(this, filter.Name, operand, args);
-    }
 }

@@ -4,9 +4,9 @@ using System.Text;
 namespace OnnxDecoder.Runtime.Tokenization.Jinja;
 
 /// <summary>The Python str, list and dict methods templates call (message.content.strip(), tool.get('x')).</summary>
-internal static partial class Builtins
+internal static class PyMethods
 {
-    private static readonly HashSet<string> StringMethods =
+    internal static readonly HashSet<string> StringMethods =
     [
         "strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "startswith", "endswith", "replace", "lower", "upper", "title",
         "capitalize", "swapcase", "find", "rfind", "index", "rindex", "count", "join", "isdigit", "isalpha", "isalnum", "isspace",
@@ -14,7 +14,7 @@ internal static partial class Builtins
         "partition", "rpartition",
     ];
 
-    private static readonly HashSet<string> DictMethods = ["items", "get", "keys", "values", "copy"];
+    internal static readonly HashSet<string> DictMethods = ["items", "get", "keys", "values", "copy"];
 
     private static string StringArg(CallArgs a, int position, string name, string method)
     {
@@ -113,7 +113,7 @@ internal static partial class Builtins
         _ => throw new JinjaRuntimeError($"{method} first arg must be str or a tuple of str, not {PyOps.TypeName(affix)}"),
     };
 
-    private static object? CallStringMethod(string s, string name, CallArgs a)
+    internal static object? CallStringMethod(string s, string name, CallArgs a)
     {
         switch (name)
         {
@@ -173,7 +173,7 @@ internal static partial class Builtins
             case "join":
             {
                 var items = PyOps.Iterate(a.Get(0, "iterable", null));
-                return CheckSize(string.Join(s, items.Select(i => i as string
+                return Builtins.CheckSize(string.Join(s, items.Select(i => i as string
                     ?? throw new JinjaRuntimeError($"sequence item: expected str instance, {PyOps.TypeName(i)} found"))));
             }
             case "isdigit" or "isdecimal" or "isnumeric": return s.Length > 0 && s.All(char.IsDigit);
@@ -232,7 +232,7 @@ internal static partial class Builtins
 
     internal static string ReplaceCount(string s, string old, string replacement, long count)
     {
-        if (count < 0 && old.Length > 0) return (string)CheckSize(s.Replace(old, replacement, StringComparison.Ordinal))!;
+        if (count < 0 && old.Length > 0) return (string)Builtins.CheckSize(s.Replace(old, replacement, StringComparison.Ordinal))!;
         var builder = new StringBuilder();
         if (old.Length == 0)
         {
@@ -244,7 +244,7 @@ internal static partial class Builtins
                 builder.Append(rune.ToString());
             }
             if (count < 0 || done < count) builder.Append(replacement);
-            return (string)CheckSize(builder.ToString())!;
+            return (string)Builtins.CheckSize(builder.ToString())!;
         }
         int from = 0;
         for (long n = 0; n < count; n++)
@@ -255,7 +255,7 @@ internal static partial class Builtins
             from = at + old.Length;
         }
         builder.Append(s, from, s.Length - from);
-        return (string)CheckSize(builder.ToString())!;
+        return (string)Builtins.CheckSize(builder.ToString())!;
     }
 
     /// <summary>str.format with {} / {0} / {name} fields (no format specs).</summary>
@@ -284,16 +284,16 @@ internal static partial class Builtins
         return builder.ToString();
     }
 
-    private static object? CallListMethod(List<object?> list, string name, CallArgs a)
+    internal static object? CallListMethod(List<object?> list, string name, CallArgs a)
     {
         var item = a.Get(0, "value", null);
         if (name == "count") return (long)list.Count(x => PyOps.AreEqual(x, item));
         int at = list.FindIndex(x => PyOps.AreEqual(x, item));
-        if (at < 0) throw new JinjaRuntimeError($"{PyOps.Repr(item)} is not in list");
+        if (at < 0) throw new JinjaRuntimeError($"{PyRepr.Repr(item)} is not in list");
         return (long)at;
     }
 
-    private static object? CallDictMethod(PyDict dict, string name, CallArgs a)
+    internal static object? CallDictMethod(PyDict dict, string name, CallArgs a)
     {
         switch (name)
         {
