@@ -253,24 +253,5 @@ public static class Divergence
         return total / reference.Length;
     }
 
-    public static double Kl(ReadOnlySpan<float> p, ReadOnlySpan<float> q)
-    {
-        if (p.Length != q.Length) throw new ArgumentException($"vocabularies differ: {p.Length} against {q.Length}");
-        double lp = LogSumExp(p), lq = LogSumExp(q), kl = 0;
-        for (int i = 0; i < p.Length; i++)
-        {
-            double logP = p[i] - lp;
-            kl += Math.Exp(logP) * (logP - (q[i] - lq));
-        }
-        return Math.Max(0, kl);
-    }
-
-    private static double LogSumExp(ReadOnlySpan<float> x)
-    {
-        double max = double.NegativeInfinity;
-        foreach (float v in x) max = Math.Max(max, v);
-        double sum = 0;
-        foreach (float v in x) sum += Math.Exp(v - max);
-        return max + Math.Log(sum);
-    }
+    public static double Kl(ReadOnlySpan<float> p, ReadOnlySpan<float> q) => OnnxDecoder.Runtime.Sampling.LogitDivergence.Kl(p, q);
 }

@@ -91,27 +91,9 @@ public static class Compare
         return new Agreement(agree, ids.Length, largest, klSum / ids.Length, klLargest);
     }
 
-    /// <summary>KL(P || Q) in nats of the softmax distributions of two logit rows (log-sum-exp in double).</summary>
-    public static double KlDivergence(ReadOnlySpan<float> referenceLogits, ReadOnlySpan<float> modelLogits)
-    {
-        double logZp = LogSumExp(referenceLogits), logZq = LogSumExp(modelLogits), kl = 0;
-        for (int v = 0; v < referenceLogits.Length; v++)
-        {
-            double logP = referenceLogits[v] - logZp;
-            if (double.IsNegativeInfinity(logP)) continue; // p = 0 adds nothing
-            kl += Math.Exp(logP) * (logP - (modelLogits[v] - logZq));
-        }
-        return Math.Max(0, kl); // rounding can leave -1e-17 for equal rows
-    }
-
-    private static double LogSumExp(ReadOnlySpan<float> logits)
-    {
-        double max = double.NegativeInfinity;
-        foreach (var l in logits) max = Math.Max(max, l);
-        double sum = 0;
-        foreach (var l in logits) sum += Math.Exp(l - max);
-        return max + Math.Log(sum);
-    }
+    /// <summary>KL(P || Q) in nats of the softmax distributions of two logit rows.</summary>
+    public static double KlDivergence(ReadOnlySpan<float> referenceLogits, ReadOnlySpan<float> modelLogits) =>
+        Runtime.Sampling.LogitDivergence.Kl(referenceLogits, modelLogits);
 
     /// <summary>Logits at every position of one teacher-forced run: [positions, vocab] float32.</summary>
     private static float[] TeacherForcedLogits(ModelFolder folder, long[] ids)
