@@ -45,6 +45,18 @@ public static class Moe
     //   router ─┴─ softmax ─ TopK ─ (renormalise) ─ per-expert weights w_e [N, 1]
     // Each expert's contribution passes through Where on its selection mask, so an expert that a
     // token did not choose contributes exactly 0 to it, whatever that expert computes.
+    /// <summary>The top-k routing spread over every expert: each token's weight per expert (0 where not chosen),
+    /// [N, experts], and whether the expert was chosen, [N, experts] bool. <paramref name="topIds"/> is [N, k].</summary>
+    internal static (Value Weights, Value Selected) ScatterRouting(DecoderGraph g, Value topWeights, Value topIds, int numExperts)
+    {
+        var b = g.B;
+        var expertIds = b.Op("Range", [b.Int64Scalar(0), b.Int64Scalar(numExperts), b.Int64Scalar(1)]);                // [experts]
+        var oneHot = b.Op("Equal", [b.Op("Unsqueeze", [topIds, b.Int64s(-1)]), expertIds]);                            // [N, k, experts]
+        var weights = b.Op("ReduceSum", [b.Op("Where", [oneHot, b.Op("Unsqueeze", [topWeights, b.Int64s(-1)]), g.Scalar(0)]), b.Int64s(1)], Attr.Int("keepdims", 0)); // [N, experts]
+        var selected = b.Op("Cast", [g.Reduce("ReduceMax", b.Op("Cast", [oneHot], Attr.Int("to", (int)ElementType.Float)), [1], keepDims: false)], Attr.Int("to", (int)ElementType.Bool)); // [N, experts]
+        return (weights, selected);
+    }
+
     private static Value Spelled(DecoderGraph g, Value tokens, Value routerLogits, MoeWeightNames names)
     {
         var c = g.Config;
@@ -57,10 +69,7 @@ public static class Moe
             var topWeights = top[0];
             if (c.NormTopKProb)
                 topWeights = b.Op("Div", [topWeights, b.Op("ReduceSum", [topWeights, b.Int64s(-1)], Attr.Int("keepdims", 1))]);
-            var expertIds = b.Op("Range", [b.Int64Scalar(0), b.Int64Scalar(c.NumExperts), b.Int64Scalar(1)]);               // [experts]
-            var oneHot = b.Op("Equal", [b.Op("Unsqueeze", [top[1], b.Int64s(-1)]), expertIds]);                          // [N, k, experts]
-            weights = b.Op("ReduceSum", [b.Op("Where", [oneHot, b.Op("Unsqueeze", [topWeights, b.Int64s(-1)]), g.Scalar(0)]), b.Int64s(1)], Attr.Int("keepdims", 0)); // [N, experts]
-            selected = b.Op("Cast", [g.Reduce("ReduceMax", b.Op("Cast", [oneHot], Attr.Int("to", (int)ElementType.Float)), [1], keepDims: false)], Attr.Int("to", (int)ElementType.Bool)); // [N, experts]
+            (weights, selected) = ScatterRouting(g, topWeights, top[1], c.NumExperts);
         }
 
         Value? sum = null;

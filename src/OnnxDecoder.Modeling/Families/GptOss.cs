@@ -133,10 +133,7 @@ public sealed class GptOss : Llama
         {
             var top = b.Node(GraphBuilder.DefaultDomain, "TopK", [routerLogits, b.Int64s(c.ExpertsPerToken)], 2, Attr.Int("axis", -1)); // [N, k] x2
             var topWeights = b.Op("Softmax", [top[0]], Attr.Int("axis", -1));                                                            // [N, k]
-            var expertIds = b.Op("Range", [b.Int64Scalar(0), b.Int64Scalar(c.NumExperts), b.Int64Scalar(1)]);                          // [experts]
-            var oneHot = b.Op("Equal", [b.Op("Unsqueeze", [top[1], b.Int64s(-1)]), expertIds]);                                         // [N, k, experts]
-            weights = b.Op("ReduceSum", [b.Op("Where", [oneHot, b.Op("Unsqueeze", [topWeights, b.Int64s(-1)]), g.Scalar(0)]), b.Int64s(1)], Attr.Int("keepdims", 0)); // [N, experts]
-            selected = b.Op("Cast", [g.Reduce("ReduceMax", b.Op("Cast", [oneHot], Attr.Int("to", (int)ElementType.Float)), [1], keepDims: false)], Attr.Int("to", (int)ElementType.Bool)); // [N, experts]
+            (weights, selected) = Moe.ScatterRouting(g, topWeights, top[1], c.NumExperts);
         }
         Value? sum = null;
         for (int e = 0; e < c.NumExperts; e++)
