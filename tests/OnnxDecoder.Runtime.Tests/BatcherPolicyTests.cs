@@ -19,7 +19,9 @@ public class BatcherPolicyTests
         using var holding = batcher.Submit(prompt, new GenerationOptions { MaxNewTokens = 10_000 });
         await holding.Tokens.ReadAsync(); // the only row is taken
         var finished = new ConcurrentQueue<string>();
-        var options = new GenerationOptions { MaxNewTokens = 6 };
+        // Completions are observed through thread-pool continuations: each request decodes long enough
+        // (120 steps) that the one row's serving order, not continuation latency, decides what is seen first.
+        var options = new GenerationOptions { MaxNewTokens = 120 };
         using var low = batcher.Submit(prompt, options, priority: 0);
         using var lowToo = batcher.Submit(prompt, options, priority: 0);
         using var high = batcher.Submit(prompt, options, priority: 5);
