@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
 using OnnxDecoder.Onnx;
 
@@ -57,6 +58,9 @@ internal sealed class BoundRunStep : IDisposable
     public Span<long> Mask(int rows, int total) => _mask.AsSpan(0, rows * total);
     /// <summary>Next-token logits of every row after the last run: [rows, vocab].</summary>
     public Span<float> Logits => _logits.Values;
+    /// <summary>Wall time of the last run's call into ONNX Runtime (RunWithBinding), so that a caller can tell
+    /// its own time from ONNX Runtime's without the profiler (which slows every node).</summary>
+    public TimeSpan LastRunTime { get; private set; }
 
     /// <summary>
     /// Runs <paramref name="rows"/> rows of <paramref name="tokens"/> new tokens over a past of
@@ -130,10 +134,20 @@ internal sealed class BoundRunStep : IDisposable
     private void Execute(CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        if (!cancellationToken.CanBeCanceled)
+        {
+            // Nothing can set Terminate: no registration and no native call to clear it.
+            long start = Stopwatch.GetTimestamp();
+            _model.Session.RunWithBinding(_runOptions, _binding);
+            LastRunTime = Stopwatch.GetElapsedTime(start);
+            return;
+        }
         using var registration = cancellationToken.Register(static state => ((RunOptions)state!).Terminate = true, _runOptions);
         try
         {
+            long start = Stopwatch.GetTimestamp();
             _model.Session.RunWithBinding(_runOptions, _binding);
+            LastRunTime = Stopwatch.GetElapsedTime(start);
         }
         catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
         {

@@ -95,6 +95,10 @@ public sealed class DecoderSession : IDisposable
     /// <summary>The next-token logits of every row after the last call: [batch, vocab].</summary>
     public ReadOnlySpan<float> Logits => _step.Logits;
 
+    /// <summary>Wall time of ONNX Runtime's run in the last call (the last chunk of an <see cref="Append"/>):
+    /// the rest of a <see cref="Step"/>'s time is this host's (ids, positions, mask, binding, the logits view).</summary>
+    public TimeSpan LastRunTime => _step.LastRunTime;
+
     /// <summary>Forgets every sequence; the buffers stay allocated for the next one.</summary>
     public void Reset()
     {

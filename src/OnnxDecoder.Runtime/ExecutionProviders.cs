@@ -25,6 +25,10 @@ public sealed record ExecutionProviderOptions
     /// with the first session's IntraOpThreads.</summary>
     public bool ShareThreadPool { get; init; }
     public GraphOptimizationLevel OptimizationLevel { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
+    /// <summary>ONNX Runtime's memory pattern (one block per run, planned per input shapes); null: its default (on).</summary>
+    public bool? EnableMemoryPattern { get; init; }
+    /// <summary>ONNX Runtime's CPU memory arena; null: its default (on).</summary>
+    public bool? EnableCpuMemArena { get; init; }
     /// <summary>When set, ONNX Runtime records every node's time into a Chrome-trace JSON file whose
     /// name starts with this prefix (written when the session ends).</summary>
     public string? ProfileFilePrefix { get; init; }
@@ -67,6 +71,8 @@ public static class ExecutionProviders
                 session.ProfileOutputPathPrefix = prefix;
                 session.EnableProfiling = true;
             }
+            if (options.EnableMemoryPattern is bool pattern) session.EnableMemoryPattern = pattern;
+            if (options.EnableCpuMemArena is bool arena) session.EnableCpuMemArena = arena;
             foreach (var (key, value) in options.SessionConfigEntries ?? new Dictionary<string, string>()) session.AddSessionConfigEntry(key, value);
             if (sharedPool) session.DisablePerSessionThreads();
             else if (options.IntraOpThreads > 0) session.IntraOpNumThreads = options.IntraOpThreads;

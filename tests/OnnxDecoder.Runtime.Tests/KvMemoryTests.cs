@@ -63,6 +63,22 @@ public class KvMemoryTests
     }
 
     [Test]
+    public void A_step_reports_the_time_of_its_run_inside_its_own_wall_time()
+    {
+        using var session = new DecoderSession(Fixtures.Stories(Lowering.Ort), new DecoderSessionOptions { MaxLength = 64 });
+        session.Append([session.Folder.BosTokenId], 1);
+        var step = new long[1];
+        for (int i = 0; i < 20; i++)
+        {
+            step[0] = 3 + i;
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            session.Step(step);
+            var wall = System.Diagnostics.Stopwatch.GetElapsedTime(start);
+            Assert.That(session.LastRunTime, Is.GreaterThan(TimeSpan.Zero).And.LessThanOrEqualTo(wall), $"step {i}");
+        }
+    }
+
+    [Test]
     public async Task Prompts_reach_their_batch_rows_without_a_copy_and_steps_reuse_every_view()
     {
         string folder = Fixtures.Stories(Lowering.Ort);

@@ -9,8 +9,10 @@ using OrtGenAI = Microsoft.ML.OnnxRuntimeGenAI;
 //            [--runs 5] [--threads 2] [--precisions fp32,int8,int4] [--kl-tokens ids.json]
 //            ours, onnxruntime-genai and llama.cpp (LLamaSharp) on the same weights, with KL divergences
 //   kernels  --checkpoint ... [--work DIR] [--runs 3] [--threads 2] [--only ID,ID]: int4/int8 candidate forms, speed and KL
-//   overhead --model MODEL_DIR [--steps 256] [--threads 1]: our host time per decode step beyond ONNX Runtime's run
-//   MODEL_DIR [prompt_tokens=128] [gen_tokens=128] [runs=5]: ours against onnxruntime-genai on one exported folder
+//   overhead --model MODEL_DIR [--steps 256] [--threads 1] [--runs 3]: host time per decode step beyond ONNX Runtime's run, ours and genai's
+//   options  --model MODEL_DIR [--threads 1] [--runs 9] [--only NAME,NAME]: our decode step under ONNX Runtime session option sets
+//   MODEL_DIR [prompt_tokens=128] [gen_tokens=128] [runs=5] [threads=2]: ours against onnxruntime-genai on one exported folder,
+//            both at the given intra-op thread count
 // llama.cpp logs every load step to stderr; keep its warnings and errors only. Set before any native call.
 LLama.Native.NativeLibraryConfig.All.WithLogCallback((level, message) =>
 {
@@ -20,7 +22,7 @@ try
 {
     if (args.Length == 0)
     {
-        Console.Error.WriteLine("usage: OnnxDecoder.Bench peers|kernels|overhead --flag value ... | MODEL_DIR [prompt_tokens] [gen_tokens] [runs]");
+        Console.Error.WriteLine("usage: OnnxDecoder.Bench peers|kernels|overhead|options --flag value ... | MODEL_DIR [prompt_tokens] [gen_tokens] [runs] [threads]");
         return 2;
     }
     switch (args[0])
@@ -32,6 +34,8 @@ try
         }
         case "kernels":
             return KernelBenchmark.Run(new Arguments(args.Skip(1)));
+        case "options":
+            return OptionScan.Run(new Arguments(args.Skip(1)));
         case "overhead":
             return StepOverhead.Run(new Arguments(args.Skip(1)));
         default:
@@ -44,106 +48,126 @@ catch (Exception e) when (e is ArgumentException or IOException or InvalidDataEx
     return 1;
 }
 
-// onnxruntime-genai vs OnnxDecoder on one model folder, greedy, batch 1, runs alternating so that
-// machine noise hits both alike.
+// onnxruntime-genai vs OnnxDecoder on one model folder, greedy, batch 1, both at the same intra-op thread
+// count (ours through DecoderSessionOptions, genai through a config overlay), both on ONNX Runtime's default
+// session options otherwise; runs alternate (and which goes first alternates each round) so that machine
+// noise hits both alike. Reported: median tok/s, the median of per-round ratios, and the median step time
+// over every timed step of every run (robust to a burst of load in one run).
 static int OursAgainstGenAi(string[] args)
 {
-        string folder = args[0];
-        int promptTokens = args.Length > 1 ? int.Parse(args[1]) : 128;
-        int genTokens = args.Length > 2 ? int.Parse(args[2]) : 128;
-        int runs = args.Length > 3 ? int.Parse(args[3]) : 5;
+    string folder = args[0];
+    int promptTokens = args.Length > 1 ? int.Parse(args[1]) : 128;
+    int genTokens = args.Length > 2 ? int.Parse(args[2]) : 128;
+    int runs = args.Length > 3 ? int.Parse(args[3]) : 5;
+    int threads = args.Length > 4 ? int.Parse(args[4]) : 2;
+    if (promptTokens < 1 || genTokens < 2 || runs < 1 || threads < 1)
+        throw new ArgumentException("MODEL_DIR [prompt_tokens >= 1] [gen_tokens >= 2] [runs >= 1] [threads >= 1]");
 
-        var config = ModelFolder.Open(folder);
-        var prompt = new int[promptTokens];
-        prompt[0] = config.BosTokenId;
-        for (int i = 1; i < promptTokens; i++) prompt[i] = 3 + (int)((i * 131L) % (config.VocabSize - 3));
-        int maxLength = promptTokens + genTokens;
-        
-        using var ours = new DecoderSession(folder, new DecoderSessionOptions { MaxLength = maxLength });
-        using var model = new OrtGenAI.Model(folder);
-        
-        // Both decode exactly genTokens tokens: EOS is never allowed to end a run early (ours: next-best
-        // token; GenAI: min_length = max_length).
-        // Step times by position (the position of the token a step feeds), per runtime, over all runs.
-        var oursSteps = new Dictionary<int, List<double>>();
-        var theirSteps = new Dictionary<int, List<double>>();
-        void Record(Dictionary<int, List<double>> steps, int position, double ms)
+    var config = ModelFolder.Open(folder);
+    var prompt = PeerBenchmark.BenchPrompt(config.BosTokenId, config.VocabSize, promptTokens);
+    int maxLength = promptTokens + genTokens;
+    if (maxLength > config.ContextLength) throw new ArgumentException($"{promptTokens} + {genTokens} tokens exceed the export's {config.ContextLength}");
+
+    using var ours = new DecoderSession(folder, new DecoderSessionOptions
+    {
+        MaxLength = maxLength,
+        Providers = new ExecutionProviderOptions { IntraOpThreads = threads },
+    });
+    using var genaiConfig = new OrtGenAI.Config(folder);
+    genaiConfig.Overlay("{\"model\": {\"decoder\": {\"session_options\": {\"intra_op_num_threads\": " + threads + "}}}}");
+    using var model = new OrtGenAI.Model(genaiConfig);
+
+    // Both decode exactly genTokens tokens, the first from the prefill's logits and genTokens - 1 in timed
+    // steps: EOS never ends a run early (ours: next-best token; GenAI: min_length = max_length).
+    var oursSteps = new List<double>();
+    var theirSteps = new List<double>();
+
+    double Ours(bool keep)
+    {
+        ours.Reset();
+        var promptIds = prompt.Select(i => (long)i).ToArray();
+        var logits = ours.Append(promptIds, promptIds.Length);
+        var step = new long[1];
+        var clock = Stopwatch.StartNew();
+        for (int i = 1; i < genTokens; i++)
         {
-            if (!steps.TryGetValue(position, out var list)) steps[position] = list = [];
-            list.Add(ms);
+            long start = Stopwatch.GetTimestamp();
+            int next = Sampler.ArgMax(logits);
+            if (config.EosTokenIds.Contains(next)) next = (next + 1) % config.VocabSize;
+            step[0] = next;
+            logits = ours.Step(step);
+            if (keep) oursSteps.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
         }
-        
-        double Ours()
+        return (genTokens - 1) / clock.Elapsed.TotalSeconds;
+    }
+
+    double Theirs(bool keep)
+    {
+        using var parameters = new OrtGenAI.GeneratorParams(model);
+        parameters.SetSearchOption("max_length", maxLength);
+        parameters.SetSearchOption("min_length", maxLength);
+        parameters.SetSearchOption("do_sample", false);
+        using var generator = new OrtGenAI.Generator(model, parameters);
+        generator.AppendTokens(prompt);
+        generator.GenerateNextToken(); // the first token comes from the prefill's logits (no run)
+        var clock = Stopwatch.StartNew();
+        int steps = 0;
+        while (!generator.IsDone())
         {
-            ours.Reset();
-            var promptIds = prompt.Select(i => (long)i).ToArray();
-            var logits = ours.Append(promptIds, promptIds.Length);
-            var step = new long[1];
-            var clock = Stopwatch.StartNew();
-            for (int i = 0; i < genTokens; i++)
-            {
-                int next = Sampler.ArgMax(logits);
-                if (config.EosTokenIds.Contains(next)) next = (next + 1) % config.VocabSize;
-                step[0] = next;
-                if (i < genTokens - 1)
-                {
-                    long start = Stopwatch.GetTimestamp();
-                    int position = ours.Length;
-                    logits = ours.Step(step);
-                    Record(oursSteps, position, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-                }
-            }
-            return (genTokens - 1) / clock.Elapsed.TotalSeconds;
+            long start = Stopwatch.GetTimestamp();
+            generator.GenerateNextToken();
+            if (keep) theirSteps.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
+            steps++;
         }
-        
-        double Theirs()
+        if (steps != genTokens - 1) throw new InvalidOperationException($"onnxruntime-genai decoded {steps} steps, ours {genTokens - 1}");
+        return steps / clock.Elapsed.TotalSeconds;
+    }
+
+    // Lockstep: one step of ours, then one of genai at the same position, so that a burst of machine load
+    // hits both alike; the paired ratio of each position's two step times is the sharpest comparison.
+    var lockstep = new List<double>();
+    void Lockstep()
+    {
+        ours.Reset();
+        var promptIds = prompt.Select(i => (long)i).ToArray();
+        var logits = ours.Append(promptIds, promptIds.Length);
+        using var parameters = new OrtGenAI.GeneratorParams(model);
+        parameters.SetSearchOption("max_length", maxLength);
+        parameters.SetSearchOption("min_length", maxLength);
+        parameters.SetSearchOption("do_sample", false);
+        using var generator = new OrtGenAI.Generator(model, parameters);
+        generator.AppendTokens(prompt);
+        generator.GenerateNextToken();
+        var step = new long[1];
+        for (int i = 1; i < genTokens; i++)
         {
-            using var parameters = new OrtGenAI.GeneratorParams(model);
-            parameters.SetSearchOption("max_length", maxLength);
-            parameters.SetSearchOption("min_length", maxLength);
-            parameters.SetSearchOption("do_sample", false);
-            using var generator = new OrtGenAI.Generator(model, parameters);
-            generator.AppendTokens(prompt);
-            generator.GenerateNextToken(); // the first token comes from the prefill
-            var clock = Stopwatch.StartNew();
-            int steps = 0;
-            while (!generator.IsDone())
-            {
-                long start = Stopwatch.GetTimestamp();
-                generator.GenerateNextToken();
-                Record(theirSteps, promptTokens + steps, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-                steps++;
-            }
-            return steps / clock.Elapsed.TotalSeconds;
+            long start = Stopwatch.GetTimestamp();
+            int next = Sampler.ArgMax(logits);
+            if (config.EosTokenIds.Contains(next)) next = (next + 1) % config.VocabSize;
+            step[0] = next;
+            logits = ours.Step(step);
+            double oursUs = Stopwatch.GetElapsedTime(start).TotalMicroseconds;
+            start = Stopwatch.GetTimestamp();
+            generator.GenerateNextToken();
+            lockstep.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds / oursUs);
         }
-        
-        Ours(); Theirs(); // warm-up
-        oursSteps.Clear();
-        theirSteps.Clear();
-        var oursRates = new List<double>();
-        var theirRates = new List<double>();
-        for (int r = 0; r < runs; r++)
-        {
-            oursRates.Add(Ours());
-            theirRates.Add(Theirs());
-        }
-        static double Median(List<double> values)
-        {
-            var sorted = values.Order().ToArray();
-            return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
-        }
-        double a = Median(oursRates), b = Median(theirRates);
-        Console.WriteLine($"{Path.GetFullPath(folder)}: {promptTokens} prompt + {genTokens} generated tokens, batch 1, greedy, median of {runs} alternating runs");
-        Console.WriteLine($"  onnxdecoder       decode {a,10:F1} tok/s   runs: {string.Join(", ", oursRates.Select(x => x.ToString("F0")))}");
-        Console.WriteLine($"  onnxruntime-genai decode {b,10:F1} tok/s   runs: {string.Join(", ", theirRates.Select(x => x.ToString("F0")))}");
-        Console.WriteLine($"  ratio ours / genai: {a / b:F2}");
-        // Median step time over positions p-2..p+2, where a run reached them.
-        string At(Dictionary<int, List<double>> steps, int p)
-        {
-            var window = Enumerable.Range(p - 2, 5).Where(steps.ContainsKey).SelectMany(q => steps[q]).ToList();
-            return window.Count == 0 ? "-" : Median(window).ToString("F4");
-        }
-        foreach (int p in new[] { 16, 128, 480, 1000 })
-            if (p >= promptTokens + 2 && p < maxLength - 2)
-                Console.WriteLine($"  step ms at position {p,4}: ours {At(oursSteps, p)}, genai {At(theirSteps, p)}");return 0;
+    }
+
+    Ours(false); Theirs(false); // warm-up: first-run allocations and per-shape plans
+    var oursRates = new List<double>();
+    var theirRates = new List<double>();
+    for (int r = 0; r < runs; r++)
+    {
+        if (r % 2 == 0) { oursRates.Add(Ours(true)); theirRates.Add(Theirs(true)); }
+        else { theirRates.Add(Theirs(true)); oursRates.Add(Ours(true)); }
+        Lockstep();
+    }
+    var median = PeerBenchmark.Median;
+    Console.WriteLine($"{Path.GetFullPath(folder)}: {promptTokens} prompt + {genTokens} generated tokens ({genTokens - 1} timed steps), batch 1, greedy, " +
+        $"{threads} intra-op thread(s) each, {runs} alternating runs, load average {PeerBenchmark.LoadAverage()}");
+    Console.WriteLine($"  onnxdecoder       decode {median(oursRates),10:F1} tok/s   step median {median(oursSteps),8:F1} us   runs: {string.Join(", ", oursRates.Select(x => x.ToString("F0")))}");
+    Console.WriteLine($"  onnxruntime-genai decode {median(theirRates),10:F1} tok/s   step median {median(theirSteps),8:F1} us   runs: {string.Join(", ", theirRates.Select(x => x.ToString("F0")))}");
+    Console.WriteLine($"  ratio ours / genai: {median(Enumerable.Range(0, runs).Select(r => oursRates[r] / theirRates[r])):F2} (median of per-run ratios); " +
+        $"by median step time {median(theirSteps) / median(oursSteps):F2}; lockstep (median of per-position genai/ours step time) {median(lockstep):F2}");
+    return 0;
 }

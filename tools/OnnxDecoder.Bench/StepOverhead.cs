@@ -2,15 +2,24 @@ using System.Diagnostics;
 using System.Text.Json;
 using OnnxDecoder.Runtime;
 using OnnxDecoder.Runtime.Sampling;
+using OrtGenAI = Microsoft.ML.OnnxRuntimeGenAI;
 
 namespace OnnxDecoder.Bench;
 
 /// <summary>
-/// Our host's time per decode step beyond ONNX Runtime's own run. Method: ONNX Runtime's profiler
-/// records a "model_run" event (its time inside Run, from entry to the outputs being ready) for every
-/// run; a stopwatch records every DecoderSession.Step around it (binding, mask and position updates,
-/// the logits view). Overhead = median(step wall time) - median(model_run) over the same steps; the
-/// greedy pick (arg-max over the logits, outside Step) is timed on its own.
+/// Host time per decode step beyond ONNX Runtime's own run, ours and onnxruntime-genai's on the same
+/// folder at the same intra-op thread count, rounds alternating. Two methods:
+/// <list type="bullet">
+/// <item>Unprofiled (ours only): DecoderSession.Step's wall time minus the wall time of its call into
+/// ONNX Runtime (<see cref="DecoderSession.LastRunTime"/>), per step: what our code adds around the call.</item>
+/// <item>Profiled (ours and genai): ONNX Runtime's profiler records a "model_run" event (its time inside
+/// Run) for every run; a stopwatch records every step around it (ours: DecoderSession.Step; genai:
+/// Generator.GenerateNextToken, which also picks the token). Overhead = step wall - that step's model_run.
+/// The profiler slows every node, so model_run is not the unprofiled run time; the difference is what the
+/// host adds, including the C API's work outside the profiled span.</item>
+/// </list>
+/// Medians over steps. Our greedy pick (arg-max over the logits, outside Step) is timed on its own. All
+/// decode from BOS alone, the same number of steps at the same positions; a first round warms up.
 /// </summary>
 public static class StepOverhead
 {
@@ -19,60 +28,121 @@ public static class StepOverhead
         string folder = a.Required("--model");
         int steps = a.Int("--steps", 256), threads = a.Int("--threads", 1), rounds = a.Int("--runs", 3);
         a.ThrowIfUnread();
+        var config = ModelFolder.Open(folder);
+        steps = Math.Min(steps, config.ContextLength - 2);
         string profileDir = Path.Combine(Path.GetTempPath(), $"onnxdecoder-overhead-{Environment.ProcessId}");
-        Directory.CreateDirectory(profileDir);
+        Directory.CreateDirectory(Path.Combine(profileDir, "ours"));
+        Directory.CreateDirectory(Path.Combine(profileDir, "genai"));
         try
         {
-            var stepUs = new List<double>();
+            var ours = new List<double>();
+            var theirs = new List<double>();
             var pickUs = new List<double>();
-            string prefix = Path.Combine(profileDir, "run");
-            int prefillRuns;
+            var plainStep = new List<double>();
+            var plainRun = new List<double>();
+            using (var plain = new DecoderSession(folder, new DecoderSessionOptions
+            {
+                MaxLength = steps + 2,
+                Providers = new ExecutionProviderOptions { IntraOpThreads = threads },
+            }))
             using (var session = new DecoderSession(folder, new DecoderSessionOptions
             {
-                MaxLength = Math.Min(steps + 2, ModelFolder.Open(folder).ContextLength),
-                Providers = new ExecutionProviderOptions { IntraOpThreads = threads, ProfileFilePrefix = prefix },
+                MaxLength = steps + 2,
+                Providers = new ExecutionProviderOptions { IntraOpThreads = threads, ProfileFilePrefix = Path.Combine(profileDir, "ours", "run") },
             }))
+            using (var genaiConfig = new OrtGenAI.Config(folder))
             {
-                steps = Math.Min(steps, session.MaxLength - 2);
-                prefillRuns = 0;
-                for (int r = 0; r < rounds; r++)
+                // The profile prefix as JSON: a string escaped by the serializer, not by hand.
+                string prefix = JsonSerializer.Serialize(Path.Combine(profileDir, "genai", "run"));
+                genaiConfig.Overlay("{\"model\": {\"decoder\": {\"session_options\": {\"intra_op_num_threads\": " + threads
+                    + ", \"enable_profiling\": " + prefix + "}}}}");
+                using var genai = new OrtGenAI.Model(genaiConfig);
+                for (int r = 0; r <= rounds; r++)
                 {
-                    session.Reset();
-                    var logits = session.Append([session.Folder.BosTokenId], 1);
-                    prefillRuns++;
-                    var next = new long[1];
-                    for (int i = 0; i < steps; i++)
-                    {
-                        long start = Stopwatch.GetTimestamp();
-                        int best = Sampler.ArgMax(logits);
-                        pickUs.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
-                        next[0] = session.Folder.EosTokenIds.Contains(best) ? (best + 1) % session.VocabSize : best;
-                        start = Stopwatch.GetTimestamp();
-                        logits = session.Step(next);
-                        stepUs.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
-                    }
+                    // Round 0 warms all up (first-run allocations, per-shape plans); its steps are not kept.
+                    var plainRound = OursRound(plain, steps, pickUs, out var plainRuns);
+                    var oursRound = OursRound(session, steps, pickUs, out _);
+                    var theirRound = GenAiRound(genai, config.BosTokenId, steps);
+                    if (r == 0) { pickUs.Clear(); continue; }
+                    plainStep.AddRange(plainRound);
+                    plainRun.AddRange(plainRuns);
+                    ours.AddRange(oursRound);
+                    theirs.AddRange(theirRound);
                 }
             }
-            // The profile is written when the session is disposed.
-            string profile = Directory.GetFiles(profileDir, "run*.json").Single();
-            var runUs = ModelRuns(profile);
-            if (runUs.Count != rounds * (steps + 1))
-                throw new InvalidDataException($"{profile}: {runUs.Count} model_run events, expected {rounds * (steps + 1)} (one per prefill and step)");
-            // Drop each round's prefill run: the rest pair one to one with the timed steps.
-            var stepRuns = Enumerable.Range(0, rounds).SelectMany(r => runUs.Skip(r * (steps + 1) + 1).Take(steps)).ToList();
-            double step = PeerBenchmark.Median(stepUs), run = PeerBenchmark.Median(stepRuns), pick = PeerBenchmark.Median(pickUs);
-            var perStep = stepUs.Zip(stepRuns, (s, m) => s - m).ToList();
-            Console.WriteLine($"{Path.GetFullPath(folder)}: {rounds} x {steps} decode steps, {threads} intra-op thread(s), load average {PeerBenchmark.LoadAverage()}");
-            Console.WriteLine($"  DecoderSession.Step wall     median {step,9:F1} us");
-            Console.WriteLine($"  ONNX Runtime model_run       median {run,9:F1} us");
-            Console.WriteLine($"  host overhead in Step        median {PeerBenchmark.Median(perStep),9:F1} us (per-step difference; p90 {Percentile(perStep, 0.9):F1} us)");
-            Console.WriteLine($"  greedy pick (arg-max)        median {pick,9:F1} us");
+            // The profiles are written when the sessions are disposed.
+            var oursPerStep = PerStep(Path.Combine(profileDir, "ours"), ours, rounds, steps, out var oursRuns);
+            var theirPerStep = PerStep(Path.Combine(profileDir, "genai"), theirs, rounds, steps, out var theirRuns);
+            Console.WriteLine($"{Path.GetFullPath(folder)}: {rounds} x {steps} decode steps each, {threads} intra-op thread(s), rounds alternating, " +
+                $"load average {PeerBenchmark.LoadAverage()}");
+            var plainPerStep = plainStep.Zip(plainRun, (s, m) => s - m).ToList();
+            Console.WriteLine("                                   step wall us   run us   host overhead us (median, p90)");
+            Console.WriteLine($"  onnxdecoder, unprofiled         {PeerBenchmark.Median(plainStep),12:F1} {PeerBenchmark.Median(plainRun),8:F1}   {PeerBenchmark.Median(plainPerStep),8:F1} {Percentile(plainPerStep, 0.9),8:F1}   (run: the RunWithBinding call)");
+            Console.WriteLine($"  onnxdecoder, profiled           {PeerBenchmark.Median(ours),12:F1} {PeerBenchmark.Median(oursRuns),8:F1}   {PeerBenchmark.Median(oursPerStep),8:F1} {Percentile(oursPerStep, 0.9),8:F1}   (run: model_run)");
+            Console.WriteLine($"  onnxruntime-genai, profiled     {PeerBenchmark.Median(theirs),12:F1} {PeerBenchmark.Median(theirRuns),8:F1}   {PeerBenchmark.Median(theirPerStep),8:F1} {Percentile(theirPerStep, 0.9),8:F1}   (run: model_run)");
+            Console.WriteLine($"  our greedy pick (arg-max, outside Step): median {PeerBenchmark.Median(pickUs):F1} us (genai's is inside its step)");
             return 0;
         }
         finally
         {
             Directory.Delete(profileDir, recursive: true);
         }
+    }
+
+    /// <summary>One round of ours: BOS, then <paramref name="steps"/> timed steps (us each, and each one's run in <paramref name="runUs"/>).</summary>
+    private static List<double> OursRound(DecoderSession session, int steps, List<double> pickUs, out List<double> runUs)
+    {
+        var stepUs = new List<double>(steps);
+        runUs = new List<double>(steps);
+        session.Reset();
+        var logits = session.Append([session.Folder.BosTokenId], 1);
+        var next = new long[1];
+        for (int i = 0; i < steps; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            int best = Sampler.ArgMax(logits);
+            pickUs.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
+            next[0] = session.Folder.EosTokenIds.Contains(best) ? (best + 1) % session.VocabSize : best;
+            start = Stopwatch.GetTimestamp();
+            logits = session.Step(next);
+            stepUs.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
+            runUs.Add(session.LastRunTime.TotalMicroseconds);
+        }
+        return stepUs;
+    }
+
+    /// <summary>One round of genai: BOS (one run), the first token from its logits (no run), then
+    /// <paramref name="steps"/> timed calls that each run once; min_length keeps end tokens out.</summary>
+    private static List<double> GenAiRound(OrtGenAI.Model model, int bos, int steps)
+    {
+        var stepUs = new List<double>(steps);
+        using var parameters = new OrtGenAI.GeneratorParams(model);
+        parameters.SetSearchOption("max_length", steps + 2);
+        parameters.SetSearchOption("min_length", steps + 2);
+        parameters.SetSearchOption("do_sample", false);
+        using var generator = new OrtGenAI.Generator(model, parameters);
+        generator.AppendTokens([bos]);
+        generator.GenerateNextToken();
+        for (int i = 0; i < steps && !generator.IsDone(); i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            generator.GenerateNextToken();
+            stepUs.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
+        }
+        if (stepUs.Count != steps) throw new InvalidOperationException($"onnxruntime-genai stopped after {stepUs.Count} of {steps} steps");
+        return stepUs;
+    }
+
+    /// <summary>Pairs the timed steps with their model_run events (each round: warm-up round first, one prefill
+    /// run, then one per step) and returns wall - run per step.</summary>
+    private static List<double> PerStep(string dir, List<double> stepUs, int rounds, int steps, out List<double> stepRuns)
+    {
+        string profile = Directory.GetFiles(dir, "*.json").Single();
+        var runUs = ModelRuns(profile);
+        if (runUs.Count != (rounds + 1) * (steps + 1))
+            throw new InvalidDataException($"{profile}: {runUs.Count} model_run events, expected {(rounds + 1) * (steps + 1)} (one per prefill and step)");
+        stepRuns = Enumerable.Range(1, rounds).SelectMany(r => runUs.Skip(r * (steps + 1) + 1).Take(steps)).ToList();
+        return stepUs.Zip(stepRuns, (s, m) => s - m).ToList();
     }
 
     /// <summary>Durations (us) of the "model_run" events of an ONNX Runtime profile, in order.</summary>
