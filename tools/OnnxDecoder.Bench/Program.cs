@@ -141,16 +141,24 @@ static int OursAgainstGenAi(string[] args)
         var step = new long[1];
         for (int i = 1; i < genTokens; i++)
         {
+            double theirUs = 0;
+            if (i % 2 == 0) theirUs = TheirStep(generator); // who goes first alternates by position
             long start = Stopwatch.GetTimestamp();
             int next = Sampler.ArgMax(logits);
             if (config.EosTokenIds.Contains(next)) next = (next + 1) % config.VocabSize;
             step[0] = next;
             logits = ours.Step(step);
             double oursUs = Stopwatch.GetElapsedTime(start).TotalMicroseconds;
-            start = Stopwatch.GetTimestamp();
-            generator.GenerateNextToken();
-            lockstep.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds / oursUs);
+            if (i % 2 == 1) theirUs = TheirStep(generator);
+            lockstep.Add(theirUs / oursUs);
         }
+    }
+
+    static double TheirStep(OrtGenAI.Generator generator)
+    {
+        long start = Stopwatch.GetTimestamp();
+        generator.GenerateNextToken();
+        return Stopwatch.GetElapsedTime(start).TotalMicroseconds;
     }
 
     Ours(false); Theirs(false); // warm-up: first-run allocations and per-shape plans

@@ -40,6 +40,9 @@ public static class StepOverhead
             var pickUs = new List<double>();
             var plainStep = new List<double>();
             var plainRun = new List<double>();
+            var generatorUs = new List<double>(); // per token: host time around one run
+            var tokenizer = OnnxDecoder.Runtime.Tokenization.TextTokenizer.Exists(folder)
+                ? OnnxDecoder.Runtime.Tokenization.TextTokenizer.Load(folder, config.BosTokenId) : null;
             using (var plain = new DecoderSession(folder, new DecoderSessionOptions
             {
                 MaxLength = steps + 2,
@@ -61,10 +64,12 @@ public static class StepOverhead
                 {
                     // Round 0 warms all up (first-run allocations, per-shape plans); its steps are not kept.
                     var plainRound = OursRound(plain, steps, pickUs, out var plainRuns);
+                    var generatorRound = tokenizer is null ? [] : GeneratorRound(plain, tokenizer, steps);
                     var oursRound = OursRound(session, steps, pickUs, out _);
                     var theirRound = GenAiRound(genai, config.BosTokenId, steps);
                     if (r == 0) { pickUs.Clear(); continue; }
                     plainStep.AddRange(plainRound);
+                    generatorUs.AddRange(generatorRound);
                     plainRun.AddRange(plainRuns);
                     ours.AddRange(oursRound);
                     theirs.AddRange(theirRound);
@@ -81,6 +86,8 @@ public static class StepOverhead
             Console.WriteLine($"  onnxdecoder, profiled           {PeerBenchmark.Median(ours),12:F1} {PeerBenchmark.Median(oursRuns),8:F1}   {PeerBenchmark.Median(oursPerStep),8:F1} {Percentile(oursPerStep, 0.9),8:F1}   (run: model_run)");
             Console.WriteLine($"  onnxruntime-genai, profiled     {PeerBenchmark.Median(theirs),12:F1} {PeerBenchmark.Median(theirRuns),8:F1}   {PeerBenchmark.Median(theirPerStep),8:F1} {Percentile(theirPerStep, 0.9),8:F1}   (run: model_run)");
             Console.WriteLine($"  our greedy pick (arg-max, outside Step): median {PeerBenchmark.Median(pickUs):F1} us (genai's is inside its step)");
+            Console.WriteLine(tokenizer is null ? "  Generator: the folder has no tokenizer files, not measured"
+                : $"  Generator (greedy, text streamed to a callback): host time per token around its run {PeerBenchmark.Median(generatorUs):F1} us median, p90 {Percentile(generatorUs, 0.9):F1} us");
             return 0;
         }
         finally
@@ -109,6 +116,25 @@ public static class StepOverhead
             runUs.Add(session.LastRunTime.TotalMicroseconds);
         }
         return stepUs;
+    }
+
+    /// <summary>One greedy Generator run of <paramref name="steps"/> tokens from BOS, text streamed to a callback, no end
+    /// token. Per token: the time between consecutive callbacks minus the ONNX Runtime run between them
+    /// (<see cref="DecoderSession.LastRunTime"/>): everything the host does for one token (the Step's binding,
+    /// sampling, stop rules, detokenization, the callback itself).</summary>
+    private static List<double> GeneratorRound(DecoderSession session, OnnxDecoder.Runtime.Tokenization.TextTokenizer tokenizer, int steps)
+    {
+        var generator = new Generator(session, tokenizer);
+        var perToken = new List<double>(steps);
+        long previous = 0;
+        var result = generator.Generate([session.Folder.BosTokenId], new GenerationOptions { MaxNewTokens = steps, EosTokenIds = [] }, piece =>
+        {
+            long now = Stopwatch.GetTimestamp();
+            if (previous != 0) perToken.Add(Stopwatch.GetElapsedTime(previous, now).TotalMicroseconds - session.LastRunTime.TotalMicroseconds);
+            previous = now;
+        });
+        if (result.TokenIds.Length != steps) throw new InvalidOperationException($"the Generator made {result.TokenIds.Length} of {steps} tokens");
+        return perToken;
     }
 
     /// <summary>One round of genai: BOS (one run), the first token from its logits (no run), then
