@@ -72,12 +72,13 @@ Task("Bench")
     {
         var folder = $"./artifacts/models/{card.GetFilenameWithoutExtension()}";
         RunCli($"bench --model \"{folder}\" --prompt-tokens 128 --gen-tokens 128 --runs 5");
-        RunBench($"\"{folder}\" 128 128 5");
+        RunBench($"\"{folder}\" 128 128 5 2"); // both at 2 intra-op threads
     }
     RunBench("peers --checkpoint ../shared/models/stories260K/stories260K.bin --work ./artifacts/bench/stories260k --threads 2 --runs 5 " +
         "--kl-tokens ../shared/models/stories260K/greedy_once_upon_a_time.json");
     RunBench("peers --checkpoint llama-110m --work ./artifacts/bench/llama-110m --threads 2 --runs 5");
     RunBench("overhead --model ./artifacts/models/stories260k --threads 1");
+    RunBench("overhead --model ./artifacts/models/stories260k --threads 2");
 });
 
 // int4 / int8 kernel candidates (MatMulNBits block size, accuracy level, zero points, fp16 scales,
