@@ -76,7 +76,8 @@ public static class OptionScan
                 $"load average {PeerBenchmark.LoadAverage()}");
             Console.WriteLine("  options                 first round: step us  default/this  | later rounds: step us  default/this");
             for (int v = 0; v < sessions.Count; v++)
-                Console.WriteLine($"  {variants[v].Name,-22} {PeerBenchmark.Median(cold[v]),12:F1} {PeerBenchmark.Median(coldRatio[v]),12:F3}   | {PeerBenchmark.Median(warm[v]),12:F1} {PeerBenchmark.Median(warmRatio[v]),12:F3}");
+                Console.WriteLine($"  {variants[v].Name,-22} {PeerBenchmark.Median(cold[v]),12:F1} {PeerBenchmark.Median(coldRatio[v]),12:F3}   | " +
+                    $"{PeerBenchmark.Median(warm[v]),12:F1} {PeerBenchmark.Median(warmRatio[v]),12:F3}");
         }
         finally
         {

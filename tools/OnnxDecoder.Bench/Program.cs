@@ -173,8 +173,10 @@ static int OursAgainstGenAi(string[] args)
     var median = PeerBenchmark.Median;
     Console.WriteLine($"{Path.GetFullPath(folder)}: {promptTokens} prompt + {genTokens} generated tokens ({genTokens - 1} timed steps), batch 1, greedy, " +
         $"{threads} intra-op thread(s) each, {runs} alternating runs, load average {PeerBenchmark.LoadAverage()}");
-    Console.WriteLine($"  onnxdecoder       decode {median(oursRates),10:F1} tok/s   step median {median(oursSteps),8:F1} us   runs: {string.Join(", ", oursRates.Select(x => x.ToString("F0")))}");
-    Console.WriteLine($"  onnxruntime-genai decode {median(theirRates),10:F1} tok/s   step median {median(theirSteps),8:F1} us   runs: {string.Join(", ", theirRates.Select(x => x.ToString("F0")))}");
+    void Row(string name, List<double> rates, List<double> steps) => Console.WriteLine(
+        $"  {name,-17} decode {median(rates),10:F1} tok/s   step median {median(steps),8:F1} us   runs: {string.Join(", ", rates.Select(x => x.ToString("F0")))}");
+    Row("onnxdecoder", oursRates, oursSteps);
+    Row("onnxruntime-genai", theirRates, theirSteps);
     Console.WriteLine($"  ratio ours / genai: {median(Enumerable.Range(0, runs).Select(r => oursRates[r] / theirRates[r])):F2} (median of per-run ratios); " +
         $"by median step time {median(theirSteps) / median(oursSteps):F2}; lockstep (median of per-position genai/ours step time) {median(lockstep):F2}");
     return 0;

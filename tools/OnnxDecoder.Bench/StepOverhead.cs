@@ -82,12 +82,16 @@ public static class StepOverhead
                 $"load average {PeerBenchmark.LoadAverage()}");
             var plainPerStep = plainStep.Zip(plainRun, (s, m) => s - m).ToList();
             Console.WriteLine("                                   step wall us   run us   host overhead us (median, p90)");
-            Console.WriteLine($"  onnxdecoder, unprofiled         {PeerBenchmark.Median(plainStep),12:F1} {PeerBenchmark.Median(plainRun),8:F1}   {PeerBenchmark.Median(plainPerStep),8:F1} {Percentile(plainPerStep, 0.9),8:F1}   (run: the RunWithBinding call)");
-            Console.WriteLine($"  onnxdecoder, profiled           {PeerBenchmark.Median(ours),12:F1} {PeerBenchmark.Median(oursRuns),8:F1}   {PeerBenchmark.Median(oursPerStep),8:F1} {Percentile(oursPerStep, 0.9),8:F1}   (run: model_run)");
-            Console.WriteLine($"  onnxruntime-genai, profiled     {PeerBenchmark.Median(theirs),12:F1} {PeerBenchmark.Median(theirRuns),8:F1}   {PeerBenchmark.Median(theirPerStep),8:F1} {Percentile(theirPerStep, 0.9),8:F1}   (run: model_run)");
+            void Row(string name, List<double> wall, List<double> run, List<double> host, string runIs) => Console.WriteLine(
+                $"  {name,-30} {PeerBenchmark.Median(wall),12:F1} {PeerBenchmark.Median(run),8:F1}   " +
+                $"{PeerBenchmark.Median(host),8:F1} {Percentile(host, 0.9),8:F1}   (run: {runIs})");
+            Row("onnxdecoder, unprofiled", plainStep, plainRun, plainPerStep, "the RunWithBinding call");
+            Row("onnxdecoder, profiled", ours, oursRuns, oursPerStep, "model_run");
+            Row("onnxruntime-genai, profiled", theirs, theirRuns, theirPerStep, "model_run");
             Console.WriteLine($"  our greedy pick (arg-max, outside Step): median {PeerBenchmark.Median(pickUs):F1} us (genai's is inside its step)");
             Console.WriteLine(tokenizer is null ? "  Generator: the folder has no tokenizer files, not measured"
-                : $"  Generator (greedy, text streamed to a callback): host time per token around its run {PeerBenchmark.Median(generatorUs):F1} us median, p90 {Percentile(generatorUs, 0.9):F1} us");
+                : $"  Generator (greedy, text streamed to a callback): host time per token around its run " +
+                  $"{PeerBenchmark.Median(generatorUs):F1} us median, p90 {Percentile(generatorUs, 0.9):F1} us");
             return 0;
         }
         finally
