@@ -10,6 +10,8 @@ using OrtGenAI = Microsoft.ML.OnnxRuntimeGenAI;
 //            ours, onnxruntime-genai and llama.cpp (LLamaSharp) on the same weights, with KL divergences
 //   kernels  --checkpoint ... [--work DIR] [--runs 3] [--threads 2] [--only ID,ID]: int4/int8 candidate forms, speed and KL
 //   overhead --model MODEL_DIR [--steps 256] [--threads 1]: our host time per decode step beyond ONNX Runtime's run
+//   batch    --model MODEL_DIR [--concurrent 1,8] [--prompt-tokens 64] [--gen-tokens 64] [--runs 3] [--threads 2] [--budget N]
+//            [--profile PREFIX]: continuous batching, aggregate decode, ms per step, TTFT of requests arriving at once
 //   MODEL_DIR [prompt_tokens=128] [gen_tokens=128] [runs=5]: ours against onnxruntime-genai on one exported folder
 // llama.cpp logs every load step to stderr; keep its warnings and errors only. Set before any native call.
 LLama.Native.NativeLibraryConfig.All.WithLogCallback((level, message) =>
@@ -20,7 +22,7 @@ try
 {
     if (args.Length == 0)
     {
-        Console.Error.WriteLine("usage: OnnxDecoder.Bench peers|kernels|overhead --flag value ... | MODEL_DIR [prompt_tokens] [gen_tokens] [runs]");
+        Console.Error.WriteLine("usage: OnnxDecoder.Bench peers|kernels|overhead|batch --flag value ... | MODEL_DIR [prompt_tokens] [gen_tokens] [runs]");
         return 2;
     }
     switch (args[0])
@@ -34,6 +36,8 @@ try
             return KernelBenchmark.Run(new Arguments(args.Skip(1)));
         case "overhead":
             return StepOverhead.Run(new Arguments(args.Skip(1)));
+        case "batch":
+            return BatchScaling.Run(new Arguments(args.Skip(1)));
         default:
             return OursAgainstGenAi(args);
     }
