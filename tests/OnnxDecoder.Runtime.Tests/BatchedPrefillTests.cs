@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using OnnxDecoder.Exporters;
 using OnnxDecoder.Modeling;
 using OnnxDecoder.Runtime.Tokenization;
 
@@ -139,5 +140,22 @@ public class BatchedPrefillTests
         AssertSameAsAlone(model, tokenizer, requests, results);
         // 3 beside 40 computes 80 tokens for 43 real ones (within twice): they share; a second 3 would make 120 for 46.
         Assert.That(runs.Skip(1).Select(r => (r.Prompts, r.PromptTokens)), Is.EqualTo(new[] { (2, 43), (1, 3) }));
+    }
+
+    [Test]
+    public async Task With_last_token_logits_only_prompts_share_a_run_only_when_they_end_at_the_same_column()
+    {
+        string folder = Path.Combine(Fixtures.Root, "stories260k-ort-last-logits");
+        if (!Directory.Exists(folder))
+            ModelFolderWriter.Export(Exporters.Tests.Stories260K.LegacyCheckpoint, Exporters.Tests.Stories260K.Tokenizer, folder,
+                new ExportOptions { Lowering = Lowering.Ort, LastTokenLogitsOnly = true });
+        using var model = new DecoderModel(folder);
+        Assert.That(model.FullLogits, Is.False);
+        var tokenizer = TextTokenizer.Load(folder, model.Folder.BosTokenId);
+        int[] lengths = [6, 6, 9, 9];
+        var requests = lengths.Select((length, i) => (Prompt(model.Folder, length, seed: 40 + i), Tokens: 10)).ToArray();
+        var (results, runs) = await RunQueued(model, tokenizer, Prompt(model.Folder, 4, seed: 4), requests, sequences: 5);
+        AssertSameAsAlone(model, tokenizer, requests, results);
+        Assert.That(runs.Skip(1).Select(r => (r.Prompts, r.PromptTokens)), Is.EqualTo(new[] { (2, 12), (2, 18) }));
     }
 }

@@ -6,11 +6,11 @@ namespace OnnxDecoder.Runtime;
 
 /// <summary>
 /// Continuous batching over one loaded model. Requests wait in a bounded queue; the
-/// <see cref="SchedulingPolicy"/> picks which is admitted next and how much of its prompt runs
-/// between decode steps; the <see cref="RowLayout"/> puts the prompt's keys and values into a free
-/// row of the batch KV cache (straight into the row with the ort lowering, copied once on the shared
-/// timeline of the portable lowering); from then on one ONNX Runtime run decodes one token for every
-/// active row. A new request joins between two steps; a finished, cancelled or abandoned request
+/// <see cref="SchedulingPolicy"/> picks which are admitted next and how much of their prompts one
+/// prefill run holds between decode steps; the <see cref="RowLayout"/> puts the prompts' keys and values
+/// into free rows of the batch KV cache (straight into the rows with the ort lowering, several prompts
+/// side by side in one run; copied once on the shared timeline of the portable lowering, one prompt per
+/// run); from then on one ONNX Runtime run decodes one token for every active row. A new request joins between two steps; a finished, cancelled or abandoned request
 /// leaves its row at the next step boundary. With the ort lowering a finished row keeps its KV as a
 /// prefix cache for later prompts (see <see cref="OwnLengthsLayout"/>).
 /// One scheduler thread owns the layout, the cache and every row; callers only enqueue and read.
