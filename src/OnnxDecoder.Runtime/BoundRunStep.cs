@@ -69,10 +69,15 @@ internal sealed class BoundRunStep : IDisposable
     /// of a shared cache (a batch-of-one run writing straight into a batch row).
     /// </summary>
     /// <paramref name="allPositions"/>, when given for a batch of one, also receives every new position's logits
-    /// [tokens, vocab] (speculative verification).
+    /// [tokens, vocab] (speculative verification). <paramref name="rowTokens"/>, when given, says how many of each
+    /// row's <paramref name="tokens"/> are real (rows of a prefill run right padded to the longest): each row's
+    /// logits are those after its last real token; with <paramref name="cacheRow"/> >= 0 the rows are that many
+    /// consecutive rows of the cache from there.
     public void Run(int rows, int tokens, int total, KvCache cache, int cacheRow, int pastLength, CancellationToken cancellationToken,
-        float[]? allPositions = null)
+        float[]? allPositions = null, ReadOnlySpan<int> rowTokens = default)
     {
+        if (!rowTokens.IsEmpty && (rowTokens.Length != rows || (!_model.FullLogits && tokens > 1 && rowTokens.ContainsAnyExcept(tokens))))
+            throw new InvalidOperationException("rows of different lengths in one run need a graph with logits for every position, and one length per row");
         if (allPositions is not null && (rows != 1 || !_model.FullLogits))
             throw new InvalidOperationException("scoring every position needs a batch of one and a graph with logits for every position");
         if (rows <= 0 || rows > Rows || tokens <= 0 || rows * tokens > _ids.Length || rows * total > _mask.Length)
@@ -95,7 +100,7 @@ internal sealed class BoundRunStep : IDisposable
                 _binding.BindOutput(GraphContract.Logits, _logits.View(rows));
                 _boundLogitsRows = rows;
             }
-            if (cacheRow >= 0) cache.BindRow(_binding, _model.Folder, cacheRow);
+            if (cacheRow >= 0) cache.BindRow(_binding, _model.Folder, cacheRow, rows);
             else cache.Bind(_binding, _model.Folder, pastLength, total, rows);
             Execute(cancellationToken);
         }
@@ -106,7 +111,7 @@ internal sealed class BoundRunStep : IDisposable
             transient.Clear();
         }
         if (allPositions is not null && tokens > 1) _logits.CopyAllPositions(_binding, tokens, allPositions);
-        else if (_model.FullLogits && tokens > 1) _logits.CopyLastPositions(_binding, rows, tokens);
+        else if (_model.FullLogits && tokens > 1) _logits.CopyLastPositions(_binding, rows, tokens, rowTokens);
         else _logits.Complete(rows);
         if (allPositions is not null && tokens == 1) _logits.Values[.._model.Folder.VocabSize].CopyTo(allPositions); // [1, vocab]
         cache.Advance(total);

@@ -132,13 +132,14 @@ public sealed class KvCache : IDisposable
         }
     }
 
-    /// <summary>Shared mode: binds one row's view [1, kv_heads, max_length, head_dim] as past and present,
-    /// so a batch-of-one run (a prompt's prefill) writes straight into that row of the batch.</summary>
-    public void BindRow(OrtIoBinding binding, ModelFolder folder, int row)
+    /// <summary>Shared mode: binds the view of <paramref name="rows"/> consecutive rows from <paramref name="row"/>,
+    /// [rows, kv_heads, max_length, head_dim], as past and present, so a prefill run (one prompt, or several
+    /// side by side) writes straight into those rows of the batch.</summary>
+    public void BindRow(OrtIoBinding binding, ModelFolder folder, int row, int rows = 1)
     {
         if (!Shared) throw new InvalidOperationException("only a shared past/present buffer (ort lowering) binds one row alone");
-        if ((uint)row >= (uint)_batch) throw new ArgumentOutOfRangeException(nameof(row), row, $"the cache holds rows 0..{_batch - 1}");
-        BindShared(binding, folder, rows: 1, row);
+        if (row < 0 || rows < 1 || row + rows > _batch) throw new ArgumentOutOfRangeException(nameof(row), row, $"rows {row}..{row + rows - 1} are not all in the cache's rows 0..{_batch - 1}");
+        BindShared(binding, folder, rows, row);
     }
 
     private void BindShared(OrtIoBinding binding, ModelFolder folder, int rows, int row)

@@ -47,8 +47,9 @@ internal sealed unsafe class LogitsBuffer : IDisposable
     }
 
     /// <summary>After a run whose logits output was bound to host memory by ONNX Runtime (a graph with logits
-    /// for every position): copies the last position of each row of [rows, positions, vocab] and releases the outputs.</summary>
-    public void CopyLastPositions(OrtIoBinding binding, int rows, int positions)
+    /// for every position): copies the last position of each row of [rows, positions, vocab] (or, with
+    /// <paramref name="rowPositions"/>, position rowPositions[row] - 1 of each row) and releases the outputs.</summary>
+    public void CopyLastPositions(OrtIoBinding binding, int rows, int positions, ReadOnlySpan<int> rowPositions = default)
     {
         using var outputs = binding.GetOutputValues();
         OrtValueLedger.TrackCreated(outputs.Count);
@@ -57,7 +58,9 @@ internal sealed unsafe class LogitsBuffer : IDisposable
         var values = Values;
         for (int row = 0; row < rows; row++)
         {
-            long offset = ((long)row * positions + positions - 1) * _vocab;
+            int last = rowPositions.IsEmpty ? positions : rowPositions[row];
+            if (last < 1 || last > positions) throw new ArgumentOutOfRangeException(nameof(rowPositions), last, $"row {row} ends outside its {positions} positions");
+            long offset = ((long)row * positions + last - 1) * _vocab;
             var target = values.Slice(row * _vocab, _vocab);
             if (_widened is null) output.GetTensorDataAsSpan<float>().Slice((int)offset, _vocab).CopyTo(target);
             else TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<Float16, Half>(output.GetTensorDataAsSpan<Float16>()).Slice((int)offset, _vocab), target);

@@ -17,19 +17,19 @@ public class Fixtures
 
     public static string Root => _root;
 
-    private static string? _synth;
+    private static readonly Dictionary<Lowering, string> Synth = new();
 
-    /// <summary>The synth llama-tiny preset (random weights, byte-level BPE vocabulary of 512) exported with the ort lowering.</summary>
-    public static string SynthLlamaTiny()
+    /// <summary>The synth llama-tiny preset (random weights, byte-level BPE vocabulary of 512), exported with the ort lowering unless told.</summary>
+    public static string SynthLlamaTiny(Lowering lowering = Lowering.Ort)
     {
         lock (Gate)
         {
-            if (_synth is not null) return _synth;
+            if (Synth.TryGetValue(lowering, out var exported)) return exported;
             string checkpoint = Path.Combine(_root, "synth-llama-tiny-checkpoint");
-            Exporters.Synth.SynthPresets.Write("llama-tiny", seed: 3, checkpoint);
-            string folder = Path.Combine(_root, "synth-llama-tiny");
-            using (var opened = Checkpoint.Open(checkpoint)) ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = Lowering.Ort });
-            return _synth = folder;
+            if (!Directory.Exists(checkpoint)) Exporters.Synth.SynthPresets.Write("llama-tiny", seed: 3, checkpoint);
+            string folder = Path.Combine(_root, lowering == Lowering.Ort ? "synth-llama-tiny" : $"synth-llama-tiny-{lowering}");
+            using (var opened = Checkpoint.Open(checkpoint)) ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = lowering });
+            return Synth[lowering] = folder;
         }
     }
 

@@ -11,6 +11,8 @@ using OrtGenAI = Microsoft.ML.OnnxRuntimeGenAI;
 //   kernels  --checkpoint ... [--work DIR] [--runs 3] [--threads 2] [--only ID,ID]: int4/int8 candidate forms, speed and KL
 //   overhead --model MODEL_DIR [--steps 256] [--threads 1] [--runs 3]: host time per decode step beyond ONNX Runtime's run, ours and genai's
 //   options  --model MODEL_DIR [--threads 1] [--runs 9] [--only NAME,NAME]: our decode step under ONNX Runtime session option sets
+//   batch    --model MODEL_DIR [--concurrent 1,8] [--prompt-tokens 64] [--gen-tokens 64] [--runs 3] [--threads 2] [--budget N]
+//            [--profile PREFIX]: continuous batching, aggregate decode, ms per step, TTFT of requests arriving at once
 //   MODEL_DIR [prompt_tokens=128] [gen_tokens=128] [runs=5] [threads=2]: ours against onnxruntime-genai on one exported folder,
 //            both at the given intra-op thread count
 // llama.cpp logs every load step to stderr; keep its warnings and errors only. Set before any native call.
@@ -22,7 +24,7 @@ try
 {
     if (args.Length == 0)
     {
-        Console.Error.WriteLine("usage: OnnxDecoder.Bench peers|kernels|overhead|options --flag value ... | MODEL_DIR [prompt_tokens] [gen_tokens] [runs] [threads]");
+        Console.Error.WriteLine("usage: OnnxDecoder.Bench peers|kernels|overhead|options|batch --flag value ... | MODEL_DIR [prompt_tokens] [gen_tokens] [runs] [threads]");
         return 2;
     }
     switch (args[0])
@@ -38,6 +40,8 @@ try
             return OptionScan.Run(new Arguments(args.Skip(1)));
         case "overhead":
             return StepOverhead.Run(new Arguments(args.Skip(1)));
+        case "batch":
+            return BatchScaling.Run(new Arguments(args.Skip(1)));
         default:
             return OursAgainstGenAi(args);
     }

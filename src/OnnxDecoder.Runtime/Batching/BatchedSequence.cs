@@ -37,6 +37,8 @@ public sealed class BatchedSequence : IDisposable
     /// <summary>Positions the sequence holds in the cache: its prompt and every decoded token.</summary>
     internal int Positions => PromptIds.Length + DecodedSteps;
     internal int DecodedSteps { get; set; }
+    /// <summary>Prompt tokens whose keys and values are in place while the prompt is prefilled.</summary>
+    internal int Prefilled { get; set; }
     internal double PrefillMs { get; set; }
     internal double FirstTokenMs { get; set; }
     /// <summary>Prompt tokens whose keys and values were kept from the previous prompt instead of

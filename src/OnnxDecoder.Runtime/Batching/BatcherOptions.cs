@@ -12,9 +12,12 @@ public sealed record BatcherOptions
     /// <summary>Prefill a new prompt in chunks of at most this many tokens, with a decode step of the
     /// running sequences between chunks (0: the whole prompt in one run).</summary>
     public int PrefillChunk { get; init; }
-    /// <summary>Tokens one scheduler step may run: the decoding rows' one each, the rest for a prompt chunk
-    /// (at least one prompt token, so prefill always moves). 0: no budget.</summary>
+    /// <summary>Tokens one scheduler step may run: the decoding rows' one each, the rest for one prefill run
+    /// (the prompt tokens of every prompt in it, padding not counted; at least one, so prefill always moves).
+    /// 0: no budget.</summary>
     public int StepTokenBudget { get; init; }
+    /// <summary>Called on the scheduler thread after each prefill run (diagnostics and tests); keep it quick.</summary>
+    public Action<PrefillRunInfo>? PrefillObserver { get; init; }
     /// <summary>Refuse to start when the KV caches would exceed this many bytes (null: no limit).</summary>
     public long? MaxKvCacheBytes { get; init; }
 
@@ -39,3 +42,8 @@ public sealed record BatcherOptions
 
 /// <summary>Every row is busy and the wait queue is full: retry later (HTTP 429/503).</summary>
 public sealed class QueueFullException(string message) : InvalidOperationException(message);
+
+/// <summary>One prefill run of a <see cref="ContinuousBatcher"/>: <paramref name="Prompts"/> prompts side by side,
+/// <paramref name="PromptTokens"/> of their tokens in all, the run <paramref name="Width"/> tokens wide (the longest
+/// piece; shorter ones are padded), while <paramref name="DecodingRows"/> rows decode between runs.</summary>
+public readonly record struct PrefillRunInfo(int Prompts, int PromptTokens, int Width, int DecodingRows);

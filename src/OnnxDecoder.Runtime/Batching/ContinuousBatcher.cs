@@ -6,11 +6,11 @@ namespace OnnxDecoder.Runtime;
 
 /// <summary>
 /// Continuous batching over one loaded model. Requests wait in a bounded queue; the
-/// <see cref="SchedulingPolicy"/> picks which is admitted next and how much of its prompt runs
-/// between decode steps; the <see cref="RowLayout"/> puts the prompt's keys and values into a free
-/// row of the batch KV cache (straight into the row with the ort lowering, copied once on the shared
-/// timeline of the portable lowering); from then on one ONNX Runtime run decodes one token for every
-/// active row. A new request joins between two steps; a finished, cancelled or abandoned request
+/// <see cref="SchedulingPolicy"/> picks which are admitted next and how much of their prompts one
+/// prefill run holds between decode steps; the <see cref="RowLayout"/> puts the prompts' keys and values
+/// into free rows of the batch KV cache (straight into the rows with the ort lowering, several prompts
+/// side by side in one run; copied once on the shared timeline of the portable lowering, one prompt per
+/// run); from then on one ONNX Runtime run decodes one token for every active row. A new request joins between two steps; a finished, cancelled or abandoned request
 /// leaves its row at the next step boundary. With the ort lowering a finished row keeps its KV as a
 /// prefix cache for later prompts (see <see cref="OwnLengthsLayout"/>).
 /// One scheduler thread owns the layout, the cache and every row; callers only enqueue and read.
@@ -27,10 +27,11 @@ public sealed class ContinuousBatcher : IDisposable
     private readonly SemaphoreSlim _wake = new(0);
     private readonly CancellationTokenSource _shutdown = new();
     private readonly Thread _scheduler;
-    private BatchedSequence? _prefilling;             // admitted, its prompt partly run
-    private int _prefilled;                           // prompt tokens of _prefilling whose KV is in place
+    private readonly List<BatchedSequence> _prefilling = []; // admitted, prompts partly run, in admission order
+    private readonly List<PrefillPiece> _run = [];    // the prefill run being formed
+    private int _prefillingCount;                     // _prefilling.Count, for gauges read from other threads
     private int _outstanding;                         // queued + prefilling + decoding
-    private long _steps, _rowSteps, _stepTicks, _reusedPrefixTokens;
+    private long _steps, _rowSteps, _stepTicks, _reusedPrefixTokens, _prefillRuns, _prefillRunTokens, _prefillRunRows;
 
     public ContinuousBatcher(DecoderModel model, TextTokenizer tokenizer, BatcherOptions? options = null)
     {
@@ -66,12 +67,18 @@ public sealed class ContinuousBatcher : IDisposable
     /// <summary>Prompt tokens not run again because their keys and values were already cached
     /// (a shared system prompt, or the earlier turns of a conversation).</summary>
     public long ReusedPrefixTokens => Interlocked.Read(ref _reusedPrefixTokens);
+    /// <summary>Prefill runs so far (each holds one prompt's chunk, or several prompts side by side).</summary>
+    public long PrefillRuns => Interlocked.Read(ref _prefillRuns);
+    /// <summary>Prompt tokens those runs computed (padding excluded).</summary>
+    public long PrefillRunTokens => Interlocked.Read(ref _prefillRunTokens);
+    /// <summary>Prompts those runs held, summed over runs; over <see cref="PrefillRuns"/>, the mean prompts per prefill run.</summary>
+    public long PrefillRunRows => Interlocked.Read(ref _prefillRunRows);
     /// <summary>Requests waiting for a row (not yet prefilling).</summary>
     public int QueueLength => _policy.Count;
     /// <summary>Rows that hold a decoding sequence now. Read from any thread as a gauge.</summary>
     public int RowsInUse => _layout.LiveCount;
     /// <summary>Sequences being prefilled or decoded now (a gauge, like <see cref="RowsInUse"/>).</summary>
-    public int ActiveSequences => RowsInUse + (Volatile.Read(ref _prefilling) is null ? 0 : 1);
+    public int ActiveSequences => RowsInUse + Volatile.Read(ref _prefillingCount);
     /// <summary>Free rows that still hold a finished sequence's KV for a later prompt to start from (a gauge).</summary>
     public int CachedRows => _layout.CachedRows;
     /// <summary>Times the shared timeline reached the max length and was compacted (each moves the live KV once).</summary>
@@ -139,7 +146,7 @@ public sealed class ContinuousBatcher : IDisposable
                 DropCancelled();
                 Admit();
                 if (_layout.ActiveRows() > 0) Step();
-                else if (_prefilling is null) _wake.Wait(_shutdown.Token);
+                else if (_prefilling.Count == 0) _wake.Wait(_shutdown.Token);
             }
             catch (Exception) when (_shutdown.IsCancellationRequested)
             {
@@ -164,59 +171,121 @@ public sealed class ContinuousBatcher : IDisposable
                 _layout.Release(row, sequence);
                 Complete(sequence, null);
             }
-        if (_prefilling is { IsCancelled: true } prefilling) EndPrefill(prefilling, place: false, _prefilled, null);
+        for (int i = _prefilling.Count - 1; i >= 0; i--)
+            if (_prefilling[i] is { IsCancelled: true } prefilling) EndPrefill(prefilling, place: false, prefilling.Prefilled, null);
     }
 
-    /// <summary>Moves waiting requests into free rows: runs (a chunk of) one prompt, and once a prompt
-    /// is whole, samples its first token and lets it decode in its row.</summary>
+    /// <summary>Moves waiting requests into free rows, one prefill run at a time: the next chunk of a prompt
+    /// already started (alone: it runs over its own past), else new prompts side by side as the policy and
+    /// the layout allow. A prompt whose tokens are all in place samples its first token and decodes in its
+    /// row from then on; a partly run prompt lets the decoding rows take a step before its next chunk.</summary>
     private void Admit()
     {
+        var run = _run;
         while (true)
         {
-            if (_prefilling is null)
+            int decoding = _layout.ActiveRows() > 0 ? RowsInUse : 0;
+            int room = _policy.RunTokens(decoding);
+            run.Clear();
+            if (_prefilling.Count > 0)
             {
-                if (Array.IndexOf(_layout.Live, null) < 0 || !_policy.TryTake(out var next)) return;
-                if (next.IsCancelled) { Complete(next, null); continue; }
-                next.Clock.Restart();
-                _prefilled = next.CachedPromptTokens = _layout.BeginPrefill(next);
-                Interlocked.Add(ref _reusedPrefixTokens, _prefilled);
-                _prefilling = next;
+                var started = _prefilling[0];
+                run.Add(new PrefillPiece(started, started.Prefilled, _policy.PrefillTokens(started.PromptIds.Length - started.Prefilled, room)));
             }
-            var sequence = _prefilling;
-            int total = sequence.PromptIds.Length, decoding = _layout.ActiveRows() > 0 ? RowsInUse : 0;
-            int size = _policy.PrefillTokens(total - _prefilled, decoding);
-            ReadOnlySpan<float> logits;
-            try
+            else if (!FormRun(room, run)) return;
+            if (!RunPrefill(run)) continue;
+            bool partly = false;
+            for (int i = 0; i < run.Count; i++)
             {
-                logits = _layout.Prefill(sequence, _prefilled, size, sequence.Token);
+                var (sequence, done, size) = run[i];
+                sequence.Prefilled = done + size;
+                if (sequence.Prefilled < sequence.PromptIds.Length) { partly = true; continue; }
+                int total = sequence.PromptIds.Length;
+                sequence.PrefillMs = sequence.Clock.Elapsed.TotalMilliseconds;
+                var piece = sequence.State.Next(_layout.PrefillLogits(i), total, MaxLength);
+                sequence.FirstTokenMs = sequence.SinceSubmitted.Elapsed.TotalMilliseconds;
+                if (piece is not null) sequence.Emit(piece);
+                bool decodes = sequence.State.StopReason is null;
+                if (decodes) sequence.Clock.Restart();
+                EndPrefill(sequence, place: decodes, total, null);
             }
-            catch (Exception e) when (!_shutdown.IsCancellationRequested)
-            {
-                bool cancelled = e is OperationCanceledException;
-                EndPrefill(sequence, place: false, cancelled ? _prefilled : 0, cancelled ? null : e);
-                continue;
-            }
-            _prefilled += size;
-            if (_prefilled < total)
-            {
-                if (decoding > 0) return; // the running rows take a step between chunks
-                continue;
-            }
-            sequence.PrefillMs = sequence.Clock.Elapsed.TotalMilliseconds;
-            var piece = sequence.State.Next(logits, total, MaxLength);
-            sequence.FirstTokenMs = sequence.SinceSubmitted.Elapsed.TotalMilliseconds;
-            if (piece is not null) sequence.Emit(piece);
-            bool decodes = sequence.State.StopReason is null;
-            if (decodes) sequence.Clock.Restart();
-            EndPrefill(sequence, place: decodes, total, null);
+            if (partly && decoding > 0) return; // the running rows take a step between chunks
         }
+    }
+
+    /// <summary>Takes the next waiting request and, where the layout batches prefill, the ones after it that
+    /// the policy lets join: the pieces of one run from their rows' first column. False when none can start.</summary>
+    private bool FormRun(int room, List<PrefillPiece> run)
+    {
+        BatchedSequence next;
+        while (true)
+        {
+            if (!_layout.HasFreeRow || !_policy.TryTake(out next)) return false;
+            if (!next.IsCancelled) break;
+            Complete(next, null);
+        }
+        bool batched = _layout.BatchesPrefill && _policy.Count > 0 && _layout.TryBeginBatchedPrefill(next, run);
+        int cached = batched ? 0 : _layout.BeginPrefill(next);
+        Started(next, cached);
+        int size = _policy.PrefillTokens(next.PromptIds.Length - cached, room);
+        run.Add(new PrefillPiece(next, cached, size));
+        if (!batched) return true;
+        int tokens = size, longest = size;
+        room -= size;
+        bool equalOnly = !_layout.RowsMayEndApart;
+        while (room > 0 && _layout.HasFreeRow)
+        {
+            int joining = 0;
+            if (!_policy.TryTakeIf(c => (joining = _policy.JoiningTokens(c.PromptIds.Length, run.Count, tokens, longest, room, equalOnly)) > 0
+                && _layout.TryBeginBatchedPrefill(c, run), out var joiner)) break;
+            if (joiner.IsCancelled) { Complete(joiner, null); continue; }
+            Started(joiner, 0);
+            run.Add(new PrefillPiece(joiner, 0, joining));
+            (tokens, longest, room) = (tokens + joining, Math.Max(longest, joining), room - joining);
+        }
+        return true;
+    }
+
+    /// <summary>An admitted request: its prefill clock starts and <paramref name="cached"/> of its prompt tokens are in place.</summary>
+    private void Started(BatchedSequence sequence, int cached)
+    {
+        sequence.Clock.Restart();
+        sequence.Prefilled = sequence.CachedPromptTokens = cached;
+        Interlocked.Add(ref _reusedPrefixTokens, cached);
+        _prefilling.Add(sequence);
+        Volatile.Write(ref _prefillingCount, _prefilling.Count);
+    }
+
+    /// <summary>Runs one prefill run; false when it failed or was cancelled (its prompts have left).</summary>
+    private bool RunPrefill(List<PrefillPiece> run)
+    {
+        // One prompt's run stops when that request is cancelled; a shared run only at shutdown (a cancelled
+        // prompt among several leaves at the next step boundary, the others' work kept).
+        var token = run.Count == 1 ? run[0].Sequence.Token : _shutdown.Token;
+        try
+        {
+            _layout.Prefill(run, token);
+        }
+        catch (Exception e) when (!_shutdown.IsCancellationRequested)
+        {
+            bool cancelled = e is OperationCanceledException;
+            foreach (var (sequence, _, _) in run) EndPrefill(sequence, place: false, cancelled ? sequence.Prefilled : 0, cancelled ? null : e);
+            return false;
+        }
+        int tokens = 0;
+        foreach (var piece in run) tokens += piece.Size;
+        Interlocked.Increment(ref _prefillRuns);
+        Interlocked.Add(ref _prefillRunTokens, tokens);
+        Interlocked.Add(ref _prefillRunRows, run.Count);
+        _options.PrefillObserver?.Invoke(new PrefillRunInfo(run.Count, tokens, run.Max(p => p.Size), RowsInUse));
+        return true;
     }
 
     /// <summary>The prefilling request decodes in its row from now on, or leaves (finished at its first token, cancelled, failed).</summary>
     private void EndPrefill(BatchedSequence sequence, bool place, int validTokens, Exception? error)
     {
-        _prefilling = null;
-        _prefilled = 0;
+        _prefilling.Remove(sequence);
+        Volatile.Write(ref _prefillingCount, _prefilling.Count);
         _layout.EndPrefill(sequence, place, validTokens);
         if (!place) Complete(sequence, error);
     }
@@ -266,12 +335,9 @@ public sealed class ContinuousBatcher : IDisposable
                 live[row] = null;
                 Complete(sequence, error);
             }
-        if (_prefilling is { } prefilling)
-        {
-            _prefilling = null;
-            Complete(prefilling, error);
-        }
-        _prefilled = 0;
+        foreach (var prefilling in _prefilling) Complete(prefilling, error);
+        _prefilling.Clear();
+        Volatile.Write(ref _prefillingCount, 0);
         _layout.Reset();
     }
 

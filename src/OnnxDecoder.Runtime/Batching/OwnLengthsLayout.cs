@@ -13,22 +13,44 @@ namespace OnnxDecoder.Runtime;
 /// or reserved row under the highest live row rides along in each step with a pad token written just
 /// past its tokens, so its cache survives.
 /// </para>
+/// <para>
+/// Batched prefill: prompts that start from column 0 are prefilled side by side in one run over
+/// consecutive reserved rows, right padded to the longest piece. GroupQueryAttention treats a run
+/// whose new tokens fill its whole width (sequence length = total length) as a first prompt: every
+/// row's keys start at column 0, each row's seqlens_k (its last real column, from the mask) bounds
+/// what it attends, and the padding after a row's tokens is written but never attended (a decode
+/// step overwrites it). A run over a past (a chunk after the first, or a cached prefix) must be a
+/// batch of one for GroupQueryAttention, so such a prompt runs alone; decode rows cannot share a
+/// prefill run for the same reason.
+/// </para>
 /// </summary>
 internal sealed class OwnLengthsLayout : RowLayout
 {
-    private readonly BoundRunStep _prefill;   // batch of one over the reserved row's view
+    /// <summary>Rows one prefill run may hold (bounds the host arrays of the prefill step: rows x max length).</summary>
+    private const int MaxRowsPerPrefill = 16;
+    private readonly BoundRunStep _prefill;   // up to MaxRowsPerPrefill consecutive reserved rows of the batch cache
     private readonly RowPrefixCache _rowCache;
-    private readonly int _vocab, _pad;
-    private int _prefillRow = -1, _prefilled; // the reserved row, and prompt tokens whose KV it holds
+    private readonly BatchedSequence?[] _reserved;  // the prompt being prefilled into each row
+    private readonly int[] _reservedDone;           // prompt tokens whose KV each reserved row holds
+    private readonly BatchedSequence?[] _occupied;  // scratch: live or reserved
+    private readonly int[] _pieceTokens;            // [rows of the last prefill run]: real tokens of each row
+    private readonly int _vocab, _pad, _prefillRows;
+    private readonly bool _fullLogits;
 
     public OwnLengthsLayout(DecoderModel model, int rows, int maxLength) : base(model.CreateKvCache(rows, maxLength), rows)
     {
         _rowCache = new RowPrefixCache(rows);
+        _reserved = new BatchedSequence?[rows];
+        _reservedDone = new int[rows];
+        _occupied = new BatchedSequence?[rows];
         _vocab = model.Folder.VocabSize;
         _pad = model.Folder.PadTokenId;
+        _fullLogits = model.FullLogits;
+        _prefillRows = Math.Min(rows, MaxRowsPerPrefill);
+        _pieceTokens = new int[_prefillRows];
         try
         {
-            _prefill = new BoundRunStep(model, rows: 1, maxTokens: maxLength, maxLength);
+            _prefill = new BoundRunStep(model, _prefillRows, maxTokens: maxLength, maxLength);
         }
         catch
         {
@@ -38,17 +60,43 @@ internal sealed class OwnLengthsLayout : RowLayout
     }
 
     public override int CachedRows => _rowCache.Count;
+    public override bool BatchesPrefill => _prefillRows > 1;
+    public override bool RowsMayEndApart => _fullLogits;
+
+    public override bool HasFreeRow
+    {
+        get
+        {
+            for (int row = 0; row < Live.Length; row++)
+                if (Live[row] is null && _reserved[row] is null) return true;
+            return false;
+        }
+    }
+
+    /// <summary>Rows holding a decoding sequence or a prompt being prefilled.</summary>
+    private BatchedSequence?[] Occupied()
+    {
+        for (int row = 0; row < Live.Length; row++) _occupied[row] = Live[row] ?? _reserved[row];
+        return _occupied;
+    }
+
+    /// <summary>The row sharing the longest prefix with <paramref name="prompt"/>: a free cached row, or a live row's prompt.</summary>
+    private (int Row, int Length, bool Cached) BestPrefix(int[] prompt, int limit)
+    {
+        var (best, bestLength) = _rowCache.Longest(prompt, limit, Occupied());
+        bool bestIsCached = best >= 0;
+        for (int row = 0; row < Live.Length; row++)
+            if (Live[row] is { } other && RowPrefixCache.CommonPrefix(other.PromptIds, prompt, limit) is var shared && shared > bestLength)
+                (best, bestLength, bestIsCached) = (row, shared, false); // a live row's prompt positions never move
+        return (best, bestLength, bestIsCached);
+    }
 
     public override int BeginPrefill(BatchedSequence sequence)
     {
         var prompt = sequence.PromptIds;
         int limit = prompt.Length - 1; // at least one prompt token runs, for its logits
-        var (best, bestLength) = _rowCache.Longest(prompt, limit, Live);
-        bool bestIsCached = best >= 0;
-        for (int row = 0; row < Live.Length; row++)
-            if (Live[row] is { } other && RowPrefixCache.CommonPrefix(other.PromptIds, prompt, limit) is var shared && shared > bestLength)
-                (best, bestLength, bestIsCached) = (row, shared, false); // a live row's prompt positions never move
-        int target = _rowCache.Take(prompt, Live, limit, out int held);
+        var (best, bestLength, bestIsCached) = BestPrefix(prompt, limit);
+        int target = _rowCache.Take(prompt, Occupied(), limit, out int held);
         int reused = held;
         if (bestLength > held + 1 && best != target) // a copy for BOS alone (every prompt has it) would cost more than it saves
         {
@@ -56,32 +104,109 @@ internal sealed class OwnLengthsLayout : RowLayout
             if (bestIsCached) _rowCache.Touch(best);
             reused = bestLength;
         }
-        (_prefillRow, _prefilled) = (target, reused);
+        Reserve(target, sequence, reused);
         return reused;
     }
 
-    public override ReadOnlySpan<float> Prefill(BatchedSequence sequence, int done, int size, CancellationToken cancellationToken)
+    public override bool TryBeginBatchedPrefill(BatchedSequence sequence, IReadOnlyList<PrefillPiece> run)
     {
-        int total = done + size;
-        var ids = _prefill.Ids(1, size);
-        var positions = _prefill.Positions(1, size);
-        for (int t = 0; t < size; t++)
+        if (run.Count >= _prefillRows) return false;
+        var prompt = sequence.PromptIds;
+        if (BestPrefix(prompt, prompt.Length - 1).Length > 1) return false; // worth more than sharing a run: it goes alone
+        int row;
+        if (run.Count == 0) row = LongestFreeBlock();
+        else
         {
-            ids[t] = sequence.PromptIds[done + t];
-            positions[t] = done + t;
+            row = Array.IndexOf(_reserved, run[^1].Sequence) + 1; // the run's rows are consecutive
+            if (row >= Live.Length || Live[row] is not null || _reserved[row] is not null) row = -1;
         }
-        _prefill.Mask(1, total).Fill(1);
-        _prefill.Run(1, size, total, Cache, _prefillRow, done, cancellationToken);
-        _prefilled = total;
-        return _prefill.Logits[.._vocab];
+        if (row < 0) return false;
+        _rowCache.Forget(row); // its cached tokens (if any) are overwritten from column 0
+        Reserve(row, sequence, 0);
+        return true;
     }
+
+    /// <summary>The first row of the longest block of consecutive free rows (the lowest such block), or -1.</summary>
+    private int LongestFreeBlock()
+    {
+        int bestStart = -1, bestLength = 0;
+        for (int row = 0; row < Live.Length;)
+        {
+            if (Live[row] is not null || _reserved[row] is not null) { row++; continue; }
+            int start = row;
+            while (row < Live.Length && Live[row] is null && _reserved[row] is null) row++;
+            if (row - start > bestLength) (bestStart, bestLength) = (start, row - start);
+        }
+        return bestStart;
+    }
+
+    private void Reserve(int row, BatchedSequence sequence, int done)
+    {
+        _reserved[row] = sequence;
+        _reservedDone[row] = done;
+    }
+
+    private int RowOf(BatchedSequence sequence)
+    {
+        int row = Array.IndexOf(_reserved, sequence);
+        return row >= 0 ? row : throw new InvalidOperationException("the prompt has no reserved row: begin its prefill first");
+    }
+
+    public override void Prefill(IReadOnlyList<PrefillPiece> pieces, CancellationToken cancellationToken)
+    {
+        int rows = pieces.Count;
+        if (rows == 1)
+        {
+            var (sequence, done, size) = pieces[0];
+            int row = RowOf(sequence), total = done + size;
+            var ids = _prefill.Ids(1, size);
+            var positions = _prefill.Positions(1, size);
+            for (int t = 0; t < size; t++)
+            {
+                ids[t] = sequence.PromptIds[done + t];
+                positions[t] = done + t;
+            }
+            _prefill.Mask(1, total).Fill(1);
+            _prefill.Run(1, size, total, Cache, row, done, cancellationToken);
+            _reservedDone[row] = total;
+            return;
+        }
+        if (rows > _prefillRows) throw new ArgumentOutOfRangeException(nameof(pieces), rows, $"a prefill run holds at most {_prefillRows} rows");
+        // Consecutive rows from the first piece's, every piece from column 0, right padded to the longest: [rows, width].
+        int first = RowOf(pieces[0].Sequence), width = 0;
+        for (int i = 0; i < rows; i++)
+        {
+            if (pieces[i].Done != 0 || !ReferenceEquals(_reserved[first + i], pieces[i].Sequence))
+                throw new InvalidOperationException("prompts prefilled side by side start at column 0 in consecutive reserved rows");
+            width = Math.Max(width, pieces[i].Size);
+        }
+        var runIds = _prefill.Ids(rows, width);
+        var runPositions = _prefill.Positions(rows, width);
+        var mask = _prefill.Mask(rows, width);
+        for (int i = 0; i < rows; i++)
+        {
+            var (sequence, _, size) = pieces[i];
+            for (int t = 0; t < width; t++)
+            {
+                runIds[i * width + t] = t < size ? sequence.PromptIds[t] : _pad;
+                runPositions[i * width + t] = t;
+                mask[i * width + t] = t < size ? 1 : 0;
+            }
+            _pieceTokens[i] = size;
+        }
+        _prefill.Run(rows, width, width, Cache, first, pastLength: 0, cancellationToken, rowTokens: _pieceTokens.AsSpan(0, rows));
+        for (int i = 0; i < rows; i++) _reservedDone[first + i] = pieces[i].Size;
+    }
+
+    public override ReadOnlySpan<float> PrefillLogits(int index) => _prefill.Logits.Slice(index * _vocab, _vocab);
 
     public override void EndPrefill(BatchedSequence sequence, bool place, int validTokens)
     {
-        if (place) Live[_prefillRow] = sequence;
-        else if (validTokens > 0) _rowCache.Keep(_prefillRow, sequence.PromptIds[..validTokens]);
-        _prefillRow = -1;
-        _prefilled = 0;
+        int row = RowOf(sequence);
+        if (place) Live[row] = sequence;
+        else if (validTokens > 0) _rowCache.Keep(row, sequence.PromptIds[..validTokens]);
+        _reserved[row] = null;
+        _reservedDone[row] = 0;
     }
 
     public override void PrepareStep(int rows)
@@ -90,7 +215,7 @@ internal sealed class OwnLengthsLayout : RowLayout
         int width = 0;
         for (int row = 0; row < rows; row++)
             if (Live[row] is { } active) width = Math.Max(width, active.Positions);
-            else if (row == _prefillRow) width = Math.Max(width, RideAlongColumn(_prefilled));
+            else if (_reserved[row] is not null) width = Math.Max(width, RideAlongColumn(_reservedDone[row]));
             else if (_rowCache.TokensOf(row) is { } cached) width = Math.Max(width, RideAlongColumn(cached.Length));
         Width = width;
     }
@@ -103,10 +228,10 @@ internal sealed class OwnLengthsLayout : RowLayout
             id = sequence.State.Generated[^1];
             column = sequence.Positions;
         }
-        else if (row == _prefillRow)
+        else if (_reserved[row] is not null)
         {
             id = _pad; // the next prompt chunk overwrites this column
-            column = RideAlongColumn(_prefilled);
+            column = RideAlongColumn(_reservedDone[row]);
         }
         else if (_rowCache.TokensOf(row) is { } cached)
         {
@@ -144,8 +269,8 @@ internal sealed class OwnLengthsLayout : RowLayout
     {
         base.Reset();
         _rowCache.Clear();
-        _prefillRow = -1;
-        _prefilled = 0;
+        Array.Clear(_reserved);
+        Array.Clear(_reservedDone);
     }
 
     public override void Dispose()

@@ -23,12 +23,31 @@ internal abstract class RowLayout(KvCache cache, int rows) : IDisposable
     /// <summary>Times the timeline reached the max length and was compacted.</summary>
     public long Compactions { get; protected set; }
 
-    /// <summary>Reserves a free row for <paramref name="sequence"/>'s prompt; returns how many of its first
-    /// tokens already have their keys and values in place (a cached prefix), always fewer than all.</summary>
+    /// <summary>Whether a row is free for one more prompt (not decoding, not reserved for a prompt being prefilled).</summary>
+    public abstract bool HasFreeRow { get; }
+
+    /// <summary>Whether several prompts may be prefilled side by side in one run (rows that keep their own lengths).</summary>
+    public virtual bool BatchesPrefill => false;
+
+    /// <summary>Whether the graph's logits cover every position, so rows of one prefill run may end at different columns.</summary>
+    public virtual bool RowsMayEndApart => false;
+
+    /// <summary>Reserves a free row for <paramref name="sequence"/>'s prompt, to be prefilled in runs of its own; returns
+    /// how many of its first tokens already have their keys and values in place (a cached prefix), always fewer than all.</summary>
     public abstract int BeginPrefill(BatchedSequence sequence);
 
-    /// <summary>Runs prompt tokens [done, done + size); returns the logits after the last, [vocab].</summary>
-    public abstract ReadOnlySpan<float> Prefill(BatchedSequence sequence, int done, int size, CancellationToken cancellationToken);
+    /// <summary>Reserves a row for <paramref name="sequence"/>'s prompt next to the rows of <paramref name="run"/>
+    /// (the prompts starting at column 0 in the run being formed; none for its first), its whole prompt to be
+    /// run from position 0. False, reserving nothing, when it cannot join: a cached prefix of more than BOS is
+    /// worth more than the shared run, or no free row lies next to the run's.</summary>
+    public virtual bool TryBeginBatchedPrefill(BatchedSequence sequence, IReadOnlyList<PrefillPiece> run) => false;
+
+    /// <summary>Runs every piece's prompt tokens [Done, Done + Size) in one run: one piece of any past, or
+    /// several pieces of reserved rows from <see cref="TryBeginBatchedPrefill"/>, all from 0.</summary>
+    public abstract void Prefill(IReadOnlyList<PrefillPiece> pieces, CancellationToken cancellationToken);
+
+    /// <summary>The logits after the last token of piece <paramref name="index"/> of the last <see cref="Prefill"/>, [vocab].</summary>
+    public abstract ReadOnlySpan<float> PrefillLogits(int index);
 
     /// <summary>The prompt is whole and decodes from now on in its reserved row (<paramref name="place"/>),
     /// or it leaves with <paramref name="validTokens"/> of its tokens' KV still sound (0 after a failed run).</summary>
@@ -74,3 +93,6 @@ internal abstract class RowLayout(KvCache cache, int rows) : IDisposable
 
     public virtual void Dispose() => Cache.Dispose();
 }
+
+/// <summary>One prompt's share of a prefill run: its tokens [Done, Done + Size).</summary>
+internal readonly record struct PrefillPiece(BatchedSequence Sequence, int Done, int Size);

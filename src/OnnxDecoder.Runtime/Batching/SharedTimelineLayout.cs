@@ -16,7 +16,7 @@ internal sealed class SharedTimelineLayout : RowLayout
     private readonly long[] _ids;                 // [max_length] scratch for a prompt chunk
     private readonly int[] _rowStart;             // first column of each row's tokens on the timeline
     private readonly int[] _rowLength, _startScratch; // scratch for relayouts
-    private readonly int _pad;
+    private readonly int _pad, _vocab;
     private int _prefillRow = -1;
 
     public SharedTimelineLayout(DecoderModel model, int rows, int maxLength) : base(model.CreateKvCache(rows, maxLength), rows)
@@ -26,6 +26,7 @@ internal sealed class SharedTimelineLayout : RowLayout
         _rowLength = new int[rows];
         _startScratch = new int[rows];
         _pad = model.Folder.PadTokenId;
+        _vocab = model.Folder.VocabSize;
         try
         {
             _prefill = new DecoderSession(model, new DecoderSessionOptions { MaxLength = maxLength, PrefillChunk = 0 });
@@ -51,13 +52,19 @@ internal sealed class SharedTimelineLayout : RowLayout
         return common;
     }
 
-    public override ReadOnlySpan<float> Prefill(BatchedSequence sequence, int done, int size, CancellationToken cancellationToken)
+    /// <summary>One prompt at a time (the batch-of-one prefill session holds one prompt's KV).</summary>
+    public override bool HasFreeRow => _prefillRow < 0 && Array.IndexOf(Live, null) >= 0;
+
+    public override void Prefill(IReadOnlyList<PrefillPiece> pieces, CancellationToken cancellationToken)
     {
+        if (pieces.Count != 1) throw new InvalidOperationException("the shared timeline prefills one prompt per run");
+        var (sequence, done, size) = pieces[0];
         for (int t = 0; t < size; t++) _ids[t] = sequence.PromptIds[done + t];
-        var logits = _prefill.Append(_ids.AsSpan(0, size), size, cancellationToken: cancellationToken);
+        _prefill.Append(_ids.AsSpan(0, size), size, cancellationToken: cancellationToken);
         _prefillTokens.AddRange(sequence.PromptIds.AsSpan(done, size));
-        return logits;
     }
+
+    public override ReadOnlySpan<float> PrefillLogits(int index) => index == 0 ? _prefill.Logits[.._vocab] : throw new ArgumentOutOfRangeException(nameof(index));
 
     public override void EndPrefill(BatchedSequence sequence, bool place, int validTokens)
     {
