@@ -22,7 +22,8 @@ public sealed class DecoderGraph
         B = builder;
         Config = config;
         Options = options;
-        Weights = weights;
+        FusedWeights = new FusedWeightSource(weights);
+        Weights = FusedWeights;
         MaxLength = options.MaxLength ?? config.MaxPositions;
         if (MaxLength <= 0) throw new ArgumentOutOfRangeException(nameof(options), MaxLength, "max length must be positive");
         Lowering = GraphLowering.For(options.Lowering);
@@ -32,7 +33,12 @@ public sealed class DecoderGraph
     public GraphBuilder B { get; }
     public DecoderConfig Config { get; }
     public ExportOptions Options { get; }
+    /// <summary>The checkpoint's weights, and the fused ones (<see cref="FusedProjections"/>) the graph defines.</summary>
     public IWeightSource Weights { get; }
+    public FusedWeightSource FusedWeights { get; }
+    /// <summary>Whether projections that read one input become one matmul (the ort lowering, where fewer, larger
+    /// nodes cut ONNX Runtime's per-node dispatch); the portable graph keeps one per checkpoint tensor.</summary>
+    public bool FusesProjections => Lowering.Kind == Modeling.Lowering.Ort;
     /// <summary>How blocks become ops: standard ops (portable) or ONNX Runtime's fused ones (ort).</summary>
     public GraphLowering Lowering { get; }
     /// <summary>The quantized weights and their projections; null for float exports.</summary>
