@@ -15,6 +15,7 @@ public sealed class DecoderGraph
     private readonly Dictionary<string, Value> _weights = new(StringComparer.Ordinal);
     private AttentionMasks? _windowedMasks, _fullMasks;
     private (Value SeqlensK, Value TotalLength)? _gqaLengths;
+    private Value? _gqaPaddingBias;
     private (Value Cos, Value Sin)? _rotaryCaches, _rotaryPerPosition, _localRotaryCaches, _localRotaryPerPosition;
 
     public DecoderGraph(GraphBuilder builder, DecoderConfig config, ExportOptions options, IWeightSource weights)
@@ -72,6 +73,8 @@ public sealed class DecoderGraph
     public AttentionMasks DefaultMasks => Masks(Config.SlidingWindow);
     /// <summary>GroupQueryAttention's seqlens_k (int32 [B]) and total_sequence_length (int32 scalar).</summary>
     public (Value SeqlensK, Value TotalLength) GqaLengths => _gqaLengths ??= Components.AttentionMask.GqaLengths(this);
+    /// <summary>GroupQueryAttention's attention_bias [B, 1, S, T]: left padding only (GQA masks causality and windows itself).</summary>
+    public Value GqaPaddingBias => _gqaPaddingBias ??= Components.AttentionMask.GqaPaddingBias(this);
     /// <summary>Rotary cos/sin caches [max_length, rot/2] (static scalings).</summary>
     public (Value Cos, Value Sin) RotaryCaches => _rotaryCaches ??= Rotary.Caches(this);
     /// <summary>Rotary cos/sin of each position of the call [B, S, 1, rot/2].</summary>

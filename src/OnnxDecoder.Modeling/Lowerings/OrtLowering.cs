@@ -19,7 +19,7 @@ public sealed class OrtLowering : GraphLowering
         // RotaryEmbedding reads the caches itself; only the dynamic scaling's in-graph tables are shared up front.
         if (g.Config.Positions == PositionKind.Rotary && Rotary.IsDynamic(g.Config)) _ = g.RotaryPerPosition;
         _ = g.GqaLengths;
-        _ = g.DefaultMasks.GqaBias;
+        _ = g.GqaPaddingBias;
     }
 
     // ONNX Runtime registers SimplifiedLayerNormalization in the default domain (since version 1),
@@ -103,10 +103,10 @@ public sealed class OrtLowering : GraphLowering
         // positions), and without it rotates each row's query at its own last column (seqlens_k) and every key at its column.
         // Our KV columns never move, and every row's positions are its columns minus a constant (its left padding), so the
         // rotated scores, which depend only on the distance between query and key, are the ones position_ids would give.
-        // Input 10, attention_bias [B, 1, S, T], carries left padding (see AttentionMask.GqaLengths);
+        // Input 10, attention_bias [B, 1, S, T], carries left padding (see AttentionMask.GqaLengths, GqaPaddingBias);
         // input 11, head_sink [heads], adds exp(sink) to each head's softmax denominator.
         // outputs: context [B, S, heads*head_dim], present key, present value [B, kv_heads, T or max, head_dim]
-        var bias = g.Masks(layer.SlidingWindow).GqaBias;
+        var bias = g.GqaPaddingBias;
         var outputs = g.B.Node(GraphBuilder.MicrosoftDomain, "GroupQueryAttention",
             layer.Sinks is { } sinks
                 ? [q, k, v, pastKey, pastValue, seqlensK, totalLength, cos, sin, null, bias, sinks]
