@@ -15,6 +15,7 @@ public sealed class DecoderGraph
     private readonly Dictionary<string, Value> _weights = new(StringComparer.Ordinal);
     private AttentionMasks? _windowedMasks, _fullMasks;
     private (Value SeqlensK, Value TotalLength)? _gqaLengths;
+    private Value? _gqaPaddingBias;
     private (Value Cos, Value Sin)? _rotaryCaches, _rotaryPerPosition, _localRotaryCaches, _localRotaryPerPosition;
 
     public DecoderGraph(GraphBuilder builder, DecoderConfig config, ExportOptions options, IWeightSource weights)
@@ -22,7 +23,8 @@ public sealed class DecoderGraph
         B = builder;
         Config = config;
         Options = options;
-        Weights = weights;
+        FusedWeights = new FusedWeightSource(weights);
+        Weights = FusedWeights;
         MaxLength = options.MaxLength ?? config.MaxPositions;
         if (MaxLength <= 0) throw new ArgumentOutOfRangeException(nameof(options), MaxLength, "max length must be positive");
         Lowering = GraphLowering.For(options.Lowering);
@@ -32,7 +34,12 @@ public sealed class DecoderGraph
     public GraphBuilder B { get; }
     public DecoderConfig Config { get; }
     public ExportOptions Options { get; }
+    /// <summary>The checkpoint's weights, and the fused ones (<see cref="FusedProjections"/>) the graph defines.</summary>
     public IWeightSource Weights { get; }
+    public FusedWeightSource FusedWeights { get; }
+    /// <summary>Whether projections that read one input become one matmul (the ort lowering, where fewer, larger
+    /// nodes cut ONNX Runtime's per-node dispatch); the portable graph keeps one per checkpoint tensor.</summary>
+    public bool FusesProjections => Lowering.Kind == Modeling.Lowering.Ort;
     /// <summary>How blocks become ops: standard ops (portable) or ONNX Runtime's fused ones (ort).</summary>
     public GraphLowering Lowering { get; }
     /// <summary>The quantized weights and their projections; null for float exports.</summary>
@@ -66,6 +73,8 @@ public sealed class DecoderGraph
     public AttentionMasks DefaultMasks => Masks(Config.SlidingWindow);
     /// <summary>GroupQueryAttention's seqlens_k (int32 [B]) and total_sequence_length (int32 scalar).</summary>
     public (Value SeqlensK, Value TotalLength) GqaLengths => _gqaLengths ??= Components.AttentionMask.GqaLengths(this);
+    /// <summary>GroupQueryAttention's attention_bias [B, 1, S, T]: left padding only (GQA masks causality and windows itself).</summary>
+    public Value GqaPaddingBias => _gqaPaddingBias ??= Components.AttentionMask.GqaPaddingBias(this);
     /// <summary>Rotary cos/sin caches [max_length, rot/2] (static scalings).</summary>
     public (Value Cos, Value Sin) RotaryCaches => _rotaryCaches ??= Rotary.Caches(this);
     /// <summary>Rotary cos/sin of each position of the call [B, S, 1, rot/2].</summary>

@@ -92,6 +92,19 @@ public static class TensorTransforms
         });
     }
 
+    /// <summary>Tensors of one element type and trailing shape concatenated along axis 0 ([N_i, ..] -> [sum N_i, ..]):
+    /// Linear weights fused along their output rows, or their 1-D biases.</summary>
+    public static ITensorSource ConcatRows(IReadOnlyList<ITensorSource> parts)
+    {
+        var first = parts[0];
+        if (parts.Any(p => p.ElementType != first.ElementType || p.Shape.Count != first.Shape.Count || !p.Shape.Skip(1).SequenceEqual(first.Shape.Skip(1))))
+            throw new ArgumentException("concatenated tensors must share element type and every dimension but the first");
+        return TensorData.Lazy(first.ElementType, [parts.Sum(p => p.Shape[0]), .. first.Shape.Skip(1)], stream =>
+        {
+            foreach (var part in parts) part.WriteTo(stream);
+        });
+    }
+
     /// <summary>Rows of <paramref name="source"/> interleaved from two tensors: row 2i from a, 2i+1 from b.</summary>
     public static ITensorSource InterleaveRows(ITensorSource a, ITensorSource b)
     {

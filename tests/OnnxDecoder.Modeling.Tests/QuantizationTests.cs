@@ -178,7 +178,7 @@ public class QuantizationTests
         var config = TestConfigs.Base with { TieWordEmbeddings = false };
         var weights = TestConfigs.Weights(config);
         var ort = FamilyRegistry.For(config).Build(config, weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } });
-        Assert.That(ort.OpHistogram()["com.microsoft.MatMulNBits"], Is.EqualTo(2 * 7 + 1), "q, k, v, o, gate, up, down per layer, and the head");
+        Assert.That(ort.OpHistogram()["com.microsoft.MatMulNBits"], Is.EqualTo(2 * 4 + 1), "qkv (fused), o, gate_up (fused), down per layer, and the head");
         Assert.That(ort.OpHistogram().ContainsKey("MatMul"), Is.False);
         Assert.That(ort.OpHistogram()["com.microsoft.GatherBlockQuantized"], Is.EqualTo(1), "the token table is gathered quantized");
         Assert.That(ort.OpHistogram().ContainsKey("Gather"), Is.False);

@@ -4,20 +4,17 @@ namespace OnnxDecoder.Modeling.Components;
 
 /// <summary>
 /// The masks of the layers that share one sliding window (or none), each built once, in the scope
-/// of its first use: which keys a query sees, as a bool tensor, as an additive float32 bias, and as
-/// GroupQueryAttention's bias in the activation type.
+/// of its first use: which keys a query sees, as a bool tensor, and as an additive float32 bias.
 /// </summary>
 public sealed class AttentionMasks(DecoderGraph g, int? window)
 {
-    private Value? _allowed, _bias, _gqaBias;
+    private Value? _allowed, _bias;
 
     public int? Window { get; } = window;
     /// <summary>[B, 1, 1, S, T] bool.</summary>
     public Value Allowed => _allowed ??= AttentionMask.Allowed(g, Window);
     /// <summary>[B, 1, 1, S, T] float32: 0 where allowed, the lowest float elsewhere.</summary>
     public Value Bias => _bias ??= AttentionMask.Bias(g, this);
-    /// <summary>[B, 1, S, T] in the activation type, GroupQueryAttention's attention_bias.</summary>
-    public Value GqaBias => _gqaBias ??= AttentionMask.GqaBias(g, this);
 }
 
 /// <summary>The builders of the masks and of GroupQueryAttention's per-row lengths.</summary>
@@ -74,12 +71,19 @@ public static class AttentionMask
         return (seqlensK, totalLength);
     }
 
-    /// <summary>The additive mask as GQA's attention_bias [B, 1, S, T] (padding, causality, window).</summary>
-    internal static Value GqaBias(DecoderGraph g, AttentionMasks masks)
+    /// <summary>
+    /// GroupQueryAttention's attention_bias [B, 1, S, T] in the activation type: 0 where attention_mask is 1, the lowest
+    /// finite value over padding (float16's lowest, not -infinity). Causality and the sliding window are GQA's own
+    /// (keys up to each query's column, local_window_size), so the bias carries padding only and one serves every layer:
+    ///   attention_mask [B, T] ─Unsqueeze─ [B, 1, 1, T] ─Cast bool─ Where(0, lowest) ─Expand [1, 1, S, 1]─ [B, 1, S, T]
+    /// </summary>
+    internal static Value GqaPaddingBias(DecoderGraph g)
     {
-        // GQA takes the bias in the activation type: float16's lowest finite value, not -infinity.
-        var bias = g.Float16 ? g.B.Op("Where", [masks.Allowed, g.Scalar(0), g.Scalar((float)Half.MinValue)]) : masks.Bias;
-        using var scope = g.B.Scope("attn_mask");
-        return g.B.Op("Squeeze", [bias, g.B.Int64s(1)]);
+        var b = g.B;
+        using var scope = b.Scope("attn_mask");
+        var notPadding = b.Op("Cast", [b.Op("Unsqueeze", [g.AttentionMask, b.Int64s(1, 2)])], Attr.Int("to", (int)ElementType.Bool)); // [B, 1, 1, T]
+        var bias = b.Op("Where", [notPadding, g.Scalar(0), g.Scalar(g.Float16 ? (float)Half.MinValue : float.MinValue)]);          // [B, 1, 1, T]
+        var queries = b.Op("Concat", [b.Int64s(1, 1), g.Dim(g.InputIds, 1), b.Int64s(1)], Attr.Int("axis", 0));                   // [1, 1, S, 1]
+        return b.Op("Expand", [bias, queries]);                                                                                   // [B, 1, S, T]
     }
 }

@@ -17,10 +17,15 @@ public static class Mlp
         if (w.Gate is not null)
         {
             Value gate, up;
-            using (b.Scope("gate_proj")) gate = g.Project(x, w.Gate, w.StoredInOut);            // [.., intermediate]
-            using (b.Scope("up_proj")) up = g.Project(x, w.Up, w.StoredInOut);
-            if (w.GateBias is not null) gate = b.Op("Add", [gate, g.Weight(w.GateBias)]);
-            if (w.UpBias is not null) up = b.Op("Add", [up, g.Weight(w.UpBias)]);
+            if (g.FusesProjections && !w.StoredInOut && (w.GateBias is null) == (w.UpBias is null))
+                (gate, up) = GateUp(g, x, w);
+            else
+            {
+                using (b.Scope("gate_proj")) gate = g.Project(x, w.Gate, w.StoredInOut);        // [.., intermediate]
+                using (b.Scope("up_proj")) up = g.Project(x, w.Up, w.StoredInOut);
+                if (w.GateBias is not null) gate = b.Op("Add", [gate, g.Weight(w.GateBias)]);
+                if (w.UpBias is not null) up = b.Op("Add", [up, g.Weight(w.UpBias)]);
+            }
             using (b.Scope("act_fn")) hidden = b.Op("Mul", [Activate(g, gate), up]);
         }
         else
@@ -34,6 +39,19 @@ public static class Mlp
             var y = g.Project(hidden, w.Down, w.StoredInOut);                                   // [.., hidden]
             return w.DownBias is null ? y : b.Op("Add", [y, g.Weight(w.DownBias)]);
         }
+    }
+
+    //   x ─gate_up_proj─ [.., 2I] (+ bias) ─Split─ gate, up [.., I]: one matmul over the gate and up rows.
+    private static (Value Gate, Value Up) GateUp(DecoderGraph g, Value x, MlpWeights w)
+    {
+        using var scope = g.B.Scope("gate_up_proj");
+        string[] parts = [w.Gate!, w.Up];
+        string name = FusedProjections.Name(w.Gate!, "gate_proj", "gate_up_proj", parts);
+        var y = FusedProjections.Project(g, x, name, parts);
+        if (w.GateBias is not null) y = g.B.Op("Add", [y, FusedProjections.Bias(g, FusedProjections.Name(w.GateBias, "gate_proj", "gate_up_proj", [w.GateBias, w.UpBias!]), [w.GateBias, w.UpBias!])]);
+        long width = g.Weights.Get(w.Gate!).Shape[0];
+        var halves = FusedProjections.Split(g, y, width, width);
+        return (halves[0], halves[1]);
     }
 
     /// <summary>silu(x) = x sigmoid(x); gelu(x) = x/2 (1 + erf(x/sqrt 2));

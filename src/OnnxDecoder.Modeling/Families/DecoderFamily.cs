@@ -1,4 +1,5 @@
 using OnnxDecoder.Modeling.Components;
+using OnnxDecoder.Modeling.Lowerings;
 using OnnxDecoder.Onnx;
 
 namespace OnnxDecoder.Modeling.Families;
@@ -170,8 +171,15 @@ public abstract class DecoderFamily
     {
         var b = g.B;
         using var scope = b.Scope("attn");
-        var (q, k, v) = ProjectQkv(g, layer, x);
-        var (context, presentKey, presentValue) = Attention.Apply(g, q, k, v, cache.PastKey, cache.PastValue, AttentionOf(g, layer));
+        var attention = AttentionOf(g, layer);
+        Value context, presentKey, presentValue;
+        if (g.Lowering.TakesPackedQkv(g, attention) && PackedQkv(g, layer, x) is { } qkv)
+            (context, presentKey, presentValue) = g.Lowering.AttendPacked(g, qkv, cache.PastKey, cache.PastValue, attention);
+        else
+        {
+            var (q, k, v) = ProjectQkv(g, layer, x);
+            (context, presentKey, presentValue) = Attention.Apply(g, q, k, v, cache.PastKey, cache.PastValue, attention);
+        }
         (cache.PresentKey, cache.PresentValue) = (presentKey, presentValue);
         using (b.Scope("o_proj")) return ProjectOut(g, layer, context);
     }
@@ -194,6 +202,11 @@ public abstract class DecoderFamily
 
     /// <summary>q [B, S, heads*head_dim], k and v [B, S, kv_heads*head_dim].</summary>
     protected abstract (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x);
+
+    /// <summary>q, k and v packed [B, S, (heads + 2 kv_heads) head_dim] from one projection, for a lowering whose attention
+    /// takes them so (<see cref="GraphLowering.TakesPackedQkv"/>); null where the family has no such form or puts per-part
+    /// ops (q/k norms) between projection and attention.</summary>
+    protected virtual Value? PackedQkv(DecoderGraph g, int layer, Value x) => null;
 
     /// <summary>o_proj: [B, S, heads*head_dim] -> [B, S, hidden].</summary>
     protected abstract Value ProjectOut(DecoderGraph g, int layer, Value context);

@@ -95,6 +95,14 @@ public sealed class Gpt2 : DecoderFamily
         return specs;
     }
 
+    //   x ─c_attn─ [B, S, 3 hidden] (+ bias), packed as the checkpoint stores it
+    protected override Value? PackedQkv(DecoderGraph g, int layer, Value x)
+    {
+        var n = Names(layer);
+        using var scope = g.B.Scope("c_attn");
+        return g.B.Op("Add", [g.Project(x, n.AttnWeight, storedInOut: true), g.Weight(n.AttnBias)]);
+    }
+
     protected override (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x)
     {
         var b = g.B;

@@ -1,3 +1,4 @@
+using System.Reflection;
 using OnnxDecoder.Modeling.Components;
 using OnnxDecoder.Onnx;
 
@@ -174,11 +175,44 @@ public class Llama : DecoderFamily
 
     protected virtual IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer) => MlpSpecs(MlpNames(c, layer), c.HiddenSize, c.IntermediateSize);
 
+    /// <summary>Whether the family puts ops on q or k between projection and attention (q/k norms: it overrides
+    /// <see cref="ProjectQkv"/>), so that packed qkv cannot go to attention as it is (it is still one projection, then split).</summary>
+    private bool ActsOnQkvParts => GetType().GetMethod(nameof(ProjectQkv), BindingFlags.Instance | BindingFlags.NonPublic)!.DeclaringType != typeof(Llama);
+
+    private static bool FusesQkv(DecoderGraph g, AttentionNames a) =>
+        g.FusesProjections && (a.QBias is null) == (a.KBias is null) && (a.KBias is null) == (a.VBias is null);
+
+    protected override Value? PackedQkv(DecoderGraph g, int layer, Value x) =>
+        !ActsOnQkvParts && FusesQkv(g, Names(g.Config, layer).Attention) ? FusedQkv(g, layer, x) : null;
+
+    //   x ─qkv_proj─ [B, S, (h + 2 kv) hd] (+ q, k, v biases as one)
+    private Value FusedQkv(DecoderGraph g, int layer, Value x)
+    {
+        var a = Names(g.Config, layer).Attention;
+        using var scope = g.B.Scope("qkv_proj");
+        string[] weights = [a.Q, a.K, a.V];
+        var qkv = FusedProjections.Project(g, x, FusedProjections.Name(a.Q, "q_proj", "qkv_proj", weights), weights);
+        if (a.QBias is null) return qkv;
+        string[] biases = [a.QBias, a.KBias!, a.VBias!];
+        return g.B.Op("Add", [qkv, FusedProjections.Bias(g, FusedProjections.Name(a.QBias, "q_proj", "qkv_proj", biases), biases)]);
+    }
+
     protected override (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x)
     {
         var b = g.B;
-        var a = Names(g.Config, layer).Attention;
+        var c = g.Config;
+        var a = Names(c, layer).Attention;
         Value q, k, v;
+        if (FusesQkv(g, a))
+        {
+            var qkv = FusedQkv(g, layer, x);
+            long qWidth = (long)c.NumHeads * c.HeadDim, kvWidth = (long)c.NumKvHeads * c.HeadDim;
+            using (b.Scope("qkv_proj"))
+            {
+                var parts = FusedProjections.Split(g, qkv, qWidth, kvWidth, kvWidth);
+                return (parts[0], parts[1], parts[2]);
+            }
+        }
         using (b.Scope("q_proj")) q = g.Linear(x, a.Q, a.QBias);
         using (b.Scope("k_proj")) k = g.Linear(x, a.K, a.KBias);
         using (b.Scope("v_proj")) v = g.Linear(x, a.V, a.VBias);

@@ -124,14 +124,45 @@ public sealed class Phi : DecoderFamily
         using (b.Scope(next.Scope)) return Norm.ResidualThenNorm(g, x, both, next.Prefix);
     }
 
+    //   x ─qkv_proj─ [B, S, (h + 2 kv) hd] + the three biases as one (the ort lowering's one projection)
+    private static Value FusedQkv(DecoderGraph g, string attn, Value x)
+    {
+        using var scope = g.B.Scope("qkv_proj");
+        string[] weights = [$"{attn}.q_proj.weight", $"{attn}.k_proj.weight", $"{attn}.v_proj.weight"];
+        string[] biases = [$"{attn}.q_proj.bias", $"{attn}.k_proj.bias", $"{attn}.v_proj.bias"];
+        var qkv = FusedProjections.Project(g, x, $"{attn}.qkv_proj.weight", weights);
+        return g.B.Op("Add", [qkv, FusedProjections.Bias(g, $"{attn}.qkv_proj.bias", biases)]);
+    }
+
+    // Phi-1.5/2 have no q/k layernorms: their packed qkv goes to attention as it is.
+    protected override Value? PackedQkv(DecoderGraph g, int layer, Value x)
+    {
+        var n = Names(g.Config, layer);
+        return g.FusesProjections && n.QNorm is null && n.KNorm is null ? FusedQkv(g, n.Attn, x) : null;
+    }
+
     protected override (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x)
     {
         var b = g.B;
-        var n = Names(g.Config, layer);
+        var c = g.Config;
+        var n = Names(c, layer);
         Value q, k, v;
-        using (b.Scope("q_proj")) q = g.Linear(x, $"{n.Attn}.q_proj.weight", $"{n.Attn}.q_proj.bias");
-        using (b.Scope("k_proj")) k = g.Linear(x, $"{n.Attn}.k_proj.weight", $"{n.Attn}.k_proj.bias");
-        using (b.Scope("v_proj")) v = g.Linear(x, $"{n.Attn}.v_proj.weight", $"{n.Attn}.v_proj.bias");
+        if (g.FusesProjections)
+        {
+            long qWidth = (long)c.NumHeads * c.HeadDim, kvWidth = (long)c.NumKvHeads * c.HeadDim;
+            var qkv = FusedQkv(g, n.Attn, x);
+            using (b.Scope("qkv_proj"))
+            {
+                var parts = FusedProjections.Split(g, qkv, qWidth, kvWidth, kvWidth);
+                (q, k, v) = (parts[0], parts[1], parts[2]);
+            }
+        }
+        else
+        {
+            using (b.Scope("q_proj")) q = g.Linear(x, $"{n.Attn}.q_proj.weight", $"{n.Attn}.q_proj.bias");
+            using (b.Scope("k_proj")) k = g.Linear(x, $"{n.Attn}.k_proj.weight", $"{n.Attn}.k_proj.bias");
+            using (b.Scope("v_proj")) v = g.Linear(x, $"{n.Attn}.v_proj.weight", $"{n.Attn}.v_proj.bias");
+        }
         if (n.QNorm is not null) using (b.Scope("q_layernorm")) q = HeadLayerNorm(g, q, g.Config.NumHeads, n.QNorm);
         if (n.KNorm is not null) using (b.Scope("k_layernorm")) k = HeadLayerNorm(g, k, g.Config.NumKvHeads, n.KNorm!);
         return (q, k, v);

@@ -106,6 +106,13 @@ public sealed class Phi3 : DecoderFamily
         return specs;
     }
 
+    //   x ─qkv_proj─ [B, S, (h + 2 kv) hd], packed as the checkpoint stores it
+    protected override Value? PackedQkv(DecoderGraph g, int layer, Value x)
+    {
+        using var scope = g.B.Scope("qkv_proj");
+        return g.Project(x, Names(layer).Qkv);
+    }
+
     //   x ─qkv_proj─ [B, S, (h + 2 kv) hd] ─Split─ q [B, S, h hd], k, v [B, S, kv hd]
     protected override (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x)
     {

@@ -31,6 +31,15 @@ public abstract class GraphLowering
     /// <summary>Rotary positions, attention and the KV cache of one layer; see <see cref="Attention.Apply"/>.</summary>
     public abstract (Value Context, Value PresentKey, Value PresentValue) Attend(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue, AttentionLayer layer);
 
+    /// <summary>Whether <see cref="AttendPacked"/> serves <paramref name="layer"/>: q, k and v from one projection go to
+    /// attention as they are, with no rotary or other op between them outside the attention op.</summary>
+    public virtual bool TakesPackedQkv(DecoderGraph g, AttentionLayer layer) => false;
+
+    /// <summary>Attention over packed qkv [B, S, (heads + 2 kv_heads) head_dim] (projected, not yet rotated); see
+    /// <see cref="Attend"/>. Only where <see cref="TakesPackedQkv"/> says so.</summary>
+    public virtual (Value Context, Value PresentKey, Value PresentValue) AttendPacked(DecoderGraph g, Value qkv, Value pastKey, Value pastValue, AttentionLayer layer) =>
+        throw new NotSupportedException($"the {Kind} lowering takes q, k and v apart");
+
     /// <summary>The quantized weights' layout and projection op.</summary>
     public abstract QuantizedProjections QuantizedProjections(DecoderGraph g, QuantizationOptions options);
 

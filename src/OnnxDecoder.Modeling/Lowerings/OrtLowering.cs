@@ -19,7 +19,7 @@ public sealed class OrtLowering : GraphLowering
         // RotaryEmbedding reads the caches itself; only the dynamic scaling's in-graph tables are shared up front.
         if (g.Config.Positions == PositionKind.Rotary && Rotary.IsDynamic(g.Config)) _ = g.RotaryPerPosition;
         _ = g.GqaLengths;
-        _ = g.DefaultMasks.GqaBias;
+        _ = g.GqaPaddingBias;
     }
 
     // ONNX Runtime registers SimplifiedLayerNormalization in the default domain (since version 1),
@@ -34,24 +34,54 @@ public sealed class OrtLowering : GraphLowering
         return (outputs[3], outputs[0]);
     }
 
+    /// <summary>
+    /// Whether GroupQueryAttention rotates q and k of <paramref name="layer"/> itself (do_rotary=1): a static scaling (the
+    /// dynamic one's tables depend on the call), and head and rotary sizes its CPU kernel takes (ONNX Runtime 1.31.1:
+    /// head_dim a multiple of 16, cos/sin caches [max_length, rot/2] with rot/2 a multiple of 8). Elsewhere
+    /// RotaryEmbedding nodes (or standard ops) rotate before it.
+    /// </summary>
+    public static bool GqaRotates(DecoderConfig c, AttentionLayer layer) =>
+        Rotates(c, layer) && (layer.Rotary == LayerRotary.Local || !Rotary.IsDynamic(c))
+        && c.HeadDim % 16 == 0 && c.RotaryDim % 16 == 0 && c.RotaryDim <= c.HeadDim;
+
+    // Layers without rotary (SmolLM3's NoPE layers) pass q and k on as projected.
+    private static bool Rotates(DecoderConfig c, AttentionLayer layer) => c.Positions == PositionKind.Rotary && layer.Rotary != LayerRotary.None;
+
+    public override bool TakesPackedQkv(DecoderGraph g, AttentionLayer layer) => !Rotates(g.Config, layer) || GqaRotates(g.Config, layer);
+
     public override (Value Context, Value PresentKey, Value PresentValue) Attend(DecoderGraph g, Value q, Value k, Value v, Value pastKey, Value pastValue, AttentionLayer layer)
     {
         var c = g.Config;
         var b = g.B;
-        // Layers without rotary (SmolLM3's NoPE layers) pass q and k on as projected. Each rotary (the config's, or
-        // the local one of sliding layers) is its own RotaryEmbedding over its own caches.
-        bool rotates = c.Positions == PositionKind.Rotary && layer.Rotary != LayerRotary.None, local = layer.Rotary == LayerRotary.Local;
-        if (rotates && (local || !Rotary.IsDynamic(c)))
+        // Each rotary (the config's, or the local one of sliding layers) is its own RotaryEmbedding over its own caches.
+        bool local = layer.Rotary == LayerRotary.Local;
+        if (Rotates(c, layer) && !GqaRotates(c, layer))
         {
-            using (b.Scope("q_rotary")) q = Rotary.ApplyOrt(g, q, c.NumHeads, local);
-            using (b.Scope("k_rotary")) k = Rotary.ApplyOrt(g, k, c.NumKvHeads, local);
+            if (local || !Rotary.IsDynamic(c))
+            {
+                using (b.Scope("q_rotary")) q = Rotary.ApplyOrt(g, q, c.NumHeads, local);
+                using (b.Scope("k_rotary")) k = Rotary.ApplyOrt(g, k, c.NumKvHeads, local);
+            }
+            else
+            {
+                // The dynamic (NTK) scaling's tables depend on the call's longest position: rotate in standard ops.
+                using (b.Scope("q_rotary")) q = b.Op("Reshape", [Rotary.ApplyPortable(g, b.Op("Reshape", [q, b.Int64s(0, 0, c.NumHeads, c.HeadDim)])), b.Int64s(0, 0, -1)]);
+                using (b.Scope("k_rotary")) k = b.Op("Reshape", [Rotary.ApplyPortable(g, b.Op("Reshape", [k, b.Int64s(0, 0, c.NumKvHeads, c.HeadDim)])), b.Int64s(0, 0, -1)]);
+            }
         }
-        else if (rotates)
-        {
-            // The dynamic (NTK) scaling's tables depend on the call's longest position: rotate in standard ops.
-            using (b.Scope("q_rotary")) q = b.Op("Reshape", [Rotary.ApplyPortable(g, b.Op("Reshape", [q, b.Int64s(0, 0, c.NumHeads, c.HeadDim)])), b.Int64s(0, 0, -1)]);
-            using (b.Scope("k_rotary")) k = b.Op("Reshape", [Rotary.ApplyPortable(g, b.Op("Reshape", [k, b.Int64s(0, 0, c.NumKvHeads, c.HeadDim)])), b.Int64s(0, 0, -1)]);
-        }
+        return GroupQueryAttention(g, q, k, v, pastKey, pastValue, layer);
+    }
+
+    //   qkv [B, S, (h + 2 kv) hd] ─GroupQueryAttention(key, value empty; rotary inside where GqaRotates)─ context
+    public override (Value Context, Value PresentKey, Value PresentValue) AttendPacked(DecoderGraph g, Value qkv, Value pastKey, Value pastValue, AttentionLayer layer)
+    {
+        if (!TakesPackedQkv(g, layer)) throw new InvalidOperationException("this layer's rotary runs outside GroupQueryAttention: pass q, k and v apart");
+        return GroupQueryAttention(g, qkv, null, null, pastKey, pastValue, layer);
+    }
+
+    private static (Value Context, Value PresentKey, Value PresentValue) GroupQueryAttention(DecoderGraph g, Value q, Value? k, Value? v, Value pastKey, Value pastValue, AttentionLayer layer)
+    {
+        var c = g.Config;
         var (seqlensK, totalLength) = g.GqaLengths;
         var attributes = new List<Attr>
         {
@@ -61,14 +91,26 @@ public sealed class OrtLowering : GraphLowering
         };
         if (layer.SoftCap is { } cap) attributes.Add(Attr.Float("softcap", cap));
         if (layer.SlidingWindow is { } window) attributes.Add(Attr.Int("local_window_size", window));
-        // Inputs 7-9 (cos/sin caches, position_ids) serve GQA's own rotary, which we do not use;
-        // input 10, attention_bias [B, 1, S, T], carries left padding (see AttentionMask.GqaLengths);
+        Value? cos = null, sin = null;
+        if (GqaRotates(c, layer))
+        {
+            (cos, sin) = layer.Rotary == LayerRotary.Local ? g.LocalRotaryCaches : g.RotaryCaches;
+            attributes.Add(Attr.Int("do_rotary", 1));
+            attributes.Add(Attr.Int("rotary_interleaved", c.RotaryLayout == RotaryLayout.Interleaved ? 1 : 0));
+        }
+        // Inputs 7-8: cos/sin caches [max_length, rot/2] for GQA's own rotary. Input 9, position_ids, stays empty: the CPU
+        // kernel reads only its first entry on a first prompt (so a left-padded row would rotate at another row's
+        // positions), and without it rotates each row's query at its own last column (seqlens_k) and every key at its column.
+        // Our KV columns never move, and every row's positions are its columns minus a constant (its left padding), so the
+        // rotated scores, which depend only on the distance between query and key, are the ones position_ids would give.
+        // Input 10, attention_bias [B, 1, S, T], carries left padding (see AttentionMask.GqaLengths, GqaPaddingBias);
         // input 11, head_sink [heads], adds exp(sink) to each head's softmax denominator.
         // outputs: context [B, S, heads*head_dim], present key, present value [B, kv_heads, T or max, head_dim]
-        var outputs = b.Node(GraphBuilder.MicrosoftDomain, "GroupQueryAttention",
+        var bias = g.GqaPaddingBias;
+        var outputs = g.B.Node(GraphBuilder.MicrosoftDomain, "GroupQueryAttention",
             layer.Sinks is { } sinks
-                ? [q, k, v, pastKey, pastValue, seqlensK, totalLength, null, null, null, g.Masks(layer.SlidingWindow).GqaBias, sinks]
-                : [q, k, v, pastKey, pastValue, seqlensK, totalLength, null, null, null, g.Masks(layer.SlidingWindow).GqaBias],
+                ? [q, k, v, pastKey, pastValue, seqlensK, totalLength, cos, sin, null, bias, sinks]
+                : [q, k, v, pastKey, pastValue, seqlensK, totalLength, cos, sin, null, bias],
             3, [.. attributes]);
         return (outputs[0], outputs[1], outputs[2]);
     }
