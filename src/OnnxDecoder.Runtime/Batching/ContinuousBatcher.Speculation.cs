@@ -11,12 +11,14 @@ namespace OnnxDecoder.Runtime;
 /// <see cref="Generator"/>'s (greedy keeps a draft exactly when it is the arg-max; sampling uses standard
 /// rejection sampling over the row's own chain).
 /// <para>
-/// One shared step decodes a token for every row for about the cost of one run, so verifying rows alone pays
-/// only while the rows' drafts are accepted often enough: a step verifies every row alone when one sequence
-/// decodes, or when the rows' expected tokens per run (1 + accepted drafts per round, a moving average per
-/// request) exceed the number of rows the shared step would serve; otherwise it is the plain shared step, and
-/// with prompt lookup (no model run) the rows still draft in its shadow, checking the drafts against the
-/// tokens they then generate, so the estimate follows the text.
+/// One shared step decodes a token for every row for about the cost of one run, so running rows alone pays
+/// only while their drafts are accepted often enough. Each step compares the two: the rows' expected tokens
+/// (1 + accepted drafts per round, a moving average per request) over the measured time of their runs alone
+/// (by positions run), against the rows over the measured time of a shared step of that many rows. Until both
+/// are measured, rows run alone when one sequence decodes (as <see cref="Generator"/> does) or when the expected
+/// tokens per run exceed the rows. Otherwise the shared step runs; with prompt lookup (no model run) the rows
+/// still draft in its shadow and check the drafts against the tokens they then generate, so the estimates
+/// follow the text.
 /// </para>
 /// </summary>
 public sealed partial class ContinuousBatcher
@@ -32,55 +34,76 @@ public sealed partial class ContinuousBatcher
     /// <summary>Drafted tokens the target accepted; over <see cref="DraftedTokens"/>, the acceptance rate.</summary>
     public long AcceptedDraftTokens => _speculation?.Accepted ?? 0;
 
-    /// <summary>Drafts for the speculating rows and, when verifying them alone is expected to pay, runs every
-    /// decoding row alone (with its drafts, if any) and verifies them. False: the plain shared step runs instead.</summary>
+    /// <summary>Drafts for the speculating rows and, when running them alone is expected to pay, runs every
+    /// decoding row alone (with its drafts, if any) and verifies them. False: the shared step runs instead.</summary>
     private bool StepVerifyingDrafts()
     {
         var speculation = _speculation!;
         var live = _layout.Live;
         int rows = _layout.ActiveRows(), decoding = 0;
-        double alone = 0; // tokens the decoding rows are expected to yield if each runs alone
         for (int row = 0; row < rows; row++)
         {
             if (live[row] is not { } sequence) continue;
             decoding++;
-            alone += 1;
             if (sequence.Speculation is not { } own) continue;
             own.Count = 0;
             own.CheckShadow(sequence.State.Generated);
-            alone += own.Estimate;
         }
-        bool verify = decoding == 1 || speculation.AlwaysVerify || alone > decoding * (double)decoding;
-        if (!verify && !speculation.DraftsAreFree) return false;
+        Span<int> drafts = decoding <= 128 ? stackalloc int[decoding] : new int[decoding];
+        Span<double> expected = decoding <= 128 ? stackalloc double[decoding] : new double[decoding];
+        if (!speculation.DraftsAreFree && !speculation.AlwaysVerify)
+        {
+            // A draft model costs runs: draft only when k drafts per row would be expected to pay.
+            int i = 0;
+            for (int row = 0; row < rows; row++)
+                if (live[row] is { } sequence)
+                {
+                    bool can = sequence.Speculation is { Pause: 0 } own && Room(sequence, own) > 0;
+                    drafts[i] = can ? Room(sequence, sequence.Speculation!) : 0;
+                    expected[i++] = 1 + (can ? sequence.Speculation!.Estimate : 0);
+                }
+            if (!speculation.AlonePays(drafts, expected)) return Shared(speculation, decoding);
+        }
 
-        int drafting = 0;
-        alone = decoding;
+        int drafting = 0, index = 0;
         for (int row = 0; row < rows; row++)
         {
-            if (live[row] is not { Speculation: { } own } sequence || (!verify && own.ShadowCount > 0)) continue;
+            if (live[row] is not { } sequence) continue;
+            int at = index++;
+            (drafts[at], expected[at]) = (0, 1);
+            if (sequence.Speculation is not { } own) continue;
             if (own.Pause > 0)
             {
                 own.Pause--;
                 continue;
             }
-            int k = Math.Min(speculation.DraftTokens, Math.Min(MaxLength - sequence.Positions - 1, own.MaxNewTokens - sequence.State.Generated.Count - 1));
+            int k = Room(sequence, own);
             if (k <= 0) continue;
             own.Count = speculation.Draft(row, sequence, own, k, _shutdown.Token);
             if (own.Count == 0) continue;
             drafting++;
-            alone += own.Estimate;
+            (drafts[at], expected[at]) = (own.Count, 1 + own.Estimate);
         }
-        // Rows without drafts would run alone too: decide again with the drafts there are.
-        verify = drafting > 0 && (decoding == 1 || speculation.AlwaysVerify || (verify && alone > decoding * (double)decoding));
-        if (!verify)
+        if (drafting == 0 || !(speculation.AlwaysVerify || speculation.AlonePays(drafts, expected)))
         {
+            // Prompt lookup's drafts still teach each row's estimate, checked against the tokens it now generates.
             for (int row = 0; row < rows; row++)
-                if (live[row] is { Speculation: { Count: > 0 } own } sequence) own.BeginShadow(sequence.State.Generated.Count);
-            return false;
+                if (live[row] is { Speculation: { Count: > 0, ShadowCount: 0 } own } sequence) own.BeginShadow(sequence.State.Generated.Count);
+            return Shared(speculation, decoding);
         }
         for (int row = 0; row < rows; row++)
             if (live[row] is { } sequence) VerifyAlone(row, sequence);
         return true;
+    }
+
+    /// <summary>Drafts the row may verify now: k, less what the max length and max tokens leave.</summary>
+    private int Room(BatchedSequence sequence, RowSpeculation own) =>
+        Math.Min(_speculation!.DraftTokens, Math.Min(MaxLength - sequence.Positions - 1, own.MaxNewTokens - sequence.State.Generated.Count - 1));
+
+    private static bool Shared(BatchSpeculation speculation, int decoding)
+    {
+        speculation.BeginSharedStep(decoding);
+        return false;
     }
 
     /// <summary>Runs <paramref name="row"/> alone over [x, d1..dm] (m may be 0) and verifies its drafts.</summary>
@@ -97,7 +120,9 @@ public sealed partial class ContinuousBatcher
         for (int t = 0; t < tokens; t++) positions[t] = cached + t;
         run.Mask(1, total).Fill(1);
         var scored = speculation.Scored; // [tokens, vocab]
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         run.Run(1, tokens, total, _layout.Cache, cacheRow: row, pastLength: cached, _shutdown.Token, scored);
+        speculation.RanAlone(tokens, System.Diagnostics.Stopwatch.GetTimestamp() - started);
         Interlocked.Increment(ref _steps);
         int fed = 1;
         if (drafted == 0)

@@ -236,7 +236,11 @@ public sealed partial class ContinuousBatcher : IDisposable
     {
         long started = Stopwatch.GetTimestamp();
         try { StepRows(); }
-        finally { Interlocked.Add(ref _stepTicks, Stopwatch.GetTimestamp() - started); }
+        finally
+        {
+            Interlocked.Add(ref _stepTicks, Stopwatch.GetTimestamp() - started);
+            _speculation?.AfterSharedStep();
+        }
     }
 
     private void StepRows()

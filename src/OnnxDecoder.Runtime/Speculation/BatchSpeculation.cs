@@ -26,6 +26,8 @@ internal sealed class BatchSpeculation : IDisposable
         DraftTokens = options.DraftTokens;
         AlwaysVerify = options.AlwaysVerifyDrafts;
         _rowDrafters = new DraftModelDrafter?[rows];
+        _sharedTicks = new double[rows + 1];
+        _aloneTicks = new double[DraftTokens + 2];
         _rowOwners = new BatchedSequence?[rows];
         if (options.Speculative == "ngram")
         {
@@ -118,6 +120,48 @@ internal sealed class BatchSpeculation : IDisposable
     /// <summary>After verification: the row's cache holds the first <paramref name="length"/> tokens of its context.</summary>
     public void Keep(int row, int length) => _rowDrafters[row]?.Keep(length);
 
+    // Run times, moving averages in Stopwatch ticks (0: not measured yet): the shared step by the rows it decodes,
+    // a row's run alone by the positions it runs (1 + drafts).
+    private readonly double[] _sharedTicks, _aloneTicks;
+    private int _sharedRows;
+    private long _sharedStarted;
+
+    /// <summary>The shared step over <paramref name="rows"/> decoding rows starts now (timed until <see cref="AfterSharedStep"/>).</summary>
+    public void BeginSharedStep(int rows) => (_sharedRows, _sharedStarted) = (rows, System.Diagnostics.Stopwatch.GetTimestamp());
+
+    public void AfterSharedStep()
+    {
+        if (_sharedRows == 0) return;
+        Average(_sharedTicks, _sharedRows, System.Diagnostics.Stopwatch.GetTimestamp() - _sharedStarted);
+        _sharedRows = 0;
+    }
+
+    /// <summary>A row ran alone over <paramref name="positions"/> positions in <paramref name="ticks"/>.</summary>
+    public void RanAlone(int positions, long ticks) => Average(_aloneTicks, positions, ticks);
+
+    private static void Average(double[] ticks, int index, long measured) =>
+        ticks[index] = ticks[index] == 0 ? measured : 0.9 * ticks[index] + 0.1 * measured;
+
+    /// <summary>
+    /// Whether running every decoding row alone (row r over 1 + drafts[r] positions, expected to yield 1 + its
+    /// accepted drafts per round) makes more tokens per second than one shared step of all of them. Until both
+    /// run times are measured: when one row decodes, or the expected tokens per run exceed the rows.
+    /// </summary>
+    public bool AlonePays(ReadOnlySpan<int> drafts, ReadOnlySpan<double> expectedTokens)
+    {
+        int rows = drafts.Length;
+        double tokens = 0, ticks = 0;
+        bool measured = _sharedTicks[rows] > 0;
+        for (int r = 0; r < rows; r++)
+        {
+            tokens += expectedTokens[r];
+            ticks += _aloneTicks[1 + drafts[r]];
+            measured &= _aloneTicks[1 + drafts[r]] > 0;
+        }
+        if (!measured) return rows == 1 || tokens > rows * (double)rows;
+        return tokens / ticks > rows / _sharedTicks[rows];
+    }
+
     public void Count(int drafted, int accepted)
     {
         Interlocked.Increment(ref _rounds);
@@ -149,6 +193,7 @@ internal sealed class RowSpeculation
         MaxNewTokens = maxNewTokens;
         Sampling = sampling;
         Drafts = new int[draftTokens];
+        Estimate = draftTokens; // optimistic until a round is counted, so that a request tries speculating
         Distributions = new float[draftTokens * vocabForDistributions];
     }
 
