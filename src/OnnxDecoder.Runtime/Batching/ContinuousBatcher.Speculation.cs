@@ -109,6 +109,7 @@ public sealed partial class ContinuousBatcher
     /// <summary>Runs <paramref name="row"/> alone over [x, d1..dm] (m may be 0) and verifies its drafts.</summary>
     private void VerifyAlone(int row, BatchedSequence sequence)
     {
+        long started = System.Diagnostics.Stopwatch.GetTimestamp(); // timed like the shared step: the run and the sampling after it
         var speculation = _speculation!;
         var run = speculation.Verifier;
         var own = sequence.Speculation;
@@ -120,9 +121,7 @@ public sealed partial class ContinuousBatcher
         for (int t = 0; t < tokens; t++) positions[t] = cached + t;
         run.Mask(1, total).Fill(1);
         var scored = speculation.Scored; // [tokens, vocab]
-        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         run.Run(1, tokens, total, _layout.Cache, cacheRow: row, pastLength: cached, _shutdown.Token, scored);
-        speculation.RanAlone(tokens, System.Diagnostics.Stopwatch.GetTimestamp() - started);
         Interlocked.Increment(ref _steps);
         int fed = 1;
         if (drafted == 0)
@@ -142,6 +141,7 @@ public sealed partial class ContinuousBatcher
             speculation.Keep(row, cached + fed);
         }
         Interlocked.Add(ref _rowSteps, fed);
+        speculation.RanAlone(tokens, System.Diagnostics.Stopwatch.GetTimestamp() - started);
         if (sequence.State.StopReason is null) return;
         _layout.Release(row, sequence);
         Complete(sequence, null);
