@@ -67,7 +67,7 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
         bool first = true;
         var reply = new System.Text.StringBuilder();
         int shown = 0; // characters streamed as text; the rest may still become a tool call
-        using var sequence = await model.SubmitAsync(promptIds, generation, cancellationToken).ConfigureAwait(false);
+        using var sequence = await model.SubmitAsync(promptIds, generation, cancellationToken, Speculates(options)).ConfigureAwait(false);
         await foreach (var token in sequence.Tokens.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
             if (first)
@@ -208,6 +208,19 @@ public sealed class OnnxDecoderChatClient(OnnxDecoderModel model, ILogger<OnnxDe
             MaxNewTokens = options?.MaxOutputTokens ?? model.Options.DefaultMaxOutputTokens,
             StopStrings = options?.StopSequences?.ToList() ?? [],
             Sampling = sampling.Validate(),
+        };
+    }
+
+    /// <summary>ChatOptions.AdditionalProperties["speculative"] = false turns the model's speculative decoding off for
+    /// this call (it changes the speed only: greedy output is the same either way).</summary>
+    private static bool Speculates(ChatOptions? options)
+    {
+        if (options?.AdditionalProperties is not { } extra || !extra.TryGetValue("speculative", out var value) || value is null) return true;
+        return value switch
+        {
+            bool b => b,
+            System.Text.Json.JsonElement { ValueKind: System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False } e => e.GetBoolean(),
+            _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"speculative\"] must be true or false, not {value.GetType().Name}", nameof(options)),
         };
     }
 

@@ -29,6 +29,10 @@ public sealed class OnnxDecoderMetrics : IDisposable
         _meter.CreateObservableCounter("onnxdecoder.prefix.reused_tokens", () => Observe(b => b.ReusedPrefixTokens), "{token}",
             "Prompt tokens not run again because the previous prompt began with them");
         _meter.CreateObservableCounter("onnxdecoder.tokens.decoded", () => Observe(b => b.RowSteps), "{token}", "Tokens produced by batched decode steps");
+        _meter.CreateObservableCounter("onnxdecoder.speculative.drafted_tokens", () => Observe(b => b.DraftedTokens), "{token}",
+            "Tokens drafted for speculative verification");
+        _meter.CreateObservableCounter("onnxdecoder.speculative.accepted_tokens", () => Observe(b => b.AcceptedDraftTokens), "{token}",
+            "Drafted tokens the model accepted (over drafted: the acceptance rate)");
         _meter.CreateObservableGauge("onnxdecoder.tokens.per_second", ObserveRate, null, "Decoded tokens per second since the previous collection");
     }
 

@@ -79,6 +79,9 @@ public sealed class OnnxDecoderModel : IDisposable
                 MaxLength = _options.MaxLength,
                 PrefillChunk = _options.PrefillChunk,
                 MaxKvCacheBytes = _options.MaxKvCacheMiB * (1L << 20),
+                Speculative = _options.Speculative,
+                DraftTokens = _options.DraftTokens,
+                DraftProviders = providers,
             });
             Log.Ready(_logger, ModelId, ExecutionProviders.Name(_model.Provider), clock.Elapsed.TotalMilliseconds, _options.MaxConcurrentSequences,
                 _batcher.MaxLength, _batcher.KvCacheBytes / 1048576.0, ChatPrompt.Description);
@@ -101,14 +104,15 @@ public sealed class OnnxDecoderModel : IDisposable
     /// <summary>
     /// Queues a generation (waiting for the model to load first). Throws <see cref="QueueFullException"/>
     /// when every sequence is busy and the queue is full, <see cref="ContextFullException"/> when the
-    /// prompt does not fit.
+    /// prompt does not fit. With <see cref="OnnxDecoderOptions.Speculative"/> the request decodes speculatively
+    /// unless <paramref name="speculative"/> is false.
     /// </summary>
-    public async Task<BatchedSequence> SubmitAsync(IReadOnlyList<int> promptIds, GenerationOptions options, CancellationToken cancellationToken)
+    public async Task<BatchedSequence> SubmitAsync(IReadOnlyList<int> promptIds, GenerationOptions options, CancellationToken cancellationToken, bool speculative = true)
     {
         await WaitUntilLoadedAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            return _batcher!.Submit(promptIds, options, cancellationToken);
+            return _batcher!.Submit(promptIds, options, cancellationToken, speculative: speculative);
         }
         catch (QueueFullException)
         {

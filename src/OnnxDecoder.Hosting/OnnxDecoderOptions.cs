@@ -41,6 +41,15 @@ public sealed class OnnxDecoderOptions
     [Range(1, 1 << 20)]
     public int DefaultMaxOutputTokens { get; set; } = 256;
 
+    /// <summary>Speculative decoding for every unconstrained request: "ngram" (prompt lookup) or the folder of a draft
+    /// model (a smaller export with the same tokenizer); null: off. Needs an ort-lowering export with logits for
+    /// every position. A chat call turns it off with ChatOptions.AdditionalProperties["speculative"] = false.</summary>
+    public string? Speculative { get; set; }
+
+    /// <summary>Tokens drafted per sequence and step at most (k), with <see cref="Speculative"/>.</summary>
+    [Range(1, 64)]
+    public int DraftTokens { get; set; } = 3;
+
     /// <summary>Temperature when a request gives none; null: the model folder's (genai_config.json search), else greedy.</summary>
     [Range(0.0, 2.0)]
     public float? DefaultTemperature { get; set; }
@@ -54,6 +63,8 @@ internal sealed class OnnxDecoderOptionsValidator : IValidateOptions<OnnxDecoder
         var failures = new List<string>();
         if (!string.IsNullOrWhiteSpace(options.ModelPath) && !File.Exists(Path.Combine(options.ModelPath, "genai_config.json")))
             failures.Add($"OnnxDecoder:ModelPath '{options.ModelPath}' is not a model folder (no genai_config.json): export one with `onnx-decoder export`");
+        if (options.Speculative is { } speculative && speculative != "ngram" && !File.Exists(Path.Combine(speculative, "genai_config.json")))
+            failures.Add($"OnnxDecoder:Speculative '{speculative}' is neither 'ngram' nor a model folder (no genai_config.json): give ngram, or the folder of a smaller export with the same tokenizer");
         foreach (var provider in options.ExecutionProviders)
             if (provider.Trim().ToLowerInvariant() is not ("cpu" or "cuda" or "dml" or "directml"))
                 failures.Add($"OnnxDecoder:ExecutionProviders '{provider}' is not known: use cpu, cuda or dml");

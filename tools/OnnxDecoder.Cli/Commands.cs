@@ -305,9 +305,12 @@ public static class Commands
         } : null,
     };
 
-    private static Option<string?> SpeculativeOption() => new("--speculative")
+    private static int[] ParseLevels(string levels) => levels.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        .Select(l => int.TryParse(l, out int n) ? n : throw new ArgumentException($"--concurrent '{levels}' is not a list of numbers, e.g. 1,8")).ToArray();
+
+    internal static Option<string?> SpeculativeOption() => new("--speculative")
         { Description = "speculative decoding: ngram (prompt lookup: drafts copied from the context) or MODEL_DIR (a smaller export with the same tokenizer)" };
-    private static Option<int> DraftTokensOption() => new("--draft-tokens") { Description = "tokens drafted per round (k) with --speculative", DefaultValueFactory = _ => 3 };
+    internal static Option<int> DraftTokensOption() => new("--draft-tokens") { Description = "tokens drafted per round (k) with --speculative", DefaultValueFactory = _ => 3 };
 
     private static Command Chat()
     {
@@ -371,7 +374,13 @@ public static class Commands
             }
             if (r.GetValue(speculative) is { } drafter)
             {
-                if (models.Length != 1 || r.GetValue(concurrent) is not null) throw new ArgumentException("--speculative measures one --model, without --concurrent");
+                if (models.Length != 1) throw new ArgumentException("--speculative measures one --model");
+                if (r.GetValue(concurrent) is { } batchLevels)
+                {
+                    var inBatch = SpeculativeBatchBenchmark.Run(models[0], drafter, r.GetValue(draftTokens), ParseLevels(batchLevels), r.GetValue(genTokens), r.GetValue(runs), providers);
+                    Console.WriteLine(r.GetValue(format) == "json" ? inBatch.ToJsonString() : SpeculativeBatchBenchmark.Describe(inBatch));
+                    return 0;
+                }
                 var measured = SpeculativeBenchmark.Run(models[0], drafter, r.GetValue(draftTokens), r.GetValue(genTokens), r.GetValue(runs), providers);
                 Console.WriteLine(r.GetValue(format) == "json" ? measured.ToJsonString() : SpeculativeBenchmark.Describe(measured));
                 return 0;
@@ -379,8 +388,7 @@ public static class Commands
             if (r.GetValue(concurrent) is { } levels)
             {
                 if (models.Length != 1) throw new ArgumentException("--concurrent measures one --model");
-                var parsed = levels.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                    .Select(l => int.TryParse(l, out int n) ? n : throw new ArgumentException($"--concurrent '{levels}' is not a list of numbers, e.g. 1,8")).ToArray();
+                var parsed = ParseLevels(levels);
                 var batched = Benchmark.RunConcurrent(models[0], r.GetValue(promptTokens), r.GetValue(genTokens), r.GetValue(runs), parsed, providers);
                 Console.WriteLine(r.GetValue(format) == "json" ? batched.ToJsonString() : string.Join("\n", batched.Select(c =>
                     $"{c!["concurrent_sequences"]} concurrent: aggregate decode {c["aggregate_decode_tokens_per_s"]} tok/s (x{c["ratio_to_first"]} of the first), end to end {c["end_to_end_tokens_per_s"]} tok/s")));

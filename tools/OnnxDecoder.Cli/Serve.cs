@@ -25,10 +25,12 @@ public static class Serve
         var ep = new Option<string>("--ep") { Description = "execution providers in order of preference, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
         var apiKey = new Option<string?>("--api-key") { Description = "require \"Authorization: Bearer KEY\" on /v1 (default: $ONNXDECODER_API_KEY; none: open)" };
         var metrics = new Option<bool>("--metrics") { Description = "serve GET /metrics in Prometheus format (gen_ai histograms, queue, sequences, KV rows, prefix reuse, tokens/s)" };
+        var speculative = Commands.SpeculativeOption(); // the spelling of generate and bench
+        var draftTokens = Commands.DraftTokensOption();
         var otlp = new Option<string?>("--otlp") { Description = "push metrics and traces over OTLP/HTTP to this endpoint, e.g. http://127.0.0.1:4318" };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)")
         {
-            model, host, port, urls, sequences, queue, maxLength, maxKv, prefillChunk, temperature, ep, apiKey, metrics, otlp,
+            model, host, port, urls, sequences, queue, maxLength, maxKv, prefillChunk, temperature, ep, apiKey, metrics, otlp, speculative, draftTokens,
         };
         command.SetAction(r => Commands.Guard(() =>
         {
@@ -41,6 +43,8 @@ public static class Serve
                 ["OnnxDecoder:DefaultTemperature"] = r.GetValue(temperature)?.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["OnnxDecoder:MaxLength"] = r.GetValue(maxLength)?.ToString(),
                 ["OnnxDecoder:MaxKvCacheMiB"] = r.GetValue(maxKv)?.ToString(),
+                ["OnnxDecoder:Speculative"] = r.GetValue(speculative),
+                ["OnnxDecoder:DraftTokens"] = r.GetValue(draftTokens).ToString(),
                 [OnnxDecoderServer.ApiKeySetting] = r.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ONNXDECODER_API_KEY"),
                 [OnnxDecoderServer.MetricsSetting] = r.GetValue(metrics) ? "true" : null,
                 [OnnxDecoderServer.OtlpSetting] = r.GetValue(otlp),
@@ -51,6 +55,8 @@ public static class Serve
             for (int i = 0; i < providers.Length; i++) settings[$"OnnxDecoder:ExecutionProviders:{i}"] = providers[i];
             string address = r.GetValue(host)!.Contains(':') ? $"[{r.GetValue(host)}]" : r.GetValue(host)!;
             _ = Runtime.ModelFolder.Open(r.GetValue(model)!); // a missing or broken folder fails here, naming the file
+            if (r.GetValue(speculative) is { } drafter && drafter != "ngram") _ = Runtime.ModelFolder.Open(drafter); // names the draft folder's broken file
+            if (r.GetValue(draftTokens) is < 1 or > 64) throw new ArgumentException($"--draft-tokens {r.GetValue(draftTokens)}: draft 1 to 64 tokens per step");
             if (r.GetValue(port) is < 0 or > 65535) throw new ArgumentException($"--port {r.GetValue(port)} is not a TCP port: use 0 to 65535 (0: any free port)");
             using var app = OnnxDecoderServer.CreateHostBuilder(settings, r.GetValue(urls) ?? $"http://{address}:{r.GetValue(port)}").Build();
             app.Start();

@@ -36,9 +36,13 @@ public sealed class BatchedSequence : IDisposable
     internal Stopwatch SinceSubmitted { get; } = Stopwatch.StartNew();
     /// <summary>Positions the sequence holds in the cache: its prompt and every decoded token.</summary>
     internal int Positions => PromptIds.Length + DecodedSteps;
+    /// <summary>Generated tokens run through the model (their KV is in the row): one per plain step, the pending
+    /// token and the drafts kept per speculative step.</summary>
     internal int DecodedSteps { get; set; }
     /// <summary>Prompt tokens whose keys and values are in place while the prompt is prefilled.</summary>
     internal int Prefilled { get; set; }
+    /// <summary>This request's speculative decoding in the batch; null: one token per step (off, or constrained).</summary>
+    internal Speculation.RowSpeculation? Speculation { get; init; }
     internal double PrefillMs { get; set; }
     internal double FirstTokenMs { get; set; }
     /// <summary>Prompt tokens whose keys and values were kept from the previous prompt instead of
@@ -70,7 +74,7 @@ public sealed class BatchedSequence : IDisposable
             if (State.Tail() is { } tail) Emit(tail);
             double decodeMs = Clock.IsRunning && PrefillMs > 0 ? Clock.Elapsed.TotalMilliseconds : 0;
             var timings = new GenerationTimings(PrefillMs, decodeMs, FirstTokenMs, PromptIds.Length, DecodedSteps);
-            _completion.TrySetResult(new GenerationResult(PromptIds, [.. State.Generated], State.Text, reason, timings));
+            _completion.TrySetResult(new GenerationResult(PromptIds, [.. State.Generated], State.Text, reason, timings, Speculation?.Stats));
             _tokens.Writer.TryComplete();
         }
         else if (error is null)

@@ -20,6 +20,19 @@ public sealed record BatcherOptions
     public Action<PrefillRunInfo>? PrefillObserver { get; init; }
     /// <summary>Refuse to start when the KV caches would exceed this many bytes (null: no limit).</summary>
     public long? MaxKvCacheBytes { get; init; }
+    /// <summary>Speculative decoding for every unconstrained request: "ngram" (prompt lookup: drafts copied from the
+    /// sequence's own context) or the folder of a draft model (a smaller export with the same tokenizer; each row
+    /// gets its own draft KV cache). Rows with drafts verify them in the batched run, k + 1 positions each.
+    /// Null: one token per row per step. Needs the ort lowering (rows that keep their own lengths) and logits
+    /// for every position.</summary>
+    public string? Speculative { get; init; }
+    /// <summary>Tokens drafted per row and step at most (k), with <see cref="Speculative"/>.</summary>
+    public int DraftTokens { get; init; } = 3;
+    /// <summary>With <see cref="Speculative"/>: verify every step's drafts even while several rows decode and their
+    /// acceptance so far says one shared step would be faster (each row then runs alone); for measurements and tests.</summary>
+    public bool AlwaysVerifyDrafts { get; init; }
+    /// <summary>Where a draft model runs (default: the CPU).</summary>
+    public ExecutionProviderOptions? DraftProviders { get; init; }
 
     /// <summary>Checks these options against <paramref name="model"/>; returns the max length.</summary>
     internal int Check(DecoderModel model)
@@ -29,6 +42,7 @@ public sealed record BatcherOptions
         if (MaxQueueLength < 0) throw new ArgumentOutOfRangeException(nameof(MaxQueueLength), MaxQueueLength, "MaxQueueLength must not be negative");
         if (PrefillChunk < 0) throw new ArgumentOutOfRangeException(nameof(PrefillChunk), PrefillChunk, "PrefillChunk must not be negative");
         if (StepTokenBudget < 0) throw new ArgumentOutOfRangeException(nameof(StepTokenBudget), StepTokenBudget, "StepTokenBudget must not be negative");
+        if (Speculative is not null) Speculation.BatchSpeculation.CheckOptions(this, model);
         int maxLength = MaxLength ?? folder.ContextLength;
         if (maxLength <= 1 || maxLength > folder.ContextLength)
             throw new ArgumentOutOfRangeException(nameof(MaxLength), maxLength, $"MaxLength must be between 2 and the model's context length ({folder.ContextLength})");

@@ -15,7 +15,7 @@ namespace OnnxDecoder.Runtime;
 /// prefix cache for later prompts (see <see cref="OwnLengthsLayout"/>).
 /// One scheduler thread owns the layout, the cache and every row; callers only enqueue and read.
 /// </summary>
-public sealed class ContinuousBatcher : IDisposable
+public sealed partial class ContinuousBatcher : IDisposable
 {
     private readonly DecoderModel _model;
     private readonly TextTokenizer _tokenizer;
@@ -43,8 +43,12 @@ public sealed class ContinuousBatcher : IDisposable
         _vocab = model.Folder.VocabSize;
         _policy = new SchedulingPolicy(_options.PrefillChunk, _options.StepTokenBudget);
         _layout = model.RowsKeepOwnLengths ? new OwnLengthsLayout(model, _rowsCapacity, MaxLength) : new SharedTimelineLayout(model, _rowsCapacity, MaxLength);
-        try { _step = new BoundRunStep(model, _rowsCapacity, maxTokens: 1, MaxLength); }
-        catch { _layout.Dispose(); throw; }
+        try
+        {
+            if (_options.Speculative is not null) _speculation = new Speculation.BatchSpeculation(model, _options, _rowsCapacity, MaxLength);
+            _step = new BoundRunStep(model, _rowsCapacity, maxTokens: 1, MaxLength);
+        }
+        catch { _speculation?.Dispose(); _layout.Dispose(); throw; }
         _scheduler = new Thread(Schedule) { IsBackground = true, Name = "OnnxDecoder batch scheduler" };
         _scheduler.Start();
     }
@@ -90,8 +94,11 @@ public sealed class ContinuousBatcher : IDisposable
     /// invalid options); otherwise the returned sequence streams its tokens. Cancelling
     /// <paramref name="cancellationToken"/> or disposing the sequence frees its row within one step.
     /// A higher <paramref name="priority"/> is admitted before waiting requests of lower priority.
+    /// With <see cref="BatcherOptions.Speculative"/>, an unconstrained request decodes speculatively unless
+    /// <paramref name="speculative"/> is false.
     /// </summary>
-    public BatchedSequence Submit(IReadOnlyList<int> promptIds, GenerationOptions options, CancellationToken cancellationToken = default, int priority = 0)
+    public BatchedSequence Submit(IReadOnlyList<int> promptIds, GenerationOptions options, CancellationToken cancellationToken = default, int priority = 0,
+        bool speculative = true)
     {
         ObjectDisposedException.ThrowIf(_shutdown.IsCancellationRequested, this);
         foreach (int id in promptIds)
@@ -105,7 +112,10 @@ public sealed class ContinuousBatcher : IDisposable
             int waiting = Interlocked.Decrement(ref _outstanding) - _rowsCapacity;
             throw new QueueFullException($"all {_rowsCapacity} sequences are busy and {Math.Max(0, waiting)} requests already wait (limit {_options.MaxQueueLength}): retry later");
         }
-        var sequence = new BatchedSequence(this, [.. promptIds], state, priority, cancellationToken);
+        var sequence = new BatchedSequence(this, [.. promptIds], state, priority, cancellationToken)
+        {
+            Speculation = speculative ? _speculation?.For(options, promptIds) : null,
+        };
         _policy.Enqueue(sequence);
         _wake.Release();
         return sequence;
@@ -295,11 +305,16 @@ public sealed class ContinuousBatcher : IDisposable
     {
         long started = Stopwatch.GetTimestamp();
         try { StepRows(); }
-        finally { Interlocked.Add(ref _stepTicks, Stopwatch.GetTimestamp() - started); }
+        finally
+        {
+            Interlocked.Add(ref _stepTicks, Stopwatch.GetTimestamp() - started);
+            _speculation?.AfterSharedStep();
+        }
     }
 
     private void StepRows()
     {
+        if (_speculation is not null && StepVerifyingDrafts()) return;
         int rows = _layout.ActiveRows();
         _layout.PrepareStep(rows);
         int total = _layout.Width + 1;
@@ -355,6 +370,7 @@ public sealed class ContinuousBatcher : IDisposable
         _wake.Release();
         if (_scheduler.IsAlive) _scheduler.Join();
         _step.Dispose();
+        _speculation?.Dispose();
         _layout.Dispose();
         _shutdown.Dispose();
         _wake.Dispose();

@@ -23,7 +23,7 @@ public sealed class DraftModelDrafter : IDrafter, IDisposable
     /// <summary>Drafts with an open session (the caller keeps owning it).</summary>
     public DraftModelDrafter(DecoderSession session) : this(session, ownsSession: false) { }
 
-    private DraftModelDrafter(DecoderSession session, bool ownsSession)
+    internal DraftModelDrafter(DecoderSession session, bool ownsSession)
     {
         _session = session;
         _ownsSession = ownsSession;
@@ -35,9 +35,12 @@ public sealed class DraftModelDrafter : IDrafter, IDisposable
     public string Name => _session.Folder.Directory;
     public bool HasDistributions => true;
 
-    public void Begin(DecoderSession target, SamplingOptions sampling)
+    public void Begin(DecoderSession target, SamplingOptions sampling) => Begin(target.Folder, sampling);
+
+    /// <summary>Begins a generation of the target in <paramref name="target"/> (the batcher has no session of its own per row).</summary>
+    internal void Begin(ModelFolder target, SamplingOptions sampling)
     {
-        CheckSameVocabulary(target.Folder, _session.Folder);
+        CheckSameVocabulary(target, _session.Folder);
         // Its own seeded source: the draft's draws must not shift the target's.
         _sampler = new Sampler(sampling with { Seed = sampling.Seed is { } seed ? unchecked(seed * 31 + 17) : null }, _session.VocabSize);
         _session.Reset();

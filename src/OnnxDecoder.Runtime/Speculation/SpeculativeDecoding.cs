@@ -37,7 +37,6 @@ internal static class SpeculativeDecoding
         var q = new float[drafter.HasDistributions ? kMax * vocab : 0];
         var scored = new float[(kMax + 1) * vocab];   // [k + 1, vocab] the target's logits at each verified position
         var p = new float[vocab];
-        var sampler = state.Sampler;
         var step = new long[1];
         int rounds = 0, drafted = 0, acceptedTotal = 0, misses = 0, pause = 0;
         while (state.StopReason is null)
@@ -63,33 +62,9 @@ internal static class SpeculativeDecoding
             session.AppendScoringEach(ids, scored, cancellationToken);
             rounds++;
             drafted += m;
-            int accepted = 0;
-            bool rejected = false;
-            for (int i = 0; i < m && state.StopReason is null; i++)
-            {
-                var row = scored.AsSpan(i * vocab, vocab);
-                int d = drafts[i], chosen;
-                if (sampler.IsGreedy)
-                {
-                    chosen = state.Sampler.Next(row, state.History);
-                    rejected = chosen != d;
-                }
-                else
-                {
-                    sampler.Distribution(row, state.History, p);
-                    float qd = drafter.HasDistributions ? q[i * vocab + d] : 1;
-                    double ratio = qd > 0 ? p[d] / qd : 0;
-                    rejected = ratio < 1 && (ratio <= 0 || sampler.NextUniform() >= ratio);
-                    chosen = d;
-                    if (rejected) chosen = sampler.Choose(Residual(p, drafter.HasDistributions ? q.AsSpan(i * vocab, vocab) : default, d));
-                }
-                if (!rejected) accepted++;
-                Emit(state.Accept(chosen, n + 1 + i, session.MaxLength), onToken);
-                if (rejected) break;
-                if (state.StopReason is null) sequence.Add(chosen);
-            }
-            if (!rejected && state.StopReason is null)
-                Emit(state.Next(scored.AsSpan(m * vocab, vocab), n + 1 + m, session.MaxLength), onToken); // every draft kept: a bonus token
+            var (accepted, kept) = Verify(state, scored.AsSpan(0, (m + 1) * vocab), drafts.AsSpan(0, m),
+                drafter.HasDistributions ? q.AsSpan(0, m * vocab) : default, p, n, session.MaxLength, onToken);
+            for (int i = 0; i < kept; i++) sequence.Add(drafts[i]);
             acceptedTotal += accepted;
             if (accepted > 0) misses = 0;
             else if (++misses >= options.MissesBeforePause) pause = Math.Min(32, 1 << Math.Min(5, misses - options.MissesBeforePause));
@@ -97,6 +72,49 @@ internal static class SpeculativeDecoding
             drafter.Keep(sequence.Count);
         }
         return new SpeculationStats(drafter.Name, rounds, drafted, acceptedTotal);
+    }
+
+    /// <summary>
+    /// Verifies one round: <paramref name="drafts"/> (m tokens drafted after the pending token x) against the
+    /// target's logits <paramref name="scored"/> [m + 1, vocab] of the run over [x, d1..dm], in order; hands each
+    /// chosen token to <paramref name="state"/> (and its piece to <paramref name="onToken"/>), and draws the bonus
+    /// token when every draft is kept. <paramref name="q"/> [m, vocab] holds the drafts' distributions, or is empty
+    /// for point masses. <paramref name="cached"/> counts the positions in the cache before x. Returns the drafts
+    /// accepted, and how many of them (the first ones) are fed tokens of a sequence that goes on, so in the cache.
+    /// Shared by <see cref="Generator"/>'s loop and the <see cref="ContinuousBatcher"/>'s rows.
+    /// </summary>
+    internal static (int Accepted, int Kept) Verify(GenerationState state, ReadOnlySpan<float> scored, ReadOnlySpan<int> drafts, ReadOnlySpan<float> q,
+        float[] p, int cached, int maxLength, Action<GeneratedToken>? onToken)
+    {
+        int vocab = p.Length, m = drafts.Length, accepted = 0, kept = 0;
+        var sampler = state.Sampler;
+        bool rejected = false;
+        for (int i = 0; i < m && state.StopReason is null; i++)
+        {
+            var row = scored.Slice(i * vocab, vocab);
+            int d = drafts[i], chosen;
+            if (sampler.IsGreedy)
+            {
+                chosen = sampler.Next(row, state.History);
+                rejected = chosen != d;
+            }
+            else
+            {
+                sampler.Distribution(row, state.History, p);
+                float qd = q.IsEmpty ? 1 : q[i * vocab + d];
+                double ratio = qd > 0 ? p[d] / qd : 0;
+                rejected = ratio < 1 && (ratio <= 0 || sampler.NextUniform() >= ratio);
+                chosen = d;
+                if (rejected) chosen = sampler.Choose(Residual(p, q.IsEmpty ? default : q.Slice(i * vocab, vocab), d));
+            }
+            if (!rejected) accepted++;
+            Emit(state.Accept(chosen, cached + 1 + i, maxLength), onToken);
+            if (rejected) break;
+            if (state.StopReason is null) kept++;
+        }
+        if (!rejected && state.StopReason is null)
+            Emit(state.Next(scored.Slice(m * vocab, vocab), cached + 1 + m, maxLength), onToken); // every draft kept: a bonus token
+        return (accepted, kept);
     }
 
     /// <summary>max(0, p - q) in place over <paramref name="p"/> (q: a point mass on <paramref name="draft"/> when empty);
