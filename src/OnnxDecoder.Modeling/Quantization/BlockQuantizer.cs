@@ -14,6 +14,11 @@ public sealed record QuantizationOptions
     public bool SearchScales { get; init; } = true;
     /// <summary>Symmetric: zero point fixed at 2^(bits-1). Asymmetric: a zero point per block.</summary>
     public bool Symmetric { get; init; } = true;
+    /// <summary>
+    /// 8-bit with the ort lowering: com.microsoft DynamicQuantizeMatMul instead of MatMulNBits: int8 weights with one
+    /// symmetric scale per output (no blocks), activations quantized to uint8 per call; float32 activations only.
+    /// </summary>
+    public bool DynamicQuantizeMatMul { get; init; }
     /// <summary>MatMulNBits accuracy_level: 0 unset (fp32 compute), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations.</summary>
     public int AccuracyLevel { get; init; }
     /// <summary>
@@ -45,6 +50,7 @@ public sealed record QuantizationOptions
     /// <summary>The export's quantization metadata (and summary line): the form, and the weights left float.</summary>
     public string Describe(IReadOnlyList<(string Name, long N, long K)>? floatWeights = null)
     {
+        if (DynamicQuantizeMatMul) return $"bits 8, per output column (DynamicQuantizeMatMul), {(SearchScales ? "least-error scales" : "round-to-nearest scales")}";
         string form = $"bits {Bits}, block {BlockSize}, {(Symmetric ? "symmetric" : "asymmetric")}, accuracy level {AccuracyLevel}, " +
             $"{(SearchScales ? "least-error scales" : "round-to-nearest scales")}";
         if (floatWeights is not { Count: > 0 }) return form;
@@ -56,6 +62,8 @@ public sealed record QuantizationOptions
     {
         if (Bits is not (4 or 8)) throw new ArgumentOutOfRangeException(nameof(Bits), Bits, "quantization bits must be 4 or 8");
         if (BlockSize is not (32 or 64 or 128)) throw new ArgumentOutOfRangeException(nameof(BlockSize), BlockSize, "block size must be 32, 64 or 128");
+        if (DynamicQuantizeMatMul && (Bits != 8 || !Symmetric))
+            throw new ArgumentException("DynamicQuantizeMatMul takes symmetric 8-bit weights: use bits 8 without zero points", nameof(DynamicQuantizeMatMul));
         if (AccuracyLevel is < 0 or > 4) throw new ArgumentOutOfRangeException(nameof(AccuracyLevel), AccuracyLevel, "accuracy level must be 0 to 4");
         return this;
     }

@@ -76,8 +76,8 @@ public sealed record PerChannelWeight(int N, int K, byte[] Values, float[] Scale
     }
 }
 
-/// <summary>The three initializers of a per-channel uint8 weight, quantized once while written.</summary>
-internal sealed class LazyPerChannel(ITensorSource source, bool storedInOut, bool symmetric, bool searchScales)
+/// <summary>The initializers of a per-channel uint8 weight (<paramref name="parts"/> of them), quantized once while written.</summary>
+internal sealed class LazyPerChannel(ITensorSource source, bool storedInOut, bool symmetric, bool searchScales, int parts = 3)
 {
     private PerChannelWeight? _weight;
     private int _written;
@@ -90,6 +90,6 @@ internal sealed class LazyPerChannel(ITensorSource source, bool storedInOut, boo
         {
             _weight ??= PerChannelWeight.Quantize(TensorTransforms.ReadFloats(storedInOut ? TensorTransforms.Transpose2D(source) : source), N, K, symmetric, searchScales);
             stream.Write(bytes(_weight));
-            if (++_written % 3 == 0) _weight = null;
+            if (++_written % parts == 0) _weight = null;
         });
 }

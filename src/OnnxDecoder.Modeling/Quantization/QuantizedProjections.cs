@@ -75,9 +75,14 @@ public abstract class QuantizedProjections(DecoderGraph g, QuantizationOptions o
 /// <summary>The ort lowering: com.microsoft MatMulNBits over [N, blocks, blob] blocks, and GatherBlockQuantized for embeddings.</summary>
 public sealed class MatMulNBitsProjections(DecoderGraph g, QuantizationOptions options) : QuantizedProjections(g, options)
 {
+    // Per-column int8 (DynamicQuantizeMatMul) has no blocks to fit: every width is quantized.
+    protected override QuantizationOptions? Quantizes(long k) => Options.DynamicQuantizeMatMul ? Options : Options.ForWidth(k);
+
     protected override Value ProjectQuantized(Value x, QuantizedParts parts)
     {
         var q = parts.Options;
+        // x [.., K] float32, quantized to uint8 per call -> integer matmul with int8 W^T [K, N] -> scaled [.., N].
+        if (q.DynamicQuantizeMatMul) return G.B.MsOp("DynamicQuantizeMatMul", [x, parts.Packed, parts.Scales, parts.ZeroPoints]);
         var attributes = new List<Attr> { Attr.Int("K", parts.K), Attr.Int("N", parts.N), Attr.Int("bits", q.Bits), Attr.Int("block_size", q.BlockSize) };
         if (q.AccuracyLevel > 0) attributes.Add(Attr.Int("accuracy_level", q.AccuracyLevel));
         return G.B.MsOp("MatMulNBits", [x, parts.Packed, parts.Scales, parts.ZeroPoints], [.. attributes]);
@@ -92,6 +97,7 @@ public sealed class MatMulNBitsProjections(DecoderGraph g, QuantizationOptions o
     protected override Value? GatherQuantized(string weightName, Value indices)
     {
         var b = G.B;
+        if (Options.DynamicQuantizeMatMul) return null; // the table stays float; its per-column copy serves a tied head
         if (Parts(weightName, false, gatherZeroPoints: !Options.Symmetric) is not { } parts) return null;
         var q = parts.Options;
         int blocks = (parts.K + q.BlockSize - 1) / q.BlockSize;
@@ -108,6 +114,21 @@ public sealed class MatMulNBitsProjections(DecoderGraph g, QuantizationOptions o
     protected override QuantizedParts Make(string name, ITensorSource source, bool storedInOut, bool gatherZeroPoints, QuantizationOptions q)
     {
         var b = G.B;
+        if (q.DynamicQuantizeMatMul)
+        {
+            if (G.Float16) throw new NotSupportedException("DynamicQuantizeMatMul takes float32 activations: export int8 per-column weights without fp16 activations");
+            // W [N, K] -> B int8 [K, N], one symmetric scale per column of B (per output), zero point 0 (omitted).
+            var rows = new LazyPerChannel(source, storedInOut, symmetric: true, q.SearchScales, parts: 2);
+            var weight = b.Initializer(name + ".quantized", rows.Part(w =>
+            {
+                var transposed = new byte[(long)w.N * w.K];
+                for (int n = 0; n < w.N; n++)
+                    for (int k = 0; k < w.K; k++) transposed[(long)k * w.N + n] = (byte)(sbyte)(w.Values[(long)n * w.K + k] - w.ZeroPoints[n]);
+                return transposed;
+            }, ElementType.Int8, [rows.K, rows.N]));
+            var columnScales = b.Initializer(name + ".scales", rows.Part(w => MemoryMarshal.AsBytes(w.Scales.AsSpan()).ToArray(), ElementType.Float, [rows.N]));
+            return new QuantizedParts(weight, columnScales, null, rows.N, rows.K, q);
+        }
         // Stored blocks that MatMulNBits can take as they are (GGUF Q4_0, Q8_0) skip the float round trip.
         var lazy = !storedInOut && G.Weights is IQuantizedWeightSource native && native.TryCarry(name, q) is { } carried
             ? new LazyQuantized(carried)
