@@ -2,6 +2,7 @@ using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using OnnxDecoder.Modeling.Quantization;
 using OnnxDecoder.Onnx;
+using OnnxDecoder.Modeling;
 
 namespace OnnxDecoder.Modeling.Tests;
 
@@ -110,5 +111,36 @@ public class ScaleSearchTests
                 Assert.That(transposed[col * n + row], Is.EqualTo(expected[row * k + col]), $"MatMulNBits W[{row}, {col}]");
                 Assert.That(rows[row * k + col], Is.EqualTo(expected[row * k + col]), $"GatherBlockQuantized W[{row}, {col}]");
             }
+    }
+
+    [Test]
+    public void DynamicQuantizeMatMul_int8_reads_per_column_weights_and_stays_close_to_the_reference()
+    {
+        var config = TestConfigs.Base with { TieWordEmbeddings = true, IntermediateSize = 40 };
+        var weights = TestConfigs.Weights(config.Validate());
+        var q = new QuantizationOptions { Bits = 8, DynamicQuantizeMatMul = true };
+        var model = Families.FamilyRegistry.For(config).Build(config, weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = q });
+        Assert.That(model.OpHistogram()["com.microsoft.DynamicQuantizeMatMul"], Is.EqualTo(2 * 7 + 1), "every projection (widths need no blocks) and the tied head");
+        Assert.That(model.OpHistogram().ContainsKey("com.microsoft.MatMulNBits"), Is.False);
+        Assert.That(() => new QuantizationOptions { Bits = 4, DynamicQuantizeMatMul = true }.Validate(), Throws.ArgumentException);
+
+        // The reference on the per-output-row int8 weights; the kernel also quantizes activations, so it is close, not exact.
+        var dequantized = new InMemoryWeights();
+        foreach (var name in weights.Names)
+        {
+            var shape = weights.Shape(name);
+            bool projected = name.EndsWith("proj.weight", StringComparison.Ordinal) && (name.Contains(".self_attn.") || name.Contains(".mlp."));
+            dequantized.Add(name, projected ? PerChannelWeight.Quantize(weights.Values(name), (int)shape[0], (int)shape[1], symmetric: true).Dequantize() : weights.Values(name), shape);
+        }
+        const string table = "model.embed_tokens.weight";
+        dequantized.Add("lm_head.weight", PerChannelWeight.Quantize(weights.Values(table), config.VocabSize, config.HiddenSize, symmetric: true).Dequantize(), weights.Shape(table));
+        var untied = config with { TieWordEmbeddings = false };
+        var ids = Inputs.Tokens(1, 7, config.VocabSize, seed: 5);
+        var expected = new Reference.ReferenceDecoder(untied, dequantized).Forward(ids, Inputs.Ones(1, 7), Inputs.Positions(1, 0, 7));
+        using var decoder = new OrtDecoder(config, weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = q });
+        var logits = decoder.Run(ids, Inputs.Ones(1, 7), Inputs.Positions(1, 0, 7)).Logits;
+        Assert.That(Inputs.MaxAbsDifference(logits, expected), Is.LessThan(0.05f));
+        var fp32 = new Reference.ReferenceDecoder(config, weights).Forward(ids, Inputs.Ones(1, 7), Inputs.Positions(1, 0, 7));
+        Assert.That(Inputs.MaxAbsDifference(logits, fp32), Is.GreaterThan(1e-4f), "the weights are quantized");
     }
 }
