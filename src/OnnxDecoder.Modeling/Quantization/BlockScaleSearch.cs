@@ -89,9 +89,11 @@ internal static class BlockScaleSearch
             // The extreme m on the negative side (m / d = -2^(b-1)) or the positive side (m / d = 2^(b-1) - 1).
             float extreme = 0;
             foreach (var v in x) if (Math.Abs(v) > Math.Abs(extreme)) extreme = v;
+            // 8-bit steps are fine enough that clipping outliers never pays: a narrow grid around the plain rule.
+            float low = bits == 8 ? 0.95f : GridLow, high = bits == 8 ? 1.05f : GridHigh;
             for (int s = 0; s <= GridSteps; s++)
             {
-                float fraction = GridLow + (GridHigh - GridLow) * s / GridSteps;
+                float fraction = low + (high - low) * s / GridSteps;
                 Try(extreme / (-half * fraction), half, q, trial, spare, x);
                 Try(extreme / ((half - 1) * fraction), half, q, trial, spare, x);
             }
