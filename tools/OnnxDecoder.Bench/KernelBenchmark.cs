@@ -10,7 +10,8 @@ namespace OnnxDecoder.Bench;
 /// need fp16 activations), a float embedding, DequantizeLinear feeding MatMul (the portable lowering,
 /// which ONNX Runtime fuses back), and session options (intra-op spinning off, prepacking off). Each
 /// is timed in rounds that alternate over all candidates, and graded by its mean KL divergence from
-/// the fp32 export, teacher-forced over the fp32 export's greedy text.
+/// the fp32 export, teacher-forced over the fp32 export's greedy text, or with --kl-tokens ids.json over a file's
+/// tokens (prompt_ids then generated_ids, e.g. llama2.c's greedy story for stories260K).
 /// </summary>
 public static class KernelBenchmark
 {

@@ -8,7 +8,7 @@ using OrtGenAI = Microsoft.ML.OnnxRuntimeGenAI;
 //   peers    --checkpoint llama2.c.bin|PRESET [--tokenizer tok.bin] [--work DIR] [--prompt-tokens 128] [--gen-tokens 128]
 //            [--runs 5] [--threads 2] [--precisions fp32,int8,int4] [--kl-tokens ids.json]
 //            ours, onnxruntime-genai and llama.cpp (LLamaSharp) on the same weights, with KL divergences
-//   kernels  --checkpoint ... [--work DIR] [--runs 3] [--threads 2] [--only ID,ID] [--kl-tokens ids.json]: int4/int8 candidate forms, speed and KL
+//   kernels  --checkpoint ... [--work DIR] [--runs 3] [--threads 2] [--only ID,ID]: int4/int8 candidate forms, speed and KL
 //   overhead --model MODEL_DIR [--steps 256] [--threads 1]: our host time per decode step beyond ONNX Runtime's run
 //   MODEL_DIR [prompt_tokens=128] [gen_tokens=128] [runs=5]: ours against onnxruntime-genai on one exported folder
 // llama.cpp logs every load step to stderr; keep its warnings and errors only. Set before any native call.
