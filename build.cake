@@ -81,14 +81,16 @@ Task("Bench")
     RunBench("overhead --model ./artifacts/models/stories260k --threads 2");
 });
 
-// int4 / int8 kernel candidates (MatMulNBits block size, accuracy level, zero points, fp16 scales,
-// DequantizeLinear -> MatMul, spinning, prepacking): speed and KL from fp32, on the synth llama-110m.
+// int4 / int8 kernel candidates (MatMulNBits block size, least-error vs round-to-nearest scales, accuracy level,
+// zero points, fp16 scales, DequantizeLinear -> MatMul, DynamicQuantizeMatMul, spinning, prepacking): speed and KL
+// from fp32, on the synth llama-110m and stories260K (teacher-forced over llama2.c's greedy story).
 Task("Bench-Kernels")
     .IsDependentOn("Build")
     .Does(() =>
 {
     RunBench("kernels --checkpoint llama-110m --work ./artifacts/bench/llama-110m --threads 2 --runs 3");
-    RunBench("kernels --checkpoint ../shared/models/stories260K/stories260K.bin --work ./artifacts/bench/stories260k --threads 2 --runs 3");
+    RunBench("kernels --checkpoint ../shared/models/stories260K/stories260K.bin --work ./artifacts/bench/stories260k --threads 2 --runs 3 " +
+        "--kl-tokens ../shared/models/stories260K/greedy_once_upon_a_time.json");
 });
 
 RunTarget(target);

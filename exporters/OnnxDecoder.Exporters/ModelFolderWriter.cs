@@ -52,6 +52,7 @@ public static class ModelFolderWriter
         var checkedWeights = allowNonFinite ? weights : new FiniteWeights(weights, checkpointPath);
         var model = FamilyRegistry.For(config).Build(config, checkedWeights, options with { Metadata = metadata });
 
+        if (model.MetadataProps.FirstOrDefault(p => p.Key == GraphContract.Metadata.Quantization).Value is { } quantization) log?.Invoke($"quantization: {quantization}");
         string modelPath = Path.Combine(directory, "model.onnx");
         log?.Invoke($"writing {modelPath} ({model.WeightBytes / (1024.0 * 1024):F1} MiB of weights)");
         string? dataPath = ModelWriter.Save(model, modelPath, new ModelWriterOptions { Progress = progress });

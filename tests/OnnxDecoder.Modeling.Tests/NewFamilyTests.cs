@@ -146,9 +146,7 @@ public class NewFamilyTests
             // A graph that gathers the float token table (portable; ort int8 by default) while its tied head reads the
             // quantized copy: the reference gets the two as an untied pair.
             const string table = "model.embed_tokens.weight";
-            var head = q.Bits == 8 && lowering == Lowering.Portable // portable int8 is per channel
-                ? Quantization.PerChannelWeight.Quantize(weights.Values(table), config.VocabSize, config.HiddenSize, q.Symmetric).Dequantize()
-                : Quantization.BlockQuantizer.Quantize(weights.Values(table), config.VocabSize, config.HiddenSize, q).Dequantize();
+            var head = QuantizationTests.Dequantized(weights.Values(table), config.VocabSize, config.HiddenSize, q, lowering == Lowering.Portable);
             dequantized.Add("lm_head.weight", head, weights.Shape(table));
             referenceJson = HfTestConfigs.With(json, ("tie_word_embeddings", false));
         }

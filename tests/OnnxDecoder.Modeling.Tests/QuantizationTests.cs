@@ -39,7 +39,7 @@ public class QuantizationTests
         const int n = 5;
         var random = new Random(blockSize * 31 + bits + k);
         var w = Enumerable.Range(0, n * k).Select(_ => (float)(random.NextDouble() * 3 - 1)).ToArray(); // skewed: asymmetric matters
-        var quantized = BlockQuantizer.Quantize(w, n, k, new QuantizationOptions { Bits = bits, BlockSize = blockSize, Symmetric = symmetric });
+        var quantized = BlockQuantizer.Quantize(w, n, k, new QuantizationOptions { Bits = bits, BlockSize = blockSize, Symmetric = symmetric, SearchScales = false });
         var (q, scales, zeros) = Reference(w, n, k, bits, blockSize, symmetric);
         int blocks = (k + blockSize - 1) / blockSize;
 
@@ -69,7 +69,7 @@ public class QuantizationTests
         var w = Enumerable.Range(0, n * k).Select(_ => (float)(random.NextDouble() * 2 - 0.5)).ToArray();
         foreach (bool symmetric in new[] { true, false })
         {
-            var quantized = PerChannelWeight.Quantize(w, n, k, symmetric);
+            var quantized = PerChannelWeight.Quantize(w, n, k, symmetric, searchScales: false);
             var (q, scales, zeros) = Reference(w, n, k, 8, k, symmetric);
             Assert.That(quantized.Scales, Is.EqualTo(scales));
             Assert.That(quantized.ZeroPoints.Select(z => (int)z), Is.EqualTo(zeros));
@@ -104,7 +104,7 @@ public class QuantizationTests
                     var linear = new float[outputs * inputs];                                  // [out, in]
                     for (int i = 0; i < inputs; i++)
                         for (int o = 0; o < outputs; o++) linear[o * inputs + i] = values[((long)e * inputs + i) * outputs + o];
-                    var back = BlockQuantizer.Quantize(linear, outputs, inputs, q).Dequantize();
+                    var back = Dequantized(linear, outputs, inputs, q, portable: false);
                     for (int i = 0; i < inputs; i++)
                         for (int o = 0; o < outputs; o++) dequantizedExperts[((long)e * inputs + i) * outputs + o] = back[o * inputs + i];
                 }
@@ -112,13 +112,20 @@ public class QuantizationTests
                 continue;
             }
             if (!projected) { copy.Add(name, Half16(w.Values(name)), shape); continue; }
-            int n = (int)shape[0], k = (int)shape[1];
-            var blocks = BlockQuantizer.Quantize(w.Values(name), n, k, q);
-            if (float16) blocks = blocks with { Scales = Half16(blocks.Scales) };
-            bool perChannel = portable && q.Bits == 8; // portable int4 uses the blocks, through DequantizeLinear-21
-            copy.Add(name, Half16(perChannel ? PerChannelWeight.Quantize(w.Values(name), n, k, q.Symmetric).Dequantize() : blocks.Dequantize()), shape);
+            copy.Add(name, Half16(Dequantized(w.Values(name), (int)shape[0], (int)shape[1], q, portable, float16)), shape);
         }
         return copy;
+    }
+
+    /// <summary>A projection weight [n, k] as the quantized graph holds it: per-channel int8 (portable), blocks (the
+    /// block size the export picks for width k), or float where k is not a whole number of blocks.</summary>
+    internal static float[] Dequantized(float[] w, int n, int k, QuantizationOptions q, bool portable, bool float16 = false)
+    {
+        if (portable && q.Bits == 8) return PerChannelWeight.Quantize(w, n, k, q.Symmetric, q.SearchScales).Dequantize(); // portable int4 uses the blocks
+        if (q.ForWidth(k) is not { } blockOptions) return w;
+        var blocks = BlockQuantizer.Quantize(w, n, k, blockOptions);
+        if (float16) blocks = blocks with { Scales = blocks.Scales.Select(s => (float)(Half)s).ToArray() };
+        return blocks.Dequantize();
     }
 
     public static IEnumerable<TestCaseData> GraphCases()
@@ -140,14 +147,19 @@ public class QuantizationTests
             yield return new TestCaseData(config, new QuantizationOptions { Bits = 4 }, Lowering.Portable).SetArgDisplayNames(name, "int4-b32-sym", "portable-opset21");
             yield return new TestCaseData(config, new QuantizationOptions { Bits = 4, BlockSize = 64, Symmetric = false }, Lowering.Portable).SetArgDisplayNames(name, "int4-b64-asym", "portable-opset21");
         }
-        // K not divisible by the block: hidden 48 with block 32 pads the last block, sliced off after dequantizing.
-        var padded = TestConfigs.Base with { TieWordEmbeddings = false, HiddenSize = 48, NumHeads = 6, NumKvHeads = 2 };
-        yield return new TestCaseData(padded, new QuantizationOptions { Bits = 4, Symmetric = false }, Lowering.Portable).SetArgDisplayNames("hidden48", "int4-b32-asym", "portable-opset21");
-        // Tied embeddings: the gathered table and the LM head are one quantized copy. Hidden 48 with
-        // block 32 leaves a padded last block, which the gather slices off.
-        var tied = TestConfigs.Base with { TieWordEmbeddings = true, HiddenSize = 48, NumHeads = 6, NumKvHeads = 2 };
+        // An input width that is not a whole number of 32-blocks stays float (llama.cpp's rule): with intermediate 40 the
+        // down projections are float MatMuls beside the quantized ones; block 64 and 128 fall back to 32 for width 32.
+        var floatDown = TestConfigs.Base with { TieWordEmbeddings = false, HiddenSize = 64, NumHeads = 8, NumKvHeads = 2, IntermediateSize = 40 };
+        yield return new TestCaseData(floatDown, new QuantizationOptions { Bits = 4, Symmetric = false }, Lowering.Portable).SetArgDisplayNames("down40-float", "int4-b32-asym", "portable-opset21");
+        yield return new TestCaseData(floatDown, new QuantizationOptions { Bits = 4, BlockSize = 128 }, Lowering.Ort).SetArgDisplayNames("down40-float", "int4-b128-sym", "ort");
+        // Tied embeddings: the gathered table and the LM head are one quantized copy. Hidden 48 is no whole number of blocks,
+        // so the table (gathered and, transposed, the head) and every projection reading hidden stay float; only down is quantized.
+        var tied = TestConfigs.Base with { TieWordEmbeddings = true, HiddenSize = 48, NumHeads = 6, NumKvHeads = 2, IntermediateSize = 64 };
         foreach (var q in options.Select(o => o with { QuantizeEmbedding = true }))
             yield return new TestCaseData(tied, q, Lowering.Ort).SetArgDisplayNames("tied-hidden48", $"int{q.Bits}-b{q.BlockSize}-{(q.Symmetric ? "sym" : "asym")}-table-quantized", "ort");
+        var tied64 = TestConfigs.Base with { TieWordEmbeddings = true, HiddenSize = 64, NumHeads = 8, NumKvHeads = 2, IntermediateSize = 64 };
+        foreach (var q in options.Select(o => o with { QuantizeEmbedding = true }))
+            yield return new TestCaseData(tied64, q, Lowering.Ort).SetArgDisplayNames("tied-hidden64", $"int{q.Bits}-b{q.BlockSize}-{(q.Symmetric ? "sym" : "asym")}-table-quantized", "ort");
     }
 
     [TestCaseSource(nameof(GraphCases))]
@@ -175,7 +187,7 @@ public class QuantizationTests
     [Test]
     public void Quantized_exports_use_the_right_ops_and_portable_int4_is_opset_21_standard_ops()
     {
-        var config = TestConfigs.Base with { TieWordEmbeddings = false };
+        var config = TestConfigs.Base with { TieWordEmbeddings = false, IntermediateSize = 64 };
         var weights = TestConfigs.Weights(config);
         var ort = FamilyRegistry.For(config).Build(config, weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } });
         Assert.That(ort.OpHistogram()["com.microsoft.MatMulNBits"], Is.EqualTo(2 * 4 + 1), "qkv (fused), o, gate_up (fused), down per layer, and the head");
@@ -183,7 +195,16 @@ public class QuantizationTests
         Assert.That(ort.OpHistogram()["com.microsoft.GatherBlockQuantized"], Is.EqualTo(1), "the token table is gathered quantized");
         Assert.That(ort.OpHistogram().ContainsKey("Gather"), Is.False);
 
-        var tiedConfig = TestConfigs.Base with { TieWordEmbeddings = true };
+        // Intermediate 40 is no whole number of 32-blocks: each down projection stays a float MatMul, and the summary says so.
+        var floatDownConfig = TestConfigs.Base with { TieWordEmbeddings = false, IntermediateSize = 40 };
+        var floatDown = FamilyRegistry.For(floatDownConfig).Build(floatDownConfig, TestConfigs.Weights(floatDownConfig),
+            new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } });
+        Assert.That(floatDown.OpHistogram()["com.microsoft.MatMulNBits"], Is.EqualTo(ort.OpHistogram()["com.microsoft.MatMulNBits"] - 2));
+        Assert.That(floatDown.OpHistogram()["MatMul"], Is.EqualTo(2), "one float down projection per layer");
+        Assert.That(floatDown.MetadataProps.Single(p => p.Key == OnnxDecoder.Onnx.GraphContract.Metadata.Quantization).Value,
+            Does.Contain("kept float").And.Contain("model.layers.1.mlp.down_proj.weight [32, 40]"));
+
+        var tiedConfig = TestConfigs.Base with { TieWordEmbeddings = true, IntermediateSize = 64 };
         var tied = FamilyRegistry.For(tiedConfig).Build(tiedConfig, TestConfigs.Weights(tiedConfig), new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = 4 } }).ToModelProto();
         var tables = tied.Graph.Initializer.Where(t => t.Name.StartsWith("model.embed_tokens.weight", StringComparison.Ordinal)).Select(t => t.Name).ToList();
         Assert.That(tables, Is.EquivalentTo(new[] { "model.embed_tokens.weight.quantized", "model.embed_tokens.weight.scales" }),

@@ -35,8 +35,8 @@ public sealed class Workspace : IDisposable
     public DecoderConfig Config => Checkpoint.Config;
     private string? TokenizerPath { get; }
 
-    /// <summary>The default int4 / int8 of the CLI's export: symmetric blocks of 32, accuracy level 4.</summary>
-    public static QuantizationOptions DefaultQuantization(int bits) => new() { Bits = bits, BlockSize = 32, Symmetric = true, AccuracyLevel = 4 };
+    /// <summary>The default int4 / int8 of the CLI's export: the default block size and scale search, symmetric, accuracy level 4.</summary>
+    public static QuantizationOptions DefaultQuantization(int bits) => new() { Bits = bits, AccuracyLevel = 4 };
 
     /// <summary>Our export (ort lowering) with <paramref name="quantization"/> (null: fp32), in a folder named by <paramref name="id"/>.</summary>
     public string Export(string id, QuantizationOptions? quantization, bool float16 = false, Lowering lowering = Lowering.Ort)

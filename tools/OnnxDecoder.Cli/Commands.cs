@@ -71,7 +71,8 @@ public static class Commands
         var output = new Option<string>("--out") { Description = "model folder to write", Required = true };
         var lowering = new Option<string>("--lowering") { Description = "portable (standard ops, every EP) or ort (fused com.microsoft ops)", DefaultValueFactory = _ => "ort" };
         var precision = new Option<string>("--precision") { Description = "fp32; fp16 (weights, activations, KV cache and logits; for CUDA and DirectML); int8 or int4 weights", DefaultValueFactory = _ => "fp32" };
-        var blockSize = new Option<int>("--block-size") { Description = "int8/int4: weights per scale along the input dimension (32, 64, 128)", DefaultValueFactory = _ => 32 };
+        var blockSize = new Option<int>("--block-size") { Description = "int8/int4: weights per scale along the input dimension (32, 64, 128); a weight whose input width the block does not divide takes the largest of 64, 32 that does, or stays float", DefaultValueFactory = _ => Modeling.Quantization.QuantizationOptions.DefaultBlockSize };
+        var nearestScales = new Option<bool>("--nearest-scales") { Description = "int8/int4: each block's scale by round-to-nearest from its range (ggml's Q4_0 / Q8_0 rule) instead of the default least-error search" };
         var asymmetric = new Option<bool>("--asymmetric") { Description = "int8/int4: a zero point per block (default: symmetric)" };
         var activations = new Option<string>("--activations") { Description = "int8/int4: fp32 or fp16 activations, KV cache and logits (fp16 for CUDA and DirectML; --precision fp16 implies fp16)", DefaultValueFactory = _ => "fp32" };
         var embedding = new Option<string>("--embedding") { Description = "int8/int4 with the ort lowering: quantized (GatherBlockQuantized; a tied LM head shares the copy) or float token table (default: quantized for int4, float for int8)", DefaultValueFactory = _ => "auto" };
@@ -82,7 +83,7 @@ public static class Commands
         var hiddenStates = new Option<bool>("--hidden-states") { Description = "add the final-normed hidden states as the output hidden_states, so the model serves embeddings" };
         var pooling = new Option<string>("--pooling") { Description = "with --hidden-states: how an embedding is pooled: last (last real token), mean (over real tokens) or cls (first token); L2-normalised. Default: a sentence-transformers checkpoint's 1_Pooling/config.json, else last", DefaultValueFactory = _ => "last" };
         var command = new Command("export", "Export a checkpoint to a model folder (model.onnx, genai_config.json, tokenizer)")
-            { checkpoint, tokenizer, output, lowering, precision, maxLength, target, allowNonFinite, blockSize, asymmetric, accuracy, embedding, activations, hiddenStates, pooling };
+            { checkpoint, tokenizer, output, lowering, precision, maxLength, target, allowNonFinite, blockSize, asymmetric, nearestScales, accuracy, embedding, activations, hiddenStates, pooling };
         command.SetAction(r => Guard(() =>
         {
             var quantization = r.GetValue(precision) switch
@@ -91,6 +92,7 @@ public static class Commands
                 "int8" or "int4" => new Modeling.Quantization.QuantizationOptions
                 {
                     Bits = r.GetValue(precision) == "int8" ? 8 : 4, BlockSize = r.GetValue(blockSize), Symmetric = !r.GetValue(asymmetric), AccuracyLevel = r.GetValue(accuracy),
+                    SearchScales = !r.GetValue(nearestScales),
                     QuantizeEmbedding = r.GetValue(embedding) switch
                     {
                         "auto" => null, "quantized" => true, "float" => false,

@@ -122,7 +122,7 @@ public abstract class DecoderFamily
         b.Metadata(GraphContract.Metadata.Precision, options.Precision);
         g.Lowering.WriteMetadata(b);
         if (options.Quantization is { } quantization)
-            b.Metadata(GraphContract.Metadata.Quantization, $"bits {quantization.Bits}, block {quantization.BlockSize}, {(quantization.Symmetric ? "symmetric" : "asymmetric")}, accuracy level {quantization.AccuracyLevel}");
+            b.Metadata(GraphContract.Metadata.Quantization, quantization.Describe(g.Quantized?.FloatWeights));
         b.Metadata(GraphContract.Metadata.MaxLength, g.MaxLength.ToString(System.Globalization.CultureInfo.InvariantCulture));
         foreach (var (key, value) in options.Metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal)) b.Metadata(key, value);
         return b.Build();

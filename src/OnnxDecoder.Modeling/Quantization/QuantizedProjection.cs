@@ -52,41 +52,32 @@ public sealed record PerChannelWeight(int N, int K, byte[] Values, float[] Scale
         return w;
     }
 
-    /// <summary>Round-to-nearest uint8 per row; symmetric keeps the zero point at 128 (and never uses 0).</summary>
-    public static PerChannelWeight Quantize(ReadOnlySpan<float> weight, int n, int k, bool symmetric)
+    /// <summary>uint8 per row, by the least-error scale search (or the plain rule: symmetric max|w| / 127 with the zero
+    /// point at 128, asymmetric the row's range); see <see cref="BlockScaleSearch"/>.</summary>
+    public static PerChannelWeight Quantize(ReadOnlySpan<float> weight, int n, int k, bool symmetric, bool searchScales = true)
     {
         var values = new byte[(long)n * k];
         var scales = new float[n];
         var zeros = new byte[n];
-        for (int row = 0; row < n; row++)
+        var source = weight.ToArray();
+        Parallel.For(0, n, () => new int[3 * k], (row, state, scratch) =>
         {
-            var r = weight.Slice(row * k, k);
-            float scale;
+            var r = source.AsSpan(row * k, k);
+            var q = scratch.AsSpan(0, k);
             int zero;
-            if (symmetric)
-            {
-                float max = 0;
-                foreach (var v in r) max = Math.Max(max, Math.Abs(v));
-                (scale, zero) = (max / 127, 128);
-            }
-            else
-            {
-                float min = 0, max = 0;
-                foreach (var v in r) { min = Math.Min(min, v); max = Math.Max(max, v); }
-                scale = (max - min) / 255;
-                zero = scale == 0 ? 0 : Math.Clamp((int)MathF.Round(-min / scale), 0, 255);
-            }
-            scales[row] = scale;
+            _ = searchScales
+                ? BlockScaleSearch.Search(r, 8, symmetric, q, scratch.AsSpan(k, k), scratch.AsSpan(2 * k, k), out scales[row], out zero)
+                : BlockScaleSearch.Plain(r, 8, symmetric, q, out scales[row], out zero);
             zeros[row] = (byte)zero;
-            float inverse = scale == 0 ? 0 : 1 / scale;
-            for (int i = 0; i < k; i++) values[(long)row * k + i] = (byte)Math.Clamp((int)MathF.Round(r[i] * inverse) + zero, 0, 255);
-        }
+            for (int i = 0; i < k; i++) values[(long)row * k + i] = (byte)q[i];
+            return scratch;
+        }, _ => { });
         return new PerChannelWeight(n, k, values, scales, zeros);
     }
 }
 
-/// <summary>The three initializers of a per-channel uint8 weight, quantized once while written.</summary>
-internal sealed class LazyPerChannel(ITensorSource source, bool storedInOut, bool symmetric)
+/// <summary>The initializers of a per-channel uint8 weight (<paramref name="parts"/> of them), quantized once while written.</summary>
+internal sealed class LazyPerChannel(ITensorSource source, bool storedInOut, bool symmetric, bool searchScales, int parts = 3)
 {
     private PerChannelWeight? _weight;
     private int _written;
@@ -97,8 +88,8 @@ internal sealed class LazyPerChannel(ITensorSource source, bool storedInOut, boo
     public ITensorSource Part(Func<PerChannelWeight, byte[]> bytes, ElementType type, long[] shape) =>
         TensorData.Lazy(type, shape, stream =>
         {
-            _weight ??= PerChannelWeight.Quantize(TensorTransforms.ReadFloats(storedInOut ? TensorTransforms.Transpose2D(source) : source), N, K, symmetric);
+            _weight ??= PerChannelWeight.Quantize(TensorTransforms.ReadFloats(storedInOut ? TensorTransforms.Transpose2D(source) : source), N, K, symmetric, searchScales);
             stream.Write(bytes(_weight));
-            if (++_written % 3 == 0) _weight = null;
+            if (++_written % parts == 0) _weight = null;
         });
 }
