@@ -16,7 +16,7 @@ namespace OnnxDecoder.Modeling.Tests;
 public class FusedProjectionTests
 {
     /// <summary>head_dim 16: GroupQueryAttention's own rotary takes it (head_dim % 16 == 0).</summary>
-    private static DecoderConfig Rotating => TestConfigs.Base with { HiddenSize = 64, HeadDim = 16, MaxPositions = 128 };
+    private static DecoderConfig Rotating => TestConfigs.Base with { HiddenSize = 64, HeadDim = 16, IntermediateSize = 64, MaxPositions = 128 };
 
     private static List<NodeProto> Nodes(DecoderConfig config, ExportOptions options) =>
         [.. FamilyRegistry.For(config).Build(config, TestConfigs.Weights(config), options).ToModelProto().Graph.Node];

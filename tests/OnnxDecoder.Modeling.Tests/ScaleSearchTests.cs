@@ -120,7 +120,8 @@ public class ScaleSearchTests
         var weights = TestConfigs.Weights(config.Validate());
         var q = new QuantizationOptions { Bits = 8, DynamicQuantizeMatMul = true };
         var model = Families.FamilyRegistry.For(config).Build(config, weights, new ExportOptions { Lowering = Lowering.Ort, Quantization = q });
-        Assert.That(model.OpHistogram()["com.microsoft.DynamicQuantizeMatMul"], Is.EqualTo(2 * 7 + 1), "every projection (widths need no blocks) and the tied head");
+        Assert.That(model.OpHistogram()["com.microsoft.DynamicQuantizeMatMul"], Is.EqualTo(2 * 4 + 1),
+            "every projection (qkv, o, gate_up and down per layer; widths need no blocks) and the tied head");
         Assert.That(model.OpHistogram().ContainsKey("com.microsoft.MatMulNBits"), Is.False);
         Assert.That(() => new QuantizationOptions { Bits = 4, DynamicQuantizeMatMul = true }.Validate(), Throws.ArgumentException);
 
