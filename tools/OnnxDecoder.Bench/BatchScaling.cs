@@ -71,7 +71,7 @@ public static class BatchScaling
         {
             // The profile is written when the session is disposed; runs after the first prefill runs are the decode steps.
             string file = Directory.GetFiles(Path.GetDirectoryName(Path.GetFullPath(profile))!, Path.GetFileName(profile) + "*.json").OrderBy(File.GetLastWriteTimeUtc).Last();
-            var modelRuns = ModelRuns(file);
+            var modelRuns = StepOverhead.ModelRuns(file);
             int prefills = (int)results[levels[0]][0].PrefillRuns;
             runMedianUs = PeerBenchmark.Median(modelRuns.Skip(prefills).ToList());
             Console.WriteLine($"profile: {file} ({modelRuns.Count} runs, the first {prefills} prefill)");
@@ -89,16 +89,5 @@ public static class BatchScaling
                 $"{PeerBenchmark.Median(m.Select(x => x.PrefillRuns).ToList()):F0} prefill runs");
         }
         return 0;
-    }
-
-    private static List<double> ModelRuns(string path)
-    {
-        using var stream = File.OpenRead(path);
-        using var document = JsonDocument.Parse(stream);
-        return document.RootElement.EnumerateArray()
-            .Where(e => e.TryGetProperty("name", out var name) && name.GetString() == "model_run")
-            .OrderBy(e => e.GetProperty("ts").GetDouble())
-            .Select(e => e.GetProperty("dur").GetDouble())
-            .ToList();
     }
 }

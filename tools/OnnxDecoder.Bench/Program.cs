@@ -105,15 +105,25 @@ static int OursAgainstGenAi(string[] args)
         return (genTokens - 1) / clock.Elapsed.TotalSeconds;
     }
 
-    double Theirs(bool keep)
+    // genai greedy over exactly genTokens tokens (min_length = max_length), the prompt appended and the first
+    // token taken from the prefill's logits (no run).
+    (OrtGenAI.GeneratorParams, OrtGenAI.Generator) StartGenAi()
     {
-        using var parameters = new OrtGenAI.GeneratorParams(model);
+        var parameters = new OrtGenAI.GeneratorParams(model);
         parameters.SetSearchOption("max_length", maxLength);
         parameters.SetSearchOption("min_length", maxLength);
         parameters.SetSearchOption("do_sample", false);
-        using var generator = new OrtGenAI.Generator(model, parameters);
+        var generator = new OrtGenAI.Generator(model, parameters);
         generator.AppendTokens(prompt);
-        generator.GenerateNextToken(); // the first token comes from the prefill's logits (no run)
+        generator.GenerateNextToken();
+        return (parameters, generator);
+    }
+
+    double Theirs(bool keep)
+    {
+        var (parameters, generator) = StartGenAi();
+        using var ownedParameters = parameters;
+        using var ownedGenerator = generator;
         var clock = Stopwatch.StartNew();
         int steps = 0;
         while (!generator.IsDone())
@@ -135,13 +145,9 @@ static int OursAgainstGenAi(string[] args)
         ours.Reset();
         var promptIds = prompt.Select(i => (long)i).ToArray();
         var logits = ours.Append(promptIds, promptIds.Length);
-        using var parameters = new OrtGenAI.GeneratorParams(model);
-        parameters.SetSearchOption("max_length", maxLength);
-        parameters.SetSearchOption("min_length", maxLength);
-        parameters.SetSearchOption("do_sample", false);
-        using var generator = new OrtGenAI.Generator(model, parameters);
-        generator.AppendTokens(prompt);
-        generator.GenerateNextToken();
+        var (parameters, generator) = StartGenAi();
+        using var ownedParameters = parameters;
+        using var ownedGenerator = generator;
         var step = new long[1];
         for (int i = 1; i < genTokens; i++)
         {

@@ -176,7 +176,7 @@ public static class StepOverhead
     }
 
     /// <summary>Durations (us) of the "model_run" events of an ONNX Runtime profile, in order.</summary>
-    private static List<double> ModelRuns(string path)
+    internal static List<double> ModelRuns(string path)
     {
         using var stream = File.OpenRead(path);
         using var document = JsonDocument.Parse(stream);

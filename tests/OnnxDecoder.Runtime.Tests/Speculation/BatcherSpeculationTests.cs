@@ -244,31 +244,11 @@ public class BatcherSpeculationTests
         var fast = await Sample("ngram", sampling, 2_000_000);
         for (int t = 0; t < 3; t++)
         {
-            var (statistic, critical) = ChiSquare(plain[t], fast[t]);
+            var (statistic, critical) = Homogeneity.ChiSquare(plain[t], fast[t]);
             Assert.That(statistic, Is.LessThan(critical), $"token {t + 1}: speculation in the batch changes the distribution (chi-square {statistic:F1} >= {critical:F1})");
         }
         var hotter = await Sample(null, sampling with { Temperature = 0.9f }, 3_000_000);
-        var (s, c) = ChiSquare(plain[1], hotter[1]);
+        var (s, c) = Homogeneity.ChiSquare(plain[1], hotter[1]);
         Assert.That(s, Is.GreaterThan(c), "the test cannot tell temperature 1.5 from 0.9: it would not catch a biased verifier");
-    }
-
-    private static (double Statistic, double Critical) ChiSquare(int[] a, int[] b)
-    {
-        var bins = new List<(double A, double B)>();
-        double restA = 0, restB = 0;
-        for (int i = 0; i < a.Length; i++)
-            if (a[i] + b[i] >= 10) bins.Add((a[i], b[i]));
-            else { restA += a[i]; restB += b[i]; }
-        if (restA + restB > 0) bins.Add((restA, restB));
-        double na = a.Sum(), nb = b.Sum(), statistic = 0;
-        foreach (var (x, y) in bins)
-        {
-            double pooled = (x + y) / (na + nb);
-            statistic += Math.Pow(x - na * pooled, 2) / (na * pooled) + Math.Pow(y - nb * pooled, 2) / (nb * pooled);
-        }
-        int df = Math.Max(1, bins.Count - 1);
-        const double z = 3.0902; // standard normal quantile at 0.999
-        double h = 2.0 / (9 * df);
-        return (statistic, df * Math.Pow(1 - h + z * Math.Sqrt(h), 3));
     }
 }

@@ -66,27 +66,6 @@ public class SpeculativeSamplingTests
         return counts;
     }
 
-    /// <summary>Chi-square homogeneity of two count vectors, bins with fewer than 10 pooled counts merged;
-    /// returns (statistic, critical value at p = 0.001 by the Wilson-Hilferty approximation).</summary>
-    private static (double Statistic, double Critical) ChiSquare(int[] a, int[] b)
-    {
-        var bins = new List<(double A, double B)>();
-        double restA = 0, restB = 0;
-        for (int i = 0; i < a.Length; i++)
-            if (a[i] + b[i] >= 10) bins.Add((a[i], b[i]));
-            else { restA += a[i]; restB += b[i]; }
-        if (restA + restB > 0) bins.Add((restA, restB));
-        double na = a.Sum(), nb = b.Sum(), statistic = 0;
-        foreach (var (x, y) in bins)
-        {
-            double pooled = (x + y) / (na + nb);
-            statistic += Math.Pow(x - na * pooled, 2) / (na * pooled) + Math.Pow(y - nb * pooled, 2) / (nb * pooled);
-        }
-        int df = Math.Max(1, bins.Count - 1);
-        const double z = 3.0902; // standard normal quantile at 0.999
-        double h = 2.0 / (9 * df);
-        return (statistic, df * Math.Pow(1 - h + z * Math.Sqrt(h), 3));
-    }
 
     [Test]
     public void Speculative_sampling_keeps_the_target_distribution_of_the_first_tokens()
@@ -101,14 +80,14 @@ public class SpeculativeSamplingTests
         var skewed = Sample(generator, sampling, () => new ColderDrafter(draftSession), 2, 3_000_000);
         for (int t = 0; t < 3; t++)
         {
-            var (s1, c1) = ChiSquare(plain[t], ngram[t]);
+            var (s1, c1) = Homogeneity.ChiSquare(plain[t], ngram[t]);
             Assert.That(s1, Is.LessThan(c1), $"token {t + 1}: prompt lookup changes the distribution (chi-square {s1:F1} >= {c1:F1})");
-            var (s2, c2) = ChiSquare(plain[t], skewed[t]);
+            var (s2, c2) = Homogeneity.ChiSquare(plain[t], skewed[t]);
             Assert.That(s2, Is.LessThan(c2), $"token {t + 1}: a colder draft model changes the distribution (chi-square {s2:F1} >= {c2:F1})");
         }
         // Power: a verifier that kept every draft, or ignored the chain, would shift the distribution about this much.
         var hotter = Sample(generator, sampling with { Temperature = 0.9f }, null, 0, 4_000_000);
-        var (s3, c3) = ChiSquare(plain[1], hotter[1]);
+        var (s3, c3) = Homogeneity.ChiSquare(plain[1], hotter[1]);
         Assert.That(s3, Is.GreaterThan(c3), "the test cannot tell temperature 1.5 from 0.9: it would not catch a biased verifier");
     }
 }
