@@ -104,6 +104,51 @@ public class BatchedPrefillTests
     }
 
     [Test]
+    public async Task A_shared_prefill_run_takes_rows_that_cache_nothing_before_finished_conversations_rows()
+    {
+        // Rows 0 and 1 cache two finished conversations, row 2 decodes a long request, row 3 a gate request whose
+        // prefill holds the batcher until two new prompts wait together; rows 4 and 5 are empty. The new prompts'
+        // shared run must take rows 4 and 5, so that both conversations' follow-ups start from their cached rows.
+        string folder = Folder("stories260K", Lowering.Ort);
+        using var model = new DecoderModel(folder);
+        var tokenizer = TextTokenizer.Load(folder, model.Folder.BosTokenId);
+        int armed = 0;
+        using var blocked = new ManualResetEventSlim();
+        using var queued = new ManualResetEventSlim();
+        var options = new BatcherOptions
+        {
+            MaxSequences = 6,
+            PrefillObserver = _ =>
+            {
+                if (Interlocked.Exchange(ref armed, 0) != 1) return;
+                blocked.Set();
+                Assert.That(queued.Wait(TimeSpan.FromSeconds(60)), "the new prompts were queued");
+            },
+        };
+        using var batcher = new ContinuousBatcher(model, tokenizer, options);
+        int[][] first = [Prompt(model.Folder, 9, seed: 21), Prompt(model.Folder, 12, seed: 22)];
+        var finished = first.Select(p => batcher.GenerateAsync(p, Tokens(3))).ToArray();
+        var longRequest = batcher.GenerateAsync(Prompt(model.Folder, 6, seed: 23), Tokens(400));
+        var replies = await Task.WhenAll(finished).WaitAsync(TimeSpan.FromSeconds(60));
+        Interlocked.Exchange(ref armed, 1);
+        var gate = batcher.GenerateAsync(Prompt(model.Folder, 7, seed: 24), Tokens(3));
+        Assert.That(blocked.Wait(TimeSpan.FromSeconds(60)), "the gate request's prefill ran");
+        var fresh = new[] { batcher.GenerateAsync(Prompt(model.Folder, 8, seed: 25), Tokens(3)), batcher.GenerateAsync(Prompt(model.Folder, 8, seed: 26), Tokens(3)) };
+        queued.Set();
+        await Task.WhenAll([gate, .. fresh]).WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.That(batcher.PrefillRunRows, Is.GreaterThan(batcher.PrefillRuns), "the two new prompts shared a run");
+        for (int c = 0; c < first.Length; c++)
+        {
+            int[] followUp = [.. first[c], .. replies[c].TokenIds, .. Prompt(model.Folder, 5, seed: 30 + c)[1..]];
+            using var sequence = batcher.Submit(followUp, Tokens(3));
+            await sequence.Completion.WaitAsync(TimeSpan.FromSeconds(60));
+            Assert.That(sequence.CachedPromptTokens, Is.GreaterThanOrEqualTo(first[c].Length + replies[c].TokenIds.Length - 1),
+                $"conversation {c}'s follow-up starts from its cached row");
+        }
+        await longRequest.WaitAsync(TimeSpan.FromSeconds(60));
+    }
+
+    [Test]
     public async Task A_prefill_run_holds_at_most_the_step_budget_less_the_decoding_rows_and_admits_in_order()
     {
         string folder = Fixtures.Stories(Lowering.Ort);

@@ -118,23 +118,27 @@ internal sealed class OwnLengthsLayout : RowLayout
         else
         {
             row = Array.IndexOf(_reserved, run[^1].Sequence) + 1; // the run's rows are consecutive
-            if (row >= Live.Length || Live[row] is not null || _reserved[row] is not null) row = -1;
+            if (row >= Live.Length || !Unclaimed(row)) row = -1;
         }
         if (row < 0) return false;
-        _rowCache.Forget(row); // its cached tokens (if any) are overwritten from column 0
         Reserve(row, sequence, 0);
         return true;
     }
 
-    /// <summary>The first row of the longest block of consecutive free rows (the lowest such block), or -1.</summary>
+    /// <summary>A row a shared prefill run may write from column 0: free, and caching no finished sequence's
+    /// tokens (evicting those is the alone path's choice, least recently used first; a shared run would take
+    /// whichever rows happen to be consecutive).</summary>
+    private bool Unclaimed(int row) => Live[row] is null && _reserved[row] is null && _rowCache.TokensOf(row) is null;
+
+    /// <summary>The first row of the longest block of consecutive unclaimed rows (the lowest such block), or -1.</summary>
     private int LongestFreeBlock()
     {
         int bestStart = -1, bestLength = 0;
         for (int row = 0; row < Live.Length;)
         {
-            if (Live[row] is not null || _reserved[row] is not null) { row++; continue; }
+            if (!Unclaimed(row)) { row++; continue; }
             int start = row;
-            while (row < Live.Length && Live[row] is null && _reserved[row] is null) row++;
+            while (row < Live.Length && Unclaimed(row)) row++;
             if (row - start > bestLength) (bestStart, bestLength) = (start, row - start);
         }
         return bestStart;

@@ -74,9 +74,6 @@ internal sealed class RowPrefixCache(int rows)
         if (_tokens[row] is { } cached && length < cached.Length) _tokens[row] = cached[..length];
     }
 
-    /// <summary>The row's KV is overwritten from column 0: it caches nothing now.</summary>
-    public void Forget(int row) => _tokens[row] = null;
-
     /// <summary>Every row's KV is undefined (a failed run).</summary>
     public void Clear() => Array.Clear(_tokens);
 
