@@ -1,7 +1,6 @@
 using OnnxDecoder.Exporters.Synth;
 using OnnxDecoder.Modeling;
 using OnnxDecoder.Modeling.Tests.Reference;
-using OnnxDecoder.Runtime;
 using OnnxDecoder.Tests.Shared;
 
 namespace OnnxDecoder.Exporters.Tests;
@@ -39,17 +38,7 @@ public class SynthAndGgufAgreementTests
         for (int t = 0; t < length; t++) { positions[0, t] = t; mask[0, t] = 1; }
         var expected = new ReferenceDecoder(referenceConfig, referenceWeights).Forward(ids, mask, positions);
 
-        using var session = new DecoderSession(modelFolder);
-        int vocab = referenceConfig.VocabSize;
-        float max = 0;
-        var logits = session.Append([ids[0, 0]], 1);
-        for (int t = 0; ; t++)
-        {
-            for (int v = 0; v < vocab; v++) max = Math.Max(max, Math.Abs(logits[v] - expected[t * vocab + v]));
-            if (t == length - 1) break;
-            logits = session.Step([ids[0, t + 1]]);
-        }
-        return max;
+        return StepwiseLogits.MaxDifference(modelFolder, ids, expected, referenceConfig.VocabSize);
     }
 
     private string Export(string checkpointPath, Lowering lowering, out Checkpoint checkpoint)
