@@ -22,6 +22,12 @@ public static class GraphContract
     /// norm, before the LM head (optional output, `export --hidden-states`); embeddings are pooled from it.</summary>
     public const string HiddenStates = "hidden_states";
 
+    /// <summary>GroupQueryAttention's inputs that the runtime's form of a graph takes from the host instead of deriving them
+    /// from attention_mask: seqlens_k [batch_size] int32 (each row's last column whose mask is 1), total_sequence_length
+    /// [] int32 (the mask's width) and attention_bias [batch_size or 1, 1, sequence_length, total_sequence_length] in the
+    /// activation type (0 where the mask is 1, the type's lowest value over padding). Never in an exported file.</summary>
+    public const string DirectSeqlensK = "seqlens_k", DirectTotalSequenceLength = "total_sequence_length", DirectAttentionBias = "attention_bias";
+
     /// <summary>genai_config.json name patterns; %d is the layer index.</summary>
     public const string PastKeyPattern = "past_key_values.%d.key", PastValuePattern = "past_key_values.%d.value",
         PresentKeyPattern = "present.%d.key", PresentValuePattern = "present.%d.value";

@@ -24,6 +24,7 @@ internal sealed class BoundRunStep : IDisposable
     private readonly LogitsBuffer _logits;      // [rows, vocab]
     private readonly long[] _ids, _positions;   // [rows, T] of the next run
     private readonly long[] _mask;              // [rows, total] of the next run
+    private readonly DirectLengthInputs? _direct; // the runtime's form of the graph: GQA's lengths and bias from _mask
     private readonly Dictionary<(int Input, int Rows, int Width), OrtValue> _views = [];
     private readonly List<OrtValue> _transient = []; // views of this run alone
     private OrtValue? _boundIds, _boundPositions, _boundMask;
@@ -39,6 +40,7 @@ internal sealed class BoundRunStep : IDisposable
         try
         {
             _binding = model.Session.CreateIoBinding();
+            if (model.DirectLengths) _direct = new DirectLengthInputs(rows, maxLength, model.AttentionBiasType);
             _logits = new LogitsBuffer(model.Memory, rows, model.Folder.VocabSize, model.LogitsElementType);
         }
         catch
@@ -72,9 +74,10 @@ internal sealed class BoundRunStep : IDisposable
     /// [tokens, vocab] (speculative verification). <paramref name="rowTokens"/>, when given, says how many of each
     /// row's <paramref name="tokens"/> are real (rows of a prefill run right padded to the longest): each row's
     /// logits are those after its last real token; with <paramref name="cacheRow"/> >= 0 the rows are that many
-    /// consecutive rows of the cache from there.
+    /// consecutive rows of the cache from there. <paramref name="leftPadded"/> false promises that no row of the mask
+    /// has a 0 before its last 1 (rows that start at column 0), so a graph in the runtime's form binds no bias of its own.
     public void Run(int rows, int tokens, int total, KvCache cache, int cacheRow, int pastLength, CancellationToken cancellationToken,
-        float[]? allPositions = null, ReadOnlySpan<int> rowTokens = default)
+        float[]? allPositions = null, ReadOnlySpan<int> rowTokens = default, bool leftPadded = true)
     {
         if (!rowTokens.IsEmpty && (rowTokens.Length != rows || (!_model.FullLogits && tokens > 1 && rowTokens.ContainsAnyExcept(tokens))))
             throw new InvalidOperationException("rows of different lengths in one run need a graph with logits for every position, and one length per row");
@@ -87,7 +90,8 @@ internal sealed class BoundRunStep : IDisposable
         {
             Bind(GraphContract.InputIds, ref _boundIds, View(0, _ids, rows, tokens, transient));
             if (_model.HasPositionIds) Bind(GraphContract.PositionIds, ref _boundPositions, View(1, _positions, rows, tokens, transient));
-            Bind(GraphContract.AttentionMask, ref _boundMask, View(2, _mask, rows, total, transient));
+            if (_model.HasAttentionMask) Bind(GraphContract.AttentionMask, ref _boundMask, View(2, _mask, rows, total, transient));
+            _direct?.Bind(_binding, _mask.AsSpan(0, rows * total), rows, tokens, total, leftPadded, transient);
             bool everyPosition = _model.FullLogits && tokens > 1;
             if (everyPosition)
             {
@@ -171,6 +175,7 @@ internal sealed class BoundRunStep : IDisposable
         foreach (var view in _views.Values) OrtValueLedger.Release(view);
         _views.Clear();
         _logits?.Dispose();
+        _direct?.Dispose();
         _runOptions.Dispose();
     }
 }

@@ -18,7 +18,15 @@ public sealed class DecoderModel : IDisposable
         Provider = provider;
         try
         {
-            Session = new InferenceSession(Folder.ModelPath, sessionOptions);
+            var direct = (providers ?? new ExecutionProviderOptions()).DirectGqaLengths ? DirectLengthsGraph.TryRewrite(Folder.ModelPath, out _) : null;
+            if (direct is null) Session = new InferenceSession(Folder.ModelPath, sessionOptions);
+            else
+            {
+                // From memory, external data is read from the model's folder (the only folder our exports use).
+                sessionOptions.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", Path.GetDirectoryName(Folder.ModelPath)!);
+                Session = new InferenceSession(direct, sessionOptions);
+                DirectLengths = true;
+            }
         }
         catch (OnnxRuntimeException e) when (e.Message.Contains("EnvCreatedWithGlobalThreadPools", StringComparison.Ordinal))
         {
@@ -31,6 +39,7 @@ public sealed class DecoderModel : IDisposable
         try
         {
             FullLogits = ValidateGraph();
+            if (DirectLengths && Session.InputMetadata.TryGetValue(GraphContract.DirectAttentionBias, out var bias)) AttentionBiasType = bias.ElementDataType;
             KvElementType = Session.InputMetadata[Folder.PastKeyName(0)].ElementDataType;
             LogitsElementType = Session.OutputMetadata[GraphContract.Logits].ElementDataType;
             _ = KvCache.SizeOf(KvElementType); // float or float16, else a clear refusal
@@ -66,6 +75,13 @@ public sealed class DecoderModel : IDisposable
     /// lengths, each starting at position 0 of its cache row, with no shared timeline.
     /// </summary>
     public bool RowsKeepOwnLengths { get; }
+    /// <summary>The session runs the runtime's form of the graph (<see cref="DirectLengthsGraph"/>): the host binds
+    /// seqlens_k, total_sequence_length and (when the graph has one) the attention bias, computed from its mask.</summary>
+    public bool DirectLengths { get; }
+    /// <summary>The element type of the direct attention bias input; null when the graph takes none.</summary>
+    internal Microsoft.ML.OnnxRuntime.Tensors.TensorElementType? AttentionBiasType { get; }
+    /// <summary>The graph reads attention_mask (every graph but the runtime's form, which may still read it elsewhere).</summary>
+    public bool HasAttentionMask { get; private set; }
     /// <summary>The graph takes a position_ids input; without one it derives positions itself and none is bound.</summary>
     public bool HasPositionIds { get; private set; }
     /// <summary>The allocators KV caches and logits draw from (device memory under CUDA or DirectML).</summary>
@@ -83,7 +99,8 @@ public sealed class DecoderModel : IDisposable
         var inputs = Session.InputMetadata;
         var outputs = Session.OutputMetadata;
         string where = Folder.ConfigPath;
-        foreach (var name in new[] { GraphContract.InputIds, GraphContract.AttentionMask })
+        HasAttentionMask = inputs.ContainsKey(GraphContract.AttentionMask);
+        foreach (var name in DirectLengths ? [GraphContract.InputIds] : new[] { GraphContract.InputIds, GraphContract.AttentionMask })
             if (!inputs.ContainsKey(name)) throw new ModelFormatException(where, $"the graph has no input '{name}' (inputs: {string.Join(", ", inputs.Keys)})");
         // position_ids is optional (a graph may derive positions from the attention mask), but config and graph must agree.
         HasPositionIds = inputs.ContainsKey(GraphContract.PositionIds);

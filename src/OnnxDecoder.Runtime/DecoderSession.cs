@@ -31,6 +31,7 @@ public sealed class DecoderSession : IDisposable
     private readonly BoundRunStep _step;
     private readonly long[] _maskRows;             // [batch, max_length]: 1 real, 0 left padding
     private readonly int[] _nextPosition;          // per row: position id of the next real token
+    private bool _padded;                          // a 0 was written into the mask since the last Reset
     private int _busy;
 
     /// <summary>Loads the model in <paramref name="modelFolder"/> for this session alone.</summary>
@@ -103,6 +104,7 @@ public sealed class DecoderSession : IDisposable
     public void Reset()
     {
         Length = 0;
+        _padded = false;
         Array.Clear(_nextPosition);
         _cache.Reset();
     }
@@ -153,6 +155,7 @@ public sealed class DecoderSession : IDisposable
                     {
                         long id = tokens[row * length + start + t], real = mask.IsEmpty ? 1 : mask[row * length + start + t];
                         if (real is not (0 or 1)) throw new ArgumentException($"mask entries must be 0 or 1, got {real}", nameof(mask));
+                        _padded |= real == 0;
                         CheckToken(id);
                         ids[row * size + t] = id;
                         _maskRows[row * MaxLength + Length + t] = real;
@@ -235,7 +238,7 @@ public sealed class DecoderSession : IDisposable
         // A batch of one keeps earlier columns in the step's mask (only ones are ever written there).
         if (BatchSize == 1) _maskRows.AsSpan(Length, size).CopyTo(mask[Length..]);
         else for (int row = 0; row < BatchSize; row++) _maskRows.AsSpan(row * MaxLength, total).CopyTo(mask.Slice(row * total, total));
-        _step.Run(BatchSize, size, total, _cache, cacheRow: -1, Length, cancellationToken, allPositions);
+        _step.Run(BatchSize, size, total, _cache, cacheRow: -1, Length, cancellationToken, allPositions, leftPadded: _padded);
         Length = total;
     }
 

@@ -44,7 +44,7 @@ public sealed class EmbeddingRunner
             _ => throw new ModelFormatException(model.Folder.ModelPath, $"metadata {GraphContract.Metadata.EmbeddingNormalize} '{normalize}' is not known: l2 or none"),
         };
         var folder = model.Folder;
-        _inputNames = [GraphContract.InputIds, GraphContract.AttentionMask, GraphContract.PositionIds,
+        _inputNames = [GraphContract.InputIds, GraphContract.PositionIds,
             .. Enumerable.Range(0, folder.NumLayers).SelectMany(i => new[] { folder.PastKeyName(i), folder.PastValueName(i) })];
         _emptyPastShape = [0, folder.NumKvHeads, 0, folder.HeadSize];
     }
@@ -124,16 +124,27 @@ public sealed class EmbeddingRunner
             }
         }
 
-        var inputs = new OrtValue[_inputNames.Length];
+        var names = new List<string>(_inputNames);
+        var inputs = new List<OrtValue>(_inputNames.Length + 3);
         try
         {
-            inputs[0] = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(ids, [count, length]));
-            inputs[1] = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(mask, [count, length]));
-            inputs[2] = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(positions, [count, length]));
+            inputs.Add(OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(ids, [count, length])));
+            inputs.Add(OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(positions, [count, length])));
             var pastShape = (long[])_emptyPastShape.Clone();
             pastShape[0] = count;
-            for (int i = 3; i < inputs.Length; i++)
-                inputs[i] = OrtValueLedger.Track(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _model.KvElementType, pastShape));
+            while (inputs.Count < names.Count)
+                inputs.Add(OrtValueLedger.Track(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _model.KvElementType, pastShape)));
+            if (_model.HasAttentionMask)
+            {
+                names.Add(GraphContract.AttentionMask);
+                inputs.Add(OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(mask, [count, length])));
+            }
+            if (_model.DirectLengths)
+                foreach (var (name, value) in DirectLengthInputs.ForPrefill(mask, count, length, _model.AttentionBiasType))
+                {
+                    names.Add(name);
+                    inputs.Add(value);
+                }
 
             using var runOptions = new RunOptions();
             using var registration = cancellationToken.Register(static state => ((RunOptions)state!).Terminate = true, runOptions);
@@ -141,7 +152,7 @@ public sealed class EmbeddingRunner
             IDisposableReadOnlyCollection<OrtValue> outputs;
             try
             {
-                outputs = _model.Session.Run(runOptions, _inputNames, inputs, [GraphContract.HiddenStates]);
+                outputs = _model.Session.Run(runOptions, names, inputs, [GraphContract.HiddenStates]);
             }
             catch (OnnxRuntimeException) when (cancellationToken.IsCancellationRequested)
             {

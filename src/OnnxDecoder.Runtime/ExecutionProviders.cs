@@ -36,6 +36,11 @@ public sealed record ExecutionProviderOptions
     /// "session.disable_prepacking" = "1" (the benchmark's kernel candidates set these).</summary>
     public IReadOnlyDictionary<string, string>? SessionConfigEntries { get; init; }
 
+    /// <summary>Load our GroupQueryAttention exports in the runtime's form: the host feeds GQA's lengths and padding bias,
+    /// which the file derives from attention_mask in a dozen small nodes a step (<see cref="DirectLengthsGraph"/>; the
+    /// file is not changed, and the logits are the same). Off: the graph runs as exported.</summary>
+    public bool DirectGqaLengths { get; init; } = true;
+
     public static ExecutionProvider Parse(string name) => name.Trim().ToLowerInvariant() switch
     {
         "cpu" => ExecutionProvider.Cpu,

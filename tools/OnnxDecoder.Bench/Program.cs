@@ -72,11 +72,11 @@ static int OursAgainstGenAi(string[] args)
     int maxLength = promptTokens + genTokens;
     if (maxLength > config.ContextLength) throw new ArgumentException($"{promptTokens} + {genTokens} tokens exceed the export's {config.ContextLength}");
 
-    using var ours = new DecoderSession(folder, new DecoderSessionOptions
-    {
-        MaxLength = maxLength,
-        Providers = new ExecutionProviderOptions { IntraOpThreads = threads },
-    });
+    var oursOptions = new DecoderSessionOptions { MaxLength = maxLength, Providers = new ExecutionProviderOptions { IntraOpThreads = threads } };
+    using var ours = new DecoderSession(folder, oursOptions);
+    // Ours again over the graph as exported (GQA lengths computed from attention_mask, as genai runs it): what the
+    // runtime's form of the graph adds, measured in the same rounds.
+    using var oursExported = new DecoderSession(folder, oursOptions with { Providers = oursOptions.Providers with { DirectGqaLengths = false } });
     using var genaiConfig = new OrtGenAI.Config(folder);
     genaiConfig.Overlay("{\"model\": {\"decoder\": {\"session_options\": {\"intra_op_num_threads\": " + threads + "}}}}");
     using var model = new OrtGenAI.Model(genaiConfig);
@@ -84,13 +84,14 @@ static int OursAgainstGenAi(string[] args)
     // Both decode exactly genTokens tokens, the first from the prefill's logits and genTokens - 1 in timed
     // steps: EOS never ends a run early (ours: next-best token; GenAI: min_length = max_length).
     var oursSteps = new List<double>();
+    var exportedSteps = new List<double>();
     var theirSteps = new List<double>();
 
-    double Ours(bool keep)
+    double Ours(DecoderSession session, List<double>? steps)
     {
-        ours.Reset();
+        session.Reset();
         var promptIds = prompt.Select(i => (long)i).ToArray();
-        var logits = ours.Append(promptIds, promptIds.Length);
+        var logits = session.Append(promptIds, promptIds.Length);
         var step = new long[1];
         var clock = Stopwatch.StartNew();
         for (int i = 1; i < genTokens; i++)
@@ -99,8 +100,8 @@ static int OursAgainstGenAi(string[] args)
             int next = Sampler.ArgMax(logits);
             if (config.EosTokenIds.Contains(next)) next = (next + 1) % config.VocabSize;
             step[0] = next;
-            logits = ours.Step(step);
-            if (keep) oursSteps.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
+            logits = session.Step(step);
+            steps?.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
         }
         return (genTokens - 1) / clock.Elapsed.TotalSeconds;
     }
@@ -171,13 +172,14 @@ static int OursAgainstGenAi(string[] args)
         return Stopwatch.GetElapsedTime(start).TotalMicroseconds;
     }
 
-    Ours(false); Theirs(false); // warm-up: first-run allocations and per-shape plans
+    Ours(ours, null); Ours(oursExported, null); Theirs(false); // warm-up: first-run allocations and per-shape plans
     var oursRates = new List<double>();
+    var exportedRates = new List<double>();
     var theirRates = new List<double>();
     for (int r = 0; r < runs; r++)
     {
-        if (r % 2 == 0) { oursRates.Add(Ours(true)); theirRates.Add(Theirs(true)); }
-        else { theirRates.Add(Theirs(true)); oursRates.Add(Ours(true)); }
+        if (r % 2 == 0) { oursRates.Add(Ours(ours, oursSteps)); theirRates.Add(Theirs(true)); exportedRates.Add(Ours(oursExported, exportedSteps)); }
+        else { exportedRates.Add(Ours(oursExported, exportedSteps)); theirRates.Add(Theirs(true)); oursRates.Add(Ours(ours, oursSteps)); }
         Lockstep();
     }
     var median = PeerBenchmark.Median;
@@ -186,7 +188,10 @@ static int OursAgainstGenAi(string[] args)
     void Row(string name, List<double> rates, List<double> steps) => Console.WriteLine(
         $"  {name,-17} decode {median(rates),10:F1} tok/s   step median {median(steps),8:F1} us   runs: {string.Join(", ", rates.Select(x => x.ToString("F0")))}");
     Row("onnxdecoder", oursRates, oursSteps);
+    Row("ours, as exported", exportedRates, exportedSteps);
     Row("onnxruntime-genai", theirRates, theirSteps);
+    Console.WriteLine($"  ours as exported / genai: {median(Enumerable.Range(0, runs).Select(r => exportedRates[r] / theirRates[r])):F2} (median of per-run ratios); " +
+        $"ours / ours as exported {median(Enumerable.Range(0, runs).Select(r => oursRates[r] / exportedRates[r])):F2}");
     Console.WriteLine($"  ratio ours / genai: {median(Enumerable.Range(0, runs).Select(r => oursRates[r] / theirRates[r])):F2} (median of per-run ratios); " +
         $"by median step time {median(theirSteps) / median(oursSteps):F2}; lockstep (median of per-position genai/ours step time) {median(lockstep):F2}");
     return 0;

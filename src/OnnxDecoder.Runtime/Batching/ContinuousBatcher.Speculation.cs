@@ -121,7 +121,7 @@ public sealed partial class ContinuousBatcher
         for (int t = 0; t < tokens; t++) positions[t] = cached + t;
         run.Mask(1, total).Fill(1);
         var scored = speculation.Scored; // [tokens, vocab]
-        run.Run(1, tokens, total, _layout.Cache, cacheRow: row, pastLength: cached, _shutdown.Token, scored);
+        run.Run(1, tokens, total, _layout.Cache, cacheRow: row, pastLength: cached, _shutdown.Token, scored, leftPadded: false);
         Interlocked.Increment(ref _steps);
         int fed = 1;
         if (drafted == 0)

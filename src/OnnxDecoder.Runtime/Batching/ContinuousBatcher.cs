@@ -323,7 +323,7 @@ public sealed partial class ContinuousBatcher : IDisposable
         var mask = _step.Mask(rows, total);
         for (int row = 0; row < rows; row++)
             _layout.FillRow(row, mask.Slice(row * total, total), out ids[row], out positions[row]);
-        _step.Run(rows, 1, total, _layout.Cache, cacheRow: -1, _layout.Width, _shutdown.Token);
+        _step.Run(rows, 1, total, _layout.Cache, cacheRow: -1, _layout.Width, _shutdown.Token, leftPadded: _layout.LeftPads);
         _layout.AfterStep(total);
         Interlocked.Increment(ref _steps);
         var live = _layout.Live;

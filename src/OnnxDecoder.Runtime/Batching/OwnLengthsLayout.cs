@@ -171,7 +171,7 @@ internal sealed class OwnLengthsLayout : RowLayout
                 positions[t] = done + t;
             }
             _prefill.Mask(1, total).Fill(1);
-            _prefill.Run(1, size, total, Cache, row, done, cancellationToken);
+            _prefill.Run(1, size, total, Cache, row, done, cancellationToken, leftPadded: false);
             _reservedDone[row] = total;
             return;
         }
@@ -198,7 +198,7 @@ internal sealed class OwnLengthsLayout : RowLayout
             }
             _pieceTokens[i] = size;
         }
-        _prefill.Run(rows, width, width, Cache, first, pastLength: 0, cancellationToken, rowTokens: _pieceTokens.AsSpan(0, rows));
+        _prefill.Run(rows, width, width, Cache, first, pastLength: 0, cancellationToken, rowTokens: _pieceTokens.AsSpan(0, rows), leftPadded: false);
         for (int i = 0; i < rows; i++) _reservedDone[first + i] = pieces[i].Size;
     }
 
@@ -212,6 +212,9 @@ internal sealed class OwnLengthsLayout : RowLayout
         _reserved[row] = null;
         _reservedDone[row] = 0;
     }
+
+    /// <summary>Every row's ones start at column 0 (its zeros, if any, come after its tokens).</summary>
+    public override bool LeftPads => false;
 
     public override void PrepareStep(int rows)
     {

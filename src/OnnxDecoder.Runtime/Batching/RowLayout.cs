@@ -28,6 +28,8 @@ internal abstract class RowLayout(KvCache cache, int rows) : IDisposable
 
     /// <summary>Whether several prompts may be prefilled side by side in one run (rows that keep their own lengths).</summary>
     public virtual bool BatchesPrefill => false;
+    /// <summary>Whether a step's mask may hold a 0 before a row's last 1 (rows on one shared timeline, left padded).</summary>
+    public virtual bool LeftPads => true;
 
     /// <summary>Whether the graph's logits cover every position, so rows of one prefill run may end at different columns.</summary>
     public virtual bool RowsMayEndApart => false;
