@@ -15,7 +15,7 @@ namespace OnnxDecoder.Runtime;
 /// graphs whose metadata says seqlens_k is the last attended column and whose nodes compute exactly the chains above;
 /// anything else loads as it is.
 /// </summary>
-internal static class DirectLengthsGraph
+public static class DirectLengthsGraph
 {
     /// <summary>Larger model files (weights inside the protobuf) load as they are: parsing and writing them again
     /// costs more than the nodes it saves.</summary>
@@ -34,13 +34,24 @@ internal static class DirectLengthsGraph
             reason = $"the model file is over {MaxRewriteBytes >> 20} MiB (weights inside the protobuf)";
             return null;
         }
-        using var file = OnnxModelFile.Load(modelPath, new OnnxReadOptions { CheckGraph = false });
-        var model = file.Model;
+        ModelProto model;
+        try
+        {
+            using var file = OnnxModelFile.Load(modelPath, new OnnxReadOptions { CheckGraph = false });
+            model = file.Model;
+        }
+        catch (ModelFormatException e)
+        {
+            // Our reader is stricter than ONNX Runtime's (external data keys, links): a folder from elsewhere that
+            // ONNX Runtime accepts still loads, as it is, and ONNX Runtime's own checks judge it.
+            reason = e.Message;
+            return null;
+        }
         return Rewrite(model, out reason) ? model.ToByteArray() : null;
     }
 
     /// <summary>Rewrites <paramref name="model"/> in place; false (unchanged) when it is not a graph this rewrite knows.</summary>
-    internal static bool Rewrite(ModelProto model, out string reason)
+    public static bool Rewrite(ModelProto model, out string reason)
     {
         var graph = model.Graph;
         if (!model.MetadataProps.Any(p => p.Key == GraphContract.Metadata.GqaSeqlensK && p.Value == GraphContract.Metadata.GqaSeqlensKLastAttendedColumn))

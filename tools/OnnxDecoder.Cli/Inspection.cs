@@ -16,7 +16,8 @@ public static class Inspection
         {
             var folder = ModelFolder.Open(full);
             return $"model folder {full}\n  type {folder.ModelType}, {folder.NumLayers} layers, {folder.NumHeads}/{folder.NumKvHeads} heads x {folder.HeadSize}, vocab {folder.VocabSize}, context {folder.ContextLength}, " +
-                   $"eos {string.Join("/", folder.EosTokenIds)}, KV {(folder.PastPresentShareBuffer ? "shared buffer" : "separate buffers")}\n" + DescribeOnnx(folder.ModelPath);
+                   $"eos {string.Join("/", folder.EosTokenIds)}, KV {(folder.PastPresentShareBuffer ? "shared buffer" : "separate buffers")}\n" + DescribeOnnx(folder.ModelPath)
+                   + "\n" + DescribeRuntimeForm(folder.ModelPath);
         }
         if (File.Exists(full) && full.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return DescribeOnnx(full);
         using var checkpoint = Checkpoint.Open(full);
@@ -45,6 +46,17 @@ public static class Inspection
         foreach (var input in graph.Input) text.AppendLine($"  input  {Signature(input)}");
         foreach (var output in graph.Output) text.AppendLine($"  output {Signature(output)}");
         return text.ToString().TrimEnd();
+    }
+
+    /// <summary>How our runtime loads the graph: in its form with host-fed GroupQueryAttention lengths, or as exported.</summary>
+    private static string DescribeRuntimeForm(string path)
+    {
+        var bytes = DirectLengthsGraph.TryRewrite(path, out string reason);
+        if (bytes is null) return $"  runtime form: as exported ({reason})";
+        int before;
+        using (var file = OnnxModelFile.Load(path, new OnnxReadOptions { CheckGraph = false })) before = file.Model.Graph.Node.Count;
+        int after = ModelProto.Parser.ParseFrom(bytes).Graph.Node.Count;
+        return $"  runtime form: GroupQueryAttention lengths and padding bias fed by the host ({before} -> {after} nodes before ONNX Runtime's fusions)";
     }
 
     private static string Signature(ValueInfoProto value)
