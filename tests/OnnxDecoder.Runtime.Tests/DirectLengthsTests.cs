@@ -85,6 +85,28 @@ public class DirectLengthsTests
                 Assert.That(together[i].Completion.WaitAsync(TimeSpan.FromSeconds(60)).GetAwaiter().GetResult().TokenIds, Is.EqualTo(alone[i]), $"request {i}");
     }
 
+    private static IEnumerable<string> TinyPresets => Exporters.Synth.SynthPresets.All.Keys.Where(k => k.EndsWith("-tiny", StringComparison.Ordinal)).Order(StringComparer.Ordinal);
+
+    [TestCaseSource(nameof(TinyPresets))]
+    public void Every_family_runs_with_host_fed_lengths_and_the_logits_of_the_graph_as_exported(string preset)
+    {
+        string checkpoint = Path.Combine(Fixtures.Root, "direct-" + preset + "-checkpoint"), folder = Path.Combine(Fixtures.Root, "direct-" + preset);
+        if (!Directory.Exists(folder))
+        {
+            Exporters.Synth.SynthPresets.Write(preset, seed: 5, checkpoint);
+            using var opened = Exporters.Checkpoint.Open(checkpoint);
+            Exporters.ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = Lowering.Ort });
+        }
+        var options = new DecoderSessionOptions { BatchSize = 2, MaxLength = 32 };
+        using var direct = new DecoderSession(folder, options);
+        using var exported = new DecoderSession(folder, options with { Providers = AsExported });
+        Assert.That(direct.Model.DirectLengths, Is.True, "the family's ort export takes the runtime form");
+        // [2, 7]: row 1 left padded by four.
+        long[] ids = [3, 17, 250, 9, 101, 44, 7, 0, 0, 0, 0, 60, 5, 211];
+        long[] mask = [1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1];
+        AssertSameSteps(direct, exported, ids, mask, steps: 6);
+    }
+
     [TestCase("metadata")]
     [TestCase("padding value")]
     [TestCase("seqlens chain")]
