@@ -30,7 +30,7 @@ public sealed class Qwen3Moe : Llama
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
         string source = r.Source;
-        int layers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers");
+        int layers = r.RequiredInt("num_hidden_layers");
         int experts = r.Int("num_experts") ?? 128;
         int step = r.Int("decoder_sparse_step") ?? 1;
         if (step < 1) throw new ConfigException(source, "decoder_sparse_step", $"({step}) must be at least 1");
@@ -46,7 +46,6 @@ public sealed class Qwen3Moe : Llama
             ExpertLayers = [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => !denseOnly.Contains(i) && experts > 0 && (i + 1) % step == 0)],
             DenseIntermediateSize = r.Int("intermediate_size") ?? 6144,
             SlidingWindow = sliding ? (r.Present("sliding_window") ? r.Int("sliding_window") : 4096) : null,
-            NormEps = r.Double("rms_norm_eps") ?? 1e-6,
         };
     }
 

@@ -19,6 +19,9 @@ public sealed class SmolLM3 : Llama
     protected override bool ReadsMlpBias(string modelType) => true;
     protected override bool OutputProjectionBias(DecoderConfig c) => c.AttentionBias;
 
+    // SmolLM3Config's defaults where they differ from LlamaConfig's.
+    protected override SharedConfigDefaults Defaults => base.Defaults with { RopeTheta = 2000000, TieWordEmbeddings = true };
+
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
         string source = r.Source;
@@ -51,9 +54,6 @@ public sealed class SmolLM3 : Llama
 
         return base.ReadConfig(r, modelType) with
         {
-            // SmolLM3Config's defaults where a field is absent.
-            RopeTheta = r.Double("rope_theta") ?? 2000000,
-            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? true,
             RotaryLayers = rotary,
             SlidingWindow = sliding.Any(s => s) ? window : null,
             SlidingLayers = sliding.Any(s => s) ? sliding : null,
