@@ -80,6 +80,18 @@ public static class HuggingFaceConfig
         _ => throw new ConfigException(source, field, $"'{name}' is not supported (silu, gelu, gelu_new, gelu_pytorch_tanh)"),
     };
 
+    /// <summary>layer_types as one flag a layer (true: sliding_attention), or null when absent.</summary>
+    public static bool[]? ReadSlidingLayerTypes(ConfigFields r)
+    {
+        if (r.Strings("layer_types") is not { } types) return null;
+        if (types.Any(t => t is not ("sliding_attention" or "full_attention")))
+            throw new ConfigException(r.Source, "layer_types", "entries must be sliding_attention or full_attention");
+        return [.. types.Select(t => t == "sliding_attention")];
+    }
+
+    /// <summary>One flag a layer for num_hidden_layers layers (clamped here: Validate names a count out of range).</summary>
+    public static bool[] LayerFlags(int layers, Func<int, bool> flag) => [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(flag)];
+
     /// <summary>The rope_scaling block: absent or null means none.</summary>
     public static RopeScaling ReadRopeScaling(ConfigFields fields)
     {

@@ -34,21 +34,16 @@ public class Gemma2 : Llama
 
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
-        string source = r.Source;
         int layers = r.RequiredInt("num_hidden_layers");
         // A null soft-cap turns it off.
         double? Cap(string field, double fallback) => r.Present(field) ? r.Double(field) : fallback;
-        var layerTypes = r.Strings("layer_types");
-        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
-            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
+        var slidingTypes = HuggingFaceConfig.ReadSlidingLayerTypes(r);
         return HuggingFaceConfig.ReadShared(r, modelType, Defaults) with
         {
             NormScalePlusOne = true,
             AttentionBias = r.Bool("attention_bias") ?? false,
             SlidingWindow = r.Int("sliding_window") ?? 4096,
-            SlidingLayers = layerTypes is not null
-                ? [.. layerTypes.Select(t => t == "sliding_attention")]
-                : [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => i % 2 == 0)],
+            SlidingLayers = slidingTypes ?? HuggingFaceConfig.LayerFlags(layers, i => i % 2 == 0),
             AttentionScale = 1 / Math.Sqrt(r.Double("query_pre_attn_scalar") ?? 256),
             AttentionSoftcap = Cap("attn_logit_softcapping", 50),
             FinalLogitSoftcap = Cap("final_logit_softcapping", 30),

@@ -34,15 +34,11 @@ public sealed class Gemma3 : Gemma2
         if (r.Bool("use_bidirectional_attention") == true)
             throw new ConfigException(source, "use_bidirectional_attention", "(true) is not supported: a decoder export attends causally");
         int layers = r.RequiredInt("num_hidden_layers");
-        var layerTypes = r.Strings("layer_types");
-        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
-            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
+        var slidingTypes = HuggingFaceConfig.ReadSlidingLayerTypes(r);
         int pattern = r.Int("sliding_window_pattern") ?? 6;
         if (pattern <= 0) throw new ConfigException(source, "sliding_window_pattern", $"({pattern}) must be positive");
         // Gemma3TextConfig: an absent or empty layer_types slides every layer but each pattern-th.
-        bool[] sliding = layerTypes is { Count: > 0 }
-            ? [.. layerTypes.Select(t => t == "sliding_attention")]
-            : [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => (i + 1) % pattern != 0)];
+        bool[] sliding = slidingTypes is { Length: > 0 } ? slidingTypes : HuggingFaceConfig.LayerFlags(layers, i => (i + 1) % pattern != 0);
         int? window = r.Present("sliding_window") ? r.Int("sliding_window") : 4096;
         if (window is null && sliding.Any(s => s))
             throw new ConfigException(source, "sliding_window", "is null while some layers are sliding_attention: give the window or mark the layers full_attention");

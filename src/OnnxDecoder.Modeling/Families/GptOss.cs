@@ -48,9 +48,7 @@ public sealed class GptOss : Llama
         if (r.Double("swiglu_limit") is { } limit && limit != SwigluLimit)
             throw new ConfigException(source, "swiglu_limit", $"({limit}) is not supported: GptOssExperts clamps at {SwigluLimit}");
         int layers = r.RequiredInt("num_hidden_layers");
-        var layerTypes = r.Strings("layer_types");
-        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
-            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
+        var slidingTypes = HuggingFaceConfig.ReadSlidingLayerTypes(r);
         var config = base.ReadConfig(r, modelType);
         return config with
         {
@@ -64,9 +62,7 @@ public sealed class GptOss : Llama
             ExpertsPerToken = r.Int("num_experts_per_tok") ?? 4,
             NormTopKProb = true,
             SlidingWindow = r.Present("sliding_window") ? r.Int("sliding_window") : 128,
-            SlidingLayers = layerTypes is not null
-                ? [.. layerTypes.Select(t => t == "sliding_attention")]
-                : [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => i % 2 == 0)],
+            SlidingLayers = slidingTypes ?? HuggingFaceConfig.LayerFlags(layers, i => i % 2 == 0),
         };
     }
 

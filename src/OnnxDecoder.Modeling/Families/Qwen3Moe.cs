@@ -43,7 +43,7 @@ public sealed class Qwen3Moe : Llama
             NumExperts = experts,
             ExpertsPerToken = r.Int("num_experts_per_tok") ?? 8,
             NormTopKProb = r.Bool("norm_topk_prob") ?? false,
-            ExpertLayers = [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => !denseOnly.Contains(i) && experts > 0 && (i + 1) % step == 0)],
+            ExpertLayers = HuggingFaceConfig.LayerFlags(layers, i => !denseOnly.Contains(i) && experts > 0 && (i + 1) % step == 0),
             DenseIntermediateSize = r.Int("intermediate_size") ?? 6144,
             SlidingWindow = sliding ? (r.Present("sliding_window") ? r.Int("sliding_window") : 4096) : null,
         };

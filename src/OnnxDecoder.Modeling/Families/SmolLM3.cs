@@ -43,12 +43,7 @@ public sealed class SmolLM3 : Llama
 
         int? window = r.Int("sliding_window");
         bool useWindow = r.Bool("use_sliding_window") ?? false;
-        var layerTypes = r.Strings("layer_types");
-        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
-            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
-        bool[] sliding = layerTypes is not null
-            ? [.. layerTypes.Select(t => t == "sliding_attention")]
-            : [.. rotary.Select(rotates => useWindow && window is not null && !rotates)];
+        bool[] sliding = HuggingFaceConfig.ReadSlidingLayerTypes(r) ?? [.. rotary.Select(rotates => useWindow && window is not null && !rotates)];
         if (sliding.Any(s => s) && window is null)
             throw new ConfigException(source, "sliding_window", "is null while layer_types names sliding_attention layers: give the window or mark the layers full_attention");
 
