@@ -51,6 +51,20 @@ public class Llama : DecoderFamily
             bias ? $"{mlp}.up_proj.bias" : null, bias ? $"{mlp}.down_proj.bias" : null, GateBias: bias && c.GatedMlp ? $"{mlp}.gate_proj.bias" : null);
     }
 
+    /// <summary>Routed SwiGLU experts under the layer's mlp (Qwen2-MoE and Qwen3-MoE): the router mlp.gate, expert e's
+    /// projections mlp.experts.{e}.gate_proj / up_proj / down_proj.</summary>
+    protected static MoeWeightNames RoutedExpertNames(DecoderConfig c, int layer)
+    {
+        string mlp = $"model.layers.{layer}.mlp";
+        var experts = Enumerable.Range(0, c.NumExperts).Select(e => $"{mlp}.experts.{e}").ToList();
+        return new MoeWeightNames(
+            Router: $"{mlp}.gate.weight",
+            Gate: experts.Select(e => e + ".gate_proj.weight").ToList(),
+            Up: experts.Select(e => e + ".up_proj.weight").ToList(),
+            Down: experts.Select(e => e + ".down_proj.weight").ToList(),
+            Prefix: mlp);
+    }
+
     /// <summary>Whether o_proj carries a bias: transformers' Llama puts attention_bias on q, k, v and o_proj alike
     /// (Qwen2 and Mistral have none there).</summary>
     protected virtual bool OutputProjectionBias(DecoderConfig c) => c.ModelType == "llama" && c.AttentionBias;

@@ -53,18 +53,6 @@ public sealed class Qwen3Moe : Llama
 
     private static bool HasExpertsAt(DecoderConfig c, int layer) => c.ExpertLayers is not { } layers || layers[layer];
 
-    private static MoeWeightNames MoeNames(DecoderConfig c, int layer)
-    {
-        string mlp = $"model.layers.{layer}.mlp";
-        var experts = Enumerable.Range(0, c.NumExperts).Select(e => $"{mlp}.experts.{e}").ToList();
-        return new MoeWeightNames(
-            Router: $"{mlp}.gate.weight",
-            Gate: experts.Select(e => e + ".gate_proj.weight").ToList(),
-            Up: experts.Select(e => e + ".up_proj.weight").ToList(),
-            Down: experts.Select(e => e + ".down_proj.weight").ToList(),
-            Prefix: mlp);
-    }
-
     protected override IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer) => HeadNorms.Specs(c, layer);
 
     protected override (Value Q, Value K, Value V) ProjectQkv(DecoderGraph g, int layer, Value x)
@@ -77,7 +65,7 @@ public sealed class Qwen3Moe : Llama
     protected override IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer)
     {
         if (!HasExpertsAt(c, layer)) return MlpSpecs(MlpNames(c, layer), c.HiddenSize, c.DenseIntermediateSize);
-        var names = MoeNames(c, layer);
+        var names = RoutedExpertNames(c, layer);
         return new[] { new TensorSpec(names.Router, [c.NumExperts, c.HiddenSize]) }.Concat(Enumerable.Range(0, c.NumExperts)
             .SelectMany(e => MlpSpecs(new MlpWeights(names.Gate![e], names.Up[e], names.Down[e]), c.HiddenSize, c.IntermediateSize)));
     }
@@ -85,7 +73,7 @@ public sealed class Qwen3Moe : Llama
     protected override Value FeedForward(DecoderGraph g, int layer, Value x)
     {
         if (!HasExpertsAt(g.Config, layer)) return Mlp.Apply(g, x, MlpNames(g.Config, layer));
-        var (output, logits) = Components.Moe.Apply(g, x, MoeNames(g.Config, layer));   // [B, S, hidden]
+        var (output, logits) = Components.Moe.Apply(g, x, RoutedExpertNames(g.Config, layer));   // [B, S, hidden]
         g.RouterLogits.Add(logits);
         return output;
     }
