@@ -128,24 +128,23 @@ public sealed record DecoderConfig
             if (!ok) throw new ConfigException(source, field, problem);
         }
 
+        void RequireSize(int value, int cap, string field)
+        {
+            Require(value > 0, field, $"({value}) must be positive");
+            Require(value <= cap, field, $"({value}) exceeds the cap of {cap}");
+        }
+
         var family = Families.FamilyRegistry.Find(ModelType);
         Require(family is not null, "model_type", $"'{ModelType}' is not supported (supported: {string.Join(", ", Families.FamilyRegistry.ModelTypes)})");
-        Require(HiddenSize > 0, "hidden_size", $"({HiddenSize}) must be positive");
-        Require(HiddenSize <= MaxHiddenSize, "hidden_size", $"({HiddenSize}) exceeds the cap of {MaxHiddenSize}");
-        Require(IntermediateSize > 0, "intermediate_size", $"({IntermediateSize}) must be positive");
-        Require(IntermediateSize <= MaxIntermediateSize, "intermediate_size", $"({IntermediateSize}) exceeds the cap of {MaxIntermediateSize}");
-        Require(NumLayers > 0, "num_hidden_layers", $"({NumLayers}) must be positive");
-        Require(NumLayers <= MaxLayers, "num_hidden_layers", $"({NumLayers}) exceeds the cap of {MaxLayers}");
-        Require(NumHeads > 0, "num_attention_heads", $"({NumHeads}) must be positive");
-        Require(NumHeads <= MaxHeads, "num_attention_heads", $"({NumHeads}) exceeds the cap of {MaxHeads}");
+        RequireSize(HiddenSize, MaxHiddenSize, "hidden_size");
+        RequireSize(IntermediateSize, MaxIntermediateSize, "intermediate_size");
+        RequireSize(NumLayers, MaxLayers, "num_hidden_layers");
+        RequireSize(NumHeads, MaxHeads, "num_attention_heads");
         Require(NumKvHeads > 0, "num_key_value_heads", $"({NumKvHeads}) must be positive");
         Require(NumHeads % NumKvHeads == 0, "num_key_value_heads", $"({NumKvHeads}) must divide num_attention_heads ({NumHeads})");
-        Require(HeadDim > 0, "head_dim", $"({HeadDim}) must be positive");
-        Require(HeadDim <= MaxHeadDim, "head_dim", $"({HeadDim}) exceeds the cap of {MaxHeadDim}");
-        Require(VocabSize > 0, "vocab_size", $"({VocabSize}) must be positive");
-        Require(VocabSize <= MaxVocabSize, "vocab_size", $"({VocabSize}) exceeds the cap of {MaxVocabSize}");
-        Require(MaxPositions > 0, "max_position_embeddings", $"({MaxPositions}) must be positive");
-        Require(MaxPositions <= MaxPositionsCap, "max_position_embeddings", $"({MaxPositions}) exceeds the cap of {MaxPositionsCap}");
+        RequireSize(HeadDim, MaxHeadDim, "head_dim");
+        RequireSize(VocabSize, MaxVocabSize, "vocab_size");
+        RequireSize(MaxPositions, MaxPositionsCap, "max_position_embeddings");
         Require(NormEps > 0 && double.IsFinite(NormEps), Norm == NormKind.RmsNorm ? "rms_norm_eps" : "layer_norm_epsilon", $"({NormEps}) must be a positive number");
         if (Positions == PositionKind.Rotary)
         {

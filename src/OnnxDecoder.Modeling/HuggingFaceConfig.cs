@@ -34,6 +34,43 @@ public static class HuggingFaceConfig
 
     public static ConfigException Missing(string source, string field) => new(source, field, "is missing");
 
+    /// <summary>hidden_size / num_attention_heads: the head width where config.json gives no head_dim (or the class reads none).</summary>
+    public static int DividedHeadDim(string source, int hidden, int heads, bool readsHeadDim = true) => heads > 0 && hidden % heads == 0 ? hidden / heads
+        : throw new ConfigException(source, "hidden_size",
+            $"({hidden}) must be divisible by num_attention_heads ({heads})" + (readsHeadDim ? " when head_dim is not given" : ""));
+
+    /// <summary>
+    /// The fields most decoder config classes share (sizes, norm epsilon, rotary base and scaling, activation,
+    /// tied embeddings, bos/eos), read with <paramref name="defaults"/>, the family config class's own; the family
+    /// adds what is its own to the result with <c>with</c>.
+    /// </summary>
+    public static DecoderConfig ReadShared(ConfigFields r, string modelType, SharedConfigDefaults defaults)
+    {
+        string source = r.Source;
+        int hidden = r.RequiredInt("hidden_size");
+        int heads = r.RequiredInt("num_attention_heads");
+        int headDim = (defaults.ReadsHeadDim ? r.Int("head_dim") ?? defaults.HeadDim : null) ?? DividedHeadDim(source, hidden, heads, defaults.ReadsHeadDim);
+        return new DecoderConfig
+        {
+            ModelType = modelType,
+            HiddenSize = hidden,
+            IntermediateSize = defaults.IntermediateSize(r),
+            NumLayers = r.RequiredInt("num_hidden_layers"),
+            NumHeads = heads,
+            NumKvHeads = r.Int("num_key_value_heads") ?? defaults.NumKvHeads ?? heads,
+            HeadDim = headDim,
+            VocabSize = r.Int("vocab_size") ?? defaults.VocabSize ?? throw Missing(source, "vocab_size"),
+            MaxPositions = r.Int("max_position_embeddings") ?? defaults.MaxPositions ?? throw Missing(source, "max_position_embeddings"),
+            NormEps = r.Double(defaults.NormEpsField) ?? defaults.NormEps,
+            RopeTheta = r.Double("rope_theta") ?? defaults.RopeTheta,
+            RopeScaling = defaults.RopeScaling(r),
+            HiddenAct = ParseActivation(r.String(defaults.ActivationField) ?? defaults.Activation, source, defaults.ActivationField),
+            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? defaults.TieWordEmbeddings,
+            BosTokenId = r.Int("bos_token_id") ?? defaults.BosTokenId,
+            EosTokenIds = r.IntOrList("eos_token_id") ?? defaults.EosTokenIds,
+        };
+    }
+
     /// <summary>hidden_act / activation_function / hidden_activation names.</summary>
     public static Activation ParseActivation(string name, string source, string field) => name switch
     {
@@ -42,6 +79,18 @@ public static class HuggingFaceConfig
         "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => Activation.GeluTanh,
         _ => throw new ConfigException(source, field, $"'{name}' is not supported (silu, gelu, gelu_new, gelu_pytorch_tanh)"),
     };
+
+    /// <summary>layer_types as one flag a layer (true: sliding_attention), or null when absent.</summary>
+    public static bool[]? ReadSlidingLayerTypes(ConfigFields r)
+    {
+        if (r.Strings("layer_types") is not { } types) return null;
+        if (types.Any(t => t is not ("sliding_attention" or "full_attention")))
+            throw new ConfigException(r.Source, "layer_types", "entries must be sliding_attention or full_attention");
+        return [.. types.Select(t => t == "sliding_attention")];
+    }
+
+    /// <summary>One flag a layer for num_hidden_layers layers (clamped here: Validate names a count out of range).</summary>
+    public static bool[] LayerFlags(int layers, Func<int, bool> flag) => [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(flag)];
 
     /// <summary>The rope_scaling block: absent or null means none.</summary>
     public static RopeScaling ReadRopeScaling(ConfigFields fields)
@@ -73,6 +122,34 @@ public static class HuggingFaceConfig
     }
 }
 
+/// <summary>
+/// How one config class spells and defaults the fields <see cref="HuggingFaceConfig.ReadShared"/> reads (LlamaConfig's
+/// unless set); a null default marks a field config.json must give.
+/// </summary>
+public sealed record SharedConfigDefaults
+{
+    /// <summary>Reads the MLP width (MoE families read their experts' width).</summary>
+    public Func<ConfigFields, int> IntermediateSize { get; init; } = r => r.RequiredInt("intermediate_size");
+    /// <summary>Null: num_attention_heads (no grouped-query attention).</summary>
+    public int? NumKvHeads { get; init; }
+    /// <summary>Whether the config class reads head_dim at all (PhiAttention always divides hidden_size by the heads).</summary>
+    public bool ReadsHeadDim { get; init; } = true;
+    /// <summary>Null: hidden_size / num_attention_heads, which must divide.</summary>
+    public int? HeadDim { get; init; }
+    public int? VocabSize { get; init; }
+    public int? MaxPositions { get; init; }
+    public string NormEpsField { get; init; } = "rms_norm_eps";
+    public double NormEps { get; init; } = 1e-6;
+    public double RopeTheta { get; init; } = 10000;
+    /// <summary>Reads rope_scaling (Phi-3 reads its own longrope block).</summary>
+    public Func<ConfigFields, RopeScaling> RopeScaling { get; init; } = HuggingFaceConfig.ReadRopeScaling;
+    public string ActivationField { get; init; } = "hidden_act";
+    public string Activation { get; init; } = "silu";
+    public bool TieWordEmbeddings { get; init; }
+    public int BosTokenId { get; init; } = 1;
+    public IReadOnlyList<int> EosTokenIds { get; init; } = [2];
+}
+
 /// <summary>Typed reads of one config.json object's fields; every error names the file and the field.</summary>
 public readonly struct ConfigFields(JsonElement obj, string source, string prefix = "")
 {
@@ -97,6 +174,9 @@ public readonly struct ConfigFields(JsonElement obj, string source, string prefi
             list.Add(item.ValueKind == JsonValueKind.String ? item.GetString()! : throw new ConfigException(source, prefix + name, $"entry {item.GetRawText()} must be a string"));
         return list;
     }
+
+    /// <summary>A whole number config.json must give.</summary>
+    public int RequiredInt(string name) => Int(name) ?? throw new ConfigException(source, prefix + name, "is missing");
 
     public int? Int(string name)
     {

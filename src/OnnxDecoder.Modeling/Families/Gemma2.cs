@@ -25,44 +25,28 @@ public class Gemma2 : Llama
     public override IReadOnlyList<string> Architectures => ["Gemma2ForCausalLM"];
     public override string? GgufArchitecture => null;
 
+    /// <summary>Gemma2Config's defaults where a field is absent; Gemma2MLP reads hidden_activation only.</summary>
+    protected override SharedConfigDefaults Defaults => new()
+    {
+        NumKvHeads = 4, HeadDim = 256, VocabSize = 256000, MaxPositions = 8192,
+        ActivationField = "hidden_activation", Activation = "gelu_pytorch_tanh", TieWordEmbeddings = true, BosTokenId = 2, EosTokenIds = [1],
+    };
+
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
-        string source = r.Source;
-        int layers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers");
-        int heads = r.Int("num_attention_heads") ?? throw HuggingFaceConfig.Missing(source, "num_attention_heads");
-        // Gemma2Config's defaults where a field is absent; a null soft-cap turns it off.
+        int layers = r.RequiredInt("num_hidden_layers");
+        // A null soft-cap turns it off.
         double? Cap(string field, double fallback) => r.Present(field) ? r.Double(field) : fallback;
-        var layerTypes = r.Strings("layer_types");
-        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
-            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
-        return new DecoderConfig
+        var slidingTypes = HuggingFaceConfig.ReadSlidingLayerTypes(r);
+        return HuggingFaceConfig.ReadShared(r, modelType, Defaults) with
         {
-            ModelType = modelType,
-            HiddenSize = r.Int("hidden_size") ?? throw HuggingFaceConfig.Missing(source, "hidden_size"),
-            IntermediateSize = r.Int("intermediate_size") ?? throw HuggingFaceConfig.Missing(source, "intermediate_size"),
-            NumLayers = layers,
-            NumHeads = heads,
-            NumKvHeads = r.Int("num_key_value_heads") ?? 4,
-            HeadDim = r.Int("head_dim") ?? 256,
-            VocabSize = r.Int("vocab_size") ?? 256000,
-            MaxPositions = r.Int("max_position_embeddings") ?? 8192,
-            NormEps = r.Double("rms_norm_eps") ?? 1e-6,
             NormScalePlusOne = true,
-            RopeTheta = r.Double("rope_theta") ?? 10000,
-            RopeScaling = HuggingFaceConfig.ReadRopeScaling(r),
-            // Gemma2MLP reads hidden_activation only.
-            HiddenAct = HuggingFaceConfig.ParseActivation(r.String("hidden_activation") ?? "gelu_pytorch_tanh", source, "hidden_activation"),
-            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? true,
             AttentionBias = r.Bool("attention_bias") ?? false,
             SlidingWindow = r.Int("sliding_window") ?? 4096,
-            SlidingLayers = layerTypes is not null
-                ? [.. layerTypes.Select(t => t == "sliding_attention")]
-                : [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => i % 2 == 0)],
+            SlidingLayers = slidingTypes ?? HuggingFaceConfig.LayerFlags(layers, i => i % 2 == 0),
             AttentionScale = 1 / Math.Sqrt(r.Double("query_pre_attn_scalar") ?? 256),
             AttentionSoftcap = Cap("attn_logit_softcapping", 50),
             FinalLogitSoftcap = Cap("final_logit_softcapping", 30),
-            BosTokenId = r.Int("bos_token_id") ?? 2,
-            EosTokenIds = r.IntOrList("eos_token_id") ?? [1],
         };
     }
 

@@ -23,6 +23,9 @@ public sealed class Gemma3 : Gemma2
     public override IReadOnlyList<string> ModelTypes => ["gemma3_text"];
     public override IReadOnlyList<string> Architectures => ["Gemma3ForCausalLM"];
 
+    /// <summary>Gemma3TextConfig's defaults where they differ from Gemma 2's.</summary>
+    protected override SharedConfigDefaults Defaults => base.Defaults with { VocabSize = 262208, MaxPositions = 131072, RopeTheta = 1000000 };
+
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
         string source = r.Source;
@@ -30,46 +33,25 @@ public sealed class Gemma3 : Gemma2
             throw new ConfigException(source, "rope_parameters", "(per layer type) is not read: give rope_theta, rope_scaling and rope_local_base_freq as the released Gemma 3 configs do");
         if (r.Bool("use_bidirectional_attention") == true)
             throw new ConfigException(source, "use_bidirectional_attention", "(true) is not supported: a decoder export attends causally");
-        int layers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers");
-        int heads = r.Int("num_attention_heads") ?? throw HuggingFaceConfig.Missing(source, "num_attention_heads");
-        var layerTypes = r.Strings("layer_types");
-        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
-            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
+        int layers = r.RequiredInt("num_hidden_layers");
+        var slidingTypes = HuggingFaceConfig.ReadSlidingLayerTypes(r);
         int pattern = r.Int("sliding_window_pattern") ?? 6;
         if (pattern <= 0) throw new ConfigException(source, "sliding_window_pattern", $"({pattern}) must be positive");
         // Gemma3TextConfig: an absent or empty layer_types slides every layer but each pattern-th.
-        bool[] sliding = layerTypes is { Count: > 0 }
-            ? [.. layerTypes.Select(t => t == "sliding_attention")]
-            : [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => (i + 1) % pattern != 0)];
+        bool[] sliding = slidingTypes is { Length: > 0 } ? slidingTypes : HuggingFaceConfig.LayerFlags(layers, i => (i + 1) % pattern != 0);
         int? window = r.Present("sliding_window") ? r.Int("sliding_window") : 4096;
         if (window is null && sliding.Any(s => s))
             throw new ConfigException(source, "sliding_window", "is null while some layers are sliding_attention: give the window or mark the layers full_attention");
-        return new DecoderConfig
+        return HuggingFaceConfig.ReadShared(r, modelType, Defaults) with
         {
-            ModelType = modelType,
-            HiddenSize = r.Int("hidden_size") ?? throw HuggingFaceConfig.Missing(source, "hidden_size"),
-            IntermediateSize = r.Int("intermediate_size") ?? throw HuggingFaceConfig.Missing(source, "intermediate_size"),
-            NumLayers = layers,
-            NumHeads = heads,
-            NumKvHeads = r.Int("num_key_value_heads") ?? 4,
-            HeadDim = r.Int("head_dim") ?? 256,
-            VocabSize = r.Int("vocab_size") ?? 262208,
-            MaxPositions = r.Int("max_position_embeddings") ?? 131072,
-            NormEps = r.Double("rms_norm_eps") ?? 1e-6,
             NormScalePlusOne = true,
-            RopeTheta = r.Double("rope_theta") ?? 1000000,
-            RopeScaling = HuggingFaceConfig.ReadRopeScaling(r),
             LocalRopeTheta = r.Double("rope_local_base_freq") ?? 10000,
-            HiddenAct = HuggingFaceConfig.ParseActivation(r.String("hidden_activation") ?? "gelu_pytorch_tanh", source, "hidden_activation"),
-            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? true,
             AttentionBias = r.Bool("attention_bias") ?? false,
             SlidingWindow = window,
             SlidingLayers = sliding,
             AttentionScale = 1 / Math.Sqrt(r.Double("query_pre_attn_scalar") ?? 256),
             AttentionSoftcap = null,
             FinalLogitSoftcap = r.Double("final_logit_softcapping"),
-            BosTokenId = r.Int("bos_token_id") ?? 2,
-            EosTokenIds = r.IntOrList("eos_token_id") ?? [1],
         };
     }
 

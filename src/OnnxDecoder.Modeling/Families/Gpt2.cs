@@ -25,21 +25,20 @@ public sealed class Gpt2 : DecoderFamily
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
         string source = r.Source;
-        int hidden = r.Int("n_embd") ?? throw HuggingFaceConfig.Missing(source, "n_embd");
-        int heads = r.Int("n_head") ?? throw HuggingFaceConfig.Missing(source, "n_head");
-        int headDim = r.Int("head_dim") ?? (heads > 0 && hidden % heads == 0 ? hidden / heads
-            : throw new ConfigException(source, "hidden_size", $"({hidden}) must be divisible by num_attention_heads ({heads}) when head_dim is not given"));
+        int hidden = r.RequiredInt("n_embd");
+        int heads = r.RequiredInt("n_head");
+        int headDim = r.Int("head_dim") ?? HuggingFaceConfig.DividedHeadDim(source, hidden, heads);
         return new DecoderConfig
         {
             ModelType = modelType,
             HiddenSize = hidden,
             IntermediateSize = r.Int("n_inner") ?? 4 * hidden,
-            NumLayers = r.Int("n_layer") ?? throw HuggingFaceConfig.Missing(source, "n_layer"),
+            NumLayers = r.RequiredInt("n_layer"),
             NumHeads = heads,
             NumKvHeads = r.Int("num_key_value_heads") ?? heads,
             HeadDim = headDim,
-            VocabSize = r.Int("vocab_size") ?? throw HuggingFaceConfig.Missing(source, "vocab_size"),
-            MaxPositions = r.Int("n_positions") ?? throw HuggingFaceConfig.Missing(source, "n_positions"),
+            VocabSize = r.RequiredInt("vocab_size"),
+            MaxPositions = r.RequiredInt("n_positions"),
             Norm = NormKind.LayerNorm,
             NormEps = r.Double("layer_norm_epsilon") ?? 1e-5,
             Positions = PositionKind.Learned,

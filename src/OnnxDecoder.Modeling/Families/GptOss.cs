@@ -34,6 +34,9 @@ public sealed class GptOss : Llama
     public override bool HasExperts => true;
     public override string? GgufArchitecture => null;
 
+    // GptOssConfig's defaults where they differ from LlamaConfig's.
+    protected override SharedConfigDefaults Defaults => base.Defaults with { NormEps = 1e-5, RopeTheta = 150000 };
+
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
         string source = r.Source;
@@ -44,16 +47,12 @@ public sealed class GptOss : Llama
                 + "export a checkpoint whose weights are not quantized (bfloat16 or float32, no quantization_config)");
         if (r.Double("swiglu_limit") is { } limit && limit != SwigluLimit)
             throw new ConfigException(source, "swiglu_limit", $"({limit}) is not supported: GptOssExperts clamps at {SwigluLimit}");
-        int layers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers");
-        var layerTypes = r.Strings("layer_types");
-        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
-            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
+        int layers = r.RequiredInt("num_hidden_layers");
+        var slidingTypes = HuggingFaceConfig.ReadSlidingLayerTypes(r);
         var config = base.ReadConfig(r, modelType);
         return config with
         {
             HeadDim = r.Int("head_dim") ?? 64,
-            NormEps = r.Double("rms_norm_eps") ?? 1e-5,
-            RopeTheta = r.Double("rope_theta") ?? 150000,
             // GptOssConfig's rope default when config.json names none.
             RopeScaling = r.Object("rope_scaling") is null
                 ? new RopeScaling { Type = RopeScalingType.Yarn, Factor = 32, OriginalMaxPositions = 4096, BetaFast = 32, BetaSlow = 1, Truncate = false }
@@ -63,9 +62,7 @@ public sealed class GptOss : Llama
             ExpertsPerToken = r.Int("num_experts_per_tok") ?? 4,
             NormTopKProb = true,
             SlidingWindow = r.Present("sliding_window") ? r.Int("sliding_window") : 128,
-            SlidingLayers = layerTypes is not null
-                ? [.. layerTypes.Select(t => t == "sliding_attention")]
-                : [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => i % 2 == 0)],
+            SlidingLayers = slidingTypes ?? HuggingFaceConfig.LayerFlags(layers, i => i % 2 == 0),
         };
     }
 

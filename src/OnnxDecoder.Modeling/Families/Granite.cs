@@ -27,7 +27,6 @@ public sealed class Granite : Llama
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType) => base.ReadConfig(r, modelType) with
     {
         // GraniteConfig's defaults where a field is absent.
-        NormEps = r.Double("rms_norm_eps") ?? 1e-6,
         AttentionScale = r.Double("attention_multiplier") ?? 1.0,
         EmbeddingMultiplier = r.Double("embedding_multiplier") ?? 1.0,
         ResidualMultiplier = r.Double("residual_multiplier") ?? 1.0,

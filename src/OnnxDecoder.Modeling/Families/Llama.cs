@@ -51,6 +51,20 @@ public class Llama : DecoderFamily
             bias ? $"{mlp}.up_proj.bias" : null, bias ? $"{mlp}.down_proj.bias" : null, GateBias: bias && c.GatedMlp ? $"{mlp}.gate_proj.bias" : null);
     }
 
+    /// <summary>Routed SwiGLU experts under the layer's mlp (Qwen2-MoE and Qwen3-MoE): the router mlp.gate, expert e's
+    /// projections mlp.experts.{e}.gate_proj / up_proj / down_proj.</summary>
+    protected static MoeWeightNames RoutedExpertNames(DecoderConfig c, int layer)
+    {
+        string mlp = $"model.layers.{layer}.mlp";
+        var experts = Enumerable.Range(0, c.NumExperts).Select(e => $"{mlp}.experts.{e}").ToList();
+        return new MoeWeightNames(
+            Router: $"{mlp}.gate.weight",
+            Gate: experts.Select(e => e + ".gate_proj.weight").ToList(),
+            Up: experts.Select(e => e + ".up_proj.weight").ToList(),
+            Down: experts.Select(e => e + ".down_proj.weight").ToList(),
+            Prefix: mlp);
+    }
+
     /// <summary>Whether o_proj carries a bias: transformers' Llama puts attention_bias on q, k, v and o_proj alike
     /// (Qwen2 and Mistral have none there).</summary>
     protected virtual bool OutputProjectionBias(DecoderConfig c) => c.ModelType == "llama" && c.AttentionBias;
@@ -69,41 +83,24 @@ public class Llama : DecoderFamily
     /// <summary>Whether q/k/v carry biases whatever attention_bias says (Qwen2-style configs).</summary>
     protected virtual bool AttentionBiasAlways(string modelType) => modelType == "qwen2";
 
-    protected virtual int ReadIntermediateSize(ConfigFields r) => r.Int("intermediate_size") ?? throw HuggingFaceConfig.Missing(r.Source, "intermediate_size");
+    protected virtual int ReadIntermediateSize(ConfigFields r) => r.RequiredInt("intermediate_size");
+
+    /// <summary>The config class's defaults for the fields every family reads alike (LlamaConfig's here).</summary>
+    protected virtual SharedConfigDefaults Defaults => new() { IntermediateSize = ReadIntermediateSize };
 
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
-        string source = r.Source;
-        int hidden = r.Int("hidden_size") ?? throw HuggingFaceConfig.Missing(source, "hidden_size");
-        int heads = r.Int("num_attention_heads") ?? throw HuggingFaceConfig.Missing(source, "num_attention_heads");
-        int headDim = r.Int("head_dim") ?? (heads > 0 && hidden % heads == 0 ? hidden / heads
-            : throw new ConfigException(source, "hidden_size", $"({hidden}) must be divisible by num_attention_heads ({heads}) when head_dim is not given"));
+        var config = HuggingFaceConfig.ReadShared(r, modelType, Defaults);
         int experts = r.Int("num_local_experts") ?? r.Int("num_experts") ?? 0;
-        return new DecoderConfig
+        return config with
         {
-            ModelType = modelType,
-            HiddenSize = hidden,
-            IntermediateSize = ReadIntermediateSize(r),
-            NumLayers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers"),
-            NumHeads = heads,
-            NumKvHeads = r.Int("num_key_value_heads") ?? heads,
-            HeadDim = headDim,
-            VocabSize = r.Int("vocab_size") ?? throw HuggingFaceConfig.Missing(source, "vocab_size"),
-            MaxPositions = r.Int("max_position_embeddings") ?? throw HuggingFaceConfig.Missing(source, "max_position_embeddings"),
-            NormEps = r.Double("rms_norm_eps") ?? 1e-6,
-            RopeTheta = r.Double("rope_theta") ?? 10000,
-            RopeScaling = HuggingFaceConfig.ReadRopeScaling(r),
             PartialRotaryFactor = r.Double("partial_rotary_factor") ?? 1,
-            HiddenAct = HuggingFaceConfig.ParseActivation(r.String("hidden_act") ?? "silu", source, "hidden_act"),
-            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? false,
             AttentionBias = AttentionBiasAlways(modelType) || (r.Bool("attention_bias") ?? false),
             ProjectionBias = ReadsMlpBias(modelType) && (r.Bool("mlp_bias") ?? false),
             SlidingWindow = (r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null,
             NumExperts = experts,
             ExpertsPerToken = r.Int("num_experts_per_tok") ?? (experts > 0 ? 2 : 0),
             NormTopKProb = r.Bool("norm_topk_prob") ?? true,
-            BosTokenId = r.Int("bos_token_id") ?? 1,
-            EosTokenIds = r.IntOrList("eos_token_id") ?? [2],
         };
     }
 

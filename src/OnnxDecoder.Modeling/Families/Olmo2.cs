@@ -26,8 +26,7 @@ public sealed class Olmo2 : Llama
     protected override bool OutputProjectionBias(DecoderConfig c) => c.AttentionBias;
 
     // Olmo2Config's default epsilon is 1e-5.
-    public override DecoderConfig ReadConfig(ConfigFields r, string modelType) =>
-        base.ReadConfig(r, modelType) with { NormEps = r.Double("rms_norm_eps") ?? 1e-5 };
+    protected override SharedConfigDefaults Defaults => base.Defaults with { NormEps = 1e-5 };
 
     private static (string Q, string K) ProjectionNorms(int layer) =>
         ($"model.layers.{layer}.self_attn.q_norm", $"model.layers.{layer}.self_attn.k_norm");

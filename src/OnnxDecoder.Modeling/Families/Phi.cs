@@ -40,40 +40,21 @@ public sealed class Phi : DecoderFamily
             new MlpWeights(null, $"{l}.mlp.fc1.weight", $"{l}.mlp.fc2.weight", $"{l}.mlp.fc1.bias", $"{l}.mlp.fc2.bias"));
     }
 
-    public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
+    // PhiConfig's defaults where a field is absent; PhiAttention takes head_dim = hidden_size / num_attention_heads (no head_dim field).
+    private static readonly SharedConfigDefaults Defaults = new()
     {
-        string source = r.Source;
-        int hidden = r.Int("hidden_size") ?? throw HuggingFaceConfig.Missing(source, "hidden_size");
-        int heads = r.Int("num_attention_heads") ?? throw HuggingFaceConfig.Missing(source, "num_attention_heads");
-        // PhiAttention takes head_dim = hidden_size / num_attention_heads (no head_dim field).
-        if (heads <= 0 || hidden % heads != 0)
-            throw new ConfigException(source, "hidden_size", $"({hidden}) must be divisible by num_attention_heads ({heads})");
-        return new DecoderConfig
-        {
-            ModelType = modelType,
-            HiddenSize = hidden,
-            IntermediateSize = r.Int("intermediate_size") ?? throw HuggingFaceConfig.Missing(source, "intermediate_size"),
-            NumLayers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers"),
-            NumHeads = heads,
-            NumKvHeads = r.Int("num_key_value_heads") ?? heads,
-            HeadDim = hidden / heads,
-            VocabSize = r.Int("vocab_size") ?? 51200,
-            MaxPositions = r.Int("max_position_embeddings") ?? 2048,
-            Norm = NormKind.LayerNorm,
-            NormEps = r.Double("layer_norm_eps") ?? 1e-5,
-            RopeTheta = r.Double("rope_theta") ?? 10000,
-            RopeScaling = HuggingFaceConfig.ReadRopeScaling(r),
-            PartialRotaryFactor = r.Double("partial_rotary_factor") ?? 0.5,
-            HiddenAct = HuggingFaceConfig.ParseActivation(r.String("hidden_act") ?? "gelu_new", source, "hidden_act"),
-            GatedMlp = false,
-            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? false,
-            AttentionBias = true,
-            ProjectionBias = true,
-            QkLayerNorm = r.Bool("qk_layernorm") ?? false,
-            BosTokenId = r.Int("bos_token_id") ?? 1,
-            EosTokenIds = r.IntOrList("eos_token_id") ?? [2],
-        };
-    }
+        ReadsHeadDim = false, VocabSize = 51200, MaxPositions = 2048, NormEpsField = "layer_norm_eps", NormEps = 1e-5, Activation = "gelu_new",
+    };
+
+    public override DecoderConfig ReadConfig(ConfigFields r, string modelType) => HuggingFaceConfig.ReadShared(r, modelType, Defaults) with
+    {
+        Norm = NormKind.LayerNorm,
+        PartialRotaryFactor = r.Double("partial_rotary_factor") ?? 0.5,
+        GatedMlp = false,
+        AttentionBias = true,
+        ProjectionBias = true,
+        QkLayerNorm = r.Bool("qk_layernorm") ?? false,
+    };
 
     protected override string EmbeddingName => "model.embed_tokens.weight";
     protected override string FinalNorm => "model.final_layernorm";

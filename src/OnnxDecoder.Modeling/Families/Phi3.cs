@@ -33,34 +33,13 @@ public sealed class Phi3 : DecoderFamily
 
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
-        string source = r.Source;
-        int hidden = r.Int("hidden_size") ?? throw HuggingFaceConfig.Missing(source, "hidden_size");
-        int heads = r.Int("num_attention_heads") ?? throw HuggingFaceConfig.Missing(source, "num_attention_heads");
-        int headDim = r.Int("head_dim") ?? (heads > 0 && hidden % heads == 0 ? hidden / heads
-            : throw new ConfigException(source, "hidden_size", $"({hidden}) must be divisible by num_attention_heads ({heads}) when head_dim is not given"));
         if (r.Bool("attention_bias") == true || r.Bool("mlp_bias") == true || r.Bool("lm_head_bias") == true)
-            throw new ConfigException(source, "attention_bias", "is not supported for phi3 (released Phi-3 models have no biases)");
-        double partial = r.Double("partial_rotary_factor") ?? 1;
-        return new DecoderConfig
+            throw new ConfigException(r.Source, "attention_bias", "is not supported for phi3 (released Phi-3 models have no biases)");
+        // Phi3Config's defaults where a field is absent.
+        return HuggingFaceConfig.ReadShared(r, modelType, new() { NormEps = 1e-5, RopeScaling = ReadRopeScaling, EosTokenIds = [32000] }) with
         {
-            ModelType = modelType,
-            HiddenSize = hidden,
-            IntermediateSize = r.Int("intermediate_size") ?? throw HuggingFaceConfig.Missing(source, "intermediate_size"),
-            NumLayers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers"),
-            NumHeads = heads,
-            NumKvHeads = r.Int("num_key_value_heads") ?? heads,
-            HeadDim = headDim,
-            VocabSize = r.Int("vocab_size") ?? throw HuggingFaceConfig.Missing(source, "vocab_size"),
-            MaxPositions = r.Int("max_position_embeddings") ?? throw HuggingFaceConfig.Missing(source, "max_position_embeddings"),
-            NormEps = r.Double("rms_norm_eps") ?? 1e-5,
-            RopeTheta = r.Double("rope_theta") ?? 10000,
-            RopeScaling = ReadRopeScaling(r),
-            PartialRotaryFactor = partial,
-            HiddenAct = HuggingFaceConfig.ParseActivation(r.String("hidden_act") ?? "silu", source, "hidden_act"),
-            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? false,
+            PartialRotaryFactor = r.Double("partial_rotary_factor") ?? 1,
             SlidingWindow = r.Int("sliding_window"),
-            BosTokenId = r.Int("bos_token_id") ?? 1,
-            EosTokenIds = r.IntOrList("eos_token_id") ?? [32000],
         };
     }
 

@@ -38,15 +38,9 @@ public sealed class Qwen2Moe : Llama
 
     private static FeedForwardNames MoeNames(DecoderConfig c, int layer)
     {
-        string mlp = $"model.layers.{layer}.mlp";
-        var experts = Enumerable.Range(0, c.NumExperts).Select(e => $"{mlp}.experts.{e}").ToList();
-        var routed = new MoeWeightNames(
-            Router: $"{mlp}.gate.weight",
-            Gate: experts.Select(e => e + ".gate_proj.weight").ToList(),
-            Up: experts.Select(e => e + ".up_proj.weight").ToList(),
-            Down: experts.Select(e => e + ".down_proj.weight").ToList(),
-            Prefix: mlp);
+        var routed = RoutedExpertNames(c, layer);
         if (c.SharedExpertIntermediateSize == 0) return new(routed, null, null);
+        string mlp = routed.Prefix;
         string shared = $"{mlp}.shared_expert";
         return new(routed, new MlpWeights($"{shared}.gate_proj.weight", $"{shared}.up_proj.weight", $"{shared}.down_proj.weight"), $"{mlp}.shared_expert_gate.weight");
     }

@@ -30,7 +30,7 @@ public sealed class Qwen3Moe : Llama
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
         string source = r.Source;
-        int layers = r.Int("num_hidden_layers") ?? throw HuggingFaceConfig.Missing(source, "num_hidden_layers");
+        int layers = r.RequiredInt("num_hidden_layers");
         int experts = r.Int("num_experts") ?? 128;
         int step = r.Int("decoder_sparse_step") ?? 1;
         if (step < 1) throw new ConfigException(source, "decoder_sparse_step", $"({step}) must be at least 1");
@@ -43,28 +43,15 @@ public sealed class Qwen3Moe : Llama
             NumExperts = experts,
             ExpertsPerToken = r.Int("num_experts_per_tok") ?? 8,
             NormTopKProb = r.Bool("norm_topk_prob") ?? false,
-            ExpertLayers = [.. Enumerable.Range(0, Math.Clamp(layers, 0, DecoderConfig.MaxLayers)).Select(i => !denseOnly.Contains(i) && experts > 0 && (i + 1) % step == 0)],
+            ExpertLayers = HuggingFaceConfig.LayerFlags(layers, i => !denseOnly.Contains(i) && experts > 0 && (i + 1) % step == 0),
             DenseIntermediateSize = r.Int("intermediate_size") ?? 6144,
             SlidingWindow = sliding ? (r.Present("sliding_window") ? r.Int("sliding_window") : 4096) : null,
-            NormEps = r.Double("rms_norm_eps") ?? 1e-6,
         };
     }
 
     protected override bool OutputProjectionBias(DecoderConfig c) => c.AttentionBias;
 
     private static bool HasExpertsAt(DecoderConfig c, int layer) => c.ExpertLayers is not { } layers || layers[layer];
-
-    private static MoeWeightNames MoeNames(DecoderConfig c, int layer)
-    {
-        string mlp = $"model.layers.{layer}.mlp";
-        var experts = Enumerable.Range(0, c.NumExperts).Select(e => $"{mlp}.experts.{e}").ToList();
-        return new MoeWeightNames(
-            Router: $"{mlp}.gate.weight",
-            Gate: experts.Select(e => e + ".gate_proj.weight").ToList(),
-            Up: experts.Select(e => e + ".up_proj.weight").ToList(),
-            Down: experts.Select(e => e + ".down_proj.weight").ToList(),
-            Prefix: mlp);
-    }
 
     protected override IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer) => HeadNorms.Specs(c, layer);
 
@@ -78,7 +65,7 @@ public sealed class Qwen3Moe : Llama
     protected override IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer)
     {
         if (!HasExpertsAt(c, layer)) return MlpSpecs(MlpNames(c, layer), c.HiddenSize, c.DenseIntermediateSize);
-        var names = MoeNames(c, layer);
+        var names = RoutedExpertNames(c, layer);
         return new[] { new TensorSpec(names.Router, [c.NumExperts, c.HiddenSize]) }.Concat(Enumerable.Range(0, c.NumExperts)
             .SelectMany(e => MlpSpecs(new MlpWeights(names.Gate![e], names.Up[e], names.Down[e]), c.HiddenSize, c.IntermediateSize)));
     }
@@ -86,7 +73,7 @@ public sealed class Qwen3Moe : Llama
     protected override Value FeedForward(DecoderGraph g, int layer, Value x)
     {
         if (!HasExpertsAt(g.Config, layer)) return Mlp.Apply(g, x, MlpNames(g.Config, layer));
-        var (output, logits) = Components.Moe.Apply(g, x, MoeNames(g.Config, layer));   // [B, S, hidden]
+        var (output, logits) = Components.Moe.Apply(g, x, RoutedExpertNames(g.Config, layer));   // [B, S, hidden]
         g.RouterLogits.Add(logits);
         return output;
     }

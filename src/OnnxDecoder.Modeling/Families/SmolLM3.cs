@@ -19,6 +19,9 @@ public sealed class SmolLM3 : Llama
     protected override bool ReadsMlpBias(string modelType) => true;
     protected override bool OutputProjectionBias(DecoderConfig c) => c.AttentionBias;
 
+    // SmolLM3Config's defaults where they differ from LlamaConfig's.
+    protected override SharedConfigDefaults Defaults => base.Defaults with { RopeTheta = 2000000, TieWordEmbeddings = true };
+
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
         string source = r.Source;
@@ -40,20 +43,12 @@ public sealed class SmolLM3 : Llama
 
         int? window = r.Int("sliding_window");
         bool useWindow = r.Bool("use_sliding_window") ?? false;
-        var layerTypes = r.Strings("layer_types");
-        if (layerTypes is not null && layerTypes.Any(t => t is not ("sliding_attention" or "full_attention")))
-            throw new ConfigException(source, "layer_types", "entries must be sliding_attention or full_attention");
-        bool[] sliding = layerTypes is not null
-            ? [.. layerTypes.Select(t => t == "sliding_attention")]
-            : [.. rotary.Select(rotates => useWindow && window is not null && !rotates)];
+        bool[] sliding = HuggingFaceConfig.ReadSlidingLayerTypes(r) ?? [.. rotary.Select(rotates => useWindow && window is not null && !rotates)];
         if (sliding.Any(s => s) && window is null)
             throw new ConfigException(source, "sliding_window", "is null while layer_types names sliding_attention layers: give the window or mark the layers full_attention");
 
         return base.ReadConfig(r, modelType) with
         {
-            // SmolLM3Config's defaults where a field is absent.
-            RopeTheta = r.Double("rope_theta") ?? 2000000,
-            TieWordEmbeddings = r.Bool("tie_word_embeddings") ?? true,
             RotaryLayers = rotary,
             SlidingWindow = sliding.Any(s => s) ? window : null,
             SlidingLayers = sliding.Any(s => s) ? sliding : null,

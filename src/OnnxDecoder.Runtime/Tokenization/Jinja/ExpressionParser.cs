@@ -4,29 +4,13 @@ namespace OnnxDecoder.Runtime.Tokenization.Jinja;
 /// Jinja2's expression precedence (its parser.py: conditional, or, and, not, comparisons, + -, ~, * / // %, **,
 /// unary); the operands and what follows them (. [] () | is) go to <see cref="PostfixParser"/>.
 /// </summary>
-internal sealed class ExpressionParser
+internal sealed class ExpressionParser : CursorParser
 {
     private static readonly HashSet<string> CompareOps = ["==", "!=", "<", ">", "<=", ">="];
 
-    private readonly TokenCursor cursor;
     private readonly PostfixParser postfix;
 
-    public ExpressionParser(TokenCursor cursor)
-    {
-        this.cursor = cursor;
-        postfix = new PostfixParser(cursor, this);
-    }
-
-    private Token Current => cursor.Current;
-
-    private Token Peek(int ahead = 1) => cursor.Peek(ahead);
-
-    private Token Next() => cursor.Next();
-
-    private TemplateError Error(Token at, string message) => cursor.Error(at, message);
-
-    private void Enter(Token at) => cursor.Enter(at);
-
+    public ExpressionParser(TokenCursor cursor) : base(cursor) => postfix = new PostfixParser(cursor, this);
 
     /// <summary>An expression, or several separated by commas (a tuple).</summary>
     public Expr ParseTuple(bool withCondition, string? extraEnd = null)
@@ -59,7 +43,7 @@ internal sealed class ExpressionParser
     {
         Enter(Current);
         var result = withCondition ? ParseConditional() : ParseOr();
-        cursor.Leave();
+        Leave();
         return result;
     }
 
@@ -110,7 +94,7 @@ internal sealed class ExpressionParser
             var at = Next();
             Enter(at);
             var operand = ParseNot();
-            cursor.Leave();
+            Leave();
             return new Unary(at.Line, at.Column, "not", operand);
         }
         return ParseCompare();
@@ -195,7 +179,7 @@ internal sealed class ExpressionParser
             var at = Next();
             Enter(at);
             node = new Unary(at.Line, at.Column, at.Text, ParseUnary(withFilter: false));
-            cursor.Leave();
+            Leave();
         }
         else
         {

@@ -152,15 +152,8 @@ internal sealed class Interpreter
                 return Flow.Normal;
             }
             case SetBlockStmt block:
-            {
-                var captured = new StringBuilder();
-                Execute(block.Body, scope, captured);
-                current = block;
-                object? value = captured.ToString();
-                foreach (var filter in block.Filters) value = evaluator.ApplyFilter(filter, value, scope);
-                scope.Set(block.Name, value);
+                scope.Set(block.Name, RenderFiltered(block, block.Body, block.Filters, scope));
                 return Flow.Normal;
-            }
             case MacroStmt macro:
                 scope.Set(macro.Name, new Macro(macro.Name, macro.Parameters, macro.Body, scope, macro.TakesVarargs, macro.TakesKwargs));
                 return Flow.Normal;
@@ -175,15 +168,8 @@ internal sealed class Interpreter
                 return Flow.Normal;
             }
             case FilterBlockStmt block:
-            {
-                var captured = new StringBuilder();
-                Execute(block.Body, scope, captured);
-                current = block;
-                object? value = captured.ToString();
-                foreach (var filter in block.Filters) value = evaluator.ApplyFilter(filter, value, scope);
-                Emit(output, PyOps.Str(value));
+                Emit(output, PyOps.Str(RenderFiltered(block, block.Body, block.Filters, scope)));
                 return Flow.Normal;
-            }
             case GenerationStmt generation:
                 return Execute(generation.Body, scope, output);
             case BreakStmt:
@@ -193,6 +179,17 @@ internal sealed class Interpreter
             default:
                 throw new JinjaRuntimeError($"statement {statement.GetType().Name} is not supported");
         }
+    }
+
+    /// <summary>A block's body rendered to text, then passed through its filters ({% set x | f %}, {% filter f %}).</summary>
+    private object? RenderFiltered(Stmt block, List<Stmt> body, List<FilterExpr> filters, Scope scope)
+    {
+        var captured = new StringBuilder();
+        Execute(body, scope, captured);
+        current = block;   // errors in the filters name the block, not the body's last statement
+        object? value = captured.ToString();
+        foreach (var filter in filters) value = evaluator.ApplyFilter(filter, value, scope);
+        return value;
     }
 
     private Flow ExecuteFor(ForStmt loop, Scope scope, StringBuilder output)

@@ -4,20 +4,8 @@ namespace OnnxDecoder.Runtime.Tokenization.Jinja;
 /// Jinja2's operands (names, literals, (), [], {}) and what may follow one: attribute and item access, slices,
 /// calls, filters (|) and tests (is). Nested expressions go back to <see cref="ExpressionParser"/>.
 /// </summary>
-internal sealed class PostfixParser(TokenCursor cursor, ExpressionParser expressions)
+internal sealed class PostfixParser(TokenCursor cursor, ExpressionParser expressions) : CursorParser(cursor)
 {
-    private Token Current => cursor.Current;
-
-    private Token Peek(int ahead = 1) => cursor.Peek(ahead);
-
-    private Token Next() => cursor.Next();
-
-    private TemplateError Error(Token at, string message) => cursor.Error(at, message);
-
-    private Token Expect(TokenKind kind, string? text, string what) => cursor.Expect(kind, text, what);
-
-    private string ExpectName(string what) => cursor.ExpectName(what);
-
     public Expr ParsePrimary()
     {
         var token = Current;
@@ -89,8 +77,8 @@ internal sealed class PostfixParser(TokenCursor cursor, ExpressionParser express
 
     private NameRef Name(Token token)
     {
-        if (token.Text == "varargs") cursor.VarargsMentions++;
-        if (token.Text == "kwargs") cursor.KwargsMentions++;
+        if (token.Text == "varargs") Cursor.VarargsMentions++;
+        if (token.Text == "kwargs") Cursor.KwargsMentions++;
         return new NameRef(token.Line, token.Column, token.Text);
     }
 

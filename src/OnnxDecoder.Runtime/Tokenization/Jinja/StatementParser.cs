@@ -5,16 +5,11 @@ namespace OnnxDecoder.Runtime.Tokenization.Jinja;
 /// the expressions inside tags and {{ }} go to <see cref="ExpressionParser"/>. A tag we do not run is a syntax error
 /// naming it.
 /// </summary>
-internal sealed class StatementParser
+internal sealed class StatementParser : CursorParser
 {
-    private readonly TokenCursor cursor;
     private readonly ExpressionParser expressions;
 
-    private StatementParser(TokenCursor cursor)
-    {
-        this.cursor = cursor;
-        expressions = new ExpressionParser(cursor);
-    }
+    private StatementParser(TokenCursor cursor) : base(cursor) => expressions = new ExpressionParser(cursor);
 
     public static List<Stmt> Parse(string source, string templateName)
     {
@@ -22,21 +17,6 @@ internal sealed class StatementParser
         var body = parser.ParseBody([], out _);
         return body;
     }
-
-    private Token Current => cursor.Current;
-
-    private Token Peek(int ahead = 1) => cursor.Peek(ahead);
-
-    private Token Next() => cursor.Next();
-
-    private TemplateError Error(Token at, string message) => cursor.Error(at, message);
-
-    private Token Expect(TokenKind kind, string? text, string what) => cursor.Expect(kind, text, what);
-
-    private string ExpectName(string what) => cursor.ExpectName(what);
-
-    private void Enter(Token at) => cursor.Enter(at);
-
 
     /// <summary>Parses until a block tag whose name is in <paramref name="endTags"/> (or the end); the tag's name is consumed.</summary>
     private List<Stmt> ParseBody(HashSet<string> endTags, out string endTag)
@@ -74,7 +54,7 @@ internal sealed class StatementParser
                     Next();
                     Enter(token);
                     body.Add(ParseStatement());
-                    cursor.Leave();
+                    Leave();
                     break;
                 default:
                     throw Error(token, $"unexpected {token}");
@@ -250,9 +230,9 @@ internal sealed class StatementParser
         string name = ExpectName("a macro name");
         var parameters = ParseParameters();
         EndTag();
-        int varargsBefore = cursor.VarargsMentions, kwargsBefore = cursor.KwargsMentions;
+        int varargsBefore = Cursor.VarargsMentions, kwargsBefore = Cursor.KwargsMentions;
         var body = ParseBody(["endmacro"], out _);
-        bool takesVarargs = cursor.VarargsMentions > varargsBefore, takesKwargs = cursor.KwargsMentions > kwargsBefore;
+        bool takesVarargs = Cursor.VarargsMentions > varargsBefore, takesKwargs = Cursor.KwargsMentions > kwargsBefore;
         if (Current.Kind == TokenKind.Name && Current.Text == name) Next();
         EndTag();
         return new MacroStmt(at.Line, at.Column, name, parameters, body, takesVarargs, takesKwargs);
