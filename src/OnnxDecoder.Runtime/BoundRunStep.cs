@@ -28,19 +28,23 @@ internal sealed class BoundRunStep : IDisposable
     private readonly Dictionary<(int Input, int Rows, int Width), OrtValue> _views = [];
     private readonly List<OrtValue> _transient = []; // views of this run alone
     private OrtValue? _boundIds, _boundPositions, _boundMask;
+    private readonly bool _rebindHostInputs;    // host inputs are copied to the device when bound, so every run binds them
     private int _boundLogitsRows = -1;          // rows of the logits view bound now; -1: none (or ONNX Runtime's own output)
 
     public BoundRunStep(DecoderModel model, int rows, int maxTokens, int maxLength)
     {
         _model = model;
         Rows = rows;
+        // ONNX Runtime uses a bound host value in place when the graph reads it on the CPU; for a device provider it copies
+        // the value at BindInput time, so a value whose contents change must be bound again before each run.
+        _rebindHostInputs = model.Provider != ExecutionProvider.Cpu;
         _ids = GC.AllocateArray<long>(checked(rows * maxTokens), pinned: true);
         _positions = GC.AllocateArray<long>(checked(rows * maxTokens), pinned: true);
         _mask = GC.AllocateArray<long>(checked(rows * maxLength), pinned: true);
         try
         {
             _binding = model.Session.CreateIoBinding();
-            if (model.DirectLengths) _direct = new DirectLengthInputs(rows, maxLength, model.AttentionBiasType);
+            if (model.DirectLengths) _direct = new DirectLengthInputs(rows, maxLength, model.AttentionBiasType, _rebindHostInputs);
             _logits = new LogitsBuffer(model.Memory, rows, model.Folder.VocabSize, model.LogitsElementType);
         }
         catch
@@ -123,7 +127,7 @@ internal sealed class BoundRunStep : IDisposable
 
     private void Bind(string name, ref OrtValue? bound, OrtValue value)
     {
-        if (ReferenceEquals(bound, value)) return;
+        if (ReferenceEquals(bound, value) && !_rebindHostInputs) return;
         _binding.BindInput(name, value);
         bound = value;
     }

@@ -90,7 +90,8 @@ public sealed class DecoderModel : IDisposable
     /// <summary>A KV cache of <paramref name="rows"/> rows x <paramref name="maxLength"/> positions in the
     /// session's KV memory; the caller disposes it before this model.</summary>
     internal KvCache CreateKvCache(int rows, int maxLength) =>
-        new(Memory.Kv, Folder.NumLayers, rows, Folder.NumKvHeads, maxLength, Folder.HeadSize, Folder.PastPresentShareBuffer, KvElementType);
+        new(Memory.Kv, Folder.NumLayers, rows, Folder.NumKvHeads, maxLength, Folder.HeadSize, Folder.PastPresentShareBuffer, KvElementType,
+            rebindEachRun: Provider != ExecutionProvider.Cpu && Memory.Kv.IsHostAccessible);
 
     /// <summary>Checks the graph's inputs and outputs against genai_config.json; returns whether
     /// logits cover every position ([B, S, V]) rather than only the last.</summary>

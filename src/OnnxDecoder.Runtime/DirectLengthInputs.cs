@@ -25,10 +25,13 @@ internal sealed class DirectLengthInputs : IDisposable
     private readonly byte[] _decodeZeros;                                   // [max_length] zeros: the bias of one-token runs
     private readonly Dictionary<int, OrtValue> _decodeZeroViews = [];      // [1, 1, 1, total] by total
     private byte[] _runBias = [];                                          // [rows or 1, 1, S, total] of wider or padded runs
+    private readonly bool _rebind;                                         // bind every run (a device provider copies at bind time)
     private OrtValue? _boundSeqlens, _boundTotal;
 
-    public DirectLengthInputs(int rows, int maxLength, TensorElementType? biasType)
+    /// <param name="rebind">Bind every value before every run: a device provider copies host values when they are bound.</param>
+    public DirectLengthInputs(int rows, int maxLength, TensorElementType? biasType, bool rebind)
     {
+        _rebind = rebind;
         _seqlensK = GC.AllocateArray<int>(rows, pinned: true);
         _biasType = biasType;
         _biasBytes = biasType switch
@@ -140,9 +143,9 @@ internal sealed class DirectLengthInputs : IDisposable
         OrtValueLedger.Track(OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, type, shape,
             Marshal.UnsafeAddrOfPinnedArrayElement(pinned, 0), elements * _biasBytes));
 
-    private static void Bind(OrtIoBinding binding, string name, ref OrtValue? bound, OrtValue value)
+    private void Bind(OrtIoBinding binding, string name, ref OrtValue? bound, OrtValue value)
     {
-        if (ReferenceEquals(bound, value)) return;
+        if (ReferenceEquals(bound, value) && !_rebind) return;
         binding.BindInput(name, value);
         bound = value;
     }

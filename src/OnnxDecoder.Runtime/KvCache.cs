@@ -24,6 +24,7 @@ public sealed record KvCacheStatistics(MemoryPlace Place, int Buffers, long Byte
 /// </summary>
 public sealed class KvCache : IDisposable
 {
+    private readonly bool _rebindEachRun;
     private readonly SessionAllocator _allocator;
     private readonly int _layers, _batch, _kvHeads, _headDim, _elementSize;
     private readonly NativeBuffer[,] _buffers;   // [layer * 2 + (0 key | 1 value), 0 | 1]
@@ -37,9 +38,13 @@ public sealed class KvCache : IDisposable
     private long _segmentsCopied, _bytesCopied;
 
     /// <param name="elementType">Float (4 bytes) or Float16 (2 bytes), as the graph's past/present.</param>
-    internal KvCache(SessionAllocator allocator, int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared, TensorElementType elementType)
+    /// <param name="rebindEachRun">The views are host memory read by a device provider, which copies a bound host value when it
+    /// is bound: a shared buffer is then bound again before every run, or the device would read the first run's copy.</param>
+    internal KvCache(SessionAllocator allocator, int layers, int batch, int kvHeads, int maxLength, int headDim, bool shared, TensorElementType elementType,
+        bool rebindEachRun = false)
     {
         _allocator = allocator;
+        _rebindEachRun = rebindEachRun;
         _elementSize = SizeOf(elementType);
         (_layers, _batch, _kvHeads, _headDim) = (layers, batch, kvHeads, headDim);
         MaxLength = maxLength;
@@ -144,7 +149,7 @@ public sealed class KvCache : IDisposable
 
     private void BindShared(OrtIoBinding binding, ModelFolder folder, int rows, int row)
     {
-        if (ReferenceEquals(_boundTo, binding) && _boundRows == rows && _boundRow == row) return;
+        if (!_rebindEachRun && ReferenceEquals(_boundTo, binding) && _boundRows == rows && _boundRow == row) return;
         for (int t = 0; t < _layers * 2; t++)
         {
             var view = _views[t, 0].Get(row < 0 ? 0 : row * RowBytes, rows, _kvHeads, MaxLength, _headDim);
