@@ -31,7 +31,7 @@ public static class QwenXmlToolCalls
     public static Dictionary<string, IReadOnlySet<string>> JsonValuedParameters(string toolsJson)
     {
         var result = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
-        using var document = JsonDocument.Parse(toolsJson, new JsonDocumentOptions { MaxDepth = 64 });
+        using var document = JsonDocument.Parse(toolsJson, new JsonDocumentOptions { MaxDepth = 256 });
         if (document.RootElement.ValueKind != JsonValueKind.Array) return result;
         foreach (var tool in document.RootElement.EnumerateArray())
         {
