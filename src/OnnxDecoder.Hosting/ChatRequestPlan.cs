@@ -42,10 +42,12 @@ public sealed class ChatRequestPlan
 
     private readonly HashSet<string> _names;
     private readonly bool _openInPrompt;
+    private readonly IReadOnlyDictionary<string, IReadOnlySet<string>>? _jsonValued; // XML calls: which parameters' values are JSON
 
     private ChatRequestPlan(int[] promptIds, ILogitsConstraint? constraint, ToolCallSyntax? syntax, HashSet<string> names,
-        bool openInPrompt, bool callForced)
+        bool openInPrompt, bool callForced, IReadOnlyDictionary<string, IReadOnlySet<string>>? jsonValued)
     {
+        _jsonValued = jsonValued;
         CallForced = callForced;
         PromptIds = promptIds;
         Constraint = constraint;
@@ -64,10 +66,11 @@ public sealed class ChatRequestPlan
     public bool CallForced { get; }
 
     /// <summary>For a forced reply: a scanner that streams its calls as they are written (null otherwise).</summary>
-    public ForcedCallStream? NewCallStream() => CallForced ? new ForcedCallStream(Syntax!.ArgumentsKey) : null;
+    public ForcedCallStream? NewCallStream() => !CallForced ? null
+        : Syntax!.Format == ToolCallFormat.QwenXml ? ForcedCallStream.ForQwenXml(_names, _jsonValued) : new ForcedCallStream(Syntax.ArgumentsKey);
 
     /// <summary>The reply's text and calls (no calls when the request parses none).</summary>
-    public ToolCallParse Parse(string reply) => Syntax is null ? new ToolCallParse(reply, []) : Syntax.Parse(reply, _names, _openInPrompt);
+    public ToolCallParse Parse(string reply) => Syntax is null ? new ToolCallParse(reply, []) : Syntax.Parse(reply, _names, _openInPrompt, _jsonValued);
 
     /// <summary>How much of a reply so far can be streamed as text: the rest may still become a tool call.</summary>
     public int SurelyText(string replySoFar) => Syntax is null ? replySoFar.Length : Syntax.SurelyText(replySoFar, _openInPrompt);
@@ -120,7 +123,8 @@ public sealed class ChatRequestPlan
                 constraint = Cached(model, "json_object", () => GrammarConstraint.JsonSchema("""{"type": "object"}"""), "response_format");
             }
         }
-        return new ChatRequestPlan(promptIds, constraint, syntax, names, openToken is not null, forced);
+        var jsonValued = syntax?.Format == ToolCallFormat.QwenXml ? QwenXmlToolCalls.JsonValuedParameters(tools!.ToJsonString()) : null;
+        return new ChatRequestPlan(promptIds, constraint, syntax, names, openToken is not null, forced, jsonValued);
     }
 
     private static GrammarConstraint Cached(OnnxDecoderModel model, string key, Func<GrammarConstraint> compile, string field)

@@ -23,18 +23,19 @@ public static class ToolModel
         return (string)JsonNode.Parse(File.ReadAllText(path))!["chat_template"]!;
     }
 
-    /// <summary>Exports the model into <paramref name="root"/>/synth-qwen-tools and returns its folder.</summary>
-    public static string Create(string root)
+    /// <summary>Exports the model into <paramref name="root"/>/<paramref name="name"/> and returns its folder;
+    /// <paramref name="template"/>: another real chat template than Qwen3's, <paramref name="positions"/>: its context.</summary>
+    public static string Create(string root, string? template = null, string name = "synth-qwen-tools", int positions = 2048)
     {
-        string template = QwenTemplate();
-        string checkpoint = Path.Combine(root, "synth-tools-checkpoint");
+        template ??= QwenTemplate();
+        string checkpoint = Path.Combine(root, name + "-checkpoint");
         Exporters.Synth.SynthPresets.Write("llama-tiny", seed: 11, checkpoint);
         string configPath = Path.Combine(checkpoint, "config.json");
         var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-        config["max_position_embeddings"] = 2048;
+        config["max_position_embeddings"] = positions;
         File.WriteAllText(configPath, config.ToJsonString());
         File.WriteAllText(Path.Combine(checkpoint, "chat_template.jinja"), template);
-        string folder = Path.Combine(root, "synth-qwen-tools");
+        string folder = Path.Combine(root, name);
         using (var opened = Checkpoint.Open(checkpoint)) ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = Lowering.Ort });
         return folder;
     }

@@ -11,10 +11,22 @@ public readonly record struct ToolCallDelta(int Index, string? Name, string? Arg
 /// function), as the reply grows: each call object's "name" as soon as its string is complete, then the arguments
 /// value's text as it is written, piece by piece, exactly as <see cref="ToolCallSyntax.Parse"/> later returns it.
 /// Markers, list brackets and separators between call objects are skipped. It scans characters (strings, escapes,
-/// nesting) and does not validate: the grammar already guarantees the shape.
+/// nesting) and does not validate: the grammar already guarantees the shape. Qwen3-Coder's XML calls
+/// (<see cref="ForQwenXml"/>) stream each name once its <c>&lt;function=NAME&gt;</c> is complete and the arguments whole
+/// at its <c>&lt;/function&gt;</c>: their JSON depends on every value's type, so it is known only then.
 /// </summary>
 public sealed class ForcedCallStream(string argumentsKey)
 {
+    private Func<string, string>? _xmlArguments; // a complete XML call block -> its arguments' JSON
+    private int _xmlFunctionStart = -1;          // where the current XML call's "<function=" starts
+    private int _xmlScan;                        // inside the current XML call: where its next parameter or end may start
+
+    /// <summary>A stream of forced Qwen3-Coder XML calls, parsed as <see cref="ToolCallSyntax.Parse"/> would.</summary>
+    public static ForcedCallStream ForQwenXml(IReadOnlySet<string> names, IReadOnlyDictionary<string, IReadOnlySet<string>>? jsonValued) => new("arguments")
+    {
+        _xmlArguments = block => QwenXmlToolCalls.Parse(block, block, names, jsonValued) is { Calls: [var call] } ? call.ArgumentsJson : "{}",
+    };
+
     private readonly StringBuilder _text = new();
     private int _at;                 // next character to scan
     private bool _inCall;            // inside a call object (after its '{')
@@ -32,6 +44,11 @@ public sealed class ForcedCallStream(string argumentsKey)
     {
         _text.Append(piece);
         var deltas = new List<ToolCallDelta>();
+        if (_xmlArguments is not null)
+        {
+            ScanXml(deltas);
+            return deltas;
+        }
         while (_at < _text.Length)
         {
             if (_argumentsStart >= 0)
@@ -93,6 +110,41 @@ public sealed class ForcedCallStream(string argumentsKey)
             _argumentsShown = _at;
         }
         return deltas;
+    }
+
+    private void ScanXml(List<ToolCallDelta> deltas)
+    {
+        const string functionOpen = "<function=", functionClose = "</function>", parameterOpen = "<parameter=", parameterClose = "</parameter>";
+        string text = _text.ToString();
+        while (true)
+        {
+            if (_xmlFunctionStart < 0)
+            {
+                int start = text.IndexOf(functionOpen, _at, StringComparison.Ordinal);
+                int nameEnd = start < 0 ? -1 : text.IndexOf('>', start);
+                if (nameEnd < 0) return;
+                _index++;
+                deltas.Add(new ToolCallDelta(_index, text[(start + functionOpen.Length)..nameEnd].Trim(), null));
+                _xmlFunctionStart = start;
+                _xmlScan = _at = nameEnd + 1;
+                continue;
+            }
+            int at = _xmlScan;
+            while (at < text.Length && char.IsWhiteSpace(text[at])) at++;
+            if (text.AsSpan(at).StartsWith(functionClose, StringComparison.Ordinal))
+            {
+                int end = at + functionClose.Length;
+                deltas.Add(new ToolCallDelta(_index, null, _xmlArguments!(QwenXmlToolCalls.Open + "\n" + text[_xmlFunctionStart..end])));
+                _xmlFunctionStart = -1;
+                _at = end;
+                continue;
+            }
+            if (!text.AsSpan(at).StartsWith(parameterOpen, StringComparison.Ordinal)) return; // not written yet
+            int keyEnd = text.IndexOf('>', at);
+            int valueEnd = keyEnd < 0 ? -1 : text.IndexOf(parameterClose, keyEnd + 1, StringComparison.Ordinal);
+            if (valueEnd < 0) return;
+            _xmlScan = _at = valueEnd + parameterClose.Length;
+        }
     }
 
     // Scans the arguments value; true when it ended (its last piece added), false when the text ran out inside it.

@@ -17,6 +17,9 @@ public enum ToolCallFormat
     Mistral,
     /// <summary>Phi-4-mini (and Granite): <c>&lt;|tool_call|&gt;[{"name": ..., "arguments": {...}}, ...]&lt;|/tool_call|&gt;</c>.</summary>
     Phi4Mini,
+    /// <summary>Qwen3-Coder: <c>&lt;tool_call&gt;\n&lt;function=NAME&gt;\n&lt;parameter=KEY&gt;\nVALUE\n&lt;/parameter&gt;\n...&lt;/function&gt;\n&lt;/tool_call&gt;</c>,
+    /// one block per call, each value raw text typed by its parameter's schema (<see cref="QwenXmlToolCalls"/>).</summary>
+    QwenXml,
     /// <summary>Templates without a syntax of their own: the reply is one call object, or a JSON array of them.</summary>
     GenericJson,
 }
@@ -60,13 +63,16 @@ public sealed class ToolCallSyntax
     public static ToolCallSyntax Llama3Json { get; } = new(ToolCallFormat.Llama3Json, null, null, "parameters");
     public static ToolCallSyntax Mistral { get; } = new(ToolCallFormat.Mistral, "[TOOL_CALLS]", null, "arguments");
     public static ToolCallSyntax Phi4Mini { get; } = new(ToolCallFormat.Phi4Mini, "<|tool_call|>", "<|/tool_call|>", "arguments");
+    public static ToolCallSyntax QwenXml { get; } = new(ToolCallFormat.QwenXml, QwenXmlToolCalls.Open, QwenXmlToolCalls.Close, "arguments");
     public static ToolCallSyntax GenericJson { get; } = new(ToolCallFormat.GenericJson, null, null, "arguments");
 
     /// <summary>The syntax a chat template teaches, read from its markers; <see cref="GenericJson"/> when it has none, and for
-    /// Qwen3-Coder's XML calls (<c>&lt;tool_call&gt;&lt;function=NAME&gt;&lt;parameter=...&gt;</c>), which are not parsed.</summary>
+    /// other "&lt;function=" forms (Llama 3.1's custom <c>&lt;function=NAME&gt;{...}&lt;/function&gt;</c>), which are not parsed.</summary>
     public static ToolCallSyntax Detect(string? templateSource)
     {
-        if (string.IsNullOrEmpty(templateSource) || templateSource.Contains("<function=", StringComparison.Ordinal)) return GenericJson;
+        if (string.IsNullOrEmpty(templateSource)) return GenericJson;
+        if (templateSource.Contains("<function=", StringComparison.Ordinal))
+            return templateSource.Contains("<parameter=", StringComparison.Ordinal) ? QwenXml : GenericJson;
         if (templateSource.Contains("<tool_call>", StringComparison.Ordinal)) return Hermes;
         if (templateSource.Contains("[TOOL_CALLS]", StringComparison.Ordinal)) return Mistral;
         if (templateSource.Contains("<|tool_call|>", StringComparison.Ordinal)) return Phi4Mini;
@@ -88,6 +94,8 @@ public sealed class ToolCallSyntax
         using var document = JsonSchemaCompiler.Parse(toolsJson, "tools");
         var grammar = new Grammar { Description = $"{Format} tool call" };
         var json = new JsonGrammar(grammar);
+        if (Format == ToolCallFormat.QwenXml)
+            return grammar.WithRoot(QwenXmlToolCalls.Grammar(json, document.RootElement, only, parallel, openInPrompt, closeIsSpecial, MaxParallelCalls));
         var call = ToolCallGrammar.Call(json, document.RootElement, only, ArgumentsKey);
         var ws = json.Whitespace;
         GrammarNode List(GrammarNode item) => parallel
@@ -114,11 +122,15 @@ public sealed class ToolCallSyntax
 
     /// <summary>
     /// Splits a reply into text and calls. <paramref name="names"/>: the functions offered (a call of another is not a
-    /// call); <paramref name="openInPrompt"/>: the prompt ended with the open marker, so the reply starts inside it.
+    /// call); <paramref name="openInPrompt"/>: the prompt ended with the open marker, so the reply starts inside it;
+    /// <paramref name="jsonValued"/>: for <see cref="ToolCallFormat.QwenXml"/>, the parameters whose values are JSON
+    /// (<see cref="QwenXmlToolCalls.JsonValuedParameters"/>; null: all keep their text). The JSON syntaxes need no types.
     /// </summary>
-    public ToolCallParse Parse(string reply, IReadOnlySet<string> names, bool openInPrompt = false)
+    public ToolCallParse Parse(string reply, IReadOnlySet<string> names, bool openInPrompt = false,
+        IReadOnlyDictionary<string, IReadOnlySet<string>>? jsonValued = null)
     {
         string text = openInPrompt && Open is not null ? Open + reply : reply;
+        if (Format == ToolCallFormat.QwenXml) return QwenXmlToolCalls.Parse(reply, text, names, jsonValued);
         var calls = new List<ToolCall>();
         string content;
         switch (Format)

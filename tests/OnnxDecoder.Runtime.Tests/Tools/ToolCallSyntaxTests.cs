@@ -126,7 +126,7 @@ public class ToolCallSyntaxTests
     [TestCase("llama3.2-vision", "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>", ToolCallFormat.Llama3Json, 1)]
     public void The_parser_reads_the_calls_a_real_template_writes(string template, string turnStart, string turnEnd, ToolCallFormat format, int calls)
     {
-        // Qwen3's own template (the corpus also holds Qwen3-Coder's, whose XML call form is not served).
+        // Qwen3's own template (the corpus also holds Qwen3-Coder's, whose XML calls QwenXmlToolCallTests read).
         var source = TemplateCorpus.Load(TestPaths.RepoRoot)
             .First(t => t.Name.Contains(template, StringComparison.Ordinal) && !t.Source.Contains("<function=", StringComparison.Ordinal)).Source;
         Assert.That(ToolCallSyntax.Detect(source).Format, Is.EqualTo(format), "the syntax is found from the template's markers");
@@ -174,7 +174,7 @@ public class ToolCallSyntaxTests
     public void Qwen3_coders_xml_calls_are_not_taken_for_hermes_json()
     {
         var coder = TemplateCorpus.Load(TestPaths.RepoRoot).First(t => t.Source.Contains("<function=", StringComparison.Ordinal) && t.Source.Contains("<tool_call>", StringComparison.Ordinal));
-        Assert.That(ToolCallSyntax.Detect(coder.Source).Format, Is.EqualTo(ToolCallFormat.GenericJson), coder.Name);
+        Assert.That(ToolCallSyntax.Detect(coder.Source).Format, Is.EqualTo(ToolCallFormat.QwenXml), coder.Name);
     }
 
     [Test]

@@ -76,6 +76,16 @@ public sealed class JsonSchemaCompiler
         return Compile(root, "");
     }
 
+    /// <summary>Compiles the subschema <paramref name="schema"/> found at <paramref name="pointer"/> inside <paramref name="root"/>
+    /// (whose $refs it may use): a syntax that writes an object's members itself needs each member's value alone.</summary>
+    public GrammarNode CompileMember(JsonElement root, JsonElement schema, string pointer, string source)
+    {
+        _document++;
+        _root = root;
+        _source = source;
+        return Compile(schema, pointer);
+    }
+
     internal GrammarException Error(string pointer, string message) => new($"{_source}#{pointer}: {message}");
 
     internal GrammarNode Compile(JsonElement schema, string pointer)
