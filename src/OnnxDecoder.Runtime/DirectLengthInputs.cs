@@ -16,6 +16,7 @@ namespace OnnxDecoder.Runtime;
 internal sealed class DirectLengthInputs : IDisposable
 {
     private const int MaxCachedViews = 4096; // one-token bias views kept (one per width); wider contexts make the rest per run
+    private const long MaxRetainedBiasBytes = 16L << 20; // the largest bias of a wider run the step keeps between runs
     private readonly int[] _seqlensK;      // [rows]
     private readonly int[] _total = GC.AllocateArray<int>(1, pinned: true); // []
     private readonly OrtValue _totalView;
@@ -72,18 +73,30 @@ internal sealed class DirectLengthInputs : IDisposable
         else
         {
             int biasRows = padded ? rows : 1;
-            long elements = checked((long)biasRows * sequence * total);
-            if (elements * _biasBytes > _runBias.LongLength) _runBias = GC.AllocateArray<byte>(checked((int)(elements * _biasBytes)), pinned: true);
-            if (padded) FillPaddingBias(mask, rows, sequence, total);
-            else _runBias.AsSpan(0, (int)(elements * _biasBytes)).Clear();
-            bias = Track(type, [biasRows, 1, sequence, total], _runBias, elements);
+            long elements = checked((long)biasRows * sequence * total), bytes = elements * _biasBytes;
+            long[] shape = [biasRows, 1, sequence, total];
+            if (bytes > int.MaxValue)
+                throw new InvalidOperationException($"a run of {sequence} new tokens over {total} columns needs an attention bias of {bytes:N0} bytes: prefill in chunks (PrefillChunk)");
+            if (bytes <= MaxRetainedBiasBytes)
+            {
+                if (bytes > _runBias.LongLength) _runBias = GC.AllocateArray<byte>((int)bytes, pinned: true);
+                if (padded) FillPaddingBias(_runBias, type, mask, rows, sequence, total);
+                else _runBias.AsSpan(0, (int)bytes).Clear();
+                bias = Track(type, shape, _runBias, elements);
+            }
+            else
+            {
+                // A long prompt's bias lives for its run alone, in ONNX Runtime's memory, rather than staying with the step.
+                bias = OrtValueLedger.Track(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, shape));
+                var data = type == TensorElementType.Float ? MemoryMarshal.AsBytes(bias.GetTensorMutableDataAsSpan<float>())
+                    : MemoryMarshal.AsBytes(bias.GetTensorMutableDataAsSpan<Float16>());
+                if (padded) FillPaddingBias(data, type, mask, rows, sequence, total);
+                else data.Clear();
+            }
             transient.Add(bias);
         }
         binding.BindInput(GraphContract.DirectAttentionBias, bias);
     }
-
-    private void FillPaddingBias(ReadOnlySpan<long> mask, int rows, int sequence, int total) =>
-        FillPaddingBias(_runBias, _biasType!.Value, mask, rows, sequence, total);
 
     /// <summary>bias[row, 0, s, t] = mask[row, t] == 1 ? 0 : lowest, for every query s, into <paramref name="bias"/>'s bytes.</summary>
     private static void FillPaddingBias(Span<byte> bias, TensorElementType type, ReadOnlySpan<long> mask, int rows, int sequence, int total)

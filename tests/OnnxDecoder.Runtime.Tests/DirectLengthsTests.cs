@@ -107,6 +107,30 @@ public class DirectLengthsTests
         AssertSameSteps(direct, exported, ids, mask, steps: 6);
     }
 
+    [TestCase(false)]
+    [TestCase(true)]
+    public void A_prompt_whose_bias_is_too_large_to_keep_gets_the_logits_of_the_graph_as_exported(bool leftPadded)
+    {
+        // 2,100 new tokens over 2,100 columns: a float32 bias of 17.6 MB a row, past what a step keeps between runs.
+        string checkpoint = Path.Combine(Fixtures.Root, "direct-long-checkpoint"), folder = Path.Combine(Fixtures.Root, "direct-long");
+        if (!Directory.Exists(folder))
+        {
+            Exporters.Synth.SynthPresets.Write("llama-tiny", seed: 9, checkpoint);
+            using var opened = Exporters.Checkpoint.Open(checkpoint);
+            Exporters.ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = Lowering.Ort, MaxLength = 2112 });
+        }
+        int batch = leftPadded ? 2 : 1;
+        const int length = 2100;
+        var options = new DecoderSessionOptions { BatchSize = batch, MaxLength = 2112 };
+        using var direct = new DecoderSession(folder, options);
+        using var exported = new DecoderSession(folder, options with { Providers = AsExported });
+        Assert.That(direct.Model.DirectLengths, Is.True);
+        var random = new Random(4);
+        long[] ids = [.. Enumerable.Range(0, batch * length).Select(_ => (long)random.Next(3, 500))];
+        long[] mask = leftPadded ? [.. Enumerable.Range(0, batch * length).Select(i => i >= length && i < length + 700 ? 0L : 1L)] : [];
+        AssertSameSteps(direct, exported, ids, mask, steps: 3);
+    }
+
     [TestCase("metadata")]
     [TestCase("padding value")]
     [TestCase("seqlens chain")]
