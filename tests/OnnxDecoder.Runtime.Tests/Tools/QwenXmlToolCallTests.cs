@@ -185,44 +185,14 @@ public class QwenXmlToolCallTests
                 string variant = $"parallel={parallel} only={only}";
                 var sequence = new GrammarConstraint(ToolCallSyntax.QwenXml.Grammar(ToolsJson, only, parallel)).Begin(tokenizer, 512, [511]);
                 int budget = sequence.MinTokensToFinish + random.Next(0, 150);
-                var logits = new float[512];
-                var text = new List<byte>();
-                var pieces = new List<string>();
-                var utf8 = Encoding.UTF8.GetDecoder();
-                for (int used = 0; used < budget && !sequence.MustEnd; used++)
-                {
-                    for (int i = 0; i < logits.Length; i++) logits[i] = (float)(random.NextDouble() * 8 - 4);
-                    sequence.Mask(logits, budget - used);
-                    var allowed = Enumerable.Range(0, logits.Length).Where(i => !float.IsNegativeInfinity(logits[i])).ToList();
-                    Assert.That(allowed, Is.Not.Empty, $"{variant}: dead end after '{Encoding.UTF8.GetString([.. text])}'");
-                    int token = random.Next(4) == 0 ? allowed[random.Next(allowed.Count)] : allowed.MaxBy(i => logits[i]);
-                    sequence.Advance(token);
-                    if (token == 511) break;
-                    var bytes = trie.TokenBytes[token]!;
-                    text.AddRange(bytes);
-                    var chars = new char[utf8.GetCharCount(bytes, flush: false)];
-                    utf8.GetChars(bytes, chars, flush: false);
-                    pieces.Add(new string(chars));
-                }
-                Assert.That(sequence.IsComplete, Is.True, variant);
-                string reply = Encoding.UTF8.GetString([.. text]);
+                var (reply, pieces) = ToolCallSampling.Sample(sequence, trie, 512, random, budget, eos: 511, variant);
                 var parsed = ToolCallSyntax.QwenXml.Parse(reply, Names, jsonValued: jsonValued);
                 Assert.That(parsed.Calls, Is.Not.Empty, $"{variant}: no call in {JsonSerializer.Serialize(reply)}");
                 Assert.That(parsed.Content, Is.Empty, variant);
                 if (!parallel) Assert.That(parsed.Calls, Has.Count.EqualTo(1), variant);
                 if (only is not null) Assert.That(parsed.Calls.Select(c => c.Name), Is.All.EqualTo(only), variant);
 
-                var stream = ForcedCallStream.ForQwenXml(Names, jsonValued);
-                var names = new List<string>();
-                var arguments = new List<StringBuilder>();
-                foreach (string piece in pieces)
-                    foreach (var delta in stream.Push(piece))
-                    {
-                        if (delta.Name is not null) { Assert.That(delta.Index, Is.EqualTo(names.Count), variant); names.Add(delta.Name); arguments.Add(new()); }
-                        else arguments[delta.Index].Append(delta.ArgumentsPiece);
-                    }
-                Assert.That(names, Is.EqualTo(parsed.Calls.Select(c => c.Name)), variant);
-                Assert.That(arguments.Select(a => a.ToString()), Is.EqualTo(parsed.Calls.Select(c => c.ArgumentsJson)), variant);
+                ToolCallSampling.AssertStreamAddsUp(ForcedCallStream.ForQwenXml(Names, jsonValued), pieces, parsed.Calls, variant);
                 judged.AddRange(parsed.Calls.Select(c => (schemas[c.Name], c.ArgumentsJson)));
             }
         PythonJsonSchema.AssertAllValid(judged, "Qwen3-Coder XML tool calls");
