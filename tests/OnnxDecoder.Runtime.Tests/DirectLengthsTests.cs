@@ -39,6 +39,16 @@ public class DirectLengthsTests
         Assert.That(model.DirectLengths, Is.False);
     }
 
+    [Test]
+    public void Inspect_says_how_the_runtime_loads_a_folder()
+    {
+        var form = System.Text.RegularExpressions.Regex.Match(Cli.Inspection.Describe(Fixtures.Stories(Lowering.Ort)),
+            @"runtime form: GroupQueryAttention lengths and padding bias fed by the host \((\d+) -> (\d+) nodes");
+        Assert.That(form.Success, Is.True);
+        Assert.That(int.Parse(form.Groups[2].Value), Is.LessThanOrEqualTo(int.Parse(form.Groups[1].Value) - 12), "the mask nodes are gone");
+        Assert.That(Cli.Inspection.Describe(Fixtures.Stories(Lowering.Portable)), Does.Contain("runtime form: as exported (the graph does not say"));
+    }
+
     [TestCase(false, 0)]
     [TestCase(true, 0)]
     [TestCase(false, 5)]
