@@ -141,6 +141,23 @@ public class DirectLengthsTests
         AssertSameSteps(direct, exported, ids, mask, steps: 3);
     }
 
+    [TestCase(false)]
+    [TestCase(true)]
+    public void Embeddings_of_a_left_padded_batch_equal_those_of_the_graph_as_exported(bool float16)
+    {
+        string folder = Path.Combine(Fixtures.Root, $"direct-embeddings{(float16 ? "-fp16" : "")}");
+        if (!Directory.Exists(folder))
+            Exporters.ModelFolderWriter.Export(Exporters.Tests.Stories260K.LegacyCheckpoint, Exporters.Tests.Stories260K.Tokenizer, folder,
+                new ExportOptions { Lowering = Lowering.Ort, Float16 = float16, HiddenStatesOutput = true });
+        using var direct = new DecoderModel(folder);
+        using var exported = new DecoderModel(folder, AsExported);
+        Assert.That(direct.DirectLengths && !exported.DirectLengths, Is.True);
+        IReadOnlyList<int>[] inputs = [[1, 403, 407, 261, 378, 426, 271], [1, 306], [1, 400, 285, 297]];
+        var a = new EmbeddingRunner(direct).Embed(inputs);
+        var b = new EmbeddingRunner(exported).Embed(inputs);
+        for (int i = 0; i < inputs.Length; i++) Assert.That(a[i], Is.EqualTo(b[i]), $"input {i}");
+    }
+
     [TestCase("metadata")]
     [TestCase("padding value")]
     [TestCase("seqlens chain")]
