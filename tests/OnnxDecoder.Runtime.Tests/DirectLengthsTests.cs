@@ -100,13 +100,7 @@ public class DirectLengthsTests
     [TestCaseSource(nameof(TinyPresets))]
     public void Every_family_runs_with_host_fed_lengths_and_the_logits_of_the_graph_as_exported(string preset)
     {
-        string checkpoint = Path.Combine(Fixtures.Root, "direct-" + preset + "-checkpoint"), folder = Path.Combine(Fixtures.Root, "direct-" + preset);
-        if (!Directory.Exists(folder))
-        {
-            Exporters.Synth.SynthPresets.Write(preset, seed: 5, checkpoint);
-            using var opened = Exporters.Checkpoint.Open(checkpoint);
-            Exporters.ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = Lowering.Ort });
-        }
+        string folder = Fixtures.SynthExport(preset, seed: 5);
         var options = new DecoderSessionOptions { BatchSize = 2, MaxLength = 32 };
         using var direct = new DecoderSession(folder, options);
         using var exported = new DecoderSession(folder, options with { Providers = AsExported });
@@ -122,13 +116,7 @@ public class DirectLengthsTests
     public void A_prompt_whose_bias_is_too_large_to_keep_gets_the_logits_of_the_graph_as_exported(bool leftPadded)
     {
         // 2,100 new tokens over 2,100 columns: a float32 bias of 17.6 MB a row, past what a step keeps between runs.
-        string checkpoint = Path.Combine(Fixtures.Root, "direct-long-checkpoint"), folder = Path.Combine(Fixtures.Root, "direct-long");
-        if (!Directory.Exists(folder))
-        {
-            Exporters.Synth.SynthPresets.Write("llama-tiny", seed: 9, checkpoint);
-            using var opened = Exporters.Checkpoint.Open(checkpoint);
-            Exporters.ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = Lowering.Ort, MaxLength = 2112 });
-        }
+        string folder = Fixtures.SynthExport("llama-tiny", seed: 9, maxLength: 2112);
         int batch = leftPadded ? 2 : 1;
         const int length = 2100;
         var options = new DecoderSessionOptions { BatchSize = batch, MaxLength = 2112 };

@@ -17,19 +17,24 @@ public class Fixtures
 
     public static string Root => _root;
 
-    private static readonly Dictionary<Lowering, string> Synth = new();
+    private static readonly Dictionary<(string, int, Lowering, int?), string> Synth = new();
 
     /// <summary>The synth llama-tiny preset (random weights, byte-level BPE vocabulary of 512), exported with the ort lowering unless told.</summary>
-    public static string SynthLlamaTiny(Lowering lowering = Lowering.Ort)
+    public static string SynthLlamaTiny(Lowering lowering = Lowering.Ort) => SynthExport("llama-tiny", seed: 3, lowering);
+
+    /// <summary>A synth preset's checkpoint (random weights from <paramref name="seed"/>) exported once for the whole run:
+    /// <paramref name="maxLength"/> null keeps the preset's context.</summary>
+    public static string SynthExport(string preset, int seed, Lowering lowering = Lowering.Ort, int? maxLength = null)
     {
         lock (Gate)
         {
-            if (Synth.TryGetValue(lowering, out var exported)) return exported;
-            string checkpoint = Path.Combine(_root, "synth-llama-tiny-checkpoint");
-            if (!Directory.Exists(checkpoint)) Exporters.Synth.SynthPresets.Write("llama-tiny", seed: 3, checkpoint);
-            string folder = Path.Combine(_root, lowering == Lowering.Ort ? "synth-llama-tiny" : $"synth-llama-tiny-{lowering}");
-            using (var opened = Checkpoint.Open(checkpoint)) ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = lowering });
-            return Synth[lowering] = folder;
+            if (Synth.TryGetValue((preset, seed, lowering, maxLength), out var exported)) return exported;
+            string name = $"synth-{preset}{(seed == 3 ? "" : $"-seed{seed}")}";
+            string checkpoint = Path.Combine(_root, name + "-checkpoint");
+            if (!Directory.Exists(checkpoint)) Exporters.Synth.SynthPresets.Write(preset, seed, checkpoint);
+            string folder = Path.Combine(_root, name + (lowering == Lowering.Ort ? "" : $"-{lowering}") + (maxLength is { } length ? $"-max{length}" : ""));
+            using (var opened = Checkpoint.Open(checkpoint)) ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = lowering, MaxLength = maxLength });
+            return Synth[(preset, seed, lowering, maxLength)] = folder;
         }
     }
 

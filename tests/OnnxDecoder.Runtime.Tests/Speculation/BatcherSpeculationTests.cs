@@ -27,22 +27,8 @@ public class BatcherSpeculationTests
     private static readonly string[] SynthPrompts =
         ["hello hello hello world", "abc abc abc", "the cat sat on the mat and the cat", "one two three one two", "zz", "the the the the"];
 
-    private static readonly object Gate = new();
-    private static string? _synthDraft;
-
     /// <summary>A second synth llama-tiny (another seed): the same tokenizer, other weights, so most drafts are rejected.</summary>
-    private static string SynthDraft()
-    {
-        lock (Gate)
-        {
-            if (_synthDraft is not null) return _synthDraft;
-            string checkpoint = Path.Combine(Fixtures.Root, "synth-llama-tiny-batch-draft-checkpoint");
-            Exporters.Synth.SynthPresets.Write("llama-tiny", seed: 11, checkpoint);
-            string folder = Path.Combine(Fixtures.Root, "synth-llama-tiny-batch-draft");
-            using (var opened = Checkpoint.Open(checkpoint)) ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = Lowering.Ort });
-            return _synthDraft = folder;
-        }
-    }
+    private static string SynthDraft() => Fixtures.SynthExport("llama-tiny", seed: 11);
 
     private sealed record Request(int[] Prompt, int MaxTokens, bool Speculative = true, IReadOnlyList<string>? Stops = null);
 

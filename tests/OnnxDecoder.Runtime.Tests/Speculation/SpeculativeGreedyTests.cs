@@ -19,22 +19,8 @@ public class SpeculativeGreedyTests
         "The sun was hot. The sun was hot. The sun",
     ];
 
-    private static readonly object Gate = new();
-    private static string? _synthDraft;
-
     /// <summary>A second synth llama-tiny (another seed): the same tokenizer, different weights, so it drafts badly.</summary>
-    private static string SynthDraft()
-    {
-        lock (Gate)
-        {
-            if (_synthDraft is not null) return _synthDraft;
-            string checkpoint = Path.Combine(Fixtures.Root, "synth-llama-tiny-draft-checkpoint");
-            Exporters.Synth.SynthPresets.Write("llama-tiny", seed: 11, checkpoint);
-            string folder = Path.Combine(Fixtures.Root, "synth-llama-tiny-draft");
-            using (var opened = Checkpoint.Open(checkpoint)) ModelFolderWriter.Write(folder, opened, new ExportOptions { Lowering = Lowering.Ort });
-            return _synthDraft = folder;
-        }
-    }
+    private static string SynthDraft() => Fixtures.SynthExport("llama-tiny", seed: 11);
 
     private static Generator Open(string folder, out DecoderSession session)
     {
