@@ -14,11 +14,12 @@ public sealed class DecoderModel : IDisposable
     public DecoderModel(string modelFolder, ExecutionProviderOptions? providers = null)
     {
         Folder = ModelFolder.Open(modelFolder);
-        using var sessionOptions = ExecutionProviders.Create(providers ?? new ExecutionProviderOptions(), out var provider);
+        providers ??= new ExecutionProviderOptions();
+        using var sessionOptions = ExecutionProviders.Create(providers, out var provider);
         Provider = provider;
         try
         {
-            var direct = (providers ?? new ExecutionProviderOptions()).DirectGqaLengths ? DirectLengthsGraph.TryRewrite(Folder.ModelPath, out _) : null;
+            var direct = providers.DirectGqaLengths ? DirectLengthsGraph.TryRewrite(Folder.ModelPath, out _) : null;
             if (direct is null) Session = new InferenceSession(Folder.ModelPath, sessionOptions);
             else
             {
@@ -51,7 +52,7 @@ public sealed class DecoderModel : IDisposable
             if (LogitsElementType is not (Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16))
                 throw new ModelFormatException(Folder.ModelPath, $"the graph's logits are {LogitsElementType}; float32 or float16 logits are supported");
             // Device KV needs moves between distinct buffers only: every layout but a shared timeline over one buffer.
-            Memory = ModelMemory.Create(Session, Provider, (providers ?? new ExecutionProviderOptions()).DeviceId,
+            Memory = ModelMemory.Create(Session, Provider, providers.DeviceId,
                 deviceKv: RowsKeepOwnLengths || !Folder.PastPresentShareBuffer);
         }
         catch

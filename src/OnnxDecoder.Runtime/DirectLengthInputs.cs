@@ -53,10 +53,11 @@ internal sealed class DirectLengthInputs : IDisposable
     /// </summary>
     public void Bind(OrtIoBinding binding, ReadOnlySpan<long> mask, int rows, int sequence, int total, bool padded, List<OrtValue> transient)
     {
-        for (int row = 0; row < rows; row++) _seqlensK[row] = Math.Max(0, mask.Slice(row * total, total).LastIndexOf(1L));
+        for (int row = 0; row < rows; row++) _seqlensK[row] = LastAttendedColumn(mask.Slice(row * total, total));
         _total[0] = total;
         if (!_seqlensViews.TryGetValue(rows, out var seqlens))
-            _seqlensViews[rows] = seqlens = OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _seqlensK.AsMemory(0, rows), [rows]));
+            _seqlensViews[rows] = seqlens = OrtValueLedger.Track(
+                OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, _seqlensK.AsMemory(0, rows), [rows]));
         Bind(binding, GraphContract.DirectSeqlensK, ref _boundSeqlens, seqlens);
         Bind(binding, GraphContract.DirectTotalSequenceLength, ref _boundTotal, _totalView);
         if (_biasType is not { } type) return;
@@ -76,27 +77,31 @@ internal sealed class DirectLengthInputs : IDisposable
             long elements = checked((long)biasRows * sequence * total), bytes = elements * _biasBytes;
             long[] shape = [biasRows, 1, sequence, total];
             if (bytes > int.MaxValue)
-                throw new InvalidOperationException($"a run of {sequence} new tokens over {total} columns needs an attention bias of {bytes:N0} bytes: prefill in chunks (PrefillChunk)");
+                throw new InvalidOperationException(
+                    $"a run of {sequence} new tokens over {total} columns needs an attention bias of {bytes:N0} bytes: prefill in chunks (PrefillChunk)");
+            Span<byte> data;
             if (bytes <= MaxRetainedBiasBytes)
             {
                 if (bytes > _runBias.LongLength) _runBias = GC.AllocateArray<byte>((int)bytes, pinned: true);
-                if (padded) FillPaddingBias(_runBias, type, mask, rows, sequence, total);
-                else _runBias.AsSpan(0, (int)bytes).Clear();
                 bias = Track(type, shape, _runBias, elements);
+                data = _runBias.AsSpan(0, (int)bytes);
             }
             else
             {
                 // A long prompt's bias lives for its run alone, in ONNX Runtime's memory, rather than staying with the step.
                 bias = OrtValueLedger.Track(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, shape));
-                var data = type == TensorElementType.Float ? MemoryMarshal.AsBytes(bias.GetTensorMutableDataAsSpan<float>())
+                data = type == TensorElementType.Float ? MemoryMarshal.AsBytes(bias.GetTensorMutableDataAsSpan<float>())
                     : MemoryMarshal.AsBytes(bias.GetTensorMutableDataAsSpan<Float16>());
-                if (padded) FillPaddingBias(data, type, mask, rows, sequence, total);
-                else data.Clear();
             }
             transient.Add(bias);
+            if (padded) FillPaddingBias(data, type, mask, rows, sequence, total);
+            else data.Clear();
         }
         binding.BindInput(GraphContract.DirectAttentionBias, bias);
     }
+
+    /// <summary>seqlens_k of one mask row: its last column whose mask is 1, 0 when none is (as ReduceMax over mask x column).</summary>
+    private static int LastAttendedColumn(ReadOnlySpan<long> maskRow) => Math.Max(0, maskRow.LastIndexOf(1L));
 
     /// <summary>bias[row, 0, s, t] = mask[row, t] == 1 ? 0 : lowest, for every query s, into <paramref name="bias"/>'s bytes.</summary>
     private static void FillPaddingBias(Span<byte> bias, TensorElementType type, ReadOnlySpan<long> mask, int rows, int sequence, int total)
@@ -117,14 +122,14 @@ internal sealed class DirectLengthInputs : IDisposable
     }
 
     /// <summary>
-    /// The direct inputs of one <see cref="InferenceSession.Run(RunOptions, IReadOnlyCollection{string}, IReadOnlyCollection{OrtValue}, IReadOnlyCollection{string})"/>
-    /// over a left-padded prefill (mask [rows, sequence], no past), as new tracked values over new arrays; the caller
-    /// releases the values after the run (the arrays live as long as the values that pin them).
+    /// The direct inputs of one InferenceSession.Run over a left-padded prefill (mask [rows, sequence], no past), as new
+    /// tracked values over new arrays; the caller releases the values after the run (the arrays live as long as the values
+    /// that pin them).
     /// </summary>
     public static List<(string Name, OrtValue Value)> ForPrefill(ReadOnlySpan<long> mask, int rows, int sequence, TensorElementType? biasType)
     {
         var seqlensK = new int[rows];
-        for (int row = 0; row < rows; row++) seqlensK[row] = Math.Max(0, mask.Slice(row * sequence, sequence).LastIndexOf(1L));
+        for (int row = 0; row < rows; row++) seqlensK[row] = LastAttendedColumn(mask.Slice(row * sequence, sequence));
         var values = new List<(string, OrtValue)>
         {
             (GraphContract.DirectSeqlensK, OrtValueLedger.Track(OrtValue.CreateTensorValueFromMemory(seqlensK, [rows]))),

@@ -29,11 +29,7 @@ public static class DirectLengthsGraph
     /// </summary>
     public static byte[]? TryRewrite(string modelPath, out string reason)
     {
-        if (new FileInfo(modelPath).Length > MaxRewriteBytes)
-        {
-            reason = $"the model file is over {MaxRewriteBytes >> 20} MiB (weights inside the protobuf)";
-            return null;
-        }
+        if (!SmallEnough(modelPath, out reason)) return null;
         ModelProto model;
         try
         {
@@ -50,6 +46,12 @@ public static class DirectLengthsGraph
         return Rewrite(model, out reason) ? model.ToByteArray() : null;
     }
 
+    /// <summary>Whether the file is small enough to rewrite (larger ones hold their weights inside the protobuf).</summary>
+    public static bool SmallEnough(string modelPath, out string reason) =>
+        new FileInfo(modelPath).Length <= MaxRewriteBytes
+            ? Accept(out reason)
+            : Refuse($"the model file is over {MaxRewriteBytes >> 20} MiB (weights inside the protobuf)", out reason);
+
     /// <summary>Rewrites <paramref name="model"/> in place; false (unchanged) when it is not a graph this rewrite knows.</summary>
     public static bool Rewrite(ModelProto model, out string reason)
     {
@@ -58,11 +60,11 @@ public static class DirectLengthsGraph
             return Refuse("the graph does not say its seqlens_k is the last attended column", out reason);
         if (graph.Node.Any(n => n.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0)))
             return Refuse("the graph has subgraphs", out reason);
-        var names = graph.Input.Select(i => i.Name).Concat(graph.Initializer.Select(i => i.Name)).Concat(graph.Node.SelectMany(n => n.Output)).ToHashSet(StringComparer.Ordinal);
-        if (names.Contains(GraphContract.DirectSeqlensK) || names.Contains(GraphContract.DirectTotalSequenceLength) || names.Contains(GraphContract.DirectAttentionBias))
+        var names = graph.Input.Select(i => i.Name).Concat(graph.Initializer.Select(i => i.Name)).Concat(graph.Node.SelectMany(n => n.Output))
+            .ToHashSet(StringComparer.Ordinal);
+        if (new[] { GraphContract.DirectSeqlensK, GraphContract.DirectTotalSequenceLength, GraphContract.DirectAttentionBias }.Any(names.Contains))
             return Refuse("the graph already has a value named like a direct input", out reason);
-        var mask = graph.Input.FirstOrDefault(i => i.Name == GraphContract.AttentionMask);
-        if (mask is null) return Refuse("the graph has no attention_mask input", out reason);
+        if (!graph.Input.Any(i => i.Name == GraphContract.AttentionMask)) return Refuse("the graph has no attention_mask input", out reason);
 
         var attentions = graph.Node.Where(n => n.OpType == Gqa && n.Domain == GraphBuilder.MicrosoftDomain).ToList();
         if (attentions.Count == 0) return Refuse("the graph has no GroupQueryAttention", out reason);
@@ -83,7 +85,8 @@ public static class DirectLengthsGraph
         if (biases.Count == 1)
         {
             var initializers = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
-            if (!IsPaddingBias(biases[0], producers, initializers, out int type)) return Refuse("the attention bias is not computed from attention_mask's padding", out reason);
+            if (!IsPaddingBias(biases[0], producers, initializers, out int type))
+                return Refuse("the attention bias is not computed from attention_mask's padding", out reason);
             biasType = type;
         }
 
@@ -98,10 +101,10 @@ public static class DirectLengthsGraph
         graph.Input.Add(Input(GraphContract.DirectTotalSequenceLength, (int)ElementType.Int32));
         // Batch 1 broadcasts over the rows (the host binds one row of zeros when no row is padded).
         if (biasType is { } bias)
-            graph.Input.Add(Input(GraphContract.DirectAttentionBias, bias, Dim("attention_bias_batch"), new() { DimValue = 1 }, Dim("sequence_length"), Dim("total_sequence_length")));
+            graph.Input.Add(Input(GraphContract.DirectAttentionBias, bias,
+                Dim("attention_bias_batch"), new() { DimValue = 1 }, Dim("sequence_length"), Dim("total_sequence_length")));
         RemoveDeadNodes(graph);
-        reason = "";
-        return true;
+        return Accept(out reason);
     }
 
     /// <summary>Cast(int32) ← ReduceMax ← Mul(attention_mask, ...).</summary>
@@ -185,6 +188,12 @@ public static class DirectLengthsGraph
         var infos = graph.ValueInfo.Where(v => needed.Contains(v.Name)).ToList();
         graph.ValueInfo.Clear();
         graph.ValueInfo.AddRange(infos);
+    }
+
+    private static bool Accept(out string reason)
+    {
+        reason = "";
+        return true;
     }
 
     private static bool Refuse(string why, out string reason)

@@ -16,8 +16,7 @@ public static class Inspection
         {
             var folder = ModelFolder.Open(full);
             return $"model folder {full}\n  type {folder.ModelType}, {folder.NumLayers} layers, {folder.NumHeads}/{folder.NumKvHeads} heads x {folder.HeadSize}, vocab {folder.VocabSize}, context {folder.ContextLength}, " +
-                   $"eos {string.Join("/", folder.EosTokenIds)}, KV {(folder.PastPresentShareBuffer ? "shared buffer" : "separate buffers")}\n" + DescribeOnnx(folder.ModelPath)
-                   + "\n" + DescribeRuntimeForm(folder.ModelPath);
+                   $"eos {string.Join("/", folder.EosTokenIds)}, KV {(folder.PastPresentShareBuffer ? "shared buffer" : "separate buffers")}\n" + DescribeOnnx(folder.ModelPath, runtimeForm: true);
         }
         if (File.Exists(full) && full.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)) return DescribeOnnx(full);
         using var checkpoint = Checkpoint.Open(full);
@@ -31,7 +30,9 @@ public static class Inspection
         return text.ToString().TrimEnd();
     }
 
-    private static string DescribeOnnx(string path)
+    /// <param name="runtimeForm">Also say how our runtime loads the graph (a model folder's): in its form with host-fed
+    /// GroupQueryAttention lengths, or as exported and why.</param>
+    private static string DescribeOnnx(string path, bool runtimeForm = false)
     {
         using var file = OnnxModelFile.Load(path);
         var model = file.Model;
@@ -45,18 +46,14 @@ public static class Inspection
         text.AppendLine($"  ops: {string.Join(", ", graph.Node.GroupBy(n => n.Domain.Length == 0 ? n.OpType : $"{n.Domain}.{n.OpType}").OrderByDescending(g => g.Count()).ThenBy(g => g.Key).Select(g => $"{g.Key} x {g.Count()}"))}");
         foreach (var input in graph.Input) text.AppendLine($"  input  {Signature(input)}");
         foreach (var output in graph.Output) text.AppendLine($"  output {Signature(output)}");
+        if (runtimeForm)
+        {
+            int before = graph.Node.Count;
+            text.AppendLine(DirectLengthsGraph.SmallEnough(path, out string reason) && DirectLengthsGraph.Rewrite(model, out reason) // in place, read above
+                ? $"  runtime form: GroupQueryAttention lengths and padding bias fed by the host ({before} -> {graph.Node.Count} nodes before ONNX Runtime's fusions)"
+                : $"  runtime form: as exported ({reason})");
+        }
         return text.ToString().TrimEnd();
-    }
-
-    /// <summary>How our runtime loads the graph: in its form with host-fed GroupQueryAttention lengths, or as exported.</summary>
-    private static string DescribeRuntimeForm(string path)
-    {
-        var bytes = DirectLengthsGraph.TryRewrite(path, out string reason);
-        if (bytes is null) return $"  runtime form: as exported ({reason})";
-        int before;
-        using (var file = OnnxModelFile.Load(path, new OnnxReadOptions { CheckGraph = false })) before = file.Model.Graph.Node.Count;
-        int after = ModelProto.Parser.ParseFrom(bytes).Graph.Node.Count;
-        return $"  runtime form: GroupQueryAttention lengths and padding bias fed by the host ({before} -> {after} nodes before ONNX Runtime's fusions)";
     }
 
     private static string Signature(ValueInfoProto value)
