@@ -54,6 +54,7 @@ public static class KernelBenchmark
         new("int8-b64-a4", "MatMulNBits 8-bit, block 64, accuracy 4", Q(8, block: 64)),
         new("int8-b128-a4", "MatMulNBits 8-bit, block 128, accuracy 4", Q(8, block: 128)),
         new("int8-b128-a4-rtn", "int8 block 128, round-to-nearest scales", Q(8, block: 128, search: false)),
+        new("int8-b32-a4-zp", "MatMulNBits 8-bit, block 32, accuracy 4, zero points", Q(8, zeroPoints: true)),
         new("int8-b128-a4-zp", "MatMulNBits 8-bit, block 128, accuracy 4, zero points", Q(8, block: 128, zeroPoints: true)),
         new("int8-dqmm", "DynamicQuantizeMatMul: int8 weights per output column, uint8 activations per call", Q(8, dynamic: true)),
         new("int8-b32-a0", "MatMulNBits 8-bit, block 32, accuracy 0", Q(8, accuracy: 0)),
