@@ -266,7 +266,8 @@ public class CorruptInputTests
         foreach (var arch in new[] { "gemma", "starcoder2" })
         {
             path = Gguf($"{arch}.gguf", [("general.architecture", 8, GgufTestWriter.Str(arch))], [("token_embd.weight", [4, 32], 0u, new byte[512])]);
-            AssertRefused(() => Checkpoint.Open(path).Dispose(), path, $"general.architecture '{arch}' is not supported (llama, including llama-architecture mixtures of experts): export the model's Hugging Face checkpoint");
+            AssertRefused(() => Checkpoint.Open(path).Dispose(), path,
+                $"general.architecture '{arch}' is not supported (llama, including llama-architecture mixtures of experts): export the model's Hugging Face checkpoint");
         }
     }
 

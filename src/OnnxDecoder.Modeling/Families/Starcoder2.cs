@@ -51,10 +51,12 @@ public sealed class Starcoder2 : Llama
     {
         string mlp = $"model.layers.{layer}.mlp";
         bool bias = c.ProjectionBias;
-        return new MlpWeights(null, $"{mlp}.c_fc.weight", $"{mlp}.c_proj.weight", bias ? $"{mlp}.c_fc.bias" : null, bias ? $"{mlp}.c_proj.bias" : null);
+        return new MlpWeights(null, $"{mlp}.c_fc.weight", $"{mlp}.c_proj.weight",
+            bias ? $"{mlp}.c_fc.bias" : null, bias ? $"{mlp}.c_proj.bias" : null);
     }
 
-    protected override IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer) => MlpSpecs(MlpOf(c, layer), c.HiddenSize, c.IntermediateSize);
+    protected override IEnumerable<TensorSpec> FeedForwardSpecs(DecoderConfig c, int layer) =>
+        MlpSpecs(MlpOf(c, layer), c.HiddenSize, c.IntermediateSize);
 
     protected override Value FeedForward(DecoderGraph g, int layer, Value x) => Mlp.Apply(g, x, MlpOf(g.Config, layer));  // c_fc -> act -> c_proj
 }
