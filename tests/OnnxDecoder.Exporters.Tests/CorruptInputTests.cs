@@ -261,6 +261,14 @@ public class CorruptInputTests
 
         path = Gguf("arch.gguf", [("general.architecture", 8, GgufTestWriter.Str("mamba"))], [("token_embd.weight", [4, 32], 0u, new byte[512])]);
         AssertRefused(() => Checkpoint.Open(path).Dispose(), path, "general.architecture 'mamba' is not supported");
+        // llama.cpp's gemma and starcoder2 GGUFs: the families read Hugging Face checkpoints only (llama.cpp stores Gemma's
+        // norms as 1 + w and names its own tokenizers), and the refusal says so.
+        foreach (var arch in new[] { "gemma", "starcoder2" })
+        {
+            path = Gguf($"{arch}.gguf", [("general.architecture", 8, GgufTestWriter.Str(arch))], [("token_embd.weight", [4, 32], 0u, new byte[512])]);
+            AssertRefused(() => Checkpoint.Open(path).Dispose(), path,
+                $"general.architecture '{arch}' is not supported (llama, including llama-architecture mixtures of experts): export the model's Hugging Face checkpoint");
+        }
     }
 
     // ---- the command line --------------------------------------------------------------------------

@@ -28,6 +28,9 @@ public class NewFamilyNameMapTests
     [TestCase("qwen3-moe-tiny", "model.layers.0.mlp.up_proj.weight", "tensor 'model.layers.0.mlp.up_proj.weight' has shape [86, 64], expected [172, 64]")]
     [TestCase("gpt-oss-tiny", "model.layers.0.mlp.experts.gate_up_proj", "tensor 'model.layers.0.mlp.experts.gate_up_proj' has shape [2, 64, 128], expected [4, 64, 128]")]
     [TestCase("gpt-oss-tiny", "model.layers.1.self_attn.sinks", "tensor 'model.layers.1.self_attn.sinks' has shape [2], expected [4]")]
+    [TestCase("gemma-tiny", "model.layers.0.self_attn.k_proj.weight", "tensor 'model.layers.0.self_attn.k_proj.weight' has shape [16, 64], expected [32, 64]")]
+    [TestCase("starcoder2-tiny", "model.layers.1.mlp.c_fc.weight", "tensor 'model.layers.1.mlp.c_fc.weight' has shape [128, 64], expected [256, 64]")]
+    [TestCase("starcoder2-tiny", "model.layers.0.post_attention_layernorm.bias", "tensor 'model.layers.0.post_attention_layernorm.bias' has shape [32], expected [64]")]
     public void A_misshaped_tensor_names_the_tensor_and_both_shapes(string preset, string tensor, string problem)
     {
         string folder = Path.Combine(_root, preset);
@@ -50,6 +53,9 @@ public class NewFamilyNameMapTests
     [TestCase("gemma3-tiny", "model.layers.5.self_attn.k_norm.weight", "missing tensor 'model.layers.5.self_attn.k_norm.weight' (expected shape [32])")]
     [TestCase("qwen3-moe-tiny", "model.layers.1.mlp.gate.weight", "missing tensor 'model.layers.1.mlp.gate.weight' (expected shape [4, 64])")]
     [TestCase("gpt-oss-tiny", "model.layers.1.mlp.router.bias", "missing tensor 'model.layers.1.mlp.router.bias' (expected shape [4])")]
+    [TestCase("gemma-tiny", "model.layers.1.post_attention_layernorm.weight", "missing tensor 'model.layers.1.post_attention_layernorm.weight' (expected shape [64])")]
+    [TestCase("starcoder2-tiny", "model.norm.bias", "missing tensor 'model.norm.bias' (expected shape [64])")]
+    [TestCase("starcoder2-tiny", "model.layers.1.self_attn.o_proj.bias", "missing tensor 'model.layers.1.self_attn.o_proj.bias' (expected shape [64])")]
     public void A_missing_tensor_is_named_with_its_shape(string preset, string tensor, string problem)
     {
         string folder = Path.Combine(_root, preset);

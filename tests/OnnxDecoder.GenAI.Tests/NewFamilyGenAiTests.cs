@@ -25,6 +25,7 @@ public class NewFamilyGenAiTests
     [TestCase("granite-tiny")]
     [TestCase("smollm3-tiny")]
     [TestCase("phi2-tiny")]
+    [TestCase("gemma-tiny")]
     public void GenAI_greedy_tokens_equal_ours(string preset)
     {
         string checkpoint = Path.Combine(_root, preset), folder = Path.Combine(_root, preset + "-ort");
@@ -58,6 +59,7 @@ public class NewFamilyGenAiTests
     [TestCase("olmo2-tiny", "olmo2")]
     [TestCase("qwen3-moe-tiny", "qwen3_moe")]
     [TestCase("gpt-oss-tiny", "gpt_oss")]
+    [TestCase("starcoder2-tiny", "starcoder2")]
     public void GenAI_refuses_a_model_type_it_does_not_know(string preset, string modelType)
     {
         string checkpoint = Path.Combine(_root, preset), folder = Path.Combine(_root, preset + "-ort");

@@ -96,7 +96,7 @@ public class ConfigTests
     }
 
     // Each validation rule, with the exact message a user sees.
-    [TestCase("model_type", "\"bloom\"", "config.json: model_type 'bloom' is not supported (supported: llama, mistral, qwen2, mixtral, qwen2_moe, gpt2, qwen3, phi3, gemma2, granite, olmo2, smollm3, gemma3_text, phi, qwen3_moe, gpt_oss)")]
+    [TestCase("model_type", "\"bloom\"", "config.json: model_type 'bloom' is not supported (supported: llama, mistral, qwen2, mixtral, qwen2_moe, gpt2, qwen3, phi3, gemma2, granite, olmo2, smollm3, gemma3_text, phi, qwen3_moe, gpt_oss, gemma, starcoder2)")]
     [TestCase("hidden_size", "0", "config.json: hidden_size (0) must be positive")]
     [TestCase("hidden_size", "60", "config.json: hidden_size (60) must be divisible by num_attention_heads (8) when head_dim is not given")]
     [TestCase("hidden_size", "<remove>", "config.json: hidden_size is missing")]

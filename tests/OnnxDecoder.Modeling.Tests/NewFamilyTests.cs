@@ -38,6 +38,10 @@ public class NewFamilyTests
         ("qwen3-moe-dense-layers-window", HfTestConfigs.Qwen3MoeDenseLayers),
         ("gpt-oss", HfTestConfigs.GptOss),
         ("gpt-oss-default-layers", HfTestConfigs.GptOssDefaultLayers),
+        ("gemma-mqa", HfTestConfigs.Gemma),
+        ("gemma-legacy-hidden-act-biases", HfTestConfigs.GemmaLegacyActivation),
+        ("starcoder2-window", HfTestConfigs.Starcoder2),
+        ("starcoder2-no-bias-mqa", HfTestConfigs.Starcoder2NoBias),
     ];
 
     public static IEnumerable<TestCaseData> Configs() => Families.Select(f => new TestCaseData(f.Json).SetArgDisplayNames(f.Name));

@@ -89,6 +89,7 @@ public class QuantizationTests
             bool projected = name == "lm_head.weight" || name.Contains(".self_attn.") && name.EndsWith("proj.weight")
                 || name.Contains(".mlp.") && name.EndsWith("proj.weight") || name.Contains(".experts.") && name.EndsWith(".weight")
                 || name.EndsWith(".self_attn.dense.weight") || name.Contains(".mlp.fc") && name.EndsWith(".weight") // Phi's dense, fc1, fc2
+                || name.EndsWith(".mlp.c_fc.weight") // StarCoder2's c_fc (its c_proj ends in proj.weight)
                 || !portable && q.EmbeddingQuantized && name == "model.embed_tokens.weight"; // ort: the token table is gathered quantized (GatherBlockQuantized)
             float[] Half16(float[] values) => float16 ? values.Select(v => (float)(Half)v).ToArray() : values;
             // GPT-OSS's stacked experts [experts, in, out] go into QMoE blocks where the ort lowering carries them there:

@@ -96,7 +96,8 @@ public sealed class GgufCheckpoint : Modeling.Quantization.IQuantizedWeightSourc
     private DecoderConfig ReadConfig()
     {
         string arch = _file.Get<string>("general.architecture") ?? throw Bad("metadata general.architecture is missing");
-        if (arch != "llama") throw Bad($"general.architecture '{arch}' is not supported (llama, including llama-architecture mixtures of experts)");
+        if (arch != "llama") throw Bad($"general.architecture '{arch}' is not supported (llama, including llama-architecture mixtures of experts): "
+            + "export the model's Hugging Face checkpoint (config.json + *.safetensors) instead");
         int Int(string key, int? fallback = null)
         {
             long? value = _file.Integer($"{arch}.{key}");

@@ -115,6 +115,27 @@ public static class SynthPresets
           "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
         }
         """,
+        ["gemma-tiny"] = """
+        {
+          "architectures": ["GemmaForCausalLM"], "model_type": "gemma",
+          "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32,
+          "hidden_act": "gelu", "hidden_activation": "gelu_pytorch_tanh",
+          "vocab_size": 512, "max_position_embeddings": 256, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+          "attention_bias": false, "tie_word_embeddings": true,
+          "bos_token_id": 511, "eos_token_id": 511, "pad_token_id": 0, "torch_dtype": "float32"
+        }
+        """,
+        ["starcoder2-tiny"] = """
+        {
+          "architectures": ["Starcoder2ForCausalLM"], "model_type": "starcoder2",
+          "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "num_key_value_heads": 2, "sliding_window": 32,
+          "hidden_act": "gelu_pytorch_tanh", "norm_epsilon": 1e-05, "use_bias": true,
+          "vocab_size": 512, "max_position_embeddings": 256, "rope_theta": 100000, "rope_scaling": null,
+          "tie_word_embeddings": true, "bos_token_id": 511, "eos_token_id": 511, "torch_dtype": "float32"
+        }
+        """,
         ["qwen3-moe-tiny"] = """
         {
           "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",

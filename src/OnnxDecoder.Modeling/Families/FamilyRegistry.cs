@@ -7,7 +7,8 @@ namespace OnnxDecoder.Modeling.Families;
 public static class FamilyRegistry
 {
     public static IReadOnlyList<DecoderFamily> All { get; } = [new Llama(), new Mixtral(), new Qwen2Moe(), new Gpt2(), new Qwen3(), new Phi3(), new Gemma2(),
-        new Granite(), new Olmo2(), new SmolLM3(), new Gemma3(), new Phi(), new Qwen3Moe(), new GptOss()];
+        new Granite(), new Olmo2(), new SmolLM3(), new Gemma3(), new Phi(), new Qwen3Moe(), new GptOss(),
+        new Gemma(), new Starcoder2()];
 
     /// <summary>Every supported model_type, in registry order.</summary>
     public static IReadOnlyList<string> ModelTypes { get; } = [.. All.SelectMany(f => f.ModelTypes)];

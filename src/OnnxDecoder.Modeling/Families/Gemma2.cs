@@ -4,7 +4,7 @@ using OnnxDecoder.Onnx;
 namespace OnnxDecoder.Modeling.Families;
 
 /// <summary>
-/// Gemma 2 (Gemma2ForCausalLM): Llama's tensors plus sandwich norms, with
+/// Gemma 2 (Gemma2ForCausalLM): Gemma's tensors and embedding scale plus sandwich norms, with
 /// <code>
 ///   x = embed(ids) * sqrt(hidden)                         (the multiplier in the activation type)
 ///   x = x + post_attention_layernorm(attn(input_layernorm(x)))
@@ -18,12 +18,11 @@ namespace OnnxDecoder.Modeling.Families;
 ///   model.layers.{i}.pre_feedforward_layernorm.weight, post_feedforward_layernorm.weight [hidden]
 /// </code>
 /// </summary>
-public class Gemma2 : Llama
+public class Gemma2 : Gemma
 {
     public override string Name => "gemma2";
     public override IReadOnlyList<string> ModelTypes => ["gemma2"];
     public override IReadOnlyList<string> Architectures => ["Gemma2ForCausalLM"];
-    public override string? GgufArchitecture => null;
 
     /// <summary>Gemma2Config's defaults where a field is absent; Gemma2MLP reads hidden_activation only.</summary>
     protected override SharedConfigDefaults Defaults => new()
@@ -50,8 +49,6 @@ public class Gemma2 : Llama
         };
     }
 
-    protected override bool OutputProjectionBias(DecoderConfig c) => c.AttentionBias;
-
     private static (string PreFeedForward, string PostFeedForward) SandwichNorms(int layer) =>
         ($"model.layers.{layer}.pre_feedforward_layernorm", $"model.layers.{layer}.post_feedforward_layernorm");
 
@@ -73,9 +70,6 @@ public class Gemma2 : Llama
         using (b.Scope("post_feedforward_layernorm")) feedForward = Norm.Apply(g, feedForward, postFeedForward);
         using (b.Scope(next.Scope)) return Norm.ResidualThenNorm(g, x, feedForward, next.Prefix);
     }
-
-    protected override Value Embed(DecoderGraph g) =>
-        g.B.Op("Mul", [base.Embed(g), g.Scalar((float)Math.Sqrt(g.Config.HiddenSize))]);       // [B, S, hidden]
 
     protected override Value LmHead(DecoderGraph g, Value x)
     {

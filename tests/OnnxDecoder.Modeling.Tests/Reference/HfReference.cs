@@ -4,8 +4,8 @@ namespace OnnxDecoder.Modeling.Tests.Reference;
 
 /// <summary>
 /// An independent plain-loop forward pass in double precision for the Hugging Face families Llama,
-/// Mistral, Qwen2, Qwen3, Phi-3 (Phi-3.5-mini, Phi-4-mini), Gemma 2, and Gemma 3 (text), Granite,
-/// OLMo 2 and SmolLM3 (<see cref="HfDenseFamilies"/>), built from the real config.json
+/// Mistral, Qwen2, Qwen3, Phi-3 (Phi-3.5-mini, Phi-4-mini), Gemma 1, Gemma 2, and Gemma 3 (text), Granite,
+/// OLMo 2 and SmolLM3 (<see cref="HfDenseFamilies"/>), StarCoder2 (HfStarcoder2.cs), built from the real config.json
 /// fields with transformers' semantics (see <see cref="HfSpec"/>, <see cref="HfRope"/>). It uses no ONNX
 /// and none of the Modeling graph code; weights are read by their Hugging Face names, and each read
 /// checks the shape. Full sequences only: ids [B, S], attention_mask [B, S] (0 = left padding),
@@ -75,21 +75,21 @@ public sealed partial class HfReference
             {
                 string p = $"model.layers.{layer}";
                 // OLMo 2 has no input norm: attention reads the residual stream itself.
-                var normed = c.PostNormOnly ? x : x.Select(v => RmsNorm(v, $"{p}.input_layernorm.weight")).ToArray();
+                var normed = c.PostNormOnly ? x : x.Select(v => BlockNorm(v, $"{p}.input_layernorm")).ToArray();
                 bool local = c.LocalRope is not null && c.LayerWindows[layer] is not null;
                 var attention = Attention(layer, normed, mask, positions, local ? localInvFreq : invFreq, local ? localRopeScale : ropeScale);
-                if (c.GemmaStyle || c.PostNormOnly) attention = attention.Select(v => RmsNorm(v, $"{p}.post_attention_layernorm.weight")).ToArray();
+                if (c.SandwichNorms || c.PostNormOnly) attention = attention.Select(v => RmsNorm(v, $"{p}.post_attention_layernorm.weight")).ToArray();
                 // Granite scales each block's output by residual_multiplier (1 elsewhere) before the residual add.
                 for (int t = 0; t < length; t++) for (int h = 0; h < hidden; h++) x[t][h] += attention[t][h] * c.ResidualMultiplier;
 
-                // Gemma 2 names its pre-MLP norm pre_feedforward_layernorm and adds post_feedforward_layernorm;
-                // the others call the pre-MLP norm post_attention_layernorm.
+                // Gemma 2 and 3 name their pre-MLP norm pre_feedforward_layernorm and add post_feedforward_layernorm;
+                // the others (Gemma 1 too) call the pre-MLP norm post_attention_layernorm.
                 // OLMo 2's MLP reads the residual stream and norms its output with post_feedforward_layernorm.
-                string preMlp = c.GemmaStyle ? $"{p}.pre_feedforward_layernorm.weight" : $"{p}.post_attention_layernorm.weight";
+                string preMlp = c.SandwichNorms ? $"{p}.pre_feedforward_layernorm" : $"{p}.post_attention_layernorm";
                 for (int t = 0; t < length; t++)
                 {
-                    var ff = Mlp(layer, c.PostNormOnly ? x[t] : RmsNorm(x[t], preMlp));
-                    if (c.GemmaStyle || c.PostNormOnly) ff = RmsNorm(ff, $"{p}.post_feedforward_layernorm.weight");
+                    var ff = Mlp(layer, c.PostNormOnly ? x[t] : BlockNorm(x[t], preMlp));
+                    if (c.SandwichNorms || c.PostNormOnly) ff = RmsNorm(ff, $"{p}.post_feedforward_layernorm.weight");
                     for (int h = 0; h < hidden; h++) x[t][h] += ff[h] * c.ResidualMultiplier;
                 }
             }
@@ -97,7 +97,7 @@ public sealed partial class HfReference
             string head = c.TieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight";
             for (int t = 0; t < length; t++)
             {
-                var finalNormed = RmsNorm(x[t], "model.norm.weight");
+                var finalNormed = BlockNorm(x[t], "model.norm");
                 Array.Copy(finalNormed, 0, HiddenStates, ((long)row * length + t) * hidden, hidden);
                 var result = Linear(head, finalNormed, c.VocabSize, null);
                 for (int v = 0; v < c.VocabSize; v++)
@@ -186,6 +186,7 @@ public sealed partial class HfReference
         var c = Spec;
         if (c.Moe is { } moe && moe.SparseLayers[layer]) return SparseMoe(layer, x, moe);
         if (c.GptOss is { } oss) return GptOssExperts(layer, x, oss);
+        if (c.Starcoder2Style) return Starcoder2Mlp(layer, x);
         string mlp = $"model.layers.{layer}.mlp";
         int inter = c.IntermediateSize;
         double[] gate, up;

@@ -6,7 +6,7 @@ namespace OnnxDecoder.Modeling.Tests.Reference;
 /// <summary>
 /// What the independent reference reads from a Hugging Face config.json, bound with the defaults and
 /// per-family rules of transformers' config classes (LlamaConfig, MistralConfig, Qwen2Config,
-/// Qwen3Config, Phi3Config, Gemma2Config). It shares nothing with DecoderConfig on purpose: the
+/// Qwen3Config, Phi3Config, GemmaConfig, Gemma2Config, Starcoder2Config). It shares nothing with DecoderConfig on purpose: the
 /// reference must not inherit the exporter's reading of a config.
 /// </summary>
 public sealed record HfSpec
@@ -36,8 +36,14 @@ public sealed record HfSpec
     public required double AttentionScale { get; init; }
     public double? AttentionSoftcap { get; init; }
     public double? FinalLogitSoftcap { get; init; }
-    /// <summary>Gemma 2: embeddings times sqrt(hidden_size); RMSNorm weights used as (1 + w); four norms per layer.</summary>
+    /// <summary>Gemma (1, 2, 3): embeddings times sqrt(hidden_size); RMSNorm weights used as (1 + w).</summary>
     public bool GemmaStyle { get; init; }
+    /// <summary>Gemma 2 and 3: four norms per layer (post_attention_layernorm on the attention output,
+    /// pre_feedforward_layernorm / post_feedforward_layernorm around the MLP); Gemma 1 has Llama's two.</summary>
+    public bool SandwichNorms { get; init; }
+    /// <summary>StarCoder2: LayerNorm (weight and bias, norm_epsilon) for every norm, and the plain MLP
+    /// c_proj(act(c_fc(x))) (see HfStarcoder2.cs).</summary>
+    public bool Starcoder2Style { get; init; }
     /// <summary>Qwen3: RMSNorm over head_dim of each q and k head (q_norm, k_norm) before rotary.</summary>
     public bool QkNorm { get; init; }
     /// <summary>Phi-3: one qkv_proj (q rows, then k, then v) and one gate_up_proj (gate rows, then up).</summary>
@@ -65,7 +71,7 @@ public sealed record HfSpec
     /// <summary>GPT-OSS: attention sinks, the biased router and the stacked clamped-SwiGLU experts (see HfGptOss.cs).</summary>
     public HfGptOss? GptOss { get; init; }
 
-    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "granite", "olmo2", "smollm3", "phi", "qwen3_moe", "gpt_oss"];
+    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "granite", "olmo2", "smollm3", "phi", "qwen3_moe", "gpt_oss", "gemma", "starcoder2"];
 
     /// <summary>Binds config.json text; throws <see cref="FormatException"/> naming the field on bad input.</summary>
     public static HfSpec Parse(string configJson, string source = "config.json")
@@ -80,22 +86,28 @@ public sealed record HfSpec
         int hidden = f.Int("hidden_size") ?? throw f.Missing("hidden_size");
         int heads = f.Int("num_attention_heads") ?? throw f.Missing("num_attention_heads");
         int layers = f.Int("num_hidden_layers") ?? throw f.Missing("num_hidden_layers");
-        int kvHeads = f.Int("num_key_value_heads") ?? heads;
-        // Qwen3Config and Gemma2Config carry their own head_dim defaults (128, 256); the others derive it.
-        int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma2" or "gemma3_text" => 256, "gpt_oss" => 64, _ => hidden / heads };
+        // GemmaConfig defaults num_key_value_heads to 16 and Starcoder2Config to 2 (not to num_attention_heads).
+        int kvHeads = f.Int("num_key_value_heads") ?? type switch { "gemma" => 16, "starcoder2" => 2, _ => heads };
+        // Qwen3Config and GemmaConfig / Gemma2Config carry their own head_dim defaults (128, 256); the others derive it
+        // (Starcoder2Attention takes config.head_dim when config.json sets one, else hidden / heads).
+        int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma" or "gemma2" or "gemma3_text" => 256, "gpt_oss" => 64, _ => hidden / heads };
         if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0) throw new FormatException($"{source}: num_key_value_heads ({kvHeads}) must divide num_attention_heads ({heads})");
         if (hidden <= 0 || layers <= 0 || headDim <= 0) throw new FormatException($"{source}: hidden_size, num_hidden_layers and head_dim must be positive");
         int maxPositions = f.Int("max_position_embeddings") ?? type switch
         {
-            "llama" or "granite" or "olmo2" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "smollm3" or "qwen3_moe" => 32768, "phi3" => 4096,
+            "llama" or "granite" or "olmo2" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "smollm3" or "qwen3_moe" => 32768, "phi3" or "starcoder2" => 4096,
             "gemma3_text" or "gpt_oss" => 131072, _ => 8192,
         };
 
         // GptOssConfig defaults attention_bias to true; the others to false.
         bool attentionBias = f.Bool("attention_bias") ?? type == "gpt_oss";
         var windows = ReadWindows(f, type, layers);
-        // Gemma2MLP reads hidden_activation only (default gelu_pytorch_tanh); a hidden_act beside it is ignored.
-        string activation = type is "gemma2" or "gemma3_text" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh" : f.String("hidden_act") ?? (type == "phi" ? "gelu_new" : "silu");
+        // GemmaMLP and Gemma2MLP read hidden_activation only (absent: gelu_pytorch_tanh, with a warning that the legacy
+        // hidden_act is ignored); Starcoder2MLP reads hidden_act (default gelu_pytorch_tanh).
+        string activation = type is "gemma" or "gemma2" or "gemma3_text" ? f.String("hidden_activation") ?? "gelu_pytorch_tanh"
+            : f.String("hidden_act") ?? type switch { "phi" => "gelu_new", "starcoder2" => "gelu_pytorch_tanh", _ => "silu" };
+        // Starcoder2Config's use_bias (default true) puts biases on q, k, v, o_proj, c_fc and c_proj.
+        bool useBias = type == "starcoder2" && (f.Bool("use_bias") ?? true);
         if (!HfReference.KnownActivations.Contains(activation)) throw new FormatException($"{source}: activation '{activation}' is not known to the reference");
 
         var spec = new HfSpec
@@ -109,15 +121,20 @@ public sealed record HfSpec
             HeadDim = headDim,
             VocabSize = f.Int("vocab_size") ?? throw f.Missing("vocab_size"),
             MaxPositions = maxPositions,
-            // PhiConfig names its LayerNorm epsilon layer_norm_eps (default 1e-5).
-            RmsNormEps = type == "phi" ? f.Double("layer_norm_eps") ?? 1e-5 : f.Double("rms_norm_eps") ?? (type is "phi3" or "olmo2" or "gpt_oss" ? 1e-5 : 1e-6),
+            // PhiConfig names its LayerNorm epsilon layer_norm_eps, Starcoder2Config norm_epsilon (both default 1e-5).
+            RmsNormEps = type switch
+            {
+                "phi" => f.Double("layer_norm_eps") ?? 1e-5,
+                "starcoder2" => f.Double("norm_epsilon") ?? 1e-5,
+                _ => f.Double("rms_norm_eps") ?? (type is "phi3" or "olmo2" or "gpt_oss" ? 1e-5 : 1e-6),
+            },
             Activation = activation,
-            TieWordEmbeddings = f.Bool("tie_word_embeddings") ?? type is "gemma2" or "gemma3_text" or "smollm3",
+            TieWordEmbeddings = f.Bool("tie_word_embeddings") ?? type is "gemma" or "gemma2" or "gemma3_text" or "smollm3" or "starcoder2",
             // Qwen2 hard-codes q/k/v biases and no o_proj bias; Phi-3 has no biases; Llama, Mistral (no field),
             // Qwen3 and Gemma 2 put attention_bias on q, k, v and o alike.
-            QkvBias = type switch { "qwen2" or "phi" => true, "phi3" or "mistral" => false, _ => attentionBias },
-            OutputBias = type switch { "phi" => true, "qwen2" or "phi3" or "mistral" => false, _ => attentionBias },
-            MlpBias = type == "phi" || type is "llama" or "granite" or "smollm3" && (f.Bool("mlp_bias") ?? false),
+            QkvBias = type switch { "qwen2" or "phi" => true, "phi3" or "mistral" => false, "starcoder2" => useBias, _ => attentionBias },
+            OutputBias = type switch { "phi" => true, "qwen2" or "phi3" or "mistral" => false, "starcoder2" => useBias, _ => attentionBias },
+            MlpBias = type == "phi" || useBias || type is "llama" or "granite" or "smollm3" && (f.Bool("mlp_bias") ?? false),
             LayerWindows = windows,
             AttentionScale = type switch
             {
@@ -132,7 +149,9 @@ public sealed record HfSpec
                 "gemma3_text" => f.DoubleOrNull("final_logit_softcapping", null),
                 _ => null,
             },
-            GemmaStyle = type is "gemma2" or "gemma3_text",
+            GemmaStyle = type is "gemma" or "gemma2" or "gemma3_text",
+            SandwichNorms = type is "gemma2" or "gemma3_text",
+            Starcoder2Style = type == "starcoder2",
             QkNorm = type is "qwen3" or "gemma3_text" or "qwen3_moe",
             Moe = HfMoe.Read(f, type, layers),
             GptOss = HfGptOss.Read(f, type),
@@ -160,12 +179,14 @@ public sealed record HfSpec
             "gemma2" or "gemma3_text" => f.IntOrNull("sliding_window", 4096),
             "smollm3" => f.IntOrNull("sliding_window", null),
             "gpt_oss" => f.IntOrNull("sliding_window", 128),
+            "starcoder2" => f.IntOrNull("sliding_window", null),
             _ => null,
         };
         if (window is <= 0) throw new FormatException($"{f.Source}: sliding_window ({window}) must be positive");
-        if (type is "llama" or "granite" or "olmo2" or "phi") return new int?[layers];
-        // Qwen3MoeAttention takes config.sliding_window (kept only with use_sliding_window) on every layer.
-        if (type is "mistral" or "phi3" or "qwen3_moe") return Enumerable.Repeat(window, layers).ToArray();
+        if (type is "llama" or "granite" or "olmo2" or "phi" or "gemma") return new int?[layers];
+        // Qwen3MoeAttention takes config.sliding_window (kept only with use_sliding_window) on every layer, Starcoder2Attention
+        // config.sliding_window (null by default).
+        if (type is "mistral" or "phi3" or "qwen3_moe" or "starcoder2") return Enumerable.Repeat(window, layers).ToArray();
 
         // GptOssConfig's default layer_types slide the even layers, as Gemma 2's.
         string[] layerTypes = f.StringList("layer_types") is { } given && (given.Length > 0 || type != "gemma3_text") ? given : type switch

@@ -253,6 +253,65 @@ public static class HfTestConfigs
     }
     """;
 
+    /// <summary>
+    /// gemma-2b-like: MQA (one kv head), head_dim 16 while hidden/heads = 8, the released pair "hidden_act": "gelu" and
+    /// "hidden_activation": "gelu_pytorch_tanh" (GemmaMLP reads the latter), two norms per layer, tied, no soft-caps.
+    /// </summary>
+    public const string Gemma = """
+    {
+      "architectures": ["GemmaForCausalLM"], "model_type": "gemma",
+      "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
+      "hidden_act": "gelu", "hidden_activation": "gelu_pytorch_tanh",
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "rope_scaling": null,
+      "attention_bias": false, "attention_dropout": 0.0,
+      "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0, "torch_dtype": "bfloat16"
+    }
+    """;
+
+    /// <summary>
+    /// gemma-7b / CodeGemma-like: MHA, head_dim 16 against hidden/heads = 12 (gemma-7b: 256 against 192), only the legacy
+    /// "hidden_act": "gelu" (GemmaMLP ignores it and uses gelu_pytorch_tanh), attention_bias on q/k/v/o, untied.
+    /// </summary>
+    public const string GemmaLegacyActivation = """
+    {
+      "architectures": ["GemmaForCausalLM"], "model_type": "gemma",
+      "hidden_size": 48, "intermediate_size": 64, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 16, "hidden_act": "gelu",
+      "vocab_size": 64, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+      "attention_bias": true, "tie_word_embeddings": false, "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0
+    }
+    """;
+
+    /// <summary>
+    /// starcoder2-3b-like: LayerNorms with bias (norm_epsilon), use_bias on q/k/v/o and c_fc/c_proj, GQA 4/2,
+    /// sliding_window 4 on every layer, tanh GELU, rope_theta as released (999999.44), tied.
+    /// </summary>
+    public const string Starcoder2 = """
+    {
+      "architectures": ["Starcoder2ForCausalLM"], "model_type": "starcoder2",
+      "hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "sliding_window": 4,
+      "hidden_act": "gelu_pytorch_tanh", "norm_epsilon": 1e-05, "norm_type": "layer_norm", "use_bias": true,
+      "vocab_size": 64, "max_position_embeddings": 128, "rope_theta": 999999.4420358813, "rope_scaling": null,
+      "attention_dropout": 0.1, "embedding_dropout": 0.1, "residual_dropout": 0.1, "mlp_type": "default",
+      "bos_token_id": 0, "eos_token_id": 0, "torch_dtype": "bfloat16", "use_cache": true
+    }
+    """;
+
+    /// <summary>StarCoder2 with use_bias false (no Linear biases; the LayerNorms keep theirs), MQA, no window, exact GELU,
+    /// untied head.</summary>
+    public const string Starcoder2NoBias = """
+    {
+      "architectures": ["Starcoder2ForCausalLM"], "model_type": "starcoder2",
+      "hidden_size": 32, "intermediate_size": 96, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 1, "sliding_window": null,
+      "hidden_act": "gelu", "norm_epsilon": 1e-05, "use_bias": false,
+      "vocab_size": 48, "max_position_embeddings": 128, "rope_theta": 100000,
+      "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 0
+    }
+    """;
+
     /// <summary>The new families' configs, by name.</summary>
     public static readonly (string Name, string Json)[] NewFamilies =
     [
@@ -266,6 +325,8 @@ public static class HfTestConfigs
         ("phi2", Phi2), ("phi2-qk-layernorm", Phi2QkLayerNorm),
         ("qwen3-moe", Qwen3Moe), ("qwen3-moe-dense-layers", Qwen3MoeDenseLayers),
         ("gpt-oss", GptOss), ("gpt-oss-default-layers", GptOssDefaultLayers),
+        ("gemma", Gemma), ("gemma-legacy-hidden-act", GemmaLegacyActivation),
+        ("starcoder2", Starcoder2), ("starcoder2-no-bias", Starcoder2NoBias),
     ];
 
     /// <summary>

@@ -14,6 +14,7 @@ public static partial class HfWeights
     public static IReadOnlyList<TensorSpec> Expected(HfSpec c)
     {
         if (c.PhiStyle) return ExpectedPhi(c);
+        if (c.Starcoder2Style) return ExpectedStarcoder2(c);
         long hidden = c.HiddenSize, inter = c.IntermediateSize, q = (long)c.NumHeads * c.HeadDim, kv = (long)c.NumKvHeads * c.HeadDim;
         var specs = new List<TensorSpec> { new("model.embed_tokens.weight", [c.VocabSize, hidden]) };
         for (int i = 0; i < c.NumLayers; i++)
@@ -42,7 +43,7 @@ public static partial class HfWeights
             if (c.OutputBias) specs.Add(new($"{attn}.o_proj.bias", [hidden]));
             if (c.GptOss is not null) specs.Add(new($"{attn}.sinks", [c.NumHeads]));
             specs.Add(new($"{p}.post_attention_layernorm.weight", [hidden]));
-            if (c.GemmaStyle)
+            if (c.SandwichNorms)
             {
                 specs.Add(new($"{p}.pre_feedforward_layernorm.weight", [hidden]));
                 specs.Add(new($"{p}.post_feedforward_layernorm.weight", [hidden]));
