@@ -29,7 +29,8 @@ public sealed record HuggingFaceCheckpointConfig(DecoderConfig Decoder, Multimod
 ///   config:   text_config read by the text model's own config class; fields it omits take that class's
 ///             defaults (transformers writes a nested config as its difference from the class defaults, so a
 ///             released text_config is sparse); top-level bos_token_id / eos_token_id, where given, win over
-///             text_config's (GenerationConfig.from_model_config reads the top level first)
+///             text_config's (GenerationConfig.from_model_config reads the top level first); tie_word_embeddings
+///             is text_config's (PreTrainedModel.tie_weights reads get_text_config(decoder=True))
 ///   weights:  language_model.model.*   -> model.*      (original releases)
 ///             model.language_model.*   -> model.*      (saved by transformers 4.52 and later)
 ///             language_model.lm_head.* -> lm_head.*;   lm_head.* stays

@@ -88,7 +88,7 @@ public sealed class HuggingFaceFolder : IWeightSource, IDisposable
             if (stray.Key is not null)
                 throw new ModelFormatException(stray.Value.File.Path, $"tensor '{stray.Value.StoredName}' has dtype U8, which only MXFP4 checkpoints' *_blocks / *_scales "
                     + "pairs may have (config.json quantization_config.quant_method \"mxfp4\")");
-            string? textDecoderOf = wrapper is null ? null : $"{wrapper.Description} ({notExported} tensors skipped)"
+            string? textDecoderOf = wrapper is null ? null : $"{wrapper.Description} ({notExported} tensor{(notExported == 1 ? "" : "s")} skipped)"
                 + (read.UnreadFields.Count > 0 ? $"; top-level fields not read: {string.Join(", ", read.UnreadFields)}" : "");
             return Checkpoint.Create("safetensors", config, folder, files, Tokenizers.CheckpointTokenizerFiles.Prepare(directory), folder, dtypes, textDecoderOf);
         }
