@@ -113,7 +113,7 @@ public static class MultimodalCheckpoints
 
     /// <summary>The stored names a text tensor may have (for errors about a missing one).</summary>
     public static IEnumerable<string> StoredCandidates(string textName) => TextPrefixes
-        .Where(p => textName.StartsWith(p.Text, StringComparison.Ordinal) && p.Stored != p.Text)
+        .Where(p => textName.StartsWith(p.Text, StringComparison.Ordinal))
         .Select(p => p.Stored + textName[p.Text.Length..]);
 
     /// <summary>

@@ -33,8 +33,8 @@ public class MultimodalCheckpointTests
     public void The_text_decoder_exports_to_the_logits_of_the_plain_text_checkpoint(string preset, string wrapper, string architecture,
         string? textModelType, Layout layout)
     {
-        // mistral3: an untied head (Mistral Small's), so lm_head's prefix is exercised too.
-        bool untied = wrapper == "mistral3";
+        // mistral3 and llava: an untied head (Mistral Small's, llava-1.5's), so both layouts' lm_head prefixes are exercised.
+        bool untied = wrapper != "gemma3";
         string plain = WritePlain(preset, textModelType ?? (preset == "gemma3-tiny" ? "gemma3_text" : "llama"), untied);
         string wrapped = Path.Combine(_root, "wrapped");
         WriteWrapped(plain, wrapped, wrapper, architecture, textModelType, layout);
@@ -147,6 +147,17 @@ public class MultimodalCheckpointTests
         Assert.That(error.Message, Does.StartWith(wrapped));
         Assert.That(error.Message, Does.EndWith("text decoder tensor 'model.layers.1.mlp.up_proj.weight' (shape [172, 64]) is missing: "
             + "neither 'language_model.model.layers.1.mlp.up_proj.weight' nor 'model.language_model.layers.1.mlp.up_proj.weight' is stored"));
+    }
+
+    [Test]
+    public void A_missing_untied_head_is_named_with_the_names_looked_for()
+    {
+        string wrapped = Path.Combine(_root, "wrapped");
+        WriteWrapped(WritePlain("llama-tiny", "mistral", untied: true), wrapped, "mistral3", "Mistral3ForConditionalGeneration", null, Layout.ModelFirst,
+            drop: "lm_head.weight");
+        var error = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(wrapped).Dispose())!;
+        Assert.That(error.Message, Does.EndWith("text decoder tensor 'lm_head.weight' (shape [512, 64]) is missing: "
+            + "neither 'language_model.lm_head.weight' nor 'lm_head.weight' is stored"));
     }
 
     [Test]
