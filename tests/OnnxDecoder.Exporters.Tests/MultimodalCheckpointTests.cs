@@ -170,6 +170,36 @@ public class MultimodalCheckpointTests
         Assert.That(error.Message, Does.Contain("tensor 'image_newline' is under none of a llava checkpoint's prefixes"));
     }
 
+    /// <summary>Released multimodal checkpoints are sharded: the index is still checked against every shard, the one
+    /// holding only the vision tower included, though its tensors are never read.</summary>
+    [TestCase(false, null)]
+    [TestCase(true, "weight_map places tensor 'vision_tower.vision_model.embeddings.patch_embedding.weight' in shard 'model-00001-of-00002.safetensors'")]
+    public void A_sharded_checkpoint_checks_the_vision_shard_against_the_index(bool misplaceVisionTensor, string? problem)
+    {
+        string wrapped = Path.Combine(_root, "wrapped");
+        WriteWrapped(WritePlain("gemma3-tiny", "gemma3_text", untied: false), wrapped, "gemma3", "Gemma3ForConditionalGeneration", null, Layout.LanguageModelFirst);
+        string single = Path.Combine(wrapped, "model.safetensors");
+        var weightMap = new JsonObject();
+        foreach (var (shard, text) in new[] { ("model-00001-of-00002.safetensors", true), ("model-00002-of-00002.safetensors", false) })
+        {
+            RewriteTensors(single, Path.Combine(wrapped, shard), n => n, null, _ => { }, keep: n => n.StartsWith("language_model.", StringComparison.Ordinal) == text);
+            using var file = SafeTensorsFile.Open(Path.Combine(wrapped, shard));
+            foreach (var name in file.Entries.Keys)
+                weightMap[name] = misplaceVisionTensor && !text && name.Contains("patch_embedding", StringComparison.Ordinal) ? "model-00001-of-00002.safetensors" : shard;
+        }
+        File.Delete(single);
+        File.WriteAllText(Path.Combine(wrapped, SafeTensorsIndex.FileName), new JsonObject { ["weight_map"] = weightMap }.ToJsonString());
+        if (problem is null)
+        {
+            using var checkpoint = Checkpoint.Open(wrapped);
+            Assert.That(checkpoint.TextDecoderOf, Does.Contain("(3 tensors skipped)"));
+            Assert.That(checkpoint.Weights.Names, Has.Count.EqualTo(Modeling.Families.FamilyRegistry.For(checkpoint.Config).ExpectedWeights(checkpoint.Config).Count));
+            return;
+        }
+        var error = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(wrapped).Dispose())!;
+        Assert.That(error.Message, Does.Contain(problem).And.Contain("the index and its shards disagree"));
+    }
+
     // ---- checkpoints ----------------------------------------------------------------------------
 
     /// <summary>A synth text checkpoint as <paramref name="modelType"/>; untied: with its own lm_head.weight.</summary>
@@ -231,14 +261,15 @@ public class MultimodalCheckpointTests
     private static ITensorSource Filled(long[] shape, float value) =>
         TensorData.From<float>(Enumerable.Repeat(value, (int)shape.Aggregate(1L, (a, b) => a * b)).ToArray(), shape);
 
-    private static void RewriteTensors(string source, string destination, Func<string, string> rename, string? drop, Action<List<(string, ITensorSource)>> add)
+    private static void RewriteTensors(string source, string destination, Func<string, string> rename, string? drop, Action<List<(string, ITensorSource)>> add,
+        Func<string, bool>? keep = null)
     {
         var tensors = new List<(string, ITensorSource)>();
         using (var file = SafeTensorsFile.Open(source))
             foreach (var name in file.Entries.Keys.Order(StringComparer.Ordinal))
             {
                 string renamed = rename(name);
-                if (renamed == drop) continue;
+                if (renamed == drop || keep?.Invoke(name) == false) continue;
                 tensors.Add((renamed, TensorData.From<float>(TensorTransforms.ReadFloats(file.Tensor(name)), [.. file.Entries[name].Shape])));
             }
         add(tensors);
