@@ -33,6 +33,10 @@ public sealed class Checkpoint : IDisposable
     /// <summary>Each tensor's dtype as stored in the source (F32, F16, BF16, Q8_0, ...).</summary>
     public IReadOnlyDictionary<string, string> StoredDTypes { get; private init; } = new Dictionary<string, string>();
 
+    /// <summary>For a multimodal checkpoint, which part is exported and what is left out ("text decoder of a gemma3
+    /// (Gemma3ForConditionalGeneration) checkpoint; vision tower and projector not exported ..."); null otherwise.</summary>
+    public string? TextDecoderOf { get; private init; }
+
     /// <summary>A short description for metadata: format and file names (no folders, so exports are reproducible).</summary>
     public string Description => $"{Format}:{string.Join("+", SourceFiles.Select(Path.GetFileName))}";
 
@@ -93,8 +97,8 @@ public sealed class Checkpoint : IDisposable
     }
 
     internal static Checkpoint Create(string format, DecoderConfig config, IWeightSource weights, IReadOnlyList<string> files, Action<string>? writeTokenizer,
-        IDisposable? owner, IReadOnlyDictionary<string, string> storedDTypes) =>
-        new(format, config, weights, files, writeTokenizer, owner) { StoredDTypes = storedDTypes };
+        IDisposable? owner, IReadOnlyDictionary<string, string> storedDTypes, string? textDecoderOf = null) =>
+        new(format, config, weights, files, writeTokenizer, owner) { StoredDTypes = storedDTypes, TextDecoderOf = textDecoderOf };
 
     public void Dispose() => _owner?.Dispose();
 }

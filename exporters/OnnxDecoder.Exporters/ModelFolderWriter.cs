@@ -27,9 +27,16 @@ public static class ModelFolderWriter
 
     /// <summary>Exports an open checkpoint: its config, weights, source files and tokenizer.</summary>
     public static ExportReport Write(string directory, Checkpoint checkpoint, ExportOptions options,
-        Action<string>? log = null, Action<long, long>? progress = null, bool allowNonFinite = false) =>
-        Write(directory, checkpoint.Config, checkpoint.Weights, options, checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer,
+        Action<string>? log = null, Action<long, long>? progress = null, bool allowNonFinite = false)
+    {
+        if (checkpoint.TextDecoderOf is { } textDecoderOf)
+        {
+            log?.Invoke(textDecoderOf);
+            options = options with { Metadata = new Dictionary<string, string>(options.Metadata) { [GraphContract.Metadata.TextDecoderOf] = textDecoderOf } };
+        }
+        return Write(directory, checkpoint.Config, checkpoint.Weights, options, checkpoint.Description, checkpoint.SourceFiles, checkpoint.WriteTokenizer,
             log, progress, allowNonFinite);
+    }
 
     public static ExportReport Write(string directory, DecoderConfig config, IWeightSource weights, ExportOptions options,
         string sourceDescription, IReadOnlyList<string> sourceFiles, Action<string>? writeTokenizer, Action<string>? log = null, Action<long, long>? progress = null,

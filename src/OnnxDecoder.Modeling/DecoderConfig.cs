@@ -40,6 +40,8 @@ public sealed class ConfigException(string source, string field, string problem)
 {
     public string FileName { get; } = source;
     public string Field { get; } = field;
+    /// <summary>What is wrong with the field, without the file and field names (to re-address an error to a nested object).</summary>
+    public string Problem { get; } = problem;
 }
 
 /// <summary>

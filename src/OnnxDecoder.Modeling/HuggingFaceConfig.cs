@@ -9,7 +9,11 @@ namespace OnnxDecoder.Modeling;
 /// </summary>
 public static class HuggingFaceConfig
 {
-    public static DecoderConfig Read(string json, string source = "config.json")
+    public static DecoderConfig Read(string json, string source = "config.json") => ReadCheckpoint(json, source).Decoder;
+
+    /// <summary>As <see cref="Read"/>, and says whether the decoder came out of a multimodal checkpoint
+    /// (<see cref="MultimodalCheckpoints"/>: the top-level model_type names a wrapper, the decoder is its text_config).</summary>
+    public static HuggingFaceCheckpointConfig ReadCheckpoint(string json, string source = "config.json")
     {
         JsonDocument document;
         try
@@ -26,9 +30,10 @@ public static class HuggingFaceConfig
             if (root.ValueKind != JsonValueKind.Object) throw new ConfigException(source, "(document)", "must be a JSON object");
             var fields = new ConfigFields(root, source);
             string modelType = fields.String("model_type") ?? throw new ConfigException(source, "model_type", "is missing");
+            if (MultimodalCheckpoints.Find(modelType) is { } wrapper) return MultimodalCheckpoints.ReadTextDecoder(root, wrapper, source);
             var family = Families.FamilyRegistry.Find(modelType)
                 ?? throw new ConfigException(source, "model_type", $"'{modelType}' is not supported (supported: {string.Join(", ", Families.FamilyRegistry.ModelTypes)})");
-            return family.ReadConfig(fields, modelType).Validate(source);
+            return new HuggingFaceCheckpointConfig(family.ReadConfig(fields, modelType).Validate(source), null, []);
         }
     }
 

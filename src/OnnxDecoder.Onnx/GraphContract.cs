@@ -53,6 +53,8 @@ public static class GraphContract
         public const string MaxLength = "onnxdecoder.max_length";
         public const string Source = "onnxdecoder.source";
         public const string SourceSha256 = "onnxdecoder.source_sha256";
+        /// <summary>Set for the text decoder of a multimodal checkpoint: which wrapper it came from and what was left out.</summary>
+        public const string TextDecoderOf = "onnxdecoder.text_decoder_of";
         /// <summary>"last_attended_column": GroupQueryAttention's lengths come per row from the mask, so rows of one
         /// batch may hold sequences of different lengths over a shared KV buffer.</summary>
         public const string GqaSeqlensK = "onnxdecoder.gqa_seqlens_k";

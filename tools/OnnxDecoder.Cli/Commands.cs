@@ -128,6 +128,7 @@ public static class Commands
         ExportReport? report = null;
         if (AnsiConsole.Profile.Capabilities.Interactive && !Console.IsOutputRedirected)
         {
+            if (checkpoint.TextDecoderOf is { } textDecoderOf) Console.WriteLine(textDecoderOf);   // the log below says it otherwise
             AnsiConsole.Progress().Start(context =>
             {
                 var task = context.AddTask($"export {Path.GetFileName(Path.TrimEndingDirectorySeparator(checkpointPath))}", maxValue: 1);

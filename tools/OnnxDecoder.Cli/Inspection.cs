@@ -24,6 +24,7 @@ public static class Inspection
         long parameters = names.Sum(n => ElementTypes.ElementCount(checkpoint.Weights.Get(n).Shape));
         var text = new StringBuilder();
         text.AppendLine($"checkpoint {full} ({checkpoint.Format})");
+        if (checkpoint.TextDecoderOf is { } textDecoderOf) text.AppendLine($"  {textDecoderOf}");
         text.AppendLine($"  {checkpoint.Config}");
         text.AppendLine($"  family {Modeling.Families.FamilyRegistry.For(checkpoint.Config).Name}, {names.Count} tensors, {parameters:N0} parameters");
         text.AppendLine($"  dtypes: {string.Join(", ", checkpoint.StoredDTypes.GroupBy(d => d.Value).OrderBy(g => g.Key).Select(g => $"{g.Key} x {g.Count()}"))}");
