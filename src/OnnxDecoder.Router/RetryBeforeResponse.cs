@@ -54,6 +54,12 @@ public sealed partial class RetryBeforeResponse(RouterOptions options, RetryBudg
         {
             await next().ConfigureAwait(false);
             var error = context.Features.Get<IForwarderErrorFeature>();
+            // Every replica is out (loading, failed, or down): the OpenAI error shape with Retry-After, not YARP's empty 503.
+            if (error?.Error == ForwarderError.NoAvailableDestinations && !context.Response.HasStarted)
+            {
+                await NoReplica(context, "no replica is ready (each is loading, failed to load or is down)").ConfigureAwait(false);
+                return;
+            }
             if (error is null || context.Response.HasStarted || !BeforeResponse(error.Error) || proxy.ProxiedDestination is not { } failed) return;
 
             health.SetPassive(proxy.Route.Cluster!, failed, DestinationHealth.Unhealthy, options.ReactivationPeriod);
