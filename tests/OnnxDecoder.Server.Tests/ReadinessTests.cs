@@ -121,6 +121,19 @@ public class ReadinessTests
     }
 
     [Test]
+    public async Task Ready_turns_503_once_the_batcher_stops()
+    {
+        using var factory = new ServerFactory(ServerFixture.Settings(ServerFixture.Model, sequences: 2, maxLength: 64));
+        using var client = factory.CreateClient();
+        Assert.That((await Poll(client, OpenAIEndpoints.ReadyPath, (s, _) => s == HttpStatusCode.OK)).Status, Is.EqualTo(HttpStatusCode.OK));
+        // The batcher stopped (as when the host disposes the model): not ready, though the process still answers.
+        factory.Services.GetRequiredService<OnnxDecoderModel>().Batcher!.Dispose();
+        var (status, body) = await Get(client, OpenAIEndpoints.ReadyPath);
+        Assert.That(status, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
+        Assert.That(Description(body), Is.EqualTo("stories260k: the batcher has stopped (the server is shutting down)"));
+    }
+
+    [Test]
     public async Task With_an_api_key_ready_is_reachable_without_the_key()
     {
         var settings = ServerFixture.Settings(ServerFixture.Model);
