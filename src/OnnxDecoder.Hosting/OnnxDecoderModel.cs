@@ -134,11 +134,20 @@ internal sealed class OnnxDecoderLoader(OnnxDecoderModel model) : BackgroundServ
     protected override Task ExecuteAsync(CancellationToken stoppingToken) => Task.Run(model.Load, stoppingToken);
 }
 
-/// <summary>Degraded while the model loads, Healthy when ready, Unhealthy if loading failed.</summary>
+/// <summary>
+/// Degraded while the model loads, Healthy when it is loaded and its batcher runs, Unhealthy if loading failed
+/// or the batcher stopped. Tagged <see cref="ReadyTag"/>: a readiness endpoint filters on the tag and
+/// counts Degraded as not ready, a liveness endpoint counts it as alive.
+/// </summary>
 public sealed class OnnxDecoderHealthCheck(OnnxDecoderModel model) : IHealthCheck
 {
+    public const string Name = "onnxdecoder";
+    /// <summary>The tag of the checks that say whether requests can be served now.</summary>
+    public const string ReadyTag = "ready";
+
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
         Task.FromResult(model.LoadError is { } error ? HealthCheckResult.Unhealthy($"loading {model.Options.ModelPath} failed: {error.Message}", error)
-            : model.IsReady ? HealthCheckResult.Healthy($"{model.ModelId} ready")
-            : HealthCheckResult.Degraded($"loading {model.Options.ModelPath}"));
+            : !model.IsReady ? HealthCheckResult.Degraded($"loading {model.Options.ModelPath}")
+            : model.Batcher is { IsRunning: true } ? HealthCheckResult.Healthy($"{model.ModelId} ready")
+            : HealthCheckResult.Unhealthy($"{model.ModelId}: the batcher has stopped (the server is shutting down)"));
 }

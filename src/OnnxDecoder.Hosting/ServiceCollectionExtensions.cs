@@ -11,7 +11,8 @@ public static class ServiceCollectionExtensions
     /// <summary>
     /// Registers the model (loaded in the background at start), an <see cref="IChatClient"/> over it,
     /// an <see cref="IEmbeddingGenerator{TInput, TEmbedding}"/> when the model folder has the hidden_states
-    /// output (export --hidden-states; otherwise GetService returns null), and the "onnxdecoder" health check. Options come from <paramref name="section"/> (usually
+    /// output (export --hidden-states; otherwise GetService returns null), and the "onnxdecoder" health check (tagged
+    /// <see cref="OnnxDecoderHealthCheck.ReadyTag"/>). Options come from <paramref name="section"/> (usually
     /// configuration's "OnnxDecoder" section) and are validated when the host starts.
     /// </summary>
     public static IServiceCollection AddOnnxDecoder(this IServiceCollection services, IConfiguration section, Action<OnnxDecoderOptions>? configure = null)
@@ -30,7 +31,7 @@ public static class ServiceCollectionExtensions
         services.AddSingleton<IEmbeddingGenerator<string, Embedding<float>>>(provider =>
             EmbeddingRunner.FolderSupports(provider.GetRequiredService<IOptions<OnnxDecoderOptions>>().Value.ModelPath)
                 ? provider.GetRequiredService<OnnxDecoderEmbeddingGenerator>() : null!);
-        services.AddHealthChecks().AddCheck<OnnxDecoderHealthCheck>("onnxdecoder");
+        services.AddHealthChecks().AddCheck<OnnxDecoderHealthCheck>(OnnxDecoderHealthCheck.Name, tags: [OnnxDecoderHealthCheck.ReadyTag]);
         return services;
     }
 }

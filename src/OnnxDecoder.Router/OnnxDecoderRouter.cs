@@ -14,7 +14,7 @@ namespace OnnxDecoder.Router;
 
 /// <summary>
 /// The host behind `onnx-decoder route`: YARP forwards every request to one of the `serve`
-/// replicas, chosen by <see cref="ReplicaPolicy"/>; replicas are probed on /health (active) and
+/// replicas, chosen by <see cref="ReplicaPolicy"/>; replicas are probed on /health/ready (active) and
 /// skipped after a failed connection (passive, <see cref="RetryBeforeResponse"/>). The router
 /// keeps no state of its own beyond that: scaling out is more replicas in --backends.
 /// </summary>
@@ -24,6 +24,9 @@ public static class OnnxDecoderRouter
     public const string ClusterId = "replicas";
     /// <summary>The router's own health: 200 while at least one replica is available, else 503.</summary>
     public const string HealthPath = "/router/health";
+    /// <summary>What each replica is probed on: its readiness (200 once its model is loaded and its batcher runs), not
+    /// its liveness (/health, 200 while still loading), so a loading or restarting replica gets no requests.</summary>
+    public const string ReplicaReadyPath = "/health/ready";
 
     public static WebApplication Build(RouterOptions options, string url = DefaultUrl, Action<ILoggingBuilder>? logging = null)
     {
@@ -85,7 +88,7 @@ public static class OnnxDecoderRouter
                 Interval = options.HealthInterval,
                 Timeout = options.HealthTimeout,
                 Policy = HealthCheckConstants.ActivePolicy.ConsecutiveFailures,
-                Path = "/health",
+                Path = ReplicaReadyPath,
             },
             Passive = new PassiveHealthCheckConfig
             {

@@ -36,9 +36,9 @@ public sealed class RetryBudget(double ratio, int burst)
 }
 
 /// <summary>
-/// Passive failure handling in the proxy pipeline: when forwarding to a replica fails before the
-/// replica sent a response (connection refused or reset, no response headers), nothing has reached
-/// the client yet, so the replica is marked unhealthy for <see cref="RouterOptions.ReactivationPeriod"/>
+/// Passive failure handling in the proxy pipeline: when forwarding to a replica fails before any of its
+/// response reached the client (connection refused or reset, no response headers, or headers and then
+/// nothing), the replica is marked unhealthy for <see cref="RouterOptions.ReactivationPeriod"/>
 /// and the request (its body buffered) is sent to another replica, within the per-request limit and
 /// the shared <see cref="RetryBudget"/>. Once a response byte is on its way the failure is the client's to see.
 /// </summary>
@@ -54,6 +54,12 @@ public sealed partial class RetryBeforeResponse(RouterOptions options, RetryBudg
         {
             await next().ConfigureAwait(false);
             var error = context.Features.Get<IForwarderErrorFeature>();
+            // Every replica is out (loading, failed, or down): the OpenAI error shape with Retry-After, not YARP's empty 503.
+            if (error?.Error == ForwarderError.NoAvailableDestinations && !context.Response.HasStarted)
+            {
+                await NoReplica(context, "no replica is ready (each is loading, failed to load or is down)").ConfigureAwait(false);
+                return;
+            }
             if (error is null || context.Response.HasStarted || !BeforeResponse(error.Error) || proxy.ProxiedDestination is not { } failed) return;
 
             health.SetPassive(proxy.Route.Cluster!, failed, DestinationHealth.Unhealthy, options.ReactivationPeriod);
@@ -74,8 +80,15 @@ public sealed partial class RetryBeforeResponse(RouterOptions options, RetryBudg
         }
     }
 
-    /// <summary>Errors that leave the client without a response byte and the replica unused.</summary>
-    private static bool BeforeResponse(ForwarderError error) => error is ForwarderError.Request or ForwarderError.RequestTimedOut or ForwarderError.RequestBodyDestination;
+    /// <summary>
+    /// Failures on the replica's side: no response (refused, reset, timed out, the request body not taken), or a
+    /// response that broke off before its body began. YARP writes a replica's status and headers to the client
+    /// only with the first body bytes, so while the client response has not started (checked by the caller)
+    /// nothing of it reached the client: a replica killed between sending its headers and its first event
+    /// (a stream's start) leaves the client nothing, and YARP's 502 would be the only answer.
+    /// </summary>
+    private static bool BeforeResponse(ForwarderError error) =>
+        error is ForwarderError.Request or ForwarderError.RequestTimedOut or ForwarderError.RequestBodyDestination or ForwarderError.ResponseBodyDestination;
 
     private static async Task NoReplica(HttpContext context, string message)
     {

@@ -16,7 +16,7 @@ public sealed record RouterOptions
     /// <summary>Base addresses of the `serve` replicas, e.g. http://10.0.0.5:8080.</summary>
     public required IReadOnlyList<Uri> Backends { get; init; }
     public Affinity Affinity { get; init; } = Affinity.Conversation;
-    /// <summary>How often each replica's /health is probed.</summary>
+    /// <summary>How often each replica's /health/ready is probed.</summary>
     public TimeSpan HealthInterval { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan HealthTimeout { get; init; } = TimeSpan.FromSeconds(2);
     /// <summary>How long a replica that refused a connection is skipped before it is tried again.</summary>

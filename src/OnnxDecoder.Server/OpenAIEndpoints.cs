@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
 using OnnxDecoder.Hosting;
 using OnnxDecoder.Runtime;
@@ -20,7 +21,7 @@ namespace OnnxDecoder.Server;
 /// <summary>
 /// The OpenAI-compatible HTTP API over the loaded model: POST /v1/chat/completions and
 /// /v1/completions (JSON, or server-sent events when "stream" is true), GET /v1/models and
-/// GET /health. Every request is one sequence of the model's continuous batch; a client that
+/// GET /health (liveness) and /health/ready (readiness). Every request is one sequence of the model's continuous batch; a client that
 /// disconnects cancels its sequence and frees its row.
 /// </summary>
 public static partial class OpenAIEndpoints
@@ -29,6 +30,10 @@ public static partial class OpenAIEndpoints
     public const long MaxRequestBodyBytes = 4 << 20;
     /// <summary>Seconds a client is asked to wait when the queue is full or the model still loads.</summary>
     public const int RetryAfterSeconds = 1;
+    /// <summary>Liveness: 200 while the process answers (the model loading or loaded), 503 once loading failed.</summary>
+    public const string HealthPath = "/health";
+    /// <summary>Readiness: 200 once the model is loaded and its batcher runs, else 503 saying why (loading, or the load error).</summary>
+    public const string ReadyPath = "/health/ready";
 
     internal static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -49,23 +54,36 @@ public static partial class OpenAIEndpoints
                 ? Results.Json(new ModelList("list", [new ModelCard(model.ModelId, "model", Created, "onnxdecoder")]), Json)
                 : ErrorResult(NotReady(model));
         });
-        endpoints.MapHealthChecks("/health", new HealthCheckOptions
+        // Liveness: every check; Degraded (still loading) answers 200, since the process is up and answering.
+        endpoints.MapHealthChecks(HealthPath, new HealthCheckOptions { ResponseWriter = WriteHealth });
+        // Readiness: the checks tagged "ready"; 200 only when Healthy, so a probe passes once requests can be served.
+        endpoints.MapHealthChecks(ReadyPath, new HealthCheckOptions
         {
-            ResponseWriter = (http, report) => http.Response.WriteAsJsonAsync(new
+            Predicate = check => check.Tags.Contains(OnnxDecoderHealthCheck.ReadyTag),
+            ResultStatusCodes =
             {
-                status = report.Status.ToString(),
-                checks = report.Entries.ToDictionary(e => e.Key, e => new { status = e.Value.Status.ToString(), description = e.Value.Description }),
-            }, Json),
+                [HealthStatus.Healthy] = StatusCodes.Status200OK,
+                [HealthStatus.Degraded] = StatusCodes.Status503ServiceUnavailable,
+                [HealthStatus.Unhealthy] = StatusCodes.Status503ServiceUnavailable,
+            },
+            ResponseWriter = WriteHealth,
         });
         return endpoints;
     }
+
+    /// <summary>{"status", "checks": {name: {"status", "description"}}}: the description says why a check is not healthy.</summary>
+    private static Task WriteHealth(HttpContext http, HealthReport report) => http.Response.WriteAsJsonAsync(new
+    {
+        status = report.Status.ToString(),
+        checks = report.Entries.ToDictionary(e => e.Key, e => new { status = e.Value.Status.ToString(), description = e.Value.Description }),
+    }, Json);
 
     private static readonly long Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
     /// <summary>
     /// Middleware for a server reachable by others: every /v1 request must carry
     /// "Authorization: Bearer KEY" (compared in constant time), else 401 with an OpenAI error object.
-    /// /health stays open for probes.
+    /// /health and /health/ready stay open for probes.
     /// </summary>
     public static Func<HttpContext, RequestDelegate, Task> RequireApiKey(string apiKey)
     {

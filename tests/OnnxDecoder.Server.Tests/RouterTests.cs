@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using OnnxDecoder.Router;
@@ -24,8 +25,11 @@ public class RouterTests
         "A big red ball", "She was sad because", "Every morning the cat", "The old tree", "Ben had a toy"];
     private static readonly string[] FollowUps = ["What happened next?", "Then what did they do?", "How did it end?"];
 
-    /// <summary>One turn as the client saw it.</summary>
-    private sealed record TurnResult(int Conversation, int Turn, HttpStatusCode Status, bool StartedStreaming, bool Completed,
+    /// <summary>One turn as the client saw it. ResponseBegan: a success status and headers arrived. Status 0: the
+    /// connection broke with no status, which a client cannot tell from a cut stream: when a replica dies just after
+    /// the router forwarded its first bytes, YARP aborts the client connection (TCP RST) and the RST discards bytes
+    /// the client had not read yet, headers included.</summary>
+    private sealed record TurnResult(int Conversation, int Turn, HttpStatusCode Status, bool ResponseBegan, bool Completed,
         int PromptTokens, int CachedTokens, string Text, bool SentAfterKill);
 
     private static async Task<(WebApplication App, HttpClient Client)> StartRouter(IReadOnlyList<Uri> replicas, Affinity affinity)
@@ -46,7 +50,7 @@ public class RouterTests
     {
         bool afterKill = killed();
         var body = JsonSerializer.Serialize(new { messages, max_tokens = MaxTokens, temperature = 0, stream = true, stream_options = new { include_usage = true } });
-        bool started = false;
+        bool began = false;
         var text = new StringBuilder();
         HttpStatusCode status = 0;
         try
@@ -55,12 +59,12 @@ public class RouterTests
             using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
             status = response.StatusCode;
             if (!response.IsSuccessStatusCode) return new(conversation, turn, status, false, false, 0, 0, await response.Content.ReadAsStringAsync(), afterKill);
+            began = true;
             using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
             int prompt = 0, cached = 0;
             while (await reader.ReadLineAsync() is { } line)
             {
                 if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
-                started = true;
                 string data = line["data: ".Length..];
                 if (data == "[DONE]") return new(conversation, turn, status, true, true, prompt, cached, text.ToString(), afterKill);
                 var chunk = JsonNode.Parse(data)!;
@@ -71,16 +75,16 @@ public class RouterTests
                     cached = (int)usage["prompt_tokens_details"]!["cached_tokens"]!;
                 }
             }
-            return new(conversation, turn, status, started, false, prompt, cached, text.ToString(), afterKill); // cut mid-stream
+            return new(conversation, turn, status, true, false, prompt, cached, text.ToString(), afterKill); // cut mid-stream
         }
         catch (Exception e) when (e is HttpRequestException or IOException)
         {
-            return new(conversation, turn, status, started, false, 0, 0, e.Message, afterKill);
+            return new(conversation, turn, status, began, false, 0, 0, e.InnerException is { } inner ? $"{e.Message} ({inner.Message})" : e.Message, afterKill);
         }
     }
 
-    /// <summary>30 conversations of 3 turns, 6 at a time; a turn cut mid-stream is asked again
-    /// (at most twice), as a client would. <paramref name="onProgress"/> sees the count of finished turns.</summary>
+    /// <summary>30 conversations of 3 turns, 6 at a time; a turn whose connection broke (after its response began,
+    /// or with no status at all) is asked again (at most twice), as a client would. <paramref name="onProgress"/> sees the count of finished turns.</summary>
     private static async Task<List<TurnResult>> Run(HttpClient client, string tag, Func<bool> killed, Action<int>? onProgress = null)
     {
         var results = new ConcurrentBag<TurnResult>();
@@ -101,7 +105,7 @@ public class RouterTests
                     {
                         result = await Turn(client, c, turn, messages, killed);
                         results.Add(result);
-                    } while (!result.Completed && result.StartedStreaming && ++tries < 3);
+                    } while (!result.Completed && (result.ResponseBegan || result.Status == 0) && ++tries < 3);
                     if (!result.Completed) return;
                     onProgress?.Invoke(Interlocked.Increment(ref finished));
                     messages.Add(new { role = "assistant", content = result.Text });
@@ -183,12 +187,13 @@ public class RouterTests
                 victim.Dispose();
                 var results = await run;
 
-                var unanswered = results.Where(r => !r.Completed && !r.StartedStreaming).ToList();
-                var cutMidStream = results.Count(r => !r.Completed && r.StartedStreaming);
+                // Refused: the router answered with an error status where another replica could have served the request.
+                var refused = results.Where(r => !r.Completed && r.Status != 0 && !r.ResponseBegan).ToList();
+                var broken = results.Count(r => !r.Completed && (r.ResponseBegan || r.Status == 0));
                 TestContext.Progress.WriteLine($"router: kill phase: {results.Count} requests, {results.Count(r => r.SentAfterKill)} sent after the kill, " +
-                    $"{cutMidStream} cut mid-stream (asked again), {unanswered.Count} unanswered before streaming");
+                    $"{broken} connections broken (asked again), {refused.Count} refused with an error status");
                 Assert.That(kill.Task.IsCompleted, Is.True, "the replica was killed mid-run");
-                Assert.That(unanswered, Is.Empty, "every request that had not started streaming gets its answer");
+                Assert.That(refused, Is.Empty, "the router answers no request with an error status while a replica can serve it");
                 Assert.That(results.Where(r => r.SentAfterKill && (int)r.Status >= 500), Is.Empty, "no 5xx after the kill");
                 Assert.That(results.Count(r => r.Completed), Is.EqualTo(Conversations * Turns), "every conversation finished");
                 Assert.That(results.Count(r => r.SentAfterKill), Is.GreaterThan(0));
@@ -201,6 +206,49 @@ public class RouterTests
                 await host.StopAsync();
                 host.Dispose();
             }
+        }
+    }
+
+    [Test]
+    public async Task A_replica_that_dies_between_its_headers_and_its_first_event_costs_the_client_nothing()
+    {
+        // The window a killed replica can die in: its stream's 200 and headers sent, no event yet. The fake replica
+        // is ready to the probes and answers every chat request that way; YARP has written nothing to the client then.
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.SetMinimumLevel(LogLevel.Critical);
+        await using var dying = builder.Build();
+        int dyingRequests = 0;
+        dying.MapGet(OnnxDecoderRouter.ReplicaReadyPath, () => Microsoft.AspNetCore.Http.Results.Json(new { status = "Healthy" }));
+        dying.MapPost("/v1/chat/completions", async (Microsoft.AspNetCore.Http.HttpContext http) =>
+        {
+            Interlocked.Increment(ref dyingRequests);
+            http.Response.ContentType = "text/event-stream";
+            await http.Response.StartAsync();
+            await http.Response.Body.FlushAsync();
+            await Task.Delay(100);
+            http.Abort();
+        });
+        await dying.StartAsync();
+        var (replica, address) = await ServerFixture.StartOnLoopback(ServerFixture.Settings(ServerFixture.Model, sequences: 4));
+        try
+        {
+            using (var http = new HttpClient { BaseAddress = address }) await ErrorTests.WaitReady(http);
+            var (app, client) = await StartRouter([new Uri(dying.Urls.Single()), address], Affinity.None);
+            await using (app)
+            using (client)
+            {
+                var results = new List<TurnResult>();
+                for (int i = 0; i < 4; i++) results.Add(await Turn(client, i, 0, [new { role = "user", content = $"Hi {i}" }], () => false));
+                Assert.That(dyingRequests, Is.GreaterThan(0), "round-robin sent the dying replica requests");
+                Assert.That(results.Select(r => (r.Status, r.Completed)), Has.All.EqualTo((HttpStatusCode.OK, true)),
+                    "each is retried on the live replica (YARP alone answers 502 Bad Gateway)");
+            }
+        }
+        finally
+        {
+            await replica.StopAsync();
+            replica.Dispose();
         }
     }
 

@@ -12,7 +12,7 @@ public static class Route
         var backends = new Option<string>("--backends") { Description = "replica base URLs separated by commas, e.g. http://10.0.0.5:8080,http://10.0.0.6:8080", Required = true };
         var urls = new Option<string>("--urls") { Description = "where the router listens (several separated by ';')", DefaultValueFactory = _ => OnnxDecoderRouter.DefaultUrl };
         var affinity = new Option<string>("--affinity") { Description = "conversation: keep each conversation on one replica (its prefix stays cached); none: round-robin", DefaultValueFactory = _ => "conversation" };
-        var command = new Command("route", "Route OpenAI-compatible requests across `serve` replicas (conversation affinity, health checks on /health, retries before any response byte)")
+        var command = new Command("route", "Route OpenAI-compatible requests across `serve` replicas (conversation affinity, health checks on /health/ready, retries before any response byte)")
         {
             backends, urls, affinity,
         };

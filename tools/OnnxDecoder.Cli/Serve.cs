@@ -28,7 +28,7 @@ public static class Serve
         var speculative = Commands.SpeculativeOption(); // the spelling of generate and bench
         var draftTokens = Commands.DraftTokensOption();
         var otlp = new Option<string?>("--otlp") { Description = "push metrics and traces over OTLP/HTTP to this endpoint, e.g. http://127.0.0.1:4318" };
-        var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health)")
+        var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health, /health/ready)")
         {
             model, host, port, urls, sequences, queue, maxLength, maxKv, prefillChunk, temperature, ep, apiKey, metrics, otlp, speculative, draftTokens,
         };

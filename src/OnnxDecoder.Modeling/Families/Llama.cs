@@ -5,7 +5,8 @@ using OnnxDecoder.Onnx;
 namespace OnnxDecoder.Modeling.Families;
 
 /// <summary>
-/// Llama and the models that share its layout: Mistral (sliding window), Qwen2 (q/k/v bias),
+/// Llama and the models that share its layout: Mistral (sliding window), Qwen2 (q/k/v bias, sliding window on the
+/// layers from max_window_layers on),
 /// TinyLlama, llama2.c exports. Hugging Face tensor names (<see cref="Names"/> spells them):
 /// <code>
 ///   model.embed_tokens.weight                       [vocab, hidden]
@@ -80,6 +81,35 @@ public class Llama : DecoderFamily
     /// <summary>Whether sliding_window applies when use_sliding_window is absent (Mistral-style configs).</summary>
     protected virtual bool SlidingWindowByDefault(string modelType) => modelType == "mistral";
 
+    /// <summary>The window and which layers use it (window null: none; layers null: every layer). Llama and Mistral
+    /// put sliding_window on every layer; Qwen2 slides only the layers its rule picks (<see cref="QwenSlidingWindow"/>).</summary>
+    protected virtual (int? Window, bool[]? Layers) ReadSlidingWindow(ConfigFields r, string modelType) => modelType == "qwen2"
+        ? QwenSlidingWindow(r, (layer, maxWindowLayers) => layer >= maxWindowLayers)
+        : ((r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null, null);
+
+    /// <summary>
+    /// The sliding window of Qwen2-style configs (Qwen2Config, Qwen3Config, Qwen2MoeConfig): sliding_window (default
+    /// 4096) counts only with use_sliding_window (default false); layer_types, when given, names each layer's kind,
+    /// else <paramref name="defaultSlides"/>(layer, max_window_layers (default 28)) picks the sliding layers, and only
+    /// while a window is in effect (<paramref name="defaultNeedsWindow"/>) or use_sliding_window is set (Qwen2-MoE).
+    /// A sliding layer without a window is refused: transformers' sliding mask raises on it.
+    /// </summary>
+    protected static (int? Window, bool[]? Layers) QwenSlidingWindow(ConfigFields r, Func<int, int, bool> defaultSlides, bool defaultNeedsWindow = true)
+    {
+        bool use = r.Bool("use_sliding_window") ?? false;
+        int? window = use ? (r.Present("sliding_window") ? r.Int("sliding_window") : 4096) : null;
+        int maxWindowLayers = r.Int("max_window_layers") ?? 28;
+        bool defaults = defaultNeedsWindow ? window is not null : use;
+        bool[] sliding = HuggingFaceConfig.ReadSlidingLayerTypes(r)
+            ?? HuggingFaceConfig.LayerFlags(r.RequiredInt("num_hidden_layers"), layer => defaults && defaultSlides(layer, maxWindowLayers));
+        if (!sliding.Any(s => s)) return (null, null);
+        if (window is null)
+            throw new ConfigException(r.Source, use ? "sliding_window" : "use_sliding_window",
+                $"{(use ? "is null" : "is false, so no window is in effect,")} while layer_types names sliding_attention layers: " +
+                "set use_sliding_window true with a sliding_window, or mark the layers full_attention");
+        return (window, sliding);
+    }
+
     /// <summary>Whether q/k/v carry biases whatever attention_bias says (Qwen2-style configs).</summary>
     protected virtual bool AttentionBiasAlways(string modelType) => modelType == "qwen2";
 
@@ -92,12 +122,14 @@ public class Llama : DecoderFamily
     {
         var config = HuggingFaceConfig.ReadShared(r, modelType, Defaults);
         int experts = r.Int("num_local_experts") ?? r.Int("num_experts") ?? 0;
+        var (window, slidingLayers) = ReadSlidingWindow(r, modelType);
         return config with
         {
             PartialRotaryFactor = r.Double("partial_rotary_factor") ?? 1,
             AttentionBias = AttentionBiasAlways(modelType) || (r.Bool("attention_bias") ?? false),
             ProjectionBias = ReadsMlpBias(modelType) && (r.Bool("mlp_bias") ?? false),
-            SlidingWindow = (r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null,
+            SlidingWindow = window,
+            SlidingLayers = slidingLayers,
             NumExperts = experts,
             ExpertsPerToken = r.Int("num_experts_per_tok") ?? (experts > 0 ? 2 : 0),
             NormTopKProb = r.Bool("norm_topk_prob") ?? true,

@@ -7,7 +7,8 @@ namespace OnnxDecoder.Modeling.Families;
 /// Qwen2-MoE: Qwen2 attention (q/k/v bias) with routed experts whose top-k weights are not
 /// renormalised (norm_topk_prob false), plus a shared expert every token passes through, scaled by
 /// a sigmoid gate:  y = Σ_topk p_e · expert_e(x) + σ(w_g · x) · shared(x). Experts are always
-/// gated (gate_proj, up_proj, down_proj) with the config's activation.
+/// gated (gate_proj, up_proj, down_proj) with the config's activation. use_sliding_window slides the layers layer_types
+/// names, else the even layers below max_window_layers.
 /// <code>
 ///   model.layers.{i}.mlp.gate.weight                         [experts, hidden]   (the router)
 ///   model.layers.{i}.mlp.experts.{e}.gate_proj/up_proj.weight [intermediate, hidden]; down_proj [hidden, intermediate]
@@ -26,6 +27,10 @@ public sealed class Qwen2Moe : Llama
     protected override bool AttentionBiasAlways(string modelType) => true;
 
     protected override int ReadIntermediateSize(ConfigFields r) => r.Int("moe_intermediate_size") ?? base.ReadIntermediateSize(r);
+
+    /// <summary>Qwen2MoeConfig's own rule: with use_sliding_window, layer_types or else the even layers below max_window_layers.</summary>
+    protected override (int? Window, bool[]? Layers) ReadSlidingWindow(ConfigFields r, string modelType) =>
+        QwenSlidingWindow(r, (layer, maxWindowLayers) => layer % 2 == 0 && layer < maxWindowLayers, defaultNeedsWindow: false);
 
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType) => base.ReadConfig(r, modelType) with
     {

@@ -54,6 +54,8 @@ public sealed partial class ContinuousBatcher : IDisposable
     }
 
     public DecoderModel Model => _model;
+    /// <summary>Whether the scheduler still takes requests: false once disposed (or if its thread ended).</summary>
+    public bool IsRunning => !_shutdown.IsCancellationRequested && _scheduler.IsAlive;
     public TextTokenizer Tokenizer => _tokenizer;
     public int MaxSequences => _rowsCapacity;
     public int MaxLength { get; }
