@@ -169,20 +169,39 @@ public class LongRopeCrossingTests
         Assert.That(session.LongRopeReruns, Is.Zero);
     }
 
+    /// <summary>Drafts k copies of the context's last token every round, so every round verifies k + 1 positions.</summary>
+    private sealed class RepeatDrafter : OnnxDecoder.Runtime.Speculation.IDrafter
+    {
+        public string Name => "repeat";
+        public bool HasDistributions => false;
+        public void Begin(DecoderSession target, OnnxDecoder.Runtime.Sampling.SamplingOptions sampling) { }
+        public int Draft(IReadOnlyList<int> context, Span<int> drafts, float[] distributions, CancellationToken cancellationToken)
+        {
+            drafts.Fill(context[^1]);
+            return drafts.Length;
+        }
+        public void Keep(int length) { }
+    }
+
     [Test]
     public void Speculative_generation_across_the_switch_keeps_the_greedy_tokens()
     {
-        // Prompt lookup from single tokens drafts whenever a token repeats, so the target verifies drafts on both sides.
+        // Every round verifies 5 positions, so rounds from 12 cached positions on would score positions on both sides of
+        // the switch in one run: verification stops short of it, and the crossing runs on a plain step.
         var prompt = Prompt(12, seed: 3);
         string folder = Export(Lowering.Ort);
         var (plain, plainLogits, plainSession) = Generate(folder, prompt);
         using var _ = plainSession;
         Assert.That(Differences(prompt, plain, plainLogits).Max(), Is.LessThan(Tolerance), "the plain greedy run matches the reference");
-        var speculative = Greedy with { Speculation = new OnnxDecoder.Runtime.Speculation.SpeculationOptions { Drafter = new OnnxDecoder.Runtime.Speculation.PromptLookupDrafter(minNgram: 1), DraftTokens = 4, MissesBeforePause = 1000 } };
+        var speculative = Greedy with
+        {
+            Speculation = new OnnxDecoder.Runtime.Speculation.SpeculationOptions { Drafter = new RepeatDrafter(), DraftTokens = 4, MissesBeforePause = 1000 },
+        };
         using var session = new DecoderSession(folder);
         var result = new Generator(session, null).Generate(prompt, speculative);
         Assert.That(result.TokenIds, Is.EqualTo(plain), "greedy speculation equals greedy decoding");
-        Assert.That(result.Speculation!.Rounds, Is.GreaterThan(0), "drafts were verified");
+        Assert.That(result.Speculation!.Rounds, Is.GreaterThan(5), "drafts were verified");
+        Assert.That(session.LongRopeReruns, Is.EqualTo(1));
     }
 
     /// <summary>Keeps each step's logits as the sequence's sampler receives them, masking nothing.</summary>
@@ -281,5 +300,22 @@ public class LongRopeCrossingTests
         Assert.That(cached, Is.EqualTo(19), "the crossed row's long-factor keys are reused");
         var differences = Differences(again, result.TokenIds, logits);
         Assert.That(differences.Max(), Is.LessThan(Tolerance), Describe(again, differences));
+    }
+
+    [Test]
+    public async Task Batcher_speculation_across_the_switch_keeps_each_rows_greedy_tokens()
+    {
+        // The model drafts for itself (its own sessions cross the switch too), so every round verifies k drafts, and rows
+        // cross at different steps: verification stops short of the switch, the crossing runs on a plain step.
+        int[][] prompts = [Prompt(9, seed: 13), Prompt(12, seed: 14), Prompt(14, seed: 15)];
+        string folder = Export(Lowering.Ort);
+        var plain = prompts.Select(p => { var (tokens, _, session) = Generate(folder, p); session.Dispose(); return tokens; }).ToArray();
+        using var model = new DecoderModel(folder);
+        using var batcher = new ContinuousBatcher(model, TextTokenizer.Load(folder, model.Folder.BosTokenId),
+            new BatcherOptions { MaxSequences = 3, Speculative = folder, AlwaysVerifyDrafts = true, DraftTokens = 4 });
+        var results = await Task.WhenAll(prompts.Select(p => batcher.GenerateAsync(p, Greedy)));
+        for (int i = 0; i < prompts.Length; i++) Assert.That(results[i].TokenIds, Is.EqualTo(plain[i]), $"prompt {i}");
+        Assert.That(batcher.SpeculativeRounds, Is.GreaterThan(0), "drafts were verified");
+        Assert.That(batcher.LongRopeReruns, Is.EqualTo(3));
     }
 }
