@@ -106,9 +106,10 @@ public sealed class DecoderSession : IDisposable
     /// <summary>Runs that re-ran every cached position because the cached keys lay on the other side of LongRoPE's
     /// switch than the run reading them (<see cref="DecoderModel.LongRopeSwitch"/>), and the cached positions they re-ran.</summary>
     public int LongRopeReruns { get; private set; }
+    public long LongRopeRerunPositions { get; private set; }
+
     /// <summary>The cached keys were rotated with LongRoPE's long factors (a later run on the short side runs them again).</summary>
     internal bool LongFactorKeys => _longKeys;
-    public long LongRopeRerunPositions { get; private set; }
 
     /// <summary>Forgets every sequence; the buffers stay allocated for the next one.</summary>
     public void Reset()
