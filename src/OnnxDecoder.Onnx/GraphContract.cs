@@ -59,6 +59,10 @@ public static class GraphContract
         /// batch may hold sequences of different lengths over a shared KV buffer.</summary>
         public const string GqaSeqlensK = "onnxdecoder.gqa_seqlens_k";
         public const string GqaSeqlensKLastAttendedColumn = "last_attended_column";
+        /// <summary>LongRoPE's switch (original_max_position_embeddings, a decimal integer): a call whose largest position + 1
+        /// exceeds it rotates every position with the long factors, else with the short ones. The runtime re-runs a sequence
+        /// whose cached keys were rotated on the other side of it.</summary>
+        public const string LongRopeSwitch = "onnxdecoder.longrope_original_max_positions";
         /// <summary>How an embedding is pooled from <see cref="HiddenStates"/>: one of <see cref="Poolings"/>.</summary>
         public const string EmbeddingPooling = "onnxdecoder.embedding_pooling";
         /// <summary>How a pooled embedding is normalised: "l2" (unit length) or "none".</summary>

@@ -49,6 +49,7 @@ public sealed class DecoderModel : IDisposable
             RowsKeepOwnLengths = Folder.PastPresentShareBuffer
                 && (!Session.ModelMetadata.CustomMetadataMap.TryGetValue(GraphContract.Metadata.GqaSeqlensK, out var lengths)
                     || lengths == GraphContract.Metadata.GqaSeqlensKLastAttendedColumn);
+            LongRopeSwitch = ReadLongRopeSwitch(Session.ModelMetadata.CustomMetadataMap);
             if (LogitsElementType is not (Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float or Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float16))
                 throw new ModelFormatException(Folder.ModelPath, $"the graph's logits are {LogitsElementType}; float32 or float16 logits are supported");
             // Device KV needs moves between distinct buffers only: every layout but a shared timeline over one buffer.
@@ -85,6 +86,33 @@ public sealed class DecoderModel : IDisposable
     public bool HasAttentionMask { get; private set; }
     /// <summary>The graph takes a position_ids input; without one it derives positions itself and none is bound.</summary>
     public bool HasPositionIds { get; private set; }
+    /// <summary>
+    /// LongRoPE's switch, from the graph's metadata (<see cref="GraphContract.Metadata.LongRopeSwitch"/>): a run whose
+    /// largest position + 1 exceeds it rotates with the long factors, else the short ones. Sessions and the batcher
+    /// re-run a sequence in one run when its cached keys lie on the other side of the run that reads them, as
+    /// transformers' Phi-3 drops its cache when a generation first passes original_max_position_embeddings. Null: a
+    /// graph without the entry (no LongRoPE, or exported before it was written), run as it is.
+    /// </summary>
+    public int? LongRopeSwitch { get; }
+
+    /// <summary>Whether a run whose largest position is <paramref name="longestPosition"/> rotates with the long factors.</summary>
+    public bool UsesLongFactors(int longestPosition) => LongRopeSwitch is { } original && longestPosition + 1 > original;
+
+    /// <summary>Positions a run may hold after <paramref name="cached"/> ones and stay on the side of LongRoPE's switch where
+    /// its first position lies (int.MaxValue past the switch, or without one): speculative verification stops short of
+    /// the switch, so every position it scores is rotated as a run over the sequence up to it would rotate it.</summary>
+    public int PositionsBeforeLongRopeSwitch(int cached) =>
+        LongRopeSwitch is { } original && cached + 1 <= original ? original - cached : int.MaxValue;
+
+    private int? ReadLongRopeSwitch(IReadOnlyDictionary<string, string> metadata)
+    {
+        if (!metadata.TryGetValue(GraphContract.Metadata.LongRopeSwitch, out var text)) return null;
+        if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int original) || original <= 0)
+            throw new ModelFormatException(Folder.ModelPath,
+                $"metadata '{GraphContract.Metadata.LongRopeSwitch}' is '{text}', not a positive integer: re-export the model or remove the entry");
+        return original;
+    }
+
     /// <summary>The allocators KV caches and logits draw from (device memory under CUDA or DirectML).</summary>
     public ModelMemory Memory { get; }
 

@@ -32,6 +32,8 @@ public sealed class DecoderSession : IDisposable
     private readonly long[] _maskRows;             // [batch, max_length]: 1 real, 0 left padding
     private readonly int[] _nextPosition;          // per row: position id of the next real token
     private bool _padded;                          // a 0 was written into the mask since the last Reset
+    private readonly long[]? _idRows;              // [batch, max_length]: every cached id (LongRoPE graphs: a re-run needs them)
+    private bool _longKeys;                        // the cached keys were rotated with LongRoPE's long factors
     private int _busy;
 
     /// <summary>Loads the model in <paramref name="modelFolder"/> for this session alone.</summary>
@@ -67,6 +69,7 @@ public sealed class DecoderSession : IDisposable
             _step = new BoundRunStep(model, BatchSize, MaxLength, MaxLength);
             _maskRows = new long[BatchSize * MaxLength];
             _nextPosition = new int[BatchSize];
+            if (model.LongRopeSwitch is not null) _idRows = new long[BatchSize * MaxLength];
         }
         catch
         {
@@ -100,11 +103,20 @@ public sealed class DecoderSession : IDisposable
     /// the rest of a <see cref="Step"/>'s time is this host's (ids, positions, mask, binding, the logits view).</summary>
     public TimeSpan LastRunTime => _step.LastRunTime;
 
+    /// <summary>Runs that re-ran every cached position because the cached keys lay on the other side of LongRoPE's
+    /// switch than the run reading them (<see cref="DecoderModel.LongRopeSwitch"/>), and the cached positions they re-ran.</summary>
+    public int LongRopeReruns { get; private set; }
+    public long LongRopeRerunPositions { get; private set; }
+
+    /// <summary>The cached keys were rotated with LongRoPE's long factors (a later run on the short side runs them again).</summary>
+    internal bool LongFactorKeys => _longKeys;
+
     /// <summary>Forgets every sequence; the buffers stay allocated for the next one.</summary>
     public void Reset()
     {
         Length = 0;
         _padded = false;
+        _longKeys = false;
         Array.Clear(_nextPosition);
         _cache.Reset();
     }
@@ -141,37 +153,115 @@ public sealed class DecoderSession : IDisposable
         Enter();
         try
         {
-            int chunk = PrefillChunk > 0 ? PrefillChunk : length;
-            for (int start = 0; start < length; start += chunk)
+            if (_model.LongRopeSwitch is not null)
             {
-                int size = Math.Min(chunk, length - start);
-                CheckRoom(size);
-                var ids = _step.Ids(BatchSize, size);
-                var positions = _step.Positions(BatchSize, size);
-                for (int row = 0; row < BatchSize; row++)
-                {
-                    int next = _nextPosition[row];
-                    for (int t = 0; t < size; t++)
-                    {
-                        long id = tokens[row * length + start + t], real = mask.IsEmpty ? 1 : mask[row * length + start + t];
-                        if (real is not (0 or 1)) throw new ArgumentException($"mask entries must be 0 or 1, got {real}", nameof(mask));
-                        _padded |= real == 0;
-                        CheckToken(id);
-                        ids[row * size + t] = id;
-                        _maskRows[row * MaxLength + Length + t] = real;
-                        positions[row * size + t] = real == 1 ? next++ : 1; // padding gets a harmless position
-                    }
-                }
-                RunAndAdvance(size, cancellationToken);
-                for (int row = 0; row < BatchSize; row++)
-                    for (int t = 0; t < size; t++) _nextPosition[row] += (int)_maskRows[row * MaxLength + Length - size + t];
+                bool longFactors = _model.UsesLongFactors(LongestPositionAfter(tokens, length, mask));
+                if (Length > 0 && longFactors != _longKeys) return Rerun(tokens, length, mask, allPositions: null, cancellationToken);
+                // A chunk's factors follow its own positions: a prompt that ends past the switch runs in one run.
+                var logits = AppendChunks(tokens, length, mask, longFactors ? length : PrefillChunk > 0 ? PrefillChunk : length, cancellationToken);
+                _longKeys = longFactors;
+                return logits;
             }
-            return _step.Logits;
+            return AppendChunks(tokens, length, mask, PrefillChunk > 0 ? PrefillChunk : length, cancellationToken);
         }
         finally
         {
             Exit();
         }
+    }
+
+    private ReadOnlySpan<float> AppendChunks(scoped ReadOnlySpan<long> tokens, int length, scoped ReadOnlySpan<long> mask, int chunk, CancellationToken cancellationToken)
+    {
+        for (int start = 0; start < length; start += chunk)
+        {
+            int size = Math.Min(chunk, length - start);
+            CheckRoom(size);
+            var ids = _step.Ids(BatchSize, size);
+            var positions = _step.Positions(BatchSize, size);
+            for (int row = 0; row < BatchSize; row++)
+            {
+                int next = _nextPosition[row];
+                for (int t = 0; t < size; t++)
+                {
+                    long id = tokens[row * length + start + t], real = mask.IsEmpty ? 1 : mask[row * length + start + t];
+                    if (real is not (0 or 1)) throw new ArgumentException($"mask entries must be 0 or 1, got {real}", nameof(mask));
+                    _padded |= real == 0;
+                    CheckToken(id);
+                    ids[row * size + t] = id;
+                    _maskRows[row * MaxLength + Length + t] = real;
+                    if (_idRows is not null) _idRows[row * MaxLength + Length + t] = id;
+                    positions[row * size + t] = real == 1 ? next++ : 1; // padding gets a harmless position
+                }
+            }
+            RunAndAdvance(size, cancellationToken);
+            for (int row = 0; row < BatchSize; row++)
+                for (int t = 0; t < size; t++) _nextPosition[row] += (int)_maskRows[row * MaxLength + Length - size + t];
+        }
+        return _step.Logits;
+    }
+
+    /// <summary>The largest position id a run of <paramref name="length"/> more tokens per row gives (padding rides at 1).</summary>
+    private int LongestPositionAfter(ReadOnlySpan<long> tokens, int length, ReadOnlySpan<long> mask)
+    {
+        int longest = 0;
+        for (int row = 0; row < BatchSize; row++)
+        {
+            int real = length;
+            if (!mask.IsEmpty)
+            {
+                real = 0;
+                for (int t = 0; t < length; t++) real += mask[row * length + t] == 1 ? 1 : 0;
+            }
+            longest = Math.Max(longest, real < length ? Math.Max(1, _nextPosition[row] + real - 1) : _nextPosition[row] + real - 1);
+        }
+        return longest;
+    }
+
+    /// <summary>
+    /// The cached keys were rotated with the other LongRoPE factors than a run over these tokens uses: every cached
+    /// column runs again, with <paramref name="tokens"/> after it, in one run from position 0 (transformers' Phi-3 drops
+    /// its cache and re-runs the whole sequence once, when a generation first passes the switch). The logits are the
+    /// appended tokens' own; <paramref name="allPositions"/>, when given, receives those of every appended position.
+    /// </summary>
+    private ReadOnlySpan<float> Rerun(scoped ReadOnlySpan<long> tokens, int length, scoped ReadOnlySpan<long> mask, float[]? allPositions,
+        CancellationToken cancellationToken)
+    {
+        CheckRoom(length);
+        int cached = Length, total = cached + length;
+        var ids = new long[BatchSize * total];
+        var realMask = new long[BatchSize * total];
+        for (int row = 0; row < BatchSize; row++)
+        {
+            _idRows!.AsSpan(row * MaxLength, cached).CopyTo(ids.AsSpan(row * total));
+            _maskRows.AsSpan(row * MaxLength, cached).CopyTo(realMask.AsSpan(row * total));
+            tokens.Slice(row * length, length).CopyTo(ids.AsSpan(row * total + cached));
+            if (mask.IsEmpty) realMask.AsSpan(row * total + cached, length).Fill(1);
+            else mask.Slice(row * length, length).CopyTo(realMask.AsSpan(row * total + cached));
+        }
+        LongRopeReruns++;
+        LongRopeRerunPositions += cached;
+        Reset();
+        if (allPositions is null)
+        {
+            _longKeys = _model.UsesLongFactors(LongestPositionAfter(ids, total, realMask));
+            return AppendChunks(ids, total, realMask, total, cancellationToken);
+        }
+        // Speculative verification (a batch of one, no padding): every position's logits, the appended ones kept.
+        var every = new float[total * VocabSize];
+        CheckRoom(total);
+        var runIds = _step.Ids(1, total);
+        var positions = _step.Positions(1, total);
+        for (int t = 0; t < total; t++)
+        {
+            runIds[t] = _idRows![t] = ids[t];
+            positions[t] = t;
+            _maskRows[t] = 1;
+        }
+        _longKeys = _model.UsesLongFactors(total - 1);
+        RunAndAdvance(total, cancellationToken, every);
+        _nextPosition[0] = total;
+        every.AsSpan(cached * VocabSize, length * VocabSize).CopyTo(allPositions);
+        return _step.Logits;
     }
 
     /// <summary>Appends <paramref name="tokens"/> to a batch of one in one run and writes the logits of every
@@ -183,6 +273,16 @@ public sealed class DecoderSession : IDisposable
         Enter();
         try
         {
+            if (_model.LongRopeSwitch is not null)
+            {
+                bool longFactors = _model.UsesLongFactors(_nextPosition[0] + tokens.Length - 1);
+                if (Length > 0 && longFactors != _longKeys && !_padded)
+                {
+                    Rerun(tokens, tokens.Length, default, logits, cancellationToken);
+                    return;
+                }
+                _longKeys = longFactors;
+            }
             CheckRoom(tokens.Length);
             var ids = _step.Ids(1, tokens.Length);
             var positions = _step.Positions(1, tokens.Length);
@@ -190,6 +290,7 @@ public sealed class DecoderSession : IDisposable
             {
                 CheckToken(tokens[t]);
                 ids[t] = tokens[t];
+                if (_idRows is not null) _idRows[Length + t] = tokens[t];
                 positions[t] = _nextPosition[0] + t;
                 _maskRows[Length + t] = 1;
             }
@@ -209,6 +310,14 @@ public sealed class DecoderSession : IDisposable
         Enter();
         try
         {
+            if (_model.LongRopeSwitch is not null)
+            {
+                int longest = 0;
+                foreach (int next in _nextPosition) longest = Math.Max(longest, next);
+                bool longFactors = _model.UsesLongFactors(longest);
+                if (Length > 0 && longFactors != _longKeys) return Rerun(nextTokens, 1, default, allPositions: null, cancellationToken);
+                _longKeys = longFactors;
+            }
             CheckRoom(1);
             var ids = _step.Ids(BatchSize, 1);
             var positions = _step.Positions(BatchSize, 1);
@@ -216,6 +325,7 @@ public sealed class DecoderSession : IDisposable
             {
                 CheckToken(nextTokens[row]);
                 ids[row] = nextTokens[row];
+                if (_idRows is not null) _idRows[row * MaxLength + Length] = nextTokens[row];
                 positions[row] = _nextPosition[row];
                 _maskRows[row * MaxLength + Length] = 1;
             }

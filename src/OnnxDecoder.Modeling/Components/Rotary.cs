@@ -100,7 +100,10 @@ public static class Rotary
         var b = g.B;
         using var scope = b.Scope("rotary");
         var longest = b.Op("Add", [b.Op("ReduceMax", [g.PositionIds], Attr.Int("keepdims", 0)), b.Int64Scalar(1)]);
-        var useLong = b.Op("Greater", [longest, b.Int64Scalar(g.Config.RopeScaling.OriginalMaxPositions!.Value)]);
+        int original = g.Config.RopeScaling.OriginalMaxPositions!.Value;
+        var useLong = b.Op("Greater", [longest, b.Int64Scalar(original)]);
+        // The choice is per call: the runtime reads the switch to keep cached keys on the side of the call that reads them.
+        b.Metadata(GraphContract.Metadata.LongRopeSwitch, original.ToString(System.Globalization.CultureInfo.InvariantCulture));
         return (b.Op("Where", [useLong, longCos, shortCos]), b.Op("Where", [useLong, longSin, shortSin]));
     }
 

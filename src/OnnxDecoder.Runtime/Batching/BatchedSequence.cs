@@ -39,6 +39,21 @@ public sealed class BatchedSequence : IDisposable
     /// <summary>Generated tokens run through the model (their KV is in the row): one per plain step, the pending
     /// token and the drafts kept per speculative step.</summary>
     internal int DecodedSteps { get; set; }
+    /// <summary>The keys in the sequence's row were rotated with LongRoPE's long factors (<see cref="DecoderModel.LongRopeSwitch"/>).</summary>
+    internal bool LongFactorKeys { get; set; }
+
+    /// <summary>Every token the row holds KV for (the prompt and each generated token fed back), and the pending token after them:
+    /// [<see cref="Positions"/> + 1].</summary>
+    internal int[] SequenceWithPending()
+    {
+        var generated = State.Generated;
+        var tokens = new int[Positions + 1];
+        PromptIds.CopyTo(tokens, 0);
+        generated.CopyTo(0, tokens, PromptIds.Length, DecodedSteps);
+        tokens[^1] = generated[^1];
+        return tokens;
+    }
+
     /// <summary>Prompt tokens whose keys and values are in place while the prompt is prefilled.</summary>
     internal int Prefilled { get; set; }
     /// <summary>This request's speculative decoding in the batch; null: one token per step (off, or constrained).</summary>

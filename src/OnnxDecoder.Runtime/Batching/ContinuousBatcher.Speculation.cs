@@ -96,9 +96,11 @@ public sealed partial class ContinuousBatcher
         return true;
     }
 
-    /// <summary>Drafts the row may verify now: k, less what the max length and max tokens leave.</summary>
+    /// <summary>Drafts the row may verify now: k, less what the max length, max tokens and LongRoPE's switch leave
+    /// (verification stays on one side of the switch; the crossing happens on a plain step).</summary>
     private int Room(BatchedSequence sequence, RowSpeculation own) =>
-        Math.Min(_speculation!.DraftTokens, Math.Min(MaxLength - sequence.Positions - 1, own.MaxNewTokens - sequence.State.Generated.Count - 1));
+        Math.Min(Math.Min(_speculation!.DraftTokens, _model.PositionsBeforeLongRopeSwitch(sequence.Positions) - 1),
+            Math.Min(MaxLength - sequence.Positions - 1, own.MaxNewTokens - sequence.State.Generated.Count - 1));
 
     private static bool Shared(BatchSpeculation speculation, int decoding)
     {

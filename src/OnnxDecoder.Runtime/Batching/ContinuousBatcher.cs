@@ -32,6 +32,7 @@ public sealed partial class ContinuousBatcher : IDisposable
     private int _prefillingCount;                     // _prefilling.Count, for gauges read from other threads
     private int _outstanding;                         // queued + prefilling + decoding
     private long _steps, _rowSteps, _stepTicks, _reusedPrefixTokens, _prefillRuns, _prefillRunTokens, _prefillRunRows;
+    private long _longRopeReruns, _longRopeRerunPositions;
 
     public ContinuousBatcher(DecoderModel model, TextTokenizer tokenizer, BatcherOptions? options = null)
     {
@@ -79,6 +80,10 @@ public sealed partial class ContinuousBatcher : IDisposable
     public long PrefillRunTokens => Interlocked.Read(ref _prefillRunTokens);
     /// <summary>Prompts those runs held, summed over runs; over <see cref="PrefillRuns"/>, the mean prompts per prefill run.</summary>
     public long PrefillRunRows => Interlocked.Read(ref _prefillRunRows);
+    /// <summary>Sequences run again whole when they first passed LongRoPE's switch (<see cref="DecoderModel.LongRopeSwitch"/>),
+    /// and the positions those runs computed: the cost of the crossing.</summary>
+    public long LongRopeReruns => Interlocked.Read(ref _longRopeReruns);
+    public long LongRopeRerunPositions => Interlocked.Read(ref _longRopeRerunPositions);
     /// <summary>Requests waiting for a row (not yet prefilling).</summary>
     public int QueueLength => _policy.Count;
     /// <summary>Rows that hold a decoding sequence now. Read from any thread as a gauge.</summary>
@@ -117,6 +122,7 @@ public sealed partial class ContinuousBatcher : IDisposable
         var sequence = new BatchedSequence(this, [.. promptIds], state, priority, cancellationToken)
         {
             Speculation = speculative ? _speculation?.For(options, promptIds) : null,
+            LongFactorKeys = _model.UsesLongFactors(promptIds.Count - 1),
         };
         _policy.Enqueue(sequence);
         _wake.Release();
@@ -202,7 +208,7 @@ public sealed partial class ContinuousBatcher : IDisposable
             if (_prefilling.Count > 0)
             {
                 var started = _prefilling[0];
-                run.Add(new PrefillPiece(started, started.Prefilled, _policy.PrefillTokens(started.PromptIds.Length - started.Prefilled, room)));
+                run.Add(new PrefillPiece(started, started.Prefilled, PrefillTokens(started, started.Prefilled, room)));
             }
             else if (!FormRun(room, run)) return;
             if (!RunPrefill(run)) continue;
@@ -239,7 +245,7 @@ public sealed partial class ContinuousBatcher : IDisposable
         bool batched = _layout.BatchesPrefill && _policy.Count > 0 && _layout.TryBeginBatchedPrefill(next, run);
         int cached = batched ? 0 : _layout.BeginPrefill(next);
         Started(next, cached);
-        int size = _policy.PrefillTokens(next.PromptIds.Length - cached, room);
+        int size = PrefillTokens(next, cached, room);
         run.Add(new PrefillPiece(next, cached, size));
         if (!batched) return true;
         int tokens = size, longest = size;
@@ -249,13 +255,21 @@ public sealed partial class ContinuousBatcher : IDisposable
         {
             int joining = 0;
             if (!_policy.TryTakeIf(c => (joining = _policy.JoiningTokens(c.PromptIds.Length, run.Count, tokens, longest, room, equalOnly)) > 0
-                && _layout.TryBeginBatchedPrefill(c, run), out var joiner)) break;
+                && (!c.LongFactorKeys || joining == c.PromptIds.Length) && _layout.TryBeginBatchedPrefill(c, run), out var joiner)) break;
             if (joiner.IsCancelled) { Complete(joiner, null); continue; }
             Started(joiner, 0);
             run.Add(new PrefillPiece(joiner, 0, joining));
             (tokens, longest, room) = (tokens + joining, Math.Max(longest, joining), room - joining);
         }
         return true;
+    }
+
+    /// <summary>How many of the prompt's tokens after <paramref name="done"/> the next run holds: the policy's chunk, or all of
+    /// them for a prompt past LongRoPE's switch (a chunk's run rotates with the factors its own largest position picks).</summary>
+    private int PrefillTokens(BatchedSequence sequence, int done, int room)
+    {
+        int remaining = sequence.PromptIds.Length - done;
+        return sequence.LongFactorKeys ? remaining : _policy.PrefillTokens(remaining, room);
     }
 
     /// <summary>An admitted request: its prefill clock starts and <paramref name="cached"/> of its prompt tokens are in place.</summary>
@@ -316,23 +330,82 @@ public sealed partial class ContinuousBatcher : IDisposable
 
     private void StepRows()
     {
-        if (_speculation is not null && StepVerifyingDrafts()) return;
+        var (shortRows, longRows, waiting) = _model.LongRopeSwitch is not null ? CrossLongRopeSwitch() : (0, 0, 0);
+        if (_speculation is not null && waiting == 0 && StepVerifyingDrafts()) return;
+        if (waiting == 0 && (shortRows == 0 || longRows == 0))
+        {
+            StepSide(longFactors: null);
+            return;
+        }
+        // One run rotates every row with the factors its largest position picks: the rows on each side of LongRoPE's
+        // switch take a step of their own, the others sitting it out.
+        if (shortRows > 0) StepSide(longFactors: false);
+        if (longRows > 0 && _layout.ActiveRows() > 0) StepSide(longFactors: true);
+    }
+
+    /// <summary>
+    /// Before a step, with LongRoPE: a row whose next position passes the switch over keys rotated with the short
+    /// factors runs its whole sequence again with the long ones (once per sequence). Returns how many live rows step on
+    /// each side of the switch, and how many wait (their run again could not run yet: they sit out this step).
+    /// </summary>
+    private (int Short, int Long, int Waiting) CrossLongRopeSwitch()
+    {
+        var live = _layout.Live;
+        int shortRows = 0, longRows = 0, waiting = 0;
+        for (int row = 0; row < live.Length; row++)
+        {
+            if (live[row] is not { } sequence) continue;
+            if (!sequence.LongFactorKeys && _model.UsesLongFactors(sequence.Positions) && _layout.RerunWithLongFactors(row, sequence, _shutdown.Token))
+            {
+                sequence.LongFactorKeys = true;
+                Interlocked.Increment(ref _longRopeReruns);
+                Interlocked.Add(ref _longRopeRerunPositions, sequence.Positions + 1);
+            }
+            switch (SidesOf(sequence))
+            {
+                case true: longRows++; break;
+                case false: shortRows++; break;
+                default: waiting++; break;
+            }
+        }
+        return (shortRows, longRows, waiting);
+    }
+
+    /// <summary>The side of LongRoPE's switch a row steps on: long when its keys are long-factor ones and its next position
+    /// passes the switch; short while both are short; null (it waits) when they disagree (a rerun that could not run yet).</summary>
+    private bool? SidesOf(BatchedSequence sequence)
+    {
+        bool next = _model.UsesLongFactors(sequence.Positions);
+        return next == sequence.LongFactorKeys ? next : null;
+    }
+
+    /// <summary>One shared step for the live rows on one side of LongRoPE's switch (<paramref name="longFactors"/>; null:
+    /// every live row, no switch in play); live rows on the other side sit it out.</summary>
+    private void StepSide(bool? longFactors)
+    {
         int rows = _layout.ActiveRows();
         _layout.PrepareStep(rows);
         int total = _layout.Width + 1;
         var ids = _step.Ids(rows, 1);
         var positions = _step.Positions(rows, 1);
         var mask = _step.Mask(rows, total);
+        var live = _layout.Live;
         for (int row = 0; row < rows; row++)
-            _layout.FillRow(row, mask.Slice(row * total, total), out ids[row], out positions[row]);
+        {
+            if (live[row] is { } sitting && longFactors is not null && SidesOf(sitting) != longFactors)
+            {
+                _layout.FillSittingRow(row, mask.Slice(row * total, total), out ids[row], out positions[row]);
+            }
+            else _layout.FillRow(row, mask.Slice(row * total, total), out ids[row], out positions[row]);
+        }
         _step.Run(rows, 1, total, _layout.Cache, cacheRow: -1, _layout.Width, _shutdown.Token, leftPadded: _layout.LeftPads);
         _layout.AfterStep(total);
         Interlocked.Increment(ref _steps);
-        var live = _layout.Live;
         var logits = _step.Logits;
         for (int row = 0; row < rows; row++)
         {
             if (live[row] is not { } sequence) continue;
+            if (longFactors is not null && SidesOf(sequence) != longFactors) continue;
             Interlocked.Increment(ref _rowSteps);
             sequence.DecodedSteps++;
             var piece = sequence.State.Next(logits.Slice(row * _vocab, _vocab), sequence.Positions, MaxLength);

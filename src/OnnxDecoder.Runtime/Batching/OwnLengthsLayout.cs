@@ -80,13 +80,15 @@ internal sealed class OwnLengthsLayout : RowLayout
         return _occupied;
     }
 
-    /// <summary>The row sharing the longest prefix with <paramref name="prompt"/>: a free cached row, or a live row's prompt.</summary>
-    private (int Row, int Length, bool Cached) BestPrefix(int[] prompt, int limit)
+    /// <summary>The row sharing the longest prefix with <paramref name="prompt"/>: a free cached row, or a live row's prompt;
+    /// <paramref name="longKeys"/>: the prompt's run rotates with LongRoPE's long factors, so only keys rotated so serve it.</summary>
+    private (int Row, int Length, bool Cached) BestPrefix(int[] prompt, int limit, bool longKeys)
     {
-        var (best, bestLength) = _rowCache.Longest(prompt, limit, Occupied());
+        var (best, bestLength) = _rowCache.Longest(prompt, limit, Occupied(), longKeys);
         bool bestIsCached = best >= 0;
         for (int row = 0; row < Live.Length; row++)
-            if (Live[row] is { } other && RowPrefixCache.CommonPrefix(other.PromptIds, prompt, limit) is var shared && shared > bestLength)
+            if (Live[row] is { } other && other.LongFactorKeys == longKeys
+                && RowPrefixCache.CommonPrefix(other.PromptIds, prompt, limit) is var shared && shared > bestLength)
                 (best, bestLength, bestIsCached) = (row, shared, false); // a live row's prompt positions never move
         return (best, bestLength, bestIsCached);
     }
@@ -95,8 +97,8 @@ internal sealed class OwnLengthsLayout : RowLayout
     {
         var prompt = sequence.PromptIds;
         int limit = prompt.Length - 1; // at least one prompt token runs, for its logits
-        var (best, bestLength, bestIsCached) = BestPrefix(prompt, limit);
-        int target = _rowCache.Take(prompt, Occupied(), limit, out int held);
+        var (best, bestLength, bestIsCached) = BestPrefix(prompt, limit, sequence.LongFactorKeys);
+        int target = _rowCache.Take(prompt, Occupied(), limit, sequence.LongFactorKeys, out int held);
         int reused = held;
         if (bestLength > held + 1 && best != target) // a copy for BOS alone (every prompt has it) would cost more than it saves
         {
@@ -112,7 +114,9 @@ internal sealed class OwnLengthsLayout : RowLayout
     {
         if (run.Count >= _prefillRows) return false;
         var prompt = sequence.PromptIds;
-        if (BestPrefix(prompt, prompt.Length - 1).Length > 1) return false; // worth more than sharing a run: it goes alone
+        if (BestPrefix(prompt, prompt.Length - 1, sequence.LongFactorKeys).Length > 1) return false; // worth more than sharing a run: it goes alone
+        // One run rotates every row with the factors its largest position picks: LongRoPE's sides run apart.
+        if (run.Count > 0 && run[0].Sequence.LongFactorKeys != sequence.LongFactorKeys) return false;
         int row;
         if (run.Count == 0) row = LongestFreeBlock();
         else
@@ -208,7 +212,7 @@ internal sealed class OwnLengthsLayout : RowLayout
     {
         int row = RowOf(sequence);
         if (place) Live[row] = sequence;
-        else if (validTokens > 0) _rowCache.Keep(row, sequence.PromptIds[..validTokens]);
+        else if (validTokens > 0) _rowCache.Keep(row, sequence.PromptIds[..validTokens], sequence.LongFactorKeys);
         _reserved[row] = null;
         _reservedDone[row] = 0;
     }
@@ -251,9 +255,31 @@ internal sealed class OwnLengthsLayout : RowLayout
             id = _pad; // an empty row: a pad token that attends only to itself
             column = 0;
         }
-        position = column;
+        // A riding pad's key is never attended; position 0 keeps it out of the run's largest position, which picks
+        // LongRoPE's factors (and dynamic NTK's base) for every row of the run.
+        position = Live[row] is null ? 0 : column;
         mask[..(column + 1)].Fill(1);
         mask[(column + 1)..].Clear();
+    }
+
+    public override void FillSittingRow(int row, Span<long> mask, out long id, out long position)
+    {
+        int column = Live[row]!.Positions; // the row's next step writes its own token over this pad
+        (id, position) = (_pad, 0);
+        mask[..(column + 1)].Fill(1);
+        mask[(column + 1)..].Clear();
+    }
+
+    public override bool RerunWithLongFactors(int row, BatchedSequence sequence, CancellationToken cancellationToken)
+    {
+        var tokens = sequence.SequenceWithPending();
+        int n = tokens.Length;
+        var ids = _prefill.Ids(1, n);
+        var positions = _prefill.Positions(1, n);
+        for (int t = 0; t < n; t++) (ids[t], positions[t]) = (tokens[t], t);
+        _prefill.Mask(1, n).Fill(1);
+        _prefill.Run(1, n, n, Cache, row, pastLength: 0, cancellationToken, leftPadded: false);
+        return true;
     }
 
     /// <summary>The column a riding row's pad token writes: just past its tokens, or over its last position when the row is full.</summary>
@@ -269,7 +295,7 @@ internal sealed class OwnLengthsLayout : RowLayout
         var tokens = new int[sequence.PromptIds.Length + fed];
         sequence.PromptIds.CopyTo(tokens, 0);
         generated.CopyTo(0, tokens, sequence.PromptIds.Length, fed);
-        _rowCache.Keep(row, tokens);
+        _rowCache.Keep(row, tokens, sequence.LongFactorKeys);
     }
 
     public override void Reset()

@@ -61,6 +61,18 @@ internal abstract class RowLayout(KvCache cache, int rows) : IDisposable
     /// <summary>What row <paramref name="row"/> feeds the step: its id, position and mask [Width + 1].</summary>
     public abstract void FillRow(int row, Span<long> mask, out long id, out long position);
 
+    /// <summary>What live row <paramref name="row"/> feeds a step it sits out (its next token's run rotates with the other
+    /// LongRoPE factors than this step's): a pad at position 0 that its own next step overwrites, or never attends.</summary>
+    public abstract void FillSittingRow(int row, Span<long> mask, out long id, out long position);
+
+    /// <summary>
+    /// Runs again, in one run from position 0, every token whose keys <paramref name="sequence"/>'s row holds, and its
+    /// pending token: the keys were rotated with LongRoPE's short factors and its next position passes the switch (as
+    /// transformers' Phi-3 re-runs a generation that first passes original_max_position_embeddings). The row's next step
+    /// then runs the pending token over long-factor keys. False when it cannot run now (the row sits out the step).
+    /// </summary>
+    public abstract bool RerunWithLongFactors(int row, BatchedSequence sequence, CancellationToken cancellationToken);
+
     /// <summary>After a successful step of <paramref name="total"/> columns.</summary>
     public void AfterStep(int total) => Width = total;
 

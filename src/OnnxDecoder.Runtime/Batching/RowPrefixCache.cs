@@ -9,6 +9,7 @@ namespace OnnxDecoder.Runtime;
 internal sealed class RowPrefixCache(int rows)
 {
     private readonly int[]?[] _tokens = new int[]?[rows]; // null: the row caches nothing
+    private readonly bool[] _longKeys = new bool[rows];  // the row's keys were rotated with LongRoPE's long factors
     private readonly long[] _used = new long[rows];      // when each row was last finished or hit
     private long _clock;
 
@@ -26,13 +27,14 @@ internal sealed class RowPrefixCache(int rows)
     }
 
     /// <summary>The free row sharing the longest prefix with <paramref name="prompt"/>, up to
-    /// <paramref name="limit"/> tokens; (-1, 0) when none shares any. Only a hit the caller uses should
+    /// <paramref name="limit"/> tokens, among rows whose keys were rotated with the factors the prompt's run uses
+    /// (<paramref name="longKeys"/>: LongRoPE's long ones); (-1, 0) when none shares any. Only a hit the caller uses should
     /// count as a use (<see cref="Touch"/>): every row shares BOS.</summary>
-    public (int Row, int Length) Longest(int[] prompt, int limit, BatchedSequence?[] live)
+    public (int Row, int Length) Longest(int[] prompt, int limit, BatchedSequence?[] live, bool longKeys)
     {
         int best = -1, length = 0;
         for (int row = 0; row < _tokens.Length; row++)
-            if (live[row] is null && _tokens[row] is { } cached && CommonPrefix(cached, prompt, limit) is var shared && shared > length)
+            if (live[row] is null && _tokens[row] is { } cached && _longKeys[row] == longKeys && CommonPrefix(cached, prompt, limit) is var shared && shared > length)
                 (best, length) = (row, shared);
         return (best, length);
     }
@@ -43,8 +45,8 @@ internal sealed class RowPrefixCache(int rows)
     /// <summary>The free row a new request decodes in, its cache forgotten: a row whose tokens the prompt
     /// extends (nothing is lost), else one that caches nothing, else the least recently used.
     /// <paramref name="held"/>: how many of the prompt's first tokens (up to <paramref name="limit"/>) the
-    /// row's KV already holds.</summary>
-    public int Take(int[] prompt, BatchedSequence?[] live, int limit, out int held)
+    /// row's KV already holds rotated as the prompt's run rotates (<paramref name="longKeys"/>), else 0.</summary>
+    public int Take(int[] prompt, BatchedSequence?[] live, int limit, bool longKeys, out int held)
     {
         int chosen = -1;
         for (int row = 0; row < _tokens.Length && chosen < 0; row++)
@@ -56,15 +58,17 @@ internal sealed class RowPrefixCache(int rows)
             for (int row = 0; row < _tokens.Length; row++)
                 if (live[row] is null && (chosen < 0 || _used[row] < _used[chosen])) chosen = row;
         if (chosen < 0) throw new InvalidOperationException("no free row to take: admit a request only while a row is free");
-        held = _tokens[chosen] is { } kept ? CommonPrefix(kept, prompt, limit) : 0;
+        held = _tokens[chosen] is { } kept && _longKeys[chosen] == longKeys ? CommonPrefix(kept, prompt, limit) : 0;
         _tokens[chosen] = null;
         return chosen;
     }
 
-    /// <summary>A sequence left <paramref name="row"/>, whose KV now holds <paramref name="tokens"/>.</summary>
-    public void Keep(int row, int[] tokens)
+    /// <summary>A sequence left <paramref name="row"/>, whose KV now holds <paramref name="tokens"/> (keys rotated with
+    /// LongRoPE's long factors when <paramref name="longKeys"/>).</summary>
+    public void Keep(int row, int[] tokens, bool longKeys)
     {
         _tokens[row] = tokens;
+        _longKeys[row] = longKeys;
         _used[row] = ++_clock;
     }
 

@@ -16,6 +16,7 @@ internal sealed class SharedTimelineLayout : RowLayout
     private readonly long[] _ids;                 // [max_length] scratch for a prompt chunk
     private readonly int[] _rowStart;             // first column of each row's tokens on the timeline
     private readonly int[] _rowLength, _startScratch; // scratch for relayouts
+    private readonly List<int>[] _holes;          // per row: columns (from its start) of steps it sat out, masked from then on
     private readonly int _pad, _vocab;
     private int _prefillRow = -1;
 
@@ -25,6 +26,8 @@ internal sealed class SharedTimelineLayout : RowLayout
         _rowStart = new int[rows];
         _rowLength = new int[rows];
         _startScratch = new int[rows];
+        _holes = new List<int>[rows];
+        for (int row = 0; row < rows; row++) _holes[row] = [];
         _pad = model.Folder.PadTokenId;
         _vocab = model.Folder.VocabSize;
         try
@@ -44,6 +47,7 @@ internal sealed class SharedTimelineLayout : RowLayout
     {
         var prompt = sequence.PromptIds;
         int common = _prefill.CanTruncate ? RowPrefixCache.CommonPrefix(_prefillTokens, prompt, prompt.Length - 1) : 0;
+        if (_prefill.LongFactorKeys != sequence.LongFactorKeys) common = 0; // rotated with the other LongRoPE factors: of no use
         if (common == 0) _prefill.Reset();
         else _prefill.TruncateTo(common);
         _prefillTokens.RemoveRange(common, _prefillTokens.Count - common);
@@ -87,6 +91,7 @@ internal sealed class SharedTimelineLayout : RowLayout
         int start = Width - count;
         Cache.CopySegment(_prefill.Cache, count, 0, 0, count, Width, row, start);
         _rowStart[row] = start;
+        _holes[row].Clear();
         Live[row] = sequence;
     }
 
@@ -120,8 +125,7 @@ internal sealed class SharedTimelineLayout : RowLayout
         {
             id = sequence.State.Generated[^1];
             position = sequence.Positions;
-            mask[.._rowStart[row]].Clear();
-            mask[_rowStart[row]..].Fill(1);
+            FillLiveMask(row, mask);
             return;
         }
         // An empty row rides along with a pad token that attends only to itself.
@@ -129,6 +133,43 @@ internal sealed class SharedTimelineLayout : RowLayout
         position = 0;
         mask.Clear();
         mask[^1] = 1;
+    }
+
+    /// <summary>A live row's mask: zeros before its start and over the columns of steps it sat out, ones elsewhere.</summary>
+    private void FillLiveMask(int row, Span<long> mask)
+    {
+        int start = _rowStart[row];
+        mask[..start].Clear();
+        mask[start..].Fill(1);
+        foreach (int hole in _holes[row]) mask[start + hole] = 0;
+    }
+
+    public override void FillSittingRow(int row, Span<long> mask, out long id, out long position)
+    {
+        // Every row gets this step's column: a pad there, masked in this row now and in every later step.
+        FillLiveMask(row, mask);
+        mask[^1] = 0;
+        _holes[row].Add(mask.Length - 1 - _rowStart[row]);
+        (id, position) = (_pad, 0);
+    }
+
+    public override bool RerunWithLongFactors(int row, BatchedSequence sequence, CancellationToken cancellationToken)
+    {
+        if (_prefillRow >= 0) return false; // the prefill session holds a prompt being prefilled: the row waits for it
+        // The whole sequence with its pending token runs in the prefill session; the keys of all but the pending token
+        // are copied so that they end at the current column (the row's next step runs the pending token).
+        var tokens = sequence.SequenceWithPending();
+        int n = tokens.Length, kept = n - 1;
+        for (int t = 0; t < n; t++) _ids[t] = tokens[t];
+        _prefill.Reset();
+        _prefill.Append(_ids.AsSpan(0, n), n, cancellationToken: cancellationToken);
+        _prefillTokens.Clear();
+        _prefillTokens.AddRange(tokens); // a later prompt may start from them
+        int start = Width - kept;
+        Cache.CopySegment(_prefill.Cache, n, 0, 0, kept, Width, row, start);
+        _rowStart[row] = start;
+        _holes[row].Clear();
+        return true;
     }
 
     public override void Reset()

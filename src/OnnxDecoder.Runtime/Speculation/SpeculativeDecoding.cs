@@ -45,6 +45,7 @@ internal static class SpeculativeDecoding
             int x = state.Generated[^1];
             int n = sequence.Count;
             int k = Math.Min(kMax, Math.Min(session.MaxLength - n - 1, maxNewTokens - state.Generated.Count - 1));
+            k = Math.Min(k, session.Model.PositionsBeforeLongRopeSwitch(n) - 1); // [x, d1..dk] on one side of LongRoPE's switch
             sequence.Add(x); // in the cache after this round's run, whatever is accepted
             int m = 0;
             if (k > 0 && pause == 0) m = drafter.Draft(sequence, drafts.AsSpan(0, k), q, cancellationToken);
