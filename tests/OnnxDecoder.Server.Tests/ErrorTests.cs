@@ -196,10 +196,7 @@ public class ErrorTests
     [Test]
     public async Task A_model_that_fails_to_load_answers_503_and_unhealthy()
     {
-        string broken = Path.Combine(Path.GetDirectoryName(ServerFixture.Model)!, "broken");
-        Directory.CreateDirectory(broken);
-        File.Copy(Path.Combine(ServerFixture.Model, "genai_config.json"), Path.Combine(broken, "genai_config.json"), overwrite: true);
-        File.WriteAllText(Path.Combine(broken, "model.onnx"), "not a model");
+        string broken = ServerFixture.UnloadableModel("broken");
         using var factory = new ServerFactory(ServerFixture.Settings(broken));
         using var client = factory.CreateClient();
         HttpResponseMessage health = null!;

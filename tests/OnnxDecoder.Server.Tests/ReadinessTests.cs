@@ -103,10 +103,7 @@ public class ReadinessTests
     [Test]
     public async Task A_failed_load_keeps_ready_at_503_and_names_the_load_error()
     {
-        string broken = Path.Combine(Path.GetDirectoryName(ServerFixture.Model)!, "broken-ready");
-        Directory.CreateDirectory(broken);
-        File.Copy(Path.Combine(ServerFixture.Model, "genai_config.json"), Path.Combine(broken, "genai_config.json"), overwrite: true);
-        File.WriteAllText(Path.Combine(broken, "model.onnx"), "not a model");
+        string broken = ServerFixture.UnloadableModel("broken-ready");
         using var factory = new ServerFactory(ServerFixture.Settings(broken));
         using var client = factory.CreateClient();
 

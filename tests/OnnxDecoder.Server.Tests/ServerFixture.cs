@@ -37,6 +37,17 @@ public class ServerFixture
         ["Logging:LogLevel:Default"] = "Warning",
     };
 
+    /// <summary>A folder beside the model whose genai_config.json is the model's and whose model.onnx is not a model:
+    /// its load fails in ONNX Runtime, after the folder's config was read.</summary>
+    public static string UnloadableModel(string name)
+    {
+        string broken = Path.Combine(Path.GetDirectoryName(Model)!, name);
+        Directory.CreateDirectory(broken);
+        File.Copy(Path.Combine(Model, "genai_config.json"), Path.Combine(broken, "genai_config.json"), overwrite: true);
+        File.WriteAllText(Path.Combine(broken, "model.onnx"), "not a model");
+        return broken;
+    }
+
     /// <summary>What `generate` gives for this prompt: one sequence alone, greedy.</summary>
     public static GenerationResult Greedy(string prompt, int maxTokens)
     {
