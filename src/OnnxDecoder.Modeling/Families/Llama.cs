@@ -78,14 +78,24 @@ public class Llama : DecoderFamily
 
     // ---- config.json -------------------------------------------------------------------------
 
-    /// <summary>Whether sliding_window applies when use_sliding_window is absent (Mistral-style configs).</summary>
-    protected virtual bool SlidingWindowByDefault(string modelType) => modelType == "mistral";
+    /// <summary>Whether sliding_window applies when use_sliding_window is absent (families whose config class reads
+    /// sliding_window with no switch, e.g. Mixtral).</summary>
+    protected virtual bool SlidingWindowByDefault(string modelType) => false;
 
-    /// <summary>The window and which layers use it (window null: none; layers null: every layer). Llama and Mistral
-    /// put sliding_window on every layer; Qwen2 slides only the layers its rule picks (<see cref="QwenSlidingWindow"/>).</summary>
-    protected virtual (int? Window, bool[]? Layers) ReadSlidingWindow(ConfigFields r, string modelType) => modelType == "qwen2"
-        ? QwenSlidingWindow(r, (layer, maxWindowLayers) => layer >= maxWindowLayers)
-        : ((r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null, null);
+    /// <summary>The window and which layers use it (window null: none; layers null: every layer). Mistral puts
+    /// sliding_window on every layer: MistralConfig defaults it to 4096 and has no use_sliding_window (the attention
+    /// reads config.sliding_window alone), so an absent field means 4096 and only an explicit null means no window
+    /// (Mistral 7B v0.2 and later write null). Qwen2 slides only the layers its rule picks (<see cref="QwenSlidingWindow"/>);
+    /// Llama's window needs use_sliding_window.</summary>
+    protected virtual (int? Window, bool[]? Layers) ReadSlidingWindow(ConfigFields r, string modelType) => modelType switch
+    {
+        "qwen2" => QwenSlidingWindow(r, (layer, maxWindowLayers) => layer >= maxWindowLayers),
+        "mistral" => (r.Present("sliding_window") ? r.Int("sliding_window") : MistralDefaultWindow, null),
+        _ => ((r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null, null),
+    };
+
+    /// <summary>MistralConfig's sliding_window default.</summary>
+    private const int MistralDefaultWindow = 4096;
 
     /// <summary>
     /// The sliding window of Qwen2-style configs (Qwen2Config, Qwen3Config, Qwen2MoeConfig): sliding_window (default
