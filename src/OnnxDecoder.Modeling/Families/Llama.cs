@@ -120,6 +120,22 @@ public class Llama : DecoderFamily
         return (window, sliding);
     }
 
+    /// <summary>Which layers hold experts, as Qwen2MoeDecoderLayer decides (Qwen3-MoE reuses it): layer i does when i is
+    /// not in mlp_only_layers (default []), num_experts &gt; 0 and (i + 1) % decoder_sparse_step (default 1) == 0.</summary>
+    protected static bool[] QwenExpertLayers(ConfigFields r, int experts)
+    {
+        int layers = r.RequiredInt("num_hidden_layers");
+        int step = r.Int("decoder_sparse_step") ?? 1;
+        if (step < 1) throw new ConfigException(r.Source, "decoder_sparse_step", $"({step}) must be at least 1");
+        var denseOnly = r.Ints("mlp_only_layers") ?? [];
+        if (denseOnly.Any(i => i < 0 || i >= layers))
+            throw new ConfigException(r.Source, "mlp_only_layers", $"entries must be layer indices below num_hidden_layers ({layers})");
+        return HuggingFaceConfig.LayerFlags(layers, i => !denseOnly.Contains(i) && experts > 0 && (i + 1) % step == 0);
+    }
+
+    /// <summary>Whether a layer routes to experts (every layer when the config leaves no choice).</summary>
+    protected static bool HasExpertsAt(DecoderConfig c, int layer) => c.ExpertLayers is not { } layers || layers[layer];
+
     /// <summary>Whether q/k/v carry biases whatever attention_bias says (Qwen2-style configs).</summary>
     protected virtual bool AttentionBiasAlways(string modelType) => modelType == "qwen2";
 
