@@ -9,7 +9,7 @@ using OnnxDecoder.Tests.Shared;
 namespace OnnxDecoder.Exporters.Tests;
 
 /// <summary>
-/// The text decoder of multimodal checkpoints (gemma3, mistral3, llava): a synth text checkpoint re-saved as the
+/// The text decoder of multimodal checkpoints (gemma3, mistral3, llava with a llama or a qwen2 text_config): a synth text checkpoint re-saved as the
 /// wrapper saves it (config.json with text_config + vision_config, the text tensors under the wrapper's prefixes,
 /// vision tower and projector tensors beside them) exports to the same logits as the plain text checkpoint, whose
 /// exports the suite checks against the plain-loop reference. Defaults a sparse text_config leaves out are the text
@@ -30,6 +30,7 @@ public class MultimodalCheckpointTests
     [TestCase("gemma3-tiny", "gemma3", "Gemma3ForConditionalGeneration", "gemma3_text", Layout.ModelFirst)]
     [TestCase("llama-tiny", "mistral3", "Mistral3ForConditionalGeneration", "mistral", Layout.ModelFirst)]
     [TestCase("llama-tiny", "llava", "LlavaForConditionalGeneration", "llama", Layout.LanguageModelFirst)]
+    [TestCase("llama-tiny", "llava", "LlavaForConditionalGeneration", "qwen2", Layout.ModelFirst)]
     public void The_text_decoder_exports_to_the_logits_of_the_plain_text_checkpoint(string preset, string wrapper, string architecture,
         string? textModelType, Layout layout)
     {
@@ -46,6 +47,9 @@ public class MultimodalCheckpointTests
             Assert.That(checkpoint.TextDecoderOf, Does.StartWith($"text decoder of a {wrapper} ({architecture}) checkpoint; vision tower and projector not exported (3 tensors skipped)"));
             Assert.That(checkpoint.TextDecoderOf, Does.EndWith("top-level fields not read: image_token_index, vision_config"));
             Assert.That(checkpoint.Weights.Names.Where(n => !n.StartsWith("model.", StringComparison.Ordinal) && n != "lm_head.weight"), Is.Empty);
+            // A qwen2 text decoder (llava-onevision's, LLaVA-NeXT's Qwen2 variants) keeps Qwen2's q/k/v biases under the wrapper's prefix.
+            if (textModelType == "qwen2")
+                Assert.That(checkpoint.Weights.Names.Count(n => n.EndsWith("_proj.bias", StringComparison.Ordinal)), Is.EqualTo(3 * checkpoint.Config.NumLayers));
             ModelFolderWriter.Write(wrappedOut, checkpoint, new ExportOptions());
         }
 
@@ -210,14 +214,27 @@ public class MultimodalCheckpointTests
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "config.json")))!.AsObject();
         config["model_type"] = modelType;
         if (modelType == "mistral") config["sliding_window"] = null;   // Mistral Small 3.1's: no window
+        // Qwen2Attention always has q/k/v biases (Qwen2Config has no switch for them): the synth llama checkpoint gets them.
+        var biases = new List<(string, ITensorSource)>();
+        if (modelType == "qwen2")
+        {
+            var c0 = SynthPresets.Get(preset);
+            for (int layer = 0; layer < c0.NumLayers; layer++)
+                foreach (var (projection, width) in new[] { ("q_proj", c0.NumHeads), ("k_proj", c0.NumKvHeads), ("v_proj", c0.NumKvHeads) })
+                {
+                    var spec = new TensorSpec($"model.layers.{layer}.self_attn.{projection}.bias", [width * c0.HeadDim]);
+                    biases.Add((spec.Name, SynthPresets.RandomTensor(spec, 11 + biases.Count)));
+                }
+        }
         if (untied)
         {
             config["tie_word_embeddings"] = false;
             var config0 = SynthPresets.Get(preset);
             var head = new TensorSpec("lm_head.weight", [config0.VocabSize, config0.HiddenSize]);
-            RewriteTensors(Path.Combine(folder, "model.safetensors"), Path.Combine(folder, "model.safetensors"), n => n, null,
-                tensors => tensors.Add(("lm_head.weight", SynthPresets.RandomTensor(head, 9))));
+            biases.Add(("lm_head.weight", SynthPresets.RandomTensor(head, 9)));
         }
+        if (biases.Count > 0)
+            RewriteTensors(Path.Combine(folder, "model.safetensors"), Path.Combine(folder, "model.safetensors"), n => n, null, tensors => tensors.AddRange(biases));
         File.WriteAllText(Path.Combine(folder, "config.json"), config.ToJsonString());
         return folder;
     }

@@ -148,6 +148,20 @@ public class ConfigTests
             .With.Message.EqualTo("config.json: sliding_window (0) must be positive when set"));
     }
 
+    [TestCase("<remove>", 4096, TestName = "Mistral_window_absent_is_MistralConfigs_default_4096")]
+    [TestCase("null", null, TestName = "Mistral_window_null_is_no_window")]
+    [TestCase("7", 7, TestName = "Mistral_window_given_is_used")]
+    public void Mistral_reads_sliding_window_as_MistralConfig_does(string value, int? expected)
+    {
+        // MistralConfig (configuration_mistral.py) defaults sliding_window to 4096 and has no use_sliding_window switch,
+        // so a use_sliding_window false beside it changes nothing; every layer slides.
+        var mistral = With(With(Llama, "model_type", "\"mistral\""), "use_sliding_window", "false");
+        var c = DecoderConfig.FromHuggingFace(With(mistral, "sliding_window", value));
+        Assert.That((c.SlidingWindow, c.SlidingLayers), Is.EqualTo((expected, (bool[]?)null)));
+        // The plain-loop Hugging Face reference reads the same window onto each of the 5 layers.
+        Assert.That(Reference.HfSpec.Parse(With(mistral, "sliding_window", value)).LayerWindows, Is.EqualTo(Enumerable.Repeat(expected, 5)));
+    }
+
     [Test]
     public void Experts_per_token_above_the_expert_count_is_an_error()
     {

@@ -36,6 +36,7 @@ public class NewFamilyTests
         ("phi2-qk-layernorm-tied", HfTestConfigs.Phi2QkLayerNorm),
         ("qwen3-moe", HfTestConfigs.Qwen3Moe),
         ("qwen3-moe-dense-layers-window", HfTestConfigs.Qwen3MoeDenseLayers),
+        ("qwen2-moe-shared-expert-dense-layer-window", HfTestConfigs.Qwen2Moe),
         ("gpt-oss", HfTestConfigs.GptOss),
         ("gpt-oss-default-layers", HfTestConfigs.GptOssDefaultLayers),
         ("gemma-mqa", HfTestConfigs.Gemma),

@@ -78,14 +78,24 @@ public class Llama : DecoderFamily
 
     // ---- config.json -------------------------------------------------------------------------
 
-    /// <summary>Whether sliding_window applies when use_sliding_window is absent (Mistral-style configs).</summary>
-    protected virtual bool SlidingWindowByDefault(string modelType) => modelType == "mistral";
+    /// <summary>Whether sliding_window applies when use_sliding_window is absent (families whose config class reads
+    /// sliding_window with no switch, e.g. Mixtral).</summary>
+    protected virtual bool SlidingWindowByDefault(string modelType) => false;
 
-    /// <summary>The window and which layers use it (window null: none; layers null: every layer). Llama and Mistral
-    /// put sliding_window on every layer; Qwen2 slides only the layers its rule picks (<see cref="QwenSlidingWindow"/>).</summary>
-    protected virtual (int? Window, bool[]? Layers) ReadSlidingWindow(ConfigFields r, string modelType) => modelType == "qwen2"
-        ? QwenSlidingWindow(r, (layer, maxWindowLayers) => layer >= maxWindowLayers)
-        : ((r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null, null);
+    /// <summary>The window and which layers use it (window null: none; layers null: every layer). Mistral puts
+    /// sliding_window on every layer: MistralConfig defaults it to 4096 and has no use_sliding_window (the attention
+    /// reads config.sliding_window alone), so an absent field means 4096 and only an explicit null means no window
+    /// (Mistral 7B v0.2 and later write null). Qwen2 slides only the layers its rule picks (<see cref="QwenSlidingWindow"/>);
+    /// Llama's window needs use_sliding_window.</summary>
+    protected virtual (int? Window, bool[]? Layers) ReadSlidingWindow(ConfigFields r, string modelType) => modelType switch
+    {
+        "qwen2" => QwenSlidingWindow(r, (layer, maxWindowLayers) => layer >= maxWindowLayers),
+        "mistral" => (r.Present("sliding_window") ? r.Int("sliding_window") : MistralDefaultWindow, null),
+        _ => ((r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null, null),
+    };
+
+    /// <summary>MistralConfig's sliding_window default.</summary>
+    private const int MistralDefaultWindow = 4096;
 
     /// <summary>
     /// The sliding window of Qwen2-style configs (Qwen2Config, Qwen3Config, Qwen2MoeConfig): sliding_window (default
@@ -109,6 +119,22 @@ public class Llama : DecoderFamily
                 "set use_sliding_window true with a sliding_window, or mark the layers full_attention");
         return (window, sliding);
     }
+
+    /// <summary>Which layers hold experts, as Qwen2MoeDecoderLayer decides (Qwen3-MoE reuses it): layer i does when i is
+    /// not in mlp_only_layers (default []), num_experts &gt; 0 and (i + 1) % decoder_sparse_step (default 1) == 0.</summary>
+    protected static bool[] QwenExpertLayers(ConfigFields r, int experts)
+    {
+        int layers = r.RequiredInt("num_hidden_layers");
+        int step = r.Int("decoder_sparse_step") ?? 1;
+        if (step < 1) throw new ConfigException(r.Source, "decoder_sparse_step", $"({step}) must be at least 1");
+        var denseOnly = r.Ints("mlp_only_layers") ?? [];
+        if (denseOnly.Any(i => i < 0 || i >= layers))
+            throw new ConfigException(r.Source, "mlp_only_layers", $"entries must be layer indices below num_hidden_layers ({layers})");
+        return HuggingFaceConfig.LayerFlags(layers, i => !denseOnly.Contains(i) && experts > 0 && (i + 1) % step == 0);
+    }
+
+    /// <summary>Whether a layer routes to experts (every layer when the config leaves no choice).</summary>
+    protected static bool HasExpertsAt(DecoderConfig c, int layer) => c.ExpertLayers is not { } layers || layers[layer];
 
     /// <summary>Whether q/k/v carry biases whatever attention_bias says (Qwen2-style configs).</summary>
     protected virtual bool AttentionBiasAlways(string modelType) => modelType == "qwen2";

@@ -29,29 +29,20 @@ public sealed class Qwen3Moe : Llama
 
     public override DecoderConfig ReadConfig(ConfigFields r, string modelType)
     {
-        string source = r.Source;
-        int layers = r.RequiredInt("num_hidden_layers");
         int experts = r.Int("num_experts") ?? 128;
-        int step = r.Int("decoder_sparse_step") ?? 1;
-        if (step < 1) throw new ConfigException(source, "decoder_sparse_step", $"({step}) must be at least 1");
-        var denseOnly = r.Ints("mlp_only_layers") ?? [];
-        if (denseOnly.Any(i => i < 0 || i >= layers))
-            throw new ConfigException(source, "mlp_only_layers", $"entries must be layer indices below num_hidden_layers ({layers})");
         bool sliding = r.Bool("use_sliding_window") ?? false;
         return base.ReadConfig(r, modelType) with
         {
             NumExperts = experts,
             ExpertsPerToken = r.Int("num_experts_per_tok") ?? 8,
             NormTopKProb = r.Bool("norm_topk_prob") ?? false,
-            ExpertLayers = HuggingFaceConfig.LayerFlags(layers, i => !denseOnly.Contains(i) && experts > 0 && (i + 1) % step == 0),
+            ExpertLayers = QwenExpertLayers(r, experts),
             DenseIntermediateSize = r.Int("intermediate_size") ?? 6144,
             SlidingWindow = sliding ? (r.Present("sliding_window") ? r.Int("sliding_window") : 4096) : null,
         };
     }
 
     protected override bool OutputProjectionBias(DecoderConfig c) => c.AttentionBias;
-
-    private static bool HasExpertsAt(DecoderConfig c, int layer) => c.ExpertLayers is not { } layers || layers[layer];
 
     protected override IEnumerable<TensorSpec> ExtraAttentionSpecs(DecoderConfig c, int layer) => HeadNorms.Specs(c, layer);
 

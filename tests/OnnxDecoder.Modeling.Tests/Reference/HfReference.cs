@@ -5,7 +5,8 @@ namespace OnnxDecoder.Modeling.Tests.Reference;
 /// <summary>
 /// An independent plain-loop forward pass in double precision for the Hugging Face families Llama,
 /// Mistral, Qwen2, Qwen3, Phi-3 (Phi-3.5-mini, Phi-4-mini), Gemma 1, Gemma 2, and Gemma 3 (text), Granite,
-/// OLMo 2 and SmolLM3 (<see cref="HfDenseFamilies"/>), StarCoder2 (HfStarcoder2.cs), built from the real config.json
+/// OLMo 2 and SmolLM3 (<see cref="HfDenseFamilies"/>), StarCoder2 (HfStarcoder2.cs), Qwen3-MoE and Qwen2-MoE
+/// (HfQwenMoe.cs), built from the real config.json
 /// fields with transformers' semantics (see <see cref="HfSpec"/>, <see cref="HfRope"/>). It uses no ONNX
 /// and none of the Modeling graph code; weights are read by their Hugging Face names, and each read
 /// checks the shape. Full sequences only: ids [B, S], attention_mask [B, S] (0 = left padding),

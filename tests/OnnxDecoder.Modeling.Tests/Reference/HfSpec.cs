@@ -6,7 +6,7 @@ namespace OnnxDecoder.Modeling.Tests.Reference;
 /// <summary>
 /// What the independent reference reads from a Hugging Face config.json, bound with the defaults and
 /// per-family rules of transformers' config classes (LlamaConfig, MistralConfig, Qwen2Config,
-/// Qwen3Config, Phi3Config, GemmaConfig, Gemma2Config, Starcoder2Config). It shares nothing with DecoderConfig on purpose: the
+/// Qwen3Config, Qwen2MoeConfig, Qwen3MoeConfig, Phi3Config, GemmaConfig, Gemma2Config, Starcoder2Config). It shares nothing with DecoderConfig on purpose: the
 /// reference must not inherit the exporter's reading of a config.
 /// </summary>
 public sealed record HfSpec
@@ -66,12 +66,12 @@ public sealed record HfSpec
     public bool PhiStyle { get; init; }
     /// <summary>Phi's qk_layernorm: LayerNorm (weight and bias [head_dim]) over each q and k head before rotary.</summary>
     public bool QkLayerNorm { get; init; }
-    /// <summary>Qwen3-MoE's routed experts and which layers hold them (see HfQwen3Moe.cs); null for dense models.</summary>
+    /// <summary>Qwen3-MoE's and Qwen2-MoE's routed experts and which layers hold them (see HfQwenMoe.cs); null for dense models.</summary>
     public HfMoe? Moe { get; init; }
     /// <summary>GPT-OSS: attention sinks, the biased router and the stacked clamped-SwiGLU experts (see HfGptOss.cs).</summary>
     public HfGptOss? GptOss { get; init; }
 
-    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "granite", "olmo2", "smollm3", "phi", "qwen3_moe", "gpt_oss", "gemma", "starcoder2"];
+    public static readonly string[] ModelTypes = ["llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text", "granite", "olmo2", "smollm3", "phi", "qwen3_moe", "qwen2_moe", "gpt_oss", "gemma", "starcoder2"];
 
     /// <summary>Binds config.json text; throws <see cref="FormatException"/> naming the field on bad input.</summary>
     public static HfSpec Parse(string configJson, string source = "config.json")
@@ -86,8 +86,8 @@ public sealed record HfSpec
         int hidden = f.Int("hidden_size") ?? throw f.Missing("hidden_size");
         int heads = f.Int("num_attention_heads") ?? throw f.Missing("num_attention_heads");
         int layers = f.Int("num_hidden_layers") ?? throw f.Missing("num_hidden_layers");
-        // GemmaConfig defaults num_key_value_heads to 16 and Starcoder2Config to 2 (not to num_attention_heads).
-        int kvHeads = f.Int("num_key_value_heads") ?? type switch { "gemma" => 16, "starcoder2" => 2, _ => heads };
+        // GemmaConfig and Qwen2MoeConfig default num_key_value_heads to 16 and Starcoder2Config to 2 (not to num_attention_heads).
+        int kvHeads = f.Int("num_key_value_heads") ?? type switch { "gemma" or "qwen2_moe" => 16, "starcoder2" => 2, _ => heads };
         // Qwen3Config and GemmaConfig / Gemma2Config carry their own head_dim defaults (128, 256); the others derive it
         // (Starcoder2Attention takes config.head_dim when config.json sets one, else hidden / heads).
         int headDim = f.Int("head_dim") ?? type switch { "qwen3" => 128, "gemma" or "gemma2" or "gemma3_text" => 256, "gpt_oss" => 64, _ => hidden / heads };
@@ -95,7 +95,7 @@ public sealed record HfSpec
         if (hidden <= 0 || layers <= 0 || headDim <= 0) throw new FormatException($"{source}: hidden_size, num_hidden_layers and head_dim must be positive");
         int maxPositions = f.Int("max_position_embeddings") ?? type switch
         {
-            "llama" or "granite" or "olmo2" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "smollm3" or "qwen3_moe" => 32768, "phi3" or "starcoder2" => 4096,
+            "llama" or "granite" or "olmo2" or "phi" => 2048, "mistral" => 4096 * 32, "qwen2" or "qwen3" or "smollm3" or "qwen3_moe" or "qwen2_moe" => 32768, "phi3" or "starcoder2" => 4096,
             "gemma3_text" or "gpt_oss" => 131072, _ => 8192,
         };
 
@@ -114,7 +114,7 @@ public sealed record HfSpec
         {
             ModelType = type,
             HiddenSize = hidden,
-            IntermediateSize = f.Int("intermediate_size") ?? throw f.Missing("intermediate_size"),
+            IntermediateSize = f.Int("intermediate_size") ?? (type == "qwen2_moe" ? 5632 : throw f.Missing("intermediate_size")),
             NumLayers = layers,
             NumHeads = heads,
             NumKvHeads = kvHeads,
@@ -130,10 +130,15 @@ public sealed record HfSpec
             },
             Activation = activation,
             TieWordEmbeddings = f.Bool("tie_word_embeddings") ?? type is "gemma" or "gemma2" or "gemma3_text" or "smollm3" or "starcoder2",
-            // Qwen2 hard-codes q/k/v biases and no o_proj bias; Phi-3 has no biases; Llama, Mistral (no field),
-            // Qwen3 and Gemma 2 put attention_bias on q, k, v and o alike.
-            QkvBias = type switch { "qwen2" or "phi" => true, "phi3" or "mistral" => false, "starcoder2" => useBias, _ => attentionBias },
-            OutputBias = type switch { "phi" => true, "qwen2" or "phi3" or "mistral" => false, "starcoder2" => useBias, _ => attentionBias },
+            // Qwen2 hard-codes q/k/v biases and no o_proj bias; Qwen2MoeAttention puts qkv_bias (default true) on q, k and v
+            // and none on o_proj; Phi-3 has no biases; Llama, Mistral (no field), Qwen3 and Gemma 2 put attention_bias on
+            // q, k, v and o alike.
+            QkvBias = type switch
+            {
+                "qwen2" or "phi" => true, "qwen2_moe" => f.Bool("qkv_bias") ?? true, "phi3" or "mistral" => false, "starcoder2" => useBias,
+                _ => attentionBias,
+            },
+            OutputBias = type switch { "phi" => true, "qwen2" or "qwen2_moe" or "phi3" or "mistral" => false, "starcoder2" => useBias, _ => attentionBias },
             MlpBias = type == "phi" || useBias || type is "llama" or "granite" or "smollm3" && (f.Bool("mlp_bias") ?? false),
             LayerWindows = windows,
             AttentionScale = type switch
@@ -175,7 +180,7 @@ public sealed record HfSpec
         {
             "mistral" => f.IntOrNull("sliding_window", 4096),
             "phi3" => f.IntOrNull("sliding_window", null),
-            "qwen2" or "qwen3" or "qwen3_moe" => (f.Bool("use_sliding_window") ?? false) ? f.IntOrNull("sliding_window", 4096) : null,
+            "qwen2" or "qwen3" or "qwen3_moe" or "qwen2_moe" => (f.Bool("use_sliding_window") ?? false) ? f.IntOrNull("sliding_window", 4096) : null,
             "gemma2" or "gemma3_text" => f.IntOrNull("sliding_window", 4096),
             "smollm3" => f.IntOrNull("sliding_window", null),
             "gpt_oss" => f.IntOrNull("sliding_window", 128),
@@ -192,6 +197,9 @@ public sealed record HfSpec
         string[] layerTypes = f.StringList("layer_types") is { } given && (given.Length > 0 || type != "gemma3_text") ? given : type switch
         {
             "gemma3_text" or "smollm3" => HfDenseFamilies.DefaultLayerTypes(f, type, layers),
+            // Qwen2MoeConfig: layer i slides when (i + 1) % 2 != 0, i < max_window_layers and use_sliding_window.
+            "qwen2_moe" => Enumerable.Range(0, layers).Select(i => (f.Bool("use_sliding_window") ?? false) && (i + 1) % 2 != 0
+                && i < (f.Int("max_window_layers") ?? 28) ? "sliding_attention" : "full_attention").ToArray(),
             _ => Enumerable.Range(0, layers).Select(i => type is "gemma2" or "gpt_oss"
                 ? (i % 2 == 0 ? "sliding_attention" : "full_attention")
                 : (window is not null && i >= (f.Int("max_window_layers") ?? 28) ? "sliding_attention" : "full_attention")).ToArray(),

@@ -323,7 +323,7 @@ public static class HfTestConfigs
         ("smollm3", SmolLM3), ("smollm3-sliding", SmolLM3SlidingWindow),
         ("gemma3-text", Gemma3Text), ("gemma3-text-layer-types", Gemma3TextLayerTypes),
         ("phi2", Phi2), ("phi2-qk-layernorm", Phi2QkLayerNorm),
-        ("qwen3-moe", Qwen3Moe), ("qwen3-moe-dense-layers", Qwen3MoeDenseLayers),
+        ("qwen3-moe", Qwen3Moe), ("qwen3-moe-dense-layers", Qwen3MoeDenseLayers), ("qwen2-moe", Qwen2Moe),
         ("gpt-oss", GptOss), ("gpt-oss-default-layers", GptOssDefaultLayers),
         ("gemma", Gemma), ("gemma-legacy-hidden-act", GemmaLegacyActivation),
         ("starcoder2", Starcoder2), ("starcoder2-no-bias", Starcoder2NoBias),
@@ -391,6 +391,25 @@ public static class HfTestConfigs
       "vocab_size": 48, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
       "hidden_act": "silu", "attention_bias": true, "use_sliding_window": true, "sliding_window": 4,
       "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2
+    }
+    """;
+
+    /// <summary>
+    /// Qwen1.5-MoE-like: 4 experts top 2 not renormalised (norm_topk_prob absent: false), a shared expert of width 24 with
+    /// its sigmoid gate, layer 1 dense (mlp_only_layers [1], intermediate_size 40), qkv_bias absent (true: q/k/v biases,
+    /// none on o_proj), use_sliding_window with window 4 on the even layers below max_window_layers 3 (layers 0 and 2),
+    /// GQA 4/2, untied head.
+    /// </summary>
+    public const string Qwen2Moe = """
+    {
+      "architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe",
+      "hidden_size": 32, "intermediate_size": 40, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 24,
+      "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "num_experts": 4, "num_experts_per_tok": 2, "decoder_sparse_step": 1, "mlp_only_layers": [1],
+      "use_sliding_window": true, "sliding_window": 4, "max_window_layers": 3,
+      "vocab_size": 48, "max_position_embeddings": 128, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+      "hidden_act": "silu", "output_router_logits": false, "router_aux_loss_coef": 0.001,
+      "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2
     }
     """;
 

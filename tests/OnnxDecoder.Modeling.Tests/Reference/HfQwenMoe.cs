@@ -3,26 +3,39 @@ using OnnxDecoder.Modeling;
 namespace OnnxDecoder.Modeling.Tests.Reference;
 
 /// <summary>
-/// Qwen3-MoE's routed experts as transformers' Qwen3MoeConfig / Qwen3MoeSparseMoeBlock define them
-/// (Qwen2MoeDecoderLayer picks the block, Qwen2MoeTopKRouter routes): layer i holds experts when i is
-/// not in mlp_only_layers (default []), num_experts (default 128) &gt; 0 and (i + 1) % decoder_sparse_step
-/// (default 1) == 0, else a dense MLP of intermediate_size. Routing: logits = gate.weight x (no bias),
-/// softmax over all experts, the top num_experts_per_tok (default 8) kept, divided by their sum when
-/// norm_topk_prob (default false); no shared expert. Experts: down(act(gate x) * up x) of
-/// moe_intermediate_size (default 768), act = hidden_act.
+/// The routed experts of Qwen3-MoE and Qwen2-MoE as transformers' Qwen3MoeConfig / Qwen2MoeConfig and
+/// modular_qwen2_moe.py define them (Qwen2MoeDecoderLayer picks the block, Qwen2MoeTopKRouter routes, Qwen3-MoE
+/// reuses both): layer i holds experts when i is not in mlp_only_layers (default []), num_experts &gt; 0 and
+/// (i + 1) % decoder_sparse_step (default 1) == 0, else a dense MLP of intermediate_size. Routing: logits =
+/// gate.weight x (no bias), softmax over all experts, the top num_experts_per_tok kept, divided by their sum when
+/// norm_topk_prob (default false). Experts: down(act(gate x) * up x) of moe_intermediate_size, act = hidden_act.
+/// Qwen2MoeSparseMoeBlock adds a shared expert every token passes through (a gated MLP of
+/// shared_expert_intermediate_size), scaled by sigmoid(shared_expert_gate.weight x) ([1, hidden], no bias);
+/// Qwen3-MoE has none. Defaults: Qwen3MoeConfig 128 experts, top 8, width 768; Qwen2MoeConfig 60, top 4, width 1408,
+/// shared width 5632.
 /// </summary>
-public sealed record HfMoe(int NumExperts, int TopK, bool NormTopKProb, int MoeIntermediateSize, bool[] SparseLayers)
+public sealed record HfMoe(int NumExperts, int TopK, bool NormTopKProb, int MoeIntermediateSize, bool[] SparseLayers,
+    int SharedExpertIntermediateSize = 0)
 {
+    /// <summary>Whether the sparse block has Qwen2-MoE's shared expert and its gate.</summary>
+    public bool HasSharedExpert { get; init; }
+
     internal static HfMoe? Read(HfSpec.Fields f, string modelType, int layers)
     {
-        if (modelType != "qwen3_moe") return null;
-        int experts = f.Int("num_experts") ?? 128, step = f.Int("decoder_sparse_step") ?? 1;
+        if (modelType is not ("qwen3_moe" or "qwen2_moe")) return null;
+        bool qwen2 = modelType == "qwen2_moe";
+        int experts = f.Int("num_experts") ?? (qwen2 ? 60 : 128), step = f.Int("decoder_sparse_step") ?? 1;
         if (step < 1) throw new FormatException($"{f.Source}: decoder_sparse_step ({step}) must be at least 1");
         var denseOnly = f.IntList("mlp_only_layers") ?? [];
         var sparse = Enumerable.Range(0, layers).Select(i => !denseOnly.Contains(i) && experts > 0 && (i + 1) % step == 0).ToArray();
-        int topK = f.Int("num_experts_per_tok") ?? 8;
+        int topK = f.Int("num_experts_per_tok") ?? (qwen2 ? 4 : 8);
         if (sparse.Any(s => s) && (topK < 1 || topK > experts)) throw new FormatException($"{f.Source}: num_experts_per_tok ({topK}) must be between 1 and num_experts ({experts})");
-        return new HfMoe(experts, topK, f.Bool("norm_topk_prob") ?? false, f.Int("moe_intermediate_size") ?? 768, sparse);
+        int shared = qwen2 ? f.Int("shared_expert_intermediate_size") ?? 5632 : 0;
+        if (shared < 0) throw new FormatException($"{f.Source}: shared_expert_intermediate_size ({shared}) must not be negative");
+        return new HfMoe(experts, topK, f.Bool("norm_topk_prob") ?? false, f.Int("moe_intermediate_size") ?? (qwen2 ? 1408 : 768), sparse, shared)
+        {
+            HasSharedExpert = qwen2,
+        };
     }
 }
 
@@ -62,13 +75,24 @@ public sealed partial class HfReference
             var y = Linear($"{expert}.down_proj.weight", up, x.Length, null);
             for (int h = 0; h < x.Length; h++) output[h] += weight * y[h];
         }
+        if (!moe.HasSharedExpert) return output;
+
+        // Qwen2MoeSparseMoeBlock: + sigmoid(shared_expert_gate x) * shared_expert(x), for every token.
+        int width = moe.SharedExpertIntermediateSize;
+        var sharedGate = Linear($"{mlp}.shared_expert.gate_proj.weight", x, width, null);
+        var sharedUp = Linear($"{mlp}.shared_expert.up_proj.weight", x, width, null);
+        for (int i = 0; i < width; i++) sharedUp[i] *= Act(sharedGate[i]);
+        var sharedOut = Linear($"{mlp}.shared_expert.down_proj.weight", sharedUp, x.Length, null);
+        double scale = 1 / (1 + Math.Exp(-Linear($"{mlp}.shared_expert_gate.weight", x, 1, null)[0]));
+        for (int h = 0; h < x.Length; h++) output[h] += scale * sharedOut[h];
         return output;
     }
 }
 
 public static partial class HfWeights
 {
-    /// <summary>A sparse layer's router and experts, in checkpoint order (gate, then each expert's gate_proj, up_proj, down_proj).</summary>
+    /// <summary>A sparse layer's router and experts, in checkpoint order (gate, then each expert's gate_proj, up_proj, down_proj), then
+    /// Qwen2-MoE's shared expert and its gate.</summary>
     private static IEnumerable<TensorSpec> MoeSpecs(HfSpec c, HfMoe moe, int layer)
     {
         string mlp = $"model.layers.{layer}.mlp";
@@ -80,5 +104,11 @@ public static partial class HfWeights
             yield return new($"{mlp}.experts.{e}.up_proj.weight", [inter, hidden]);
             yield return new($"{mlp}.experts.{e}.down_proj.weight", [hidden, inter]);
         }
+        if (!moe.HasSharedExpert) yield break;
+        long shared = moe.SharedExpertIntermediateSize;
+        yield return new($"{mlp}.shared_expert.gate_proj.weight", [shared, hidden]);
+        yield return new($"{mlp}.shared_expert.up_proj.weight", [shared, hidden]);
+        yield return new($"{mlp}.shared_expert.down_proj.weight", [hidden, shared]);
+        yield return new($"{mlp}.shared_expert_gate.weight", [1, hidden]);
     }
 }
