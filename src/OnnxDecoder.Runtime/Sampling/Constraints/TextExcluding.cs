@@ -25,11 +25,14 @@ public static class TextExcluding
         var toward = MarkerSteps(markerBytes);
         var moves = new Dictionary<int, ((ByteSet Set, int Target)[] Edges, bool Accepting)>();
 
-        // Forward: the product states reachable from (start, 0), numbered as found.
+        // Forward: the product states reachable from (start, 0), numbered as found; each state's edges are appended
+        // when it is expanded, in order, so edges edgeStart[s]..edgeStart[s+1]-1 are state s's.
         var index = new Dictionary<(int State, int Matched), int>();
         var found = new List<(int State, int Matched)>();
-        var edges = new List<Dictionary<int, ByteSet>>();
         var accepting = new List<bool>();
+        var edgeStart = new List<int>();
+        var edgeSets = new List<ByteSet>();
+        var edgeTargets = new List<int>();
         int Id(int state, int matched)
         {
             if (index.TryGetValue((state, matched), out int id)) return id;
@@ -37,8 +40,6 @@ public static class TextExcluding
                 throw new GrammarException($"text without '{marker}' expands to more than {MaxStates} states: lower maxLength or the pattern's bounds");
             index[(state, matched)] = found.Count;
             found.Add((state, matched));
-            edges.Add([]);
-            accepting.Add(false);
             return found.Count - 1;
         }
         Id(nfa.RuleStart[0], 0);
@@ -46,48 +47,92 @@ public static class TextExcluding
         {
             var (state, matched) = found[at];
             var (stateEdges, accepts) = Moves(nfa, state, moves);
-            accepting[at] = accepts;
+            accepting.Add(accepts);
+            edgeStart.Add(edgeSets.Count);
             foreach (var (set, target) in stateEdges)
-                for (int next = 0; next < markerBytes.Length; next++)
+                foreach (var (next, bytes) in toward[matched])
                 {
-                    var part = set.Intersect(toward[matched][next]);
+                    var part = set.Intersect(bytes);
                     if (part.IsEmpty) continue;
-                    int to = Id(target, next);
-                    edges[at][to] = edges[at].TryGetValue(to, out var existing) ? existing.Union(part) : part;
+                    edgeSets.Add(part);
+                    edgeTargets.Add(Id(target, next));
                 }
         }
+        int states = found.Count;
+        edgeStart.Add(edgeSets.Count);
 
-        // Backward: keep the states from which an accepting one is reachable.
-        var incoming = new List<int>[found.Count];
-        for (int s = 0; s < found.Count; s++) incoming[s] = [];
-        for (int s = 0; s < found.Count; s++)
-            foreach (int to in edges[s].Keys) incoming[to].Add(s);
-        var live = new bool[found.Count];
+        // Backward: keep the states from which an accepting one is reachable (incoming edges grouped by target).
+        var incomingStart = new int[states + 1];
+        foreach (int target in edgeTargets) incomingStart[target + 1]++;
+        for (int s = 0; s < states; s++) incomingStart[s + 1] += incomingStart[s];
+        var incoming = new int[edgeTargets.Count];
+        var filled = incomingStart[..states];
+        for (int s = 0; s < states; s++)
+            for (int e = edgeStart[s]; e < edgeStart[s + 1]; e++) incoming[filled[edgeTargets[e]]++] = s;
+        var live = new bool[states];
         var work = new Stack<int>();
-        for (int s = 0; s < found.Count; s++)
+        for (int s = 0; s < states; s++)
             if (accepting[s]) { live[s] = true; work.Push(s); }
         while (work.Count > 0)
-            foreach (int from in incoming[work.Pop()])
-                if (!live[from]) { live[from] = true; work.Push(from); }
+        {
+            int s = work.Pop();
+            for (int i = incomingStart[s]; i < incomingStart[s + 1]; i++)
+                if (!live[incoming[i]]) { live[incoming[i]] = true; work.Push(incoming[i]); }
+        }
         if (!live[0]) throw new GrammarException($"every text it allows contains '{marker}'");
 
-        var renumbered = new int[found.Count];
-        int count = 0;
-        for (int s = 0; s < found.Count; s++) renumbered[s] = live[s] ? count++ : -1;
+        var renumbered = TopologicalNumbers(edgeStart, edgeTargets, live, out int count);
         var automatonEdges = new (ByteSet, int)[count][];
         var automatonAccepting = new bool[count];
-        for (int s = 0; s < found.Count; s++)
+        var kept = new List<(ByteSet, int)>();
+        for (int s = 0; s < states; s++)
         {
-            if (!live[s]) continue;
-            automatonEdges[renumbered[s]] = [.. edges[s].Where(e => live[e.Key]).Select(e => (e.Value, renumbered[e.Key]))];
+            if (renumbered[s] < 0) continue;
+            kept.Clear();
+            for (int e = edgeStart[s]; e < edgeStart[s + 1]; e++)
+                if (renumbered[edgeTargets[e]] >= 0) kept.Add((edgeSets[e], renumbered[edgeTargets[e]]));
+            automatonEdges[renumbered[s]] = [.. kept];
             automatonAccepting[renumbered[s]] = accepting[s];
         }
         return new AutomatonNode(0, automatonEdges, automatonAccepting);
     }
 
-    // Per matched count j and next count k (below the marker's length): the bytes that take j to k. The missing k (the
-    // whole marker) is the refused step.
-    private static ByteSet[][] MarkerSteps(byte[] marker)
+    // The live states numbered in reverse postorder from the start (0), so that edges outside cycles lead to higher
+    // numbers: the NFA's distance fixpoint, which sweeps states from the highest down, then settles in few sweeps
+    // instead of one sweep per character of a length bound. Dead states get -1.
+    private static int[] TopologicalNumbers(List<int> edgeStart, List<int> edgeTargets, bool[] live, out int count)
+    {
+        var postorder = new List<int>();
+        var visited = new bool[live.Length];
+        var work = new Stack<(int State, int Edge)>();
+        visited[0] = true;
+        work.Push((0, edgeStart[0]));
+        while (work.Count > 0)
+        {
+            var (state, edge) = work.Pop();
+            if (edge == edgeStart[state + 1])
+            {
+                postorder.Add(state);
+                continue;
+            }
+            work.Push((state, edge + 1));
+            int target = edgeTargets[edge];
+            if (live[target] && !visited[target])
+            {
+                visited[target] = true;
+                work.Push((target, edgeStart[target]));
+            }
+        }
+        var numbers = new int[live.Length];
+        Array.Fill(numbers, -1);
+        count = postorder.Count;
+        for (int i = 0; i < count; i++) numbers[postorder[count - 1 - i]] = i;
+        return numbers;
+    }
+
+    // Per matched count j, the next counts k (below the marker's length) some byte takes j to, with those bytes. The
+    // missing k (the whole marker) is the refused step.
+    private static (int Next, ByteSet Bytes)[][] MarkerSteps(byte[] marker)
     {
         int length = marker.Length;
         var next = new int[length][];
@@ -101,12 +146,13 @@ public static class TextExcluding
             next[j][marker[j]] = j + 1;
             fallback = next[fallback][marker[j]];
         }
-        var steps = new ByteSet[length][];
+        var steps = new (int, ByteSet)[length][];
         for (int j = 0; j < length; j++)
         {
-            steps[j] = new ByteSet[length];
+            var byNext = new ByteSet[length];
             for (int b = 0; b < 256; b++)
-                if (next[j][b] < length) steps[j][next[j][b]] = steps[j][next[j][b]].Union(ByteSet.Of((byte)b));
+                if (next[j][b] < length) byNext[next[j][b]] = byNext[next[j][b]].Union(ByteSet.Of((byte)b));
+            steps[j] = [.. Enumerable.Range(0, length).Where(k => !byNext[k].IsEmpty).Select(k => (k, byNext[k]))];
         }
         return steps;
     }
