@@ -6,8 +6,8 @@ namespace OnnxDecoder.Runtime.Tools;
 
 /// <summary>
 /// The raw text of a string parameter in Qwen3-Coder's XML calls (written unescaped before "\n&lt;/parameter&gt;"), with the
-/// string keywords of its schema as <see cref="JsonSchemaCompiler"/> enforces them on a JSON string: a string enum (its
-/// members), minLength / maxLength (code points), pattern (the <see cref="RegexGrammar"/> subset, a match somewhere in the
+/// string keywords of its schema as <see cref="JsonSchemaCompiler"/> enforces them on a JSON string: a string const or
+/// enum (its members), minLength / maxLength (code points), pattern (the <see cref="RegexGrammar"/> subset, a match somewhere in the
 /// text, ^ / $ anchoring), format (<see cref="StringFormatGrammar"/>'s formats). Every constrained value is also kept free
 /// of "&lt;/parameter&gt;" (<see cref="TextExcluding"/>), since the parser ends the value at its first one. Combinations
 /// the JSON form refuses are refused here too.
@@ -28,6 +28,16 @@ internal static class QwenXmlTextValue
         var present = StringKeywords.Where(k => schema.TryGetProperty(k, out _)).ToList();
         bool hasLength = present.Contains("minLength") || present.Contains("maxLength");
 
+        if (schema.TryGetProperty("const", out var constant) && constant.ValueKind == JsonValueKind.String)
+        {
+            if (present.Count > 0) throw Error(present[0], $"'{present[0]}' beside 'const' is not supported: keep one of them");
+            string text = constant.GetString()!;
+            if (text.Contains(ParameterClose)) throw Error("const", $"the value holds {ParameterClose}, which ends a value in the XML markup: change it");
+            if (schema.TryGetProperty("enum", out var members) && members.ValueKind == JsonValueKind.Array
+                && !members.EnumerateArray().Any(m => m.ValueKind == JsonValueKind.String && m.GetString() == text))
+                throw Error("const", "no value of enum / const matches: make const one of enum's members");
+            return Literal(text);
+        }
         if (schema.TryGetProperty("enum", out var values))
         {
             if (present.Count > 0) throw Error(present[0], $"'{present[0]}' beside 'enum' is not supported: keep one of them");

@@ -40,6 +40,8 @@ public class QwenXmlStringKeywordTests
         ("""{"type": "string", "pattern": "\\d{3}"}""", ["call 555 now", "555", "x\n123\ny", "55 5", ""]),
         ("""{"type": "string", "pattern": "^<[a-z/]+>"}""", ["<b> bold", "</param>", "</parameterx>", "<B>", "b>"]),
         ("""{"type": "string", "pattern": "^(?:中|日)+$"}""", ["中日中", "中", "中x", ""]),
+        ("""{"type": "string", "const": "exact <text>"}""", ["exact <text>", "exact <text", "exact <text> ", ""]),
+        ("""{"type": "string", "enum": ["red", "green"], "const": "green"}""", ["green", "red", "gree"]),
         ("""{"type": "string", "format": "date"}""", ["2024-02-29", "1999-12-31", "2023-02-29", "2024-13-01", "2024-04-31", "tomorrow", ""]),
         ("""{"type": "string", "format": "email"}""", ["ada@example.com", "a.b+c@mail.example.org", "no-at-sign", ""]),
         ("""{"type": "string", "format": "uuid"}""",
@@ -94,6 +96,7 @@ public class QwenXmlStringKeywordTests
     [TestCase("""{"type": "string", "pattern": "^a|b$"}""", "pattern")]
     [TestCase("""{"type": "string", "pattern": 3}""", "pattern")]
     [TestCase("""{"type": "string", "enum": ["a", "b"], "maxLength": 1}""", "maxLength")]
+    [TestCase("""{"type": "string", "const": "a", "pattern": "a"}""", "pattern")]
     public void Unsupported_combinations_are_refused_as_the_json_form_refuses_them(string schema, string keyword)
     {
         Assert.Throws<GrammarException>(() => ToolCallSyntax.Hermes.Grammar(Tools(schema), only: null, parallel: false), "the JSON form refuses it");
