@@ -19,7 +19,8 @@ internal static class QwenXmlTextValue
     private static readonly GrammarNode Character = Alt(Bytes(ByteSet.Range(0x00, 0x7F)), JsonGrammar.Utf8NonAscii());
 
     /// <param name="unconstrained">Any text without the marker, for a schema without string keywords.</param>
-    /// <param name="at">Where the parameters schema is (tools[i].function), for errors; <paramref name="pointer"/> is the parameter's inside it.</param>
+    /// <param name="at">Where the parameters schema is (tools[i].function), for errors; <paramref name="pointer"/> is the
+    /// parameter's inside it.</param>
     public static GrammarNode For(JsonElement schema, GrammarNode unconstrained, string at, string function, string key, string pointer)
     {
         if (schema.ValueKind != JsonValueKind.Object) return unconstrained;
@@ -32,7 +33,8 @@ internal static class QwenXmlTextValue
         {
             if (present.Count > 0) throw Error(present[0], $"'{present[0]}' beside 'const' is not supported: keep one of them");
             string text = constant.GetString()!;
-            if (text.Contains(ParameterClose)) throw Error("const", $"the value holds {ParameterClose}, which ends a value in the XML markup: change it");
+            if (text.Contains(ParameterClose))
+                throw Error("const", $"the value holds {ParameterClose}, which ends a value in the XML markup: change it");
             if (schema.TryGetProperty("enum", out var members) && members.ValueKind == JsonValueKind.Array
                 && !members.EnumerateArray().Any(m => m.ValueKind == JsonValueKind.String && m.GetString() == text))
                 throw Error("const", "no value of enum / const matches: make const one of enum's members");
@@ -52,14 +54,15 @@ internal static class QwenXmlTextValue
             if (present.Contains("pattern") || hasLength)
                 throw Error("format", "format beside pattern, minLength or maxLength is not supported: keep one of them");
             var contents = StringFormatGrammar.For(format.GetString()!)
-                ?? throw Error("format", $"format '{format.GetString()}' is not written by the constraint (supported: {string.Join(", ", StringFormatGrammar.Supported)}); " +
-                    "remove it, or use a pattern");
+                ?? throw Error("format", $"format '{format.GetString()}' is not written by the constraint " +
+                    $"(supported: {string.Join(", ", StringFormatGrammar.Supported)}); remove it, or use a pattern");
             return WithoutMarker(contents, "format", Error);
         }
         if (schema.TryGetProperty("pattern", out var pattern))
         {
             if (pattern.ValueKind != JsonValueKind.String) throw Error("pattern", "pattern must be a string");
-            if (hasLength) throw Error("pattern", "pattern beside minLength or maxLength is not supported: state the length in the pattern, e.g. ^.{2,8}$");
+            if (hasLength)
+                throw Error("pattern", "pattern beside minLength or maxLength is not supported: state the length in the pattern, e.g. ^.{2,8}$");
             GrammarNode text;
             try
             {

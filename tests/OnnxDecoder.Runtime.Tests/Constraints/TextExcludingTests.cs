@@ -30,9 +30,12 @@ public class TextExcludingTests
         var any = Repeat(Bytes(ByteSet.Of([.. Encoding.ASCII.GetBytes(alphabet)])), 0, -1);
         var matcher = new GrammarMatcher(new Grammar().WithRoot(TextExcluding.Intersect(any, marker)), ByteSet.All);
         int maxLength = marker.Length > 4 ? marker.Length + 1 : 8;
-        var texts = marker.Length > 4 ? [marker, "x" + marker, marker[..^1], "<" + marker, marker[..5] + marker, marker + "x"] : Texts(alphabet, maxLength);
+        var texts = marker.Length > 4
+            ? [marker, "x" + marker, marker[..^1], "<" + marker, marker[..5] + marker, marker + "x"]
+            : Texts(alphabet, maxLength);
         foreach (var text in texts)
-            Assert.That(matcher.Matches(Encoding.ASCII.GetBytes(text)), Is.EqualTo(!text.Contains(marker, StringComparison.Ordinal)), $"'{text}' with marker '{marker}'");
+            Assert.That(matcher.Matches(Encoding.ASCII.GetBytes(text)), Is.EqualTo(!text.Contains(marker, StringComparison.Ordinal)),
+                $"'{text}' with marker '{marker}'");
     }
 
     [Test]

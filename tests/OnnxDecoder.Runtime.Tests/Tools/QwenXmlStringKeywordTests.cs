@@ -54,7 +54,8 @@ public class QwenXmlStringKeywordTests
     public void The_grammar_accepts_exactly_the_values_python_jsonschema_accepts()
     {
         var judged = Cases.SelectMany(c => c.Values.Select(v => (c.Schema, v))).ToList();
-        var verdicts = PythonJsonSchema.Judge([.. judged.Select(j => (ArgumentsSchema(j.Schema), new JsonObject { ["value"] = j.v }.ToJsonString()))]);
+        var verdicts = PythonJsonSchema.Judge(
+            [.. judged.Select(j => (ArgumentsSchema(j.Schema), new JsonObject { ["value"] = j.v }.ToJsonString()))]);
         Assert.That(verdicts.Count(v => v is null), Is.InRange(1, judged.Count - 1), "the cases hold values python3-jsonschema accepts and refuses");
         var matchers = Cases.ToDictionary(c => c.Schema, c => Matcher(c.Schema));
         var disagreements = new List<string>();

@@ -10,7 +10,8 @@ namespace OnnxDecoder.Runtime.Sampling.Constraints;
 /// </summary>
 public static class TextExcluding
 {
-    /// <summary>Product states allowed (each becomes a state of the grammar's NFA, which caps them at <see cref="ByteNfa.MaxStates"/>).</summary>
+    /// <summary>Product states allowed (each becomes a state of the grammar's NFA, which caps them at
+    /// <see cref="ByteNfa.MaxStates"/>).</summary>
     public const int MaxStates = ByteNfa.MaxStates / 4;
 
     /// <summary>The sentences of <paramref name="regular"/> (bytes, sequences, choices, repeats and automata: no rules, no
@@ -37,7 +38,8 @@ public static class TextExcluding
         {
             if (index.TryGetValue((state, matched), out int id)) return id;
             if (found.Count >= MaxStates)
-                throw new GrammarException($"text without '{marker}' expands to more than {MaxStates} states: lower maxLength or the pattern's bounds");
+                throw new GrammarException(
+                    $"text without '{marker}' expands to more than {MaxStates} states: lower maxLength or the pattern's bounds");
             index[(state, matched)] = found.Count;
             found.Add((state, matched));
             return found.Count - 1;
