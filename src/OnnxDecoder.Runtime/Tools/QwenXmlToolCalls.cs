@@ -143,8 +143,8 @@ public static class QwenXmlToolCalls
     }
 
     /// <summary>The grammar of a reply that is only calls, each of one of the offered functions (<paramref name="only"/>:
-    /// that one) with its required parameters, in the schema's order: a string parameter's value is any text without
-    /// "&lt;/parameter&gt;" (or one of its string enum), another's is the JSON its schema allows.</summary>
+    /// that one) with its required parameters, in the schema's order: a string parameter's value is text without
+    /// "&lt;/parameter&gt;" that its string keywords allow (<see cref="QwenXmlTextValue"/>), another's is the JSON its schema allows.</summary>
     public static GrammarNode Grammar(JsonGrammar json, JsonElement tools, string? only, bool parallel, bool openInPrompt, bool closeIsSpecial,
         int maxCalls, string source = "tools")
     {
@@ -169,7 +169,7 @@ public static class QwenXmlToolCalls
             {
                 string pointer = $"/properties/{key.Replace("~", "~0").Replace("/", "~1")}";
                 CheckName(key, $"{at}.parameters#{pointer}");
-                GrammarNode value = IsText(schema) ? TextValue(schema, text) : compiler.CompileMember(function.GetProperty("parameters"), schema, pointer, $"{at}.parameters");
+                GrammarNode value = IsText(schema) ? QwenXmlTextValue.For(schema, text, at, name, key, pointer) : compiler.CompileMember(function.GetProperty("parameters"), schema, pointer, $"{at}.parameters");
                 members.Add(Seq(Literal($"{ParameterOpen}{key}>\n"), value, Literal($"\n{ParameterClose}\n")));
                 required.Add(requiredNames.Contains(key));
             }
@@ -197,15 +197,6 @@ public static class QwenXmlToolCalls
     {
         if (name.Length == 0 || name.AsSpan().IndexOfAny(">\n<") >= 0 || name.Trim() != name)
             throw new GrammarException($"{at}: '{name}' cannot be written in Qwen3-Coder's XML calls (no '<', '>', newlines or edge spaces): rename it");
-    }
-
-    // A string enum is its members' text; any other string is any text.
-    private static GrammarNode TextValue(JsonElement schema, GrammarNode text)
-    {
-        if (schema.ValueKind == JsonValueKind.Object && schema.TryGetProperty("enum", out var values) && values.ValueKind == JsonValueKind.Array
-            && values.GetArrayLength() > 0 && values.EnumerateArray().All(v => v.ValueKind == JsonValueKind.String && !v.GetString()!.Contains(ParameterClose)))
-            return Alt([.. values.EnumerateArray().Select(v => Literal(v.GetString()!))]);
-        return text;
     }
 
     /// <summary>Any UTF-8 text that does not contain "&lt;/parameter&gt;": an automaton that tracks how much of the marker

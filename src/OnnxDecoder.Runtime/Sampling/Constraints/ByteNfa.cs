@@ -154,6 +154,21 @@ internal sealed class ByteNfa
                 }
                 case MembersNode members:
                     return EmitMembers(members, from);
+                case AutomatonNode automaton:
+                {
+                    // Fresh states throughout, so the automaton's cycles reach no state other constructs share.
+                    int first = Bytes.Count;
+                    for (int i = 0; i < automaton.Edges.Length; i++) New();
+                    int end = New();
+                    Link(from, first + automaton.Start);
+                    for (int i = 0; i < automaton.Edges.Length; i++)
+                    {
+                        foreach (var (set, target) in automaton.Edges[i])
+                            if (!set.IsEmpty) Bytes[first + i].Add((set, first + target));
+                        if (automaton.Accepting[i]) Link(first + i, end);
+                    }
+                    return end;
+                }
                 default:
                     throw new ArgumentException($"unknown grammar node {node.GetType().Name}", nameof(node));
             }

@@ -60,6 +60,10 @@ public sealed record AltNode(GrammarNode[] Choices) : GrammarNode;
 public sealed record RepeatNode(GrammarNode Item, int Min, int Max) : GrammarNode;
 /// <summary>A call of rule <paramref name="Rule"/> of the grammar.</summary>
 public sealed record RuleNode(int Rule) : GrammarNode;
+/// <summary>A finite automaton given by its transitions: states 0..Edges.Length-1, <paramref name="Start"/> first; a
+/// sentence is any byte path from it to an <paramref name="Accepting"/> state (built by <see cref="TextExcluding"/>, whose
+/// products no expression tree states compactly).</summary>
+public sealed record AutomatonNode(int Start, (ByteSet Set, int Target)[][] Edges, bool[] Accepting) : GrammarNode;
 /// <summary>Object members in a fixed order, <paramref name="Separator"/> (a comma with its
 /// whitespace) between those present; a member that is not required may be left out. Between
 /// <paramref name="MinPresent"/> and <paramref name="MaxPresent"/> (-1: all) members are present.</summary>

@@ -31,13 +31,21 @@ public static class RegexGrammar
     /// Characters the match writes that JSON must escape (", \, control characters) are written escaped;
     /// the unanchored text around the match is any JSON string content.
     /// </summary>
-    public static GrammarNode JsonStringPattern(string pattern)
+    public static GrammarNode JsonStringPattern(string pattern) => Search(pattern, EscapeForJsonString, JsonGrammar.StringCharacter);
+
+    /// <summary>
+    /// A JSON Schema <c>pattern</c> over raw text (UTF-8, nothing escaped): the texts that contain a match somewhere, as
+    /// <see cref="JsonStringPattern"/> means it; the unanchored text around the match is any characters.
+    /// </summary>
+    public static GrammarNode TextPattern(string pattern) => Search(pattern, node => node, Alt(Bytes(Ascii), JsonGrammar.Utf8NonAscii()));
+
+    private static GrammarNode Search(string pattern, Func<GrammarNode, GrammarNode> write, GrammarNode character)
     {
         var parser = new Parser(pattern);
-        var node = EscapeForJsonString(parser.ParseWhole());
+        var node = write(parser.ParseWhole());
         if (parser.TopLevelChoices > 1 && (parser.AnchoredStart || parser.AnchoredEnd))
             throw new GrammarException($"regex /{pattern}/: an anchor beside a top-level '|' binds to one alternative only: group the alternatives, e.g. ^(a|b)$");
-        var anything = Repeat(JsonGrammar.StringCharacter, 0, -1);
+        var anything = Repeat(character, 0, -1);
         return Seq(parser.AnchoredStart ? Empty : anything, node, parser.AnchoredEnd ? Empty : anything);
     }
 
