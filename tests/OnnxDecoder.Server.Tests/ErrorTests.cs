@@ -199,14 +199,9 @@ public class ErrorTests
         string broken = ServerFixture.UnloadableModel("broken");
         using var factory = new ServerFactory(ServerFixture.Settings(broken));
         using var client = factory.CreateClient();
-        HttpResponseMessage health = null!;
-        for (int i = 0; i < 200; i++)
-        {
-            health = await client.GetAsync("/health");
-            if (health.StatusCode == HttpStatusCode.ServiceUnavailable) break;
-            await Task.Delay(20);
-        }
-        Assert.That(health.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
+        var (health, _) = await ServerFixture.PollJson(client, "/health", (status, _) => status == HttpStatusCode.ServiceUnavailable,
+            TimeSpan.FromSeconds(4));
+        Assert.That(health, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
         var response = await client.PostAsync("/v1/completions", new StringContent("{\"prompt\": \"Hi\"}", Encoding.UTF8, "application/json"));
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
         var error = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!;

@@ -54,24 +54,6 @@ public class ReadinessTests
         }
     }
 
-    private static async Task<(HttpStatusCode Status, JsonNode Body)> Get(HttpClient client, string path)
-    {
-        var response = await client.GetAsync(path);
-        return (response.StatusCode, JsonNode.Parse(await response.Content.ReadAsStringAsync())!);
-    }
-
-    /// <summary>Asks <paramref name="path"/> until <paramref name="done"/> holds (at most 20 s under a loaded machine).</summary>
-    private static async Task<(HttpStatusCode Status, JsonNode Body)> Poll(HttpClient client, string path, Func<HttpStatusCode, JsonNode, bool> done)
-    {
-        var deadline = Stopwatch.StartNew();
-        while (true)
-        {
-            var (status, body) = await Get(client, path);
-            if (done(status, body) || deadline.Elapsed > TimeSpan.FromSeconds(20)) return (status, body);
-            await Task.Delay(50);
-        }
-    }
-
     private static string? Description(JsonNode body) => (string?)body["checks"]![OnnxDecoderHealthCheck.Name]!["description"];
 
     [Test]
@@ -81,18 +63,18 @@ public class ReadinessTests
         using var factory = new ServerFactory(ServerFixture.Settings(slow.Folder, sequences: 2, maxLength: 64));
         using var client = factory.CreateClient();
 
-        var (readyStatus, ready) = await Get(client, OpenAIEndpoints.ReadyPath);
+        var (readyStatus, ready) = await ServerFixture.GetJson(client, OpenAIEndpoints.ReadyPath);
         Assert.That(readyStatus, Is.EqualTo(HttpStatusCode.ServiceUnavailable), ready.ToJsonString());
         Assert.That((string?)ready["status"], Is.EqualTo("Degraded"));
         Assert.That(Description(ready), Is.EqualTo($"loading {slow.Folder}"));
-        var (liveStatus, live) = await Get(client, OpenAIEndpoints.HealthPath);
+        var (liveStatus, live) = await ServerFixture.GetJson(client, OpenAIEndpoints.HealthPath);
         Assert.That(liveStatus, Is.EqualTo(HttpStatusCode.OK), "liveness: the process answers while the model loads");
         Assert.That((string?)live["status"], Is.EqualTo("Degraded"));
         await Task.Delay(300);
-        Assert.That((await Get(client, OpenAIEndpoints.ReadyPath)).Status, Is.EqualTo(HttpStatusCode.ServiceUnavailable), "still loading: still not ready");
+        Assert.That((await ServerFixture.GetJson(client, OpenAIEndpoints.ReadyPath)).Status, Is.EqualTo(HttpStatusCode.ServiceUnavailable), "still loading: still not ready");
 
         await slow.Release();
-        (readyStatus, ready) = await Poll(client, OpenAIEndpoints.ReadyPath, (status, _) => status == HttpStatusCode.OK);
+        (readyStatus, ready) = await ServerFixture.PollJson(client, OpenAIEndpoints.ReadyPath, (status, _) => status == HttpStatusCode.OK);
         Assert.That(readyStatus, Is.EqualTo(HttpStatusCode.OK), ready.ToJsonString());
         Assert.That((string?)ready["status"], Is.EqualTo("Healthy"));
         Assert.That(Description(ready), Is.EqualTo("slow-ready ready"));
@@ -107,14 +89,14 @@ public class ReadinessTests
         using var factory = new ServerFactory(ServerFixture.Settings(broken));
         using var client = factory.CreateClient();
 
-        var (status, body) = await Poll(client, OpenAIEndpoints.ReadyPath, (_, b) => (string?)b["status"] == "Unhealthy");
+        var (status, body) = await ServerFixture.PollJson(client, OpenAIEndpoints.ReadyPath, (_, b) => (string?)b["status"] == "Unhealthy");
         var error = factory.Services.GetRequiredService<OnnxDecoderModel>().LoadError;
         Assert.That(error, Is.Not.Null, "the load failed");
         Assert.That(status, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
         Assert.That(Description(body), Is.EqualTo($"loading {broken} failed: {error!.Message}"));
         Assert.That(error.Message, Does.Contain("could not load the model"));
         await Task.Delay(300);
-        Assert.That((await Get(client, OpenAIEndpoints.ReadyPath)).Status, Is.EqualTo(HttpStatusCode.ServiceUnavailable), "a failed load stays not ready");
+        Assert.That((await ServerFixture.GetJson(client, OpenAIEndpoints.ReadyPath)).Status, Is.EqualTo(HttpStatusCode.ServiceUnavailable), "a failed load stays not ready");
     }
 
     [Test]
@@ -122,10 +104,10 @@ public class ReadinessTests
     {
         using var factory = new ServerFactory(ServerFixture.Settings(ServerFixture.Model, sequences: 2, maxLength: 64));
         using var client = factory.CreateClient();
-        Assert.That((await Poll(client, OpenAIEndpoints.ReadyPath, (s, _) => s == HttpStatusCode.OK)).Status, Is.EqualTo(HttpStatusCode.OK));
+        Assert.That((await ServerFixture.PollJson(client, OpenAIEndpoints.ReadyPath, (s, _) => s == HttpStatusCode.OK)).Status, Is.EqualTo(HttpStatusCode.OK));
         // The batcher stopped (as when the host disposes the model): not ready, though the process still answers.
         factory.Services.GetRequiredService<OnnxDecoderModel>().Batcher!.Dispose();
-        var (status, body) = await Get(client, OpenAIEndpoints.ReadyPath);
+        var (status, body) = await ServerFixture.GetJson(client, OpenAIEndpoints.ReadyPath);
         Assert.That(status, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
         Assert.That(Description(body), Is.EqualTo("stories260k: the batcher has stopped (the server is shutting down)"));
     }
@@ -137,7 +119,7 @@ public class ReadinessTests
         settings[OnnxDecoderServer.ApiKeySetting] = "s3cret";
         using var factory = new ServerFactory(settings);
         using var client = factory.CreateClient();
-        var (status, body) = await Poll(client, OpenAIEndpoints.ReadyPath, (s, _) => s != HttpStatusCode.ServiceUnavailable);
+        var (status, body) = await ServerFixture.PollJson(client, OpenAIEndpoints.ReadyPath, (s, _) => s != HttpStatusCode.ServiceUnavailable);
         Assert.That(status, Is.EqualTo(HttpStatusCode.OK), body.ToJsonString());
         Assert.That((await client.GetAsync("/v1/models")).StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized), "the key is in force for /v1");
     }
@@ -165,7 +147,7 @@ public class ReadinessTests
             string? Active(JsonNode health, Uri replica) => (string?)health["replicas"]![replica.ToString()]!["active"];
 
             // The loading replica answers /health with 200 (Degraded) but /health/ready with 503: the probes take it out.
-            var (_, state) = await Poll(both, OnnxDecoderRouter.HealthPath, (_, h) => Active(h, slowAddress) == "Unhealthy" && Active(h, readyAddress) == "Healthy");
+            var (_, state) = await ServerFixture.PollJson(both, OnnxDecoderRouter.HealthPath, (_, h) => Active(h, slowAddress) == "Unhealthy" && Active(h, readyAddress) == "Healthy");
             Assert.That(Active(state, slowAddress), Is.EqualTo("Unhealthy"), $"the loading replica is out: {state.ToJsonString()}");
             Assert.That(Active(state, readyAddress), Is.EqualTo("Healthy"));
             for (int i = 0; i < 8; i++)
@@ -176,7 +158,7 @@ public class ReadinessTests
                 Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), $"request {i}: {await response.Content.ReadAsStringAsync()}");
             }
 
-            await Poll(slowOnly, OnnxDecoderRouter.HealthPath, (_, h) => Active(h, slowAddress) == "Unhealthy");
+            await ServerFixture.PollJson(slowOnly, OnnxDecoderRouter.HealthPath, (_, h) => Active(h, slowAddress) == "Unhealthy");
             var refused = await slowOnly.PostAsync("/v1/completions", new StringContent("{\"prompt\": \"Hi\", \"max_tokens\": 2}", Encoding.UTF8, "application/json"));
             Assert.That(refused.StatusCode, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
             Assert.That(refused.Headers.RetryAfter?.Delta, Is.EqualTo(TimeSpan.FromSeconds(1)));
@@ -184,9 +166,9 @@ public class ReadinessTests
 
             // Loaded, the replica comes back.
             await slow.Release();
-            (_, state) = await Poll(both, OnnxDecoderRouter.HealthPath, (_, h) => Active(h, slowAddress) == "Healthy");
+            (_, state) = await ServerFixture.PollJson(both, OnnxDecoderRouter.HealthPath, (_, h) => Active(h, slowAddress) == "Healthy");
             Assert.That(Active(state, slowAddress), Is.EqualTo("Healthy"), $"the loaded replica is back: {state.ToJsonString()}");
-            await Poll(slowOnly, OnnxDecoderRouter.HealthPath, (_, h) => Active(h, slowAddress) == "Healthy");
+            await ServerFixture.PollJson(slowOnly, OnnxDecoderRouter.HealthPath, (_, h) => Active(h, slowAddress) == "Healthy");
             var served = await slowOnly.PostAsync("/v1/completions", new StringContent("{\"prompt\": \"Hi\", \"max_tokens\": 2}", Encoding.UTF8, "application/json"));
             Assert.That(served.StatusCode, Is.EqualTo(HttpStatusCode.OK), await served.Content.ReadAsStringAsync());
         }

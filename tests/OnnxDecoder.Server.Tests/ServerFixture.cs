@@ -1,3 +1,5 @@
+using System.Net;
+using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Mvc.Testing;
@@ -36,6 +38,27 @@ public class ServerFixture
         ["OnnxDecoder:MaxLength"] = maxLength?.ToString(),
         ["Logging:LogLevel:Default"] = "Warning",
     };
+
+    /// <summary>GET <paramref name="path"/>: its status and JSON body.</summary>
+    public static async Task<(HttpStatusCode Status, JsonNode Body)> GetJson(HttpClient client, string path)
+    {
+        var response = await client.GetAsync(path);
+        return (response.StatusCode, JsonNode.Parse(await response.Content.ReadAsStringAsync())!);
+    }
+
+    /// <summary>Asks <paramref name="path"/> until <paramref name="done"/> holds or <paramref name="timeout"/> (default 20 s,
+    /// for a loaded machine) passes; returns the last answer.</summary>
+    public static async Task<(HttpStatusCode Status, JsonNode Body)> PollJson(HttpClient client, string path,
+        Func<HttpStatusCode, JsonNode, bool> done, TimeSpan? timeout = null)
+    {
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            var (status, body) = await GetJson(client, path);
+            if (done(status, body) || deadline.Elapsed > (timeout ?? TimeSpan.FromSeconds(20))) return (status, body);
+            await Task.Delay(50);
+        }
+    }
 
     /// <summary>A folder beside the model whose genai_config.json is the model's and whose model.onnx is not a model:
     /// its load fails in ONNX Runtime, after the folder's config was read.</summary>
