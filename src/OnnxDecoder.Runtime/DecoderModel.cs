@@ -19,14 +19,18 @@ public sealed class DecoderModel : IDisposable
         Provider = provider;
         try
         {
-            var direct = providers.DirectGqaLengths ? DirectLengthsGraph.TryRewrite(Folder.ModelPath, out _) : null;
-            if (direct is null) Session = new InferenceSession(Folder.ModelPath, sessionOptions);
+            // Our kernels are CPU kernels: other providers keep ONNX Runtime's MatMulNBits.
+            var form = RuntimeGraph.Read(Folder.ModelPath, providers.DirectGqaLengths, providers.NativeKernels && provider == ExecutionProvider.Cpu,
+                providers.NativeKernels ? $"the {ExecutionProviders.Name(provider)} provider runs ONNX Runtime's kernels" : "NativeKernels is off");
+            NativeKernels = form.Native;
+            if (form.Native.Active) Runtime.NativeKernels.Register(sessionOptions);
+            if (form.Bytes is null) Session = new InferenceSession(Folder.ModelPath, sessionOptions);
             else
             {
                 // From memory, external data is read from the model's folder (the only folder our exports use).
                 sessionOptions.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", Path.GetDirectoryName(Folder.ModelPath)!);
-                Session = new InferenceSession(direct, sessionOptions);
-                DirectLengths = true;
+                Session = new InferenceSession(form.Bytes, sessionOptions);
+                DirectLengths = form.DirectLengths;
             }
         }
         catch (OnnxRuntimeException e) when (e.Message.Contains("EnvCreatedWithGlobalThreadPools", StringComparison.Ordinal))
@@ -80,6 +84,9 @@ public sealed class DecoderModel : IDisposable
     /// <summary>The session runs the runtime's form of the graph (<see cref="DirectLengthsGraph"/>): the host binds
     /// seqlens_k, total_sequence_length and (when the graph has one) the attention bias, computed from its mask.</summary>
     public bool DirectLengths { get; }
+    /// <summary>What our CPU matmul kernels run in this session (<see cref="ExecutionProviderOptions.NativeKernels"/>): how many
+    /// MatMulNBits nodes and on which ISA, or why ONNX Runtime's own kernels run them all.</summary>
+    public NativeKernelsUse NativeKernels { get; }
     /// <summary>The element type of the direct attention bias input; null when the graph takes none.</summary>
     internal Microsoft.ML.OnnxRuntime.Tensors.TensorElementType? AttentionBiasType { get; }
     /// <summary>The graph reads attention_mask (every graph but the runtime's form, which may still read it elsewhere).</summary>

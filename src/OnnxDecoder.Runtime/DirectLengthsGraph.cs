@@ -23,29 +23,6 @@ public static class DirectLengthsGraph
     private const string Gqa = "GroupQueryAttention";
     private const int SeqlensKInput = 5, TotalLengthInput = 6, AttentionBiasInput = 10;
 
-    /// <summary>
-    /// The rewritten model's bytes, or null (with the reason) when <paramref name="modelPath"/> is not a graph this
-    /// rewrite knows. The caller loads the bytes with external data resolved from the model's folder.
-    /// </summary>
-    public static byte[]? TryRewrite(string modelPath, out string reason)
-    {
-        if (!SmallEnough(modelPath, out reason)) return null;
-        ModelProto model;
-        try
-        {
-            using var file = OnnxModelFile.Load(modelPath, new OnnxReadOptions { CheckGraph = false });
-            model = file.Model;
-        }
-        catch (ModelFormatException e)
-        {
-            // Our reader is stricter than ONNX Runtime's (external data keys, links): a folder from elsewhere that
-            // ONNX Runtime accepts still loads, as it is, and ONNX Runtime's own checks judge it.
-            reason = e.Message;
-            return null;
-        }
-        return Rewrite(model, out reason) ? model.ToByteArray() : null;
-    }
-
     /// <summary>Whether the file is small enough to rewrite (larger ones hold their weights inside the protobuf).</summary>
     public static bool SmallEnough(string modelPath, out string reason) =>
         new FileInfo(modelPath).Length <= MaxRewriteBytes

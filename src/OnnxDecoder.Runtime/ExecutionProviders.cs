@@ -41,6 +41,12 @@ public sealed record ExecutionProviderOptions
     /// file is not changed, and the logits are the same). Off: the graph runs as exported.</summary>
     public bool DirectGqaLengths { get; init; } = true;
 
+    /// <summary>On the CPU provider, run qualifying MatMulNBits nodes (accuracy level 4, block 32, symmetric int4/int8) on our
+    /// kernels, libonnxdecoder_kernels.so (<see cref="Runtime.NativeKernels"/>, <see cref="NativeMatMulGraph"/>; the file is not
+    /// changed). Without the library the graph runs as exported, not an error; <see cref="DecoderModel.NativeKernels"/> says
+    /// what ran. Off: ONNX Runtime's own MatMulNBits.</summary>
+    public bool NativeKernels { get; init; } = true;
+
     public static ExecutionProvider Parse(string name) => name.Trim().ToLowerInvariant() switch
     {
         "cpu" => ExecutionProvider.Cpu,
