@@ -16,6 +16,10 @@ public sealed class OnnxDecoderOptions
     [MinLength(1)]
     public List<string> ExecutionProviders { get; set; } = ["cpu"];
 
+    /// <summary>On the CPU provider, run int4/int8 MatMulNBits (accuracy level 4, block 32, symmetric) on our kernels,
+    /// libonnxdecoder_kernels.so, where the build shipped it; false: ONNX Runtime's own MatMulNBits.</summary>
+    public bool NativeKernels { get; set; } = true;
+
     /// <summary>Sequences decoded together in one batched run (each with its own KV cache row).</summary>
     [Range(1, 1024)]
     public int MaxConcurrentSequences { get; set; } = 4;

@@ -12,11 +12,13 @@ namespace OnnxDecoder.Bench;
 /// is timed in rounds that alternate over all candidates, and graded by its mean KL divergence from
 /// the fp32 export, teacher-forced over the fp32 export's greedy text, or with --kl-tokens ids.json over a file's
 /// tokens (prompt_ids then generated_ids, e.g. llama2.c's greedy story for stories260K).
+/// Every candidate runs ONNX Runtime's own kernels except the "-native" ones: the same export as their base id with our
+/// MatMulNBits kernels (libonnxdecoder_kernels.so, ExecutionProviderOptions.NativeKernels), compared side by side.
 /// </summary>
 public static class KernelBenchmark
 {
     private sealed record Candidate(string Id, string Form, QuantizationOptions? Quantization, bool Float16 = false, Lowering Lowering = Lowering.Ort,
-        Dictionary<string, string>? Session = null, string? ExportId = null)
+        Dictionary<string, string>? Session = null, string? ExportId = null, bool Native = false)
     {
         public string Folder(Workspace work) => work.Export(ExportId ?? Id, Quantization, Float16, Lowering);
     }
@@ -49,7 +51,9 @@ public static class KernelBenchmark
         new("int4-b32-dql", "DequantizeLinear(int4, block 32) -> MatMul (portable lowering)", Q(4, accuracy: 0), Lowering: Lowering.Portable),
         new("int4-b32-a4-nospin", "int4 block 32, intra-op spinning off", Q(4), Session: NoSpinning, ExportId: "int4-b32-a4"),
         new("int4-b32-a4-noprepack", "int4 block 32, prepacking off", Q(4), Session: NoPrepacking, ExportId: "int4-b32-a4"),
+        new("int4-b32-a4-native", "int4 block 32, accuracy 4 on our kernels (libonnxdecoder_kernels.so)", Q(4), ExportId: "int4-b32-a4", Native: true),
         new("int8-b32-a4", "MatMulNBits 8-bit, block 32, accuracy 4, float embedding", Q(8)),
+        new("int8-b32-a4-native", "int8 block 32, accuracy 4 on our kernels (libonnxdecoder_kernels.so)", Q(8), ExportId: "int8-b32-a4", Native: true),
         new("int8-b32-a4-rtn", "int8 block 32, round-to-nearest scales", Q(8, search: false)),
         new("int8-b64-a4", "MatMulNBits 8-bit, block 64, accuracy 4", Q(8, block: 64)),
         new("int8-b128-a4", "MatMulNBits 8-bit, block 128, accuracy 4", Q(8, block: 128)),
@@ -82,7 +86,7 @@ public static class KernelBenchmark
         // Quality first (one session at a time): KL from fp32 over fp32's own greedy text.
         int[] text;
         float[][] reference;
-        using (var fp32 = new OursPeer("fp32", folders["fp32"], maxLength, threads))
+        using (var fp32 = new OursPeer("fp32", folders["fp32"], maxLength, threads, nativeKernels: false))
         {
             text = klText ?? fp32.Greedy(prompt, genTokens);
             reference = fp32.TeacherForcedLogits(text);
@@ -90,7 +94,9 @@ public static class KernelBenchmark
         var kl = new Dictionary<string, double>();
         foreach (var c in chosen)
         {
-            using var peer = new OursPeer(c.Id, folders[c.Id], maxLength, threads, c.Session);
+            using var peer = new OursPeer(c.Id, folders[c.Id], maxLength, threads, c.Session, c.Native);
+            if (c.Native && !peer.NativeKernels.Active) throw new InvalidOperationException($"{c.Id}: our kernels did not run ({peer.NativeKernels})");
+            if (c.Native) Console.Error.WriteLine($"  {c.Id}: {peer.NativeKernels}");
             kl[c.Id] = Divergence.MeanKl(reference, peer.TeacherForcedLogits(text));
             Console.Error.WriteLine($"  {c.Id}: mean KL from fp32 {kl[c.Id]:G3}");
         }
@@ -102,7 +108,7 @@ public static class KernelBenchmark
             for (int i = 0; i < chosen.Count; i++)
             {
                 var c = chosen[(i + r) % chosen.Count];
-                using var peer = new OursPeer(c.Id, folders[c.Id], maxLength, threads, c.Session);
+                using var peer = new OursPeer(c.Id, folders[c.Id], maxLength, threads, c.Session, c.Native);
                 peer.Run(prompt, 8); // warm-up
                 var t = peer.Run(prompt, genTokens);
                 times[c.Id].Add(t);
@@ -115,7 +121,7 @@ public static class KernelBenchmark
             $"{runs} rounds alternating ({Environment.ProcessorCount} cores, load average {PeerBenchmark.LoadAverage()})");
         Console.WriteLine($"KL teacher-forced over {text.Length - 1} positions of {(klFile is not null ? Path.GetFileName(klFile) : "fp32's greedy text from the benchmark prompt")}.");
         Console.WriteLine();
-        Console.WriteLine("| candidate | form | weights MB | prefill tok/s | decode tok/s | decode / block 32 | mean KL from fp32 |");
+        Console.WriteLine("| candidate | form | weights MB | prefill tok/s | decode tok/s | decode / b32-a4 on ORT | mean KL from fp32 |");
         Console.WriteLine("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
         foreach (var c in chosen)
         {

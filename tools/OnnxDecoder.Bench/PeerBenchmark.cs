@@ -58,6 +58,9 @@ public static class PeerBenchmark
 
             Console.WriteLine($"## {work.Name}: {promptTokens} prompt + {genTokens} generated tokens, batch 1, greedy, {threads} threads each, " +
                 $"{runs} rounds alternating ({Environment.ProcessorCount} cores, load average {LoadAverage()})");
+            // Ours runs with the runtime's defaults: our MatMulNBits kernels where the build shipped them.
+            foreach (var (precision, peer) in peers.Where(p => p.Peer is OursPeer && p.Precision != "fp32"))
+                Console.WriteLine($"ours {precision} MatMulNBits: {((OursPeer)peer).NativeKernels}");
             Console.WriteLine();
             Console.WriteLine("| precision | runtime | prefill tok/s | decode tok/s | ours/this prefill | ours/this decode |");
             Console.WriteLine("| --- | --- | ---: | ---: | ---: | ---: |");

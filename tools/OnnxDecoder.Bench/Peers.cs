@@ -30,20 +30,21 @@ public interface IPeer : IDisposable
     float[][]? TeacherForcedLogits(int[] tokens);
 }
 
-/// <summary>Our runtime: a DecoderSession, batch 1.</summary>
+/// <summary>Our runtime: a DecoderSession, batch 1; <paramref name="nativeKernels"/> as ExecutionProviderOptions.NativeKernels (on: our
+/// MatMulNBits kernels where they qualify, the runtime's default).</summary>
 public sealed class OursPeer : IPeer
 {
     private readonly DecoderSession _session;
     private readonly HashSet<int> _eos;
     private readonly int _vocab;
 
-    public OursPeer(string name, string folder, int maxLength, int threads, IReadOnlyDictionary<string, string>? sessionConfig = null)
+    public OursPeer(string name, string folder, int maxLength, int threads, IReadOnlyDictionary<string, string>? sessionConfig = null, bool nativeKernels = true)
     {
         Name = name;
         _session = new DecoderSession(folder, new DecoderSessionOptions
         {
             MaxLength = maxLength,
-            Providers = new ExecutionProviderOptions { IntraOpThreads = threads, SessionConfigEntries = sessionConfig },
+            Providers = new ExecutionProviderOptions { IntraOpThreads = threads, SessionConfigEntries = sessionConfig, NativeKernels = nativeKernels },
         });
         _eos = [.. _session.Folder.EosTokenIds];
         _vocab = _session.VocabSize;
@@ -51,6 +52,9 @@ public sealed class OursPeer : IPeer
 
     public string Name { get; }
     public DecoderSession Session => _session;
+
+    /// <summary>What ran MatMulNBits: our kernels (how many nodes, which ISA) or ONNX Runtime's.</summary>
+    public NativeKernelsUse NativeKernels => _session.Model.NativeKernels;
 
     public RunTimes Run(int[] prompt, int genTokens)
     {

@@ -117,6 +117,7 @@ public static class Benchmark
             ["model"] = Path.GetFullPath(modelFolder),
             ["provider"] = ExecutionProviders.Name(session.Provider),
             ["kv_cache"] = folder.PastPresentShareBuffer ? "shared past/present buffer" : "separate past/present buffers",
+            ["native_kernels"] = session.Model.NativeKernels.ToString(),
             ["prompt_tokens"] = promptTokens,
             ["gen_tokens"] = genTokens,
             ["runs"] = runs,
@@ -198,6 +199,7 @@ public static class Benchmark
 
     public static string Describe(JsonObject r) =>
         $"{r["model"]} on {r["provider"]} ({r["kv_cache"]}), {r["prompt_tokens"]} prompt + {r["gen_tokens"]} generated tokens, median of {r["runs"]} runs:\n" +
+        $"  matmul   {r["native_kernels"]}\n" +
         $"  prefill  {r["prefill_tokens_per_s"]} tok/s\n  decode   {r["decode_tokens_per_s"]} tok/s\n  TTFT     {r["ttft_ms"]} ms\n" +
         $"  peak RSS {r["peak_rss_mb"]} MiB\n  managed  {r["managed_bytes_per_token"]} bytes allocated per decoded token\n" +
         $"  step ms at position {r["step_ms_at_position"]!.ToJsonString()}";

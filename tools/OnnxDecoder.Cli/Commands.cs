@@ -208,10 +208,26 @@ public static class Commands
     private static Option<string> ModelOption() => new("--model") { Description = "model folder written by `export`", Required = true };
     private static Option<string> ProviderOption() => new("--ep") { Description = "execution providers in order of preference, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
 
-    private static ExecutionProviderOptions Providers(string list)
+    internal static Option<string> NativeKernelsOption() => new("--native-kernels")
+    {
+        Description = "on (default): on the CPU, int4/int8 MatMulNBits (accuracy level 4, block 32, symmetric) runs on our kernels, " +
+            "libonnxdecoder_kernels.so, where the build shipped it; off: ONNX Runtime's own MatMulNBits",
+        DefaultValueFactory = _ => "on",
+    };
+
+    /// <summary>--native-kernels on|off.</summary>
+    internal static bool ParseNativeKernels(string value) => value.ToLowerInvariant() switch
+    {
+        "on" => true,
+        "off" => false,
+        _ => throw new ArgumentException($"--native-kernels '{value}' is not known: use on or off"),
+    };
+
+    /// <summary>The execution provider options of generate, chat and bench: --ep and --native-kernels.</summary>
+    private static ExecutionProviderOptions Providers(string list, string nativeKernels)
     {
         var preference = list.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ExecutionProviderOptions.Parse).ToList();
-        return new ExecutionProviderOptions { Preference = preference, AllowFallback = preference.Count > 1 };
+        return new ExecutionProviderOptions { Preference = preference, AllowFallback = preference.Count > 1, NativeKernels = ParseNativeKernels(nativeKernels) };
     }
 
     private static Command Generate()
@@ -229,14 +245,16 @@ public static class Commands
         var profile = new Option<string?>("--profile") { Description = "write ONNX Runtime's per-node profile (Chrome trace JSON) to a file whose name starts with this prefix" };
         var speculative = SpeculativeOption();
         var draftTokens = DraftTokensOption();
-        var command = new Command("generate", "Generate text from a prompt") { model, prompt, promptIds, maxTokens, stop, format, ep, jsonSchema, anyJson, profile, speculative, draftTokens };
+        var nativeKernels = NativeKernelsOption();
+        var command = new Command("generate", "Generate text from a prompt")
+            { model, prompt, promptIds, maxTokens, stop, format, ep, nativeKernels, jsonSchema, anyJson, profile, speculative, draftTokens };
         foreach (var option in sampling.Options) command.Options.Add(option);
         command.SetAction(r => Guard(() =>
         {
             string? promptText = r.GetValue(prompt);
             int[]? ids = r.GetValue(promptIds) is { } idList ? ParseTokenIds(idList) : null;
             if ((promptText is null) == (ids is null)) throw new ArgumentException("give --prompt TEXT or --prompt-ids 1,2,3 (one of them)");
-            var providers = Providers(r.GetValue(ep)!) with { ProfileFilePrefix = r.GetValue(profile) };
+            var providers = Providers(r.GetValue(ep)!, r.GetValue(nativeKernels)!) with { ProfileFilePrefix = r.GetValue(profile) };
             using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = providers });
             // Token ids need no tokenizer; text does, and Load's error names the files it looked for.
             var tokenizer = ids is null ? TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId)
@@ -322,11 +340,12 @@ public static class Commands
         var system = new Option<string?>("--system") { Description = "system message" };
         var ep = ProviderOption();
         var sampling = SamplingFlags.Create();
-        var command = new Command("chat", "Interactive chat in the model family's prompt format; each turn reuses the cached conversation") { model, maxTokens, system, ep };
+        var nativeKernels = NativeKernelsOption();
+        var command = new Command("chat", "Interactive chat in the model family's prompt format; each turn reuses the cached conversation") { model, maxTokens, system, ep, nativeKernels };
         foreach (var option in sampling.Options) command.Options.Add(option);
         command.SetAction(r => Guard(() =>
         {
-            using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = Providers(r.GetValue(ep)!) });
+            using var session = new DecoderSession(r.GetValue(model)!, new DecoderSessionOptions { Providers = Providers(r.GetValue(ep)!, r.GetValue(nativeKernels)!) });
             var tokenizer = TextTokenizer.Load(session.Folder.Directory, session.Folder.BosTokenId);
             var prompt = ChatPrompt.ForModel(session.Folder.Directory, tokenizer);
             var generator = new Generator(session, tokenizer);
@@ -362,11 +381,12 @@ public static class Commands
         var jsonSchema = new Option<string?>("--json-schema") { Description = "measure decoding with and without this JSON Schema's constraint, and the constraint's cost per token" };
         var speculative = SpeculativeOption();
         var draftTokens = DraftTokensOption();
+        var nativeKernels = NativeKernelsOption();
         var command = new Command("bench", "Measure prefill and decode speed, time to first token, peak memory and allocations per token (median of N runs)")
-            { model, promptTokens, genTokens, runs, format, ep, threads, concurrent, jsonSchema, speculative, draftTokens };
+            { model, promptTokens, genTokens, runs, format, ep, nativeKernels, threads, concurrent, jsonSchema, speculative, draftTokens };
         command.SetAction(r => Guard(() =>
         {
-            var providers = Providers(r.GetValue(ep)!) with { IntraOpThreads = r.GetValue(threads) };
+            var providers = Providers(r.GetValue(ep)!, r.GetValue(nativeKernels)!) with { IntraOpThreads = r.GetValue(threads) };
             var models = r.GetValue(model)!;
             if (r.GetValue(jsonSchema) is { } schemaPath)
             {

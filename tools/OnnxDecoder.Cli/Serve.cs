@@ -23,6 +23,7 @@ public static class Serve
         var prefillChunk = new Option<int>("--prefill-chunk") { Description = "prefill prompts in chunks of this many tokens between decode steps (0: whole)", DefaultValueFactory = _ => 0 };
         var temperature = new Option<float?>("--temperature") { Description = "temperature when a request gives none (default: the model folder's search values, else 0: greedy)" };
         var ep = new Option<string>("--ep") { Description = "execution providers in order of preference, e.g. cuda,cpu", DefaultValueFactory = _ => "cpu" };
+        var nativeKernels = Commands.NativeKernelsOption(); // the spelling of generate, chat and bench
         var apiKey = new Option<string?>("--api-key") { Description = "require \"Authorization: Bearer KEY\" on /v1 (default: $ONNXDECODER_API_KEY; none: open)" };
         var metrics = new Option<bool>("--metrics") { Description = "serve GET /metrics in Prometheus format (gen_ai histograms, queue, sequences, KV rows, prefix reuse, tokens/s)" };
         var speculative = Commands.SpeculativeOption(); // the spelling of generate and bench
@@ -30,7 +31,7 @@ public static class Serve
         var otlp = new Option<string?>("--otlp") { Description = "push metrics and traces over OTLP/HTTP to this endpoint, e.g. http://127.0.0.1:4318" };
         var command = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health, /health/ready)")
         {
-            model, host, port, urls, sequences, queue, maxLength, maxKv, prefillChunk, temperature, ep, apiKey, metrics, otlp, speculative, draftTokens,
+            model, host, port, urls, sequences, queue, maxLength, maxKv, prefillChunk, temperature, ep, nativeKernels, apiKey, metrics, otlp, speculative, draftTokens,
         };
         command.SetAction(r => Commands.Guard(() =>
         {
@@ -45,6 +46,7 @@ public static class Serve
                 ["OnnxDecoder:MaxKvCacheMiB"] = r.GetValue(maxKv)?.ToString(),
                 ["OnnxDecoder:Speculative"] = r.GetValue(speculative),
                 ["OnnxDecoder:DraftTokens"] = r.GetValue(draftTokens).ToString(),
+                ["OnnxDecoder:NativeKernels"] = Commands.ParseNativeKernels(r.GetValue(nativeKernels)!) ? "true" : "false",
                 [OnnxDecoderServer.ApiKeySetting] = r.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ONNXDECODER_API_KEY"),
                 [OnnxDecoderServer.MetricsSetting] = r.GetValue(metrics) ? "true" : null,
                 [OnnxDecoderServer.OtlpSetting] = r.GetValue(otlp),
