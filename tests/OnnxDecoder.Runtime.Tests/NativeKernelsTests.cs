@@ -17,11 +17,12 @@ public class NativeKernelsTests
 {
     private const int Block = 32;
 
-    /// <summary>The ISAs this CPU has, by .NET's own CPU detection (not the library's).</summary>
+    /// <summary>The ISAs this CPU has, by .NET's own CPU detection (not the library's); each vector path also uses FMA,
+    /// and the AVX-512BW one AVX-512F.</summary>
     private static IEnumerable<string> CpuIsas()
     {
-        if (Avx512BW.IsSupported) yield return "avx512bw";
-        if (Avx2.IsSupported) yield return "avx2";
+        if (Avx512BW.IsSupported && Avx512F.IsSupported && Fma.IsSupported) yield return "avx512bw";
+        if (Avx2.IsSupported && Fma.IsSupported) yield return "avx2";
         yield return "scalar";
     }
 

@@ -136,7 +136,7 @@ public class NativeMatMulGraphTests
     }
 
     [Test]
-    public void Off_or_on_another_provider_runs_the_graph_as_exported()
+    public void Off_or_without_a_qualifying_node_the_graph_runs_as_exported()
     {
         using var off = new DecoderModel(Quantized(4), new ExecutionProviderOptions { NativeKernels = false });
         Assert.That(off.NativeKernels, Is.EqualTo(new NativeKernelsUse(0, null, "NativeKernels is off")));
