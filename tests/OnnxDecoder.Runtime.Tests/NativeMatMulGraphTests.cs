@@ -136,6 +136,17 @@ public class NativeMatMulGraphTests
     }
 
     [Test]
+    public void Inspect_says_how_many_matmul_nodes_run_on_our_kernels()
+    {
+        string folder = Quantized(4);
+        int exported;
+        using (var file = OnnxModelFile.Load(Path.Combine(folder, "model.onnx")))
+            exported = file.Model.Graph.Node.Count(n => n.OpType == "MatMulNBits");
+        Assert.That(Cli.Inspection.Describe(folder),
+            Does.Contain($"CPU matmul kernels: {exported} of {exported} MatMulNBits nodes qualify for ours (libonnxdecoder_kernels.so, {NativeKernels.Isa})"));
+    }
+
+    [Test]
     public void Off_or_without_a_qualifying_node_the_graph_runs_as_exported()
     {
         using var off = new DecoderModel(Quantized(4), new ExecutionProviderOptions { NativeKernels = false });

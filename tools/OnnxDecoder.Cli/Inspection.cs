@@ -53,6 +53,15 @@ public static class Inspection
             text.AppendLine(DirectLengthsGraph.SmallEnough(path, out string reason) && DirectLengthsGraph.Rewrite(model, out reason) // in place, read above
                 ? $"  runtime form: GroupQueryAttention lengths and padding bias fed by the host ({before} -> {graph.Node.Count} nodes before ONNX Runtime's fusions)"
                 : $"  runtime form: as exported ({reason})");
+            int quantized = graph.Node.Count(n => n.OpType == "MatMulNBits" && n.Domain == GraphBuilder.MicrosoftDomain);
+            if (quantized > 0 && !DirectLengthsGraph.SmallEnough(path, out string large))
+                text.AppendLine($"  CPU matmul kernels: ONNX Runtime's for all {quantized} MatMulNBits nodes ({large})");
+            else if (quantized > 0)
+            {
+                int moved = NativeMatMulGraph.Rewrite(model); // in place, after the text above was read
+                text.AppendLine($"  CPU matmul kernels: {moved} of {quantized} MatMulNBits nodes qualify for ours " +
+                    (NativeKernels.IsAvailable ? $"(libonnxdecoder_kernels.so, {NativeKernels.Isa})" : $"(not available: {NativeKernels.UnavailableReason})"));
+            }
         }
         return text.ToString().TrimEnd();
     }
