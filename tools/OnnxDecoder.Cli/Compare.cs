@@ -98,8 +98,8 @@ public static class Compare
     /// <summary>Logits at every position of one teacher-forced run: [positions, vocab] float32.</summary>
     private static float[] TeacherForcedLogits(ModelFolder folder, long[] ids)
     {
-        // The graph as exported (the file this compares), not the runtime's form with host-fed lengths.
-        using var model = new DecoderModel(folder.Directory, new ExecutionProviderOptions { DirectGqaLengths = false });
+        // The graph as exported (the file this compares), not the runtime's form with host-fed lengths and our CPU matmul kernels.
+        using var model = new DecoderModel(folder.Directory, new ExecutionProviderOptions { DirectGqaLengths = false, NativeKernels = false });
         if (!model.FullLogits) throw new ArgumentException($"{folder.ModelPath} returns logits for the last position only: compare needs an export with logits for every position");
         var names = new List<string> { GraphContract.InputIds, GraphContract.AttentionMask, GraphContract.PositionIds };
         var values = new List<OrtValue>
