@@ -80,18 +80,18 @@ public class NativeMatMulGraphTests
 
     // ---- stories260K end to end ------------------------------------------------------------------
 
-    private static readonly Dictionary<int, string> Exports = new();
+    private static readonly Dictionary<(int, int), string> Exports = new();
 
-    /// <summary>stories260K at accuracy level 4 (the export's default), int4 or int8.</summary>
-    private static string Quantized(int bits)
+    /// <summary>stories260K int4 or int8, at accuracy level 4 (the export's default) or 0 (fp32 compute over the same weights).</summary>
+    private static string Quantized(int bits, int accuracyLevel = 4)
     {
         lock (Exports)
         {
-            if (Exports.TryGetValue(bits, out var folder)) return folder;
-            folder = Path.Combine(Fixtures.Root, $"stories260k-int{bits}-a4");
+            if (Exports.TryGetValue((bits, accuracyLevel), out var folder)) return folder;
+            folder = Path.Combine(Fixtures.Root, $"stories260k-int{bits}-a{accuracyLevel}");
             ModelFolderWriter.Export(Exporters.Tests.Stories260K.LegacyCheckpoint, Exporters.Tests.Stories260K.Tokenizer, folder,
-                new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = bits, AccuracyLevel = 4 } });
-            return Exports[bits] = folder;
+                new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = bits, AccuracyLevel = accuracyLevel } });
+            return Exports[(bits, accuracyLevel)] = folder;
         }
     }
 
@@ -107,32 +107,39 @@ public class NativeMatMulGraphTests
         var options = new DecoderSessionOptions { MaxLength = 64 };
         using var native = new DecoderSession(folder, options);
         using var ort = new DecoderSession(folder, options with { Providers = new ExecutionProviderOptions { NativeKernels = false } });
+        // The yardstick: ONNX Runtime computing the same weights in fp32 (accuracy level 0), with activations not quantized.
+        using var fp32 = new DecoderSession(Quantized(bits, accuracyLevel: 0), options);
         Assert.That(native.Model.NativeKernels, Is.EqualTo(new NativeKernelsUse(exported, NativeKernels.Isa, "")), "every MatMulNBits node of the file moved");
         Assert.That(ort.Model.NativeKernels.Active, Is.False);
         Assert.That(ort.Model.NativeKernels.Reason, Does.Contain("off"));
+        Assert.That(fp32.Model.NativeKernels.Active, Is.False, "accuracy level 0 is not ours to compute");
 
         long[] prompt = [1, 403, 407, 261, 378, 426, 271, 297, 388, 285, 306, 261, 400];
         var ours = native.Append(prompt, prompt.Length).ToArray();
         var theirs = ort.Append(prompt, prompt.Length).ToArray();
+        var unquantized = fp32.Append(prompt, prompt.Length).ToArray();
         var tokens = new List<(int Ours, int Theirs)>();
-        double worst = 0;
+        double oursFromTheirs = 0, theirsFromFp32 = 0;
         for (int step = 0; step < 32; step++)
         {
-            // Both quantize each activation block to int8 alike; what differs is the order of float sums and, rarely, one
-            // integer product that the two kernels round or sum differently, which the KV cache then carries to every
-            // later step through 5 layers. Measured against an exact scalar kernel: int4 3e-7 of the logits' range, int8
-            // up to 1e-2 (from the second decode step on); 3e-2 bounds that with room, and greedy tokens must agree.
             double range = theirs.Max() - theirs.Min();
-            double gap = ours.Zip(theirs, (a, b) => Math.Abs(a - b)).Max();
-            worst = Math.Max(worst, gap / range);
-            Assert.That(gap, Is.LessThanOrEqualTo(3e-2 * range), $"step {step}: logits differ by {gap}, range {range}");
+            oursFromTheirs = Math.Max(oursFromTheirs, ours.Zip(theirs, (a, b) => Math.Abs(a - b)).Max() / range);
+            theirsFromFp32 = Math.Max(theirsFromFp32, theirs.Zip(unquantized, (a, b) => Math.Abs(a - b)).Max() / range);
             int next = Runtime.Sampling.Sampler.ArgMax(ours), expected = Runtime.Sampling.Sampler.ArgMax(theirs);
             tokens.Add((next, expected));
             Assert.That(next, Is.EqualTo(expected), $"step {step}: greedy tokens so far {string.Join(", ", tokens)}");
             ours = native.Step([next]).ToArray();
             theirs = ort.Step([expected]).ToArray();
+            unquantized = fp32.Step([expected]).ToArray();
         }
-        TestContext.Out.WriteLine($"int{bits}: largest logit gap {worst:G3} of the logits' range over 32 steps");
+        TestContext.Out.WriteLine($"int{bits}: largest logit gap over 32 steps, as a fraction of the logits' range: ours from ONNX Runtime's " +
+            $"{oursFromTheirs:G3}, ONNX Runtime's from fp32 compute {theirsFromFp32:G3}");
+        // Both kernels quantize each activation block to int8 by the same rule; they differ in the order of float sums and,
+        // rarely, in one integer product, which the KV cache carries to every later step. Measured here: int4 4e-7 of the
+        // range, int8 1e-2 from the second decode step on, against 1e-2 that quantizing the activations at all moves the
+        // logits. So the bound: never more than twice what activation quantization itself moves them.
+        Assert.That(oursFromTheirs, Is.LessThanOrEqualTo(2 * theirsFromFp32), "our kernels stray further from ONNX Runtime's than int8 activations do from fp32");
+        Assert.That(theirsFromFp32, Is.LessThan(0.05), "the yardstick itself: int8 activations move the logits by about a hundredth of their range");
     }
 
     [Test]
