@@ -22,8 +22,9 @@ public sealed class DecoderModel : IDisposable
             // Our kernels are CPU kernels: other providers keep ONNX Runtime's MatMulNBits.
             var form = RuntimeGraph.Read(Folder.ModelPath, providers.DirectGqaLengths, providers.NativeKernels && provider == ExecutionProvider.Cpu,
                 providers.NativeKernels ? $"the {ExecutionProviders.Name(provider)} provider runs ONNX Runtime's kernels" : "NativeKernels is off");
+            if (form.Native.Active && !TryRegisterNativeKernels(sessionOptions, out string refused))
+                form = RuntimeGraph.Read(Folder.ModelPath, providers.DirectGqaLengths, nativeKernels: false, refused);
             NativeKernels = form.Native;
-            if (form.Native.Active) Runtime.NativeKernels.Register(sessionOptions);
             if (form.Bytes is null) Session = new InferenceSession(Folder.ModelPath, sessionOptions);
             else
             {
@@ -39,7 +40,8 @@ public sealed class DecoderModel : IDisposable
         }
         catch (OnnxRuntimeException e)
         {
-            throw new ModelFormatException(Folder.ModelPath, $"ONNX Runtime could not load the model: {e.Message}", e);
+            string kernels = NativeKernels is { Active: true } ? $" (with {NativeKernels}: --native-kernels off, or NativeKernels = false, runs ONNX Runtime's)" : "";
+            throw new ModelFormatException(Folder.ModelPath, $"ONNX Runtime could not load the model{kernels}: {e.Message}", e);
         }
         try
         {
@@ -64,6 +66,23 @@ public sealed class DecoderModel : IDisposable
         {
             Session.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>Registers our kernels' library; false (with the reason) when ONNX Runtime refuses it, and the graph then
+    /// runs on ONNX Runtime's own kernels.</summary>
+    private static bool TryRegisterNativeKernels(SessionOptions sessionOptions, out string reason)
+    {
+        try
+        {
+            Runtime.NativeKernels.Register(sessionOptions);
+            reason = "";
+            return true;
+        }
+        catch (OnnxRuntimeException e)
+        {
+            reason = $"ONNX Runtime refused {Runtime.NativeKernels.LibraryPath}: {e.Message}";
+            return false;
         }
     }
 
