@@ -3,6 +3,7 @@ using OnnxDecoder.Modeling;
 using OnnxDecoder.Modeling.Quantization;
 using OnnxDecoder.Onnx;
 using OnnxDecoder.Onnx.Proto;
+using OnnxDecoder.Tests.Shared;
 
 namespace OnnxDecoder.Runtime.Tests;
 
@@ -152,6 +153,31 @@ public class NativeMatMulGraphTests
             exported = file.Model.Graph.Node.Count(n => n.OpType == "MatMulNBits");
         Assert.That(Cli.Inspection.Describe(folder),
             Does.Contain($"CPU matmul kernels: {exported} of {exported} MatMulNBits nodes qualify for ours (libonnxdecoder_kernels.so, {NativeKernels.Isa})"));
+    }
+
+    [Test]
+    public void The_native_kernels_flag_switches_what_bench_and_generate_run()
+    {
+        string folder = Quantized(4);
+        var reports = new Dictionary<string, string>();
+        var tokens = new Dictionary<string, string>();
+        foreach (string value in new[] { "on", "off" })
+        {
+            var bench = OnnxDecoderCli.Run("bench", "--model", folder, "--native-kernels", value, "--prompt-tokens", "8", "--gen-tokens", "8", "--runs", "1", "--format", "json");
+            Assert.That(bench.ExitCode, Is.EqualTo(0), bench.Stderr);
+            using (var json = System.Text.Json.JsonDocument.Parse(bench.Stdout)) reports[value] = json.RootElement.GetProperty("native_kernels").GetString()!;
+            var generate = OnnxDecoderCli.Run("generate", "--model", folder, "--native-kernels", value, "--prompt-ids", "1,403,407,261", "--max-tokens", "16",
+                "--temperature", "0", "--format", "json");
+            Assert.That(generate.ExitCode, Is.EqualTo(0), generate.Stderr);
+            using (var json = System.Text.Json.JsonDocument.Parse(generate.Stdout)) tokens[value] = json.RootElement.GetProperty("token_ids").GetRawText();
+        }
+        Assert.That(reports["on"], Does.Match($@"^\d+ MatMulNBits nodes on our {NativeKernels.Isa} kernels$"));
+        Assert.That(reports["off"], Is.EqualTo("ONNX Runtime's MatMulNBits (NativeKernels is off)"));
+        Assert.That(tokens["on"], Is.EqualTo(tokens["off"]));
+        var refused = OnnxDecoderCli.Run("generate", "--model", folder, "--native-kernels", "maybe", "--prompt-ids", "1");
+        Assert.That((refused.ExitCode, refused.Stderr.Trim()), Is.EqualTo((1, "onnx-decoder: --native-kernels 'maybe' is not known: use on or off")));
+        var notServed = OnnxDecoderCli.Run("serve", "--model", folder, "--native-kernels", "maybe", "--port", "0");
+        Assert.That((notServed.ExitCode, notServed.Stderr.Trim()), Is.EqualTo((1, "onnx-decoder: --native-kernels 'maybe' is not known: use on or off")));
     }
 
     [Test]
