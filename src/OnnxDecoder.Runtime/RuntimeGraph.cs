@@ -7,17 +7,19 @@ namespace OnnxDecoder.Runtime;
 /// <summary>What our CPU kernels ran in a loaded model: how many MatMulNBits nodes and on which ISA, or why none.</summary>
 /// <param name="Nodes">MatMulNBits nodes moved to <see cref="NativeKernels.Domain"/> (0: ONNX Runtime's own kernels ran).</param>
 /// <param name="Isa">The ISA the library's auto dispatch picks ("avx512bw", "avx2", "scalar"); null when no node moved.</param>
-/// <param name="Reason">Why no node moved ("" when some did).</param>
-public sealed record NativeKernelsUse(int Nodes, string? Isa, string Reason)
+/// <param name="Reason">Why no MatMulNBits node moved ("" when some did).</param>
+/// <param name="FusedNodes">Nodes of our fused ops (<see cref="NativeFusionGraph"/>) in place of the patterns they replace.</param>
+public sealed record NativeKernelsUse(int Nodes, string? Isa, string Reason, int FusedNodes = 0)
 {
-    public bool Active => Nodes > 0;
+    public bool Active => Nodes > 0 || FusedNodes > 0;
 
-    public override string ToString() => Active ? $"{Nodes} MatMulNBits nodes on our {Isa} kernels" : $"ONNX Runtime's MatMulNBits ({Reason})";
+    public override string ToString() => (Nodes > 0 ? $"{Nodes} MatMulNBits nodes on our {Isa} kernels" : $"ONNX Runtime's MatMulNBits ({Reason})")
+        + (FusedNodes > 0 ? $"; {FusedNodes} fused nodes (SplitRotaryQkv, SiluMul)" : "");
 }
 
 /// <summary>
 /// The graph a <see cref="DecoderModel"/> session loads: the file as exported, or the runtime's form of it, read once and
-/// rewritten in memory by <see cref="DirectLengthsGraph"/> and <see cref="NativeMatMulGraph"/> as the options say. Model
+/// rewritten in memory by <see cref="DirectLengthsGraph"/>, <see cref="NativeMatMulGraph"/> and <see cref="NativeFusionGraph"/> as the options say. Model
 /// files over <see cref="DirectLengthsGraph.SmallEnough"/>'s limit hold their weights inside the protobuf and load as they
 /// are; the rewritten bytes load with external data resolved from the model's folder.
 /// </summary>
@@ -51,8 +53,10 @@ internal static class RuntimeGraph
         }
         bool direct = directLengths && DirectLengthsGraph.Rewrite(model, out _);
         int nodes = nativeKernels ? NativeMatMulGraph.Rewrite(model) : 0;
-        var native = nodes > 0 ? new NativeKernelsUse(nodes, NativeKernels.Isa, "")
-            : new NativeKernelsUse(0, null, nativeKernels ? "no MatMulNBits node qualifies (accuracy level 4, block 32, symmetric, float A)" : nativeReason);
-        return new Form(direct || nodes > 0 ? model.ToByteArray() : null, direct, native);
+        int fused = nativeKernels ? NativeFusionGraph.Rewrite(model).Total : 0;
+        var native = nodes > 0 ? new NativeKernelsUse(nodes, NativeKernels.Isa, "", fused)
+            : new NativeKernelsUse(0, fused > 0 ? NativeKernels.Isa : null,
+                nativeKernels ? "no MatMulNBits node qualifies (accuracy level 4, block 32, symmetric, float A)" : nativeReason, fused);
+        return new Form(direct || native.Active ? model.ToByteArray() : null, direct, native);
     }
 }
