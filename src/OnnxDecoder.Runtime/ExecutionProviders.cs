@@ -44,7 +44,8 @@ public sealed record ExecutionProviderOptions
     /// <summary>On the CPU provider, run qualifying MatMulNBits nodes (accuracy level 4, block 32, symmetric int4/int8) on our
     /// kernels, libonnxdecoder_kernels.so (<see cref="Runtime.NativeKernels"/>, <see cref="NativeMatMulGraph"/>; the file is not
     /// changed). Without the library the graph runs as exported, not an error; <see cref="DecoderModel.NativeKernels"/> says
-    /// what ran. Off: ONNX Runtime's own MatMulNBits.</summary>
+    /// what ran. Off: ONNX Runtime's own MatMulNBits. The same switch puts our fused ops in place of the qkv Split and rotary
+    /// and the gate/up Split and SiLU (<see cref="NativeFusionGraph"/>); off, those run as exported too.</summary>
     public bool NativeKernels { get; init; } = true;
 
     public static ExecutionProvider Parse(string name) => name.Trim().ToLowerInvariant() switch

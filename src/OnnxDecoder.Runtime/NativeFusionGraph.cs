@@ -1,6 +1,7 @@
 using OnnxDecoder.Onnx;
 using OnnxDecoder.Onnx.Proto;
 using static OnnxDecoder.Onnx.Proto.AttributeProto.Types;
+using DimensionCase = OnnxDecoder.Onnx.Proto.TensorShapeProto.Types.Dimension.ValueOneofCase;
 
 namespace OnnxDecoder.Runtime;
 
@@ -97,10 +98,11 @@ public static class NativeFusionGraph
         NodeProto qRotary = index.Nodes[qAt], kRotary = index.Nodes[kAt];
         if (!IsRotary(qRotary, split.Output[0]) || !IsRotary(kRotary, split.Output[1])) return null;
         if (!qRotary.Input.Skip(1).SequenceEqual(kRotary.Input.Skip(1))) return null; // position_ids, cos_cache, sin_cache
-        if (Int(qRotary, "num_heads") is not { } heads || Int(kRotary, "num_heads") is not { } kvHeads || heads <= 0 || kvHeads <= 0) return null;
+        if (Int(qRotary, "num_heads") is not { } heads || Int(kRotary, "num_heads") is not { } kvHeads) return null;
+        if (heads <= 0 || kvHeads <= 0) return null;
         long interleaved = Int(qRotary, "interleaved") ?? 0, rotaryDim = Int(qRotary, "rotary_embedding_dim") ?? 0;
-        if (interleaved is not (0 or 1) || (Int(kRotary, "interleaved") ?? 0) != interleaved || (Int(kRotary, "rotary_embedding_dim") ?? 0) != rotaryDim)
-            return null;
+        if (interleaved is not (0 or 1) || (Int(kRotary, "interleaved") ?? 0) != interleaved) return null;
+        if ((Int(kRotary, "rotary_embedding_dim") ?? 0) != rotaryDim) return null;
 
         string cos = qRotary.Input[2], sin = qRotary.Input[3];
         long? halfFromCaches = CacheHalfWidth(index, cos, sin);
@@ -116,8 +118,8 @@ public static class NativeFusionGraph
         var fused = new NodeProto { OpType = SplitRotaryQkvOp, Domain = NativeKernels.Domain };
         fused.Input.AddRange([split.Input[0], qRotary.Input[1], cos, sin]);
         fused.Output.AddRange([qRotary.Output[0], kRotary.Output[0], split.Output[2]]);
-        fused.Attribute.AddRange([IntAttribute("num_heads", heads), IntAttribute("kv_num_heads", kvHeads), IntAttribute("head_size", headSize),
-            IntAttribute("rotary_dim", rotaryDim), IntAttribute("interleaved", interleaved)]);
+        fused.Attribute.AddRange([IntAttribute("num_heads", heads), IntAttribute("kv_num_heads", kvHeads),
+            IntAttribute("head_size", headSize), IntAttribute("rotary_dim", rotaryDim), IntAttribute("interleaved", interleaved)]);
         return new Match(fused, [splitAt, qAt, kAt]);
     }
 
@@ -131,7 +133,8 @@ public static class NativeFusionGraph
         foreach (var attribute in node.Attribute)
         {
             if (!RotaryAttributes.Contains(attribute.Name)) return false;
-            if (attribute.Name == "scale" ? attribute.Type != AttributeType.Float || attribute.F != 1f : attribute.Type != AttributeType.Int) return false;
+            bool expected = attribute.Name == "scale" ? attribute is { Type: AttributeType.Float, F: 1f } : attribute.Type == AttributeType.Int;
+            if (!expected) return false;
         }
         return (Int(node, "is_packed_batching") ?? 0) == 0;
     }
@@ -172,9 +175,11 @@ public static class NativeFusionGraph
             if (sigmoidAt < 0) return null;
             int mulAt = gateReaders.First(r => r != sigmoidAt);
             var sigmoid = index.Nodes[sigmoidAt];
-            if (!IsDefaultDomain(sigmoid.Domain) || sigmoid.Input.Count != 1 || sigmoid.Output.Count != 1 || sigmoid.Attribute.Count != 0) return null;
+            if (!IsDefaultDomain(sigmoid.Domain) || sigmoid.Input.Count != 1 || sigmoid.Output.Count != 1 || sigmoid.Attribute.Count != 0)
+                return null;
             string sigmoidOut = sigmoid.Output[0];
-            if (index.IsGraphOutput(sigmoidOut) || index.SoleConsumer(sigmoidOut) != mulAt || !IsMulOf(index.Nodes[mulAt], gate, sigmoidOut)) return null;
+            if (index.IsGraphOutput(sigmoidOut) || index.SoleConsumer(sigmoidOut) != mulAt) return null;
+            if (!IsMulOf(index.Nodes[mulAt], gate, sigmoidOut)) return null;
             activatedAt = mulAt;
             replaced.AddRange([sigmoidAt, mulAt]);
         }
@@ -300,7 +305,7 @@ public static class NativeFusionGraph
             IReadOnlyList<long?> dims;
             if (_initializers.TryGetValue(value, out var tensor)) dims = [.. tensor.Dims.Select(d => (long?)d)];
             else if (_declared.TryGetValue(value, out var declared) && declared.Shape is { } shape)
-                dims = [.. shape.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? (long?)d.DimValue : null)];
+                dims = [.. shape.Dim.Select(d => d.ValueCase == DimensionCase.DimValue ? (long?)d.DimValue : null)];
             else return null;
             if (rank is { } wanted && dims.Count != wanted) return -1;
             return dims.Count == 0 ? null : dims[^1];
@@ -310,9 +315,11 @@ public static class NativeFusionGraph
         public long[]? ConstantInt64s(string value)
         {
             TensorProto? tensor = _initializers.GetValueOrDefault(value);
-            if (tensor is null && _producers.TryGetValue(value, out int at) && Nodes[at] is { OpType: "Constant" } constant && IsDefaultDomain(constant.Domain))
+            if (tensor is null && _producers.TryGetValue(value, out int at) && Nodes[at] is { OpType: "Constant" } constant
+                && IsDefaultDomain(constant.Domain))
             {
-                if (constant.Attribute.FirstOrDefault(a => a.Name == "value_ints") is { Type: AttributeType.Ints } ints) return [.. ints.Ints];
+                if (constant.Attribute.FirstOrDefault(a => a.Name == "value_ints") is { Type: AttributeType.Ints } ints)
+                    return [.. ints.Ints];
                 tensor = constant.Attribute.FirstOrDefault(a => a.Name == "value")?.T;
             }
             if (tensor is null || tensor.DataType != (int)ElementType.Int64 || tensor.Dims.Count != 1

@@ -13,15 +13,16 @@ public sealed record NativeKernelsUse(int Nodes, string? Isa, string Reason, int
 {
     public bool Active => Nodes > 0 || FusedNodes > 0;
 
-    public override string ToString() => (Nodes > 0 ? $"{Nodes} MatMulNBits nodes on our {Isa} kernels" : $"ONNX Runtime's MatMulNBits ({Reason})")
+    public override string ToString() =>
+        (Nodes > 0 ? $"{Nodes} MatMulNBits nodes on our {Isa} kernels" : $"ONNX Runtime's MatMulNBits ({Reason})")
         + (FusedNodes > 0 ? $"; {FusedNodes} fused nodes (SplitRotaryQkv, SiluMul)" : "");
 }
 
 /// <summary>
 /// The graph a <see cref="DecoderModel"/> session loads: the file as exported, or the runtime's form of it, read once and
-/// rewritten in memory by <see cref="DirectLengthsGraph"/>, <see cref="NativeMatMulGraph"/> and <see cref="NativeFusionGraph"/> as the options say. Model
-/// files over <see cref="DirectLengthsGraph.SmallEnough"/>'s limit hold their weights inside the protobuf and load as they
-/// are; the rewritten bytes load with external data resolved from the model's folder.
+/// rewritten in memory by <see cref="DirectLengthsGraph"/>, <see cref="NativeMatMulGraph"/> and <see cref="NativeFusionGraph"/>
+/// as the options say. Model files over <see cref="DirectLengthsGraph.SmallEnough"/>'s limit hold their weights inside the
+/// protobuf and load as they are; the rewritten bytes load with external data resolved from the model's folder.
 /// </summary>
 internal static class RuntimeGraph
 {

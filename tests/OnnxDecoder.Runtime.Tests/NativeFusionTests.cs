@@ -3,6 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using OnnxDecoder.Exporters;
 using OnnxDecoder.Modeling;
+using OnnxDecoder.Modeling.Quantization;
 using OnnxDecoder.Onnx;
 using OnnxDecoder.Onnx.Proto;
 using static OnnxDecoder.Onnx.Proto.AttributeProto.Types;
@@ -39,8 +40,8 @@ public class NativeFusionTests
     [TestCase(2, 2, 64, 0, 1, 1, false)]
     [TestCase(2, 2, 64, 32, 0, 5, false)]
     [TestCase(2, 2, 64, 16, 1, 5, true)]
-    public void SplitRotaryQkv_gives_what_Split_and_RotaryEmbedding_give(int heads, int kvHeads, int headSize, int rotaryDim, int interleaved, int sequence,
-        bool positionsPerRow)
+    public void SplitRotaryQkv_gives_what_Split_and_RotaryEmbedding_give(int heads, int kvHeads, int headSize, int rotaryDim, int interleaved,
+        int sequence, bool positionsPerRow)
     {
         const int batch = 2, positions = 40;
         var model = RotaryGraph(heads, kvHeads, headSize, rotaryDim, interleaved, positions);
@@ -74,7 +75,8 @@ public class NativeFusionTests
         var qkv = RandomFloats(sequence * 128, seed: 5);
         // Per row: one id equal to the cache's length; [1]: a start whose last position (start + 2) is past the cache.
         long[] ids = positionsPerRow ? [0, positions, 1] : [positions - 2];
-        var error = Assert.Throws<OnnxRuntimeException>(() => Run(fused, RotaryInputs(qkv, [1, sequence, 128], ids, positionsPerRow ? [1, sequence] : [1])));
+        var inputs = RotaryInputs(qkv, [1, sequence, 128], ids, positionsPerRow ? [1, sequence] : [1]);
+        var error = Assert.Throws<OnnxRuntimeException>(() => Run(fused, inputs));
         Assert.That(error!.Message, Does.Contain("SplitRotaryQkv").And.Contain("outside the rotary cache's 16 positions"));
     }
 
@@ -119,12 +121,16 @@ public class NativeFusionTests
         Assert.That(NativeFusionGraph.Rewrite(model), Is.EqualTo(new NativeFusions(5, 5)));
         // Per layer: Split + 2 RotaryEmbedding -> 1, Split + Sigmoid + Mul + Mul -> 1.
         Assert.That(model.Graph.Node.Count, Is.EqualTo(nodes - 5 * 2 - 5 * 3));
-        Assert.That(model.Graph.Node.Select(n => n.OpType), Has.None.EqualTo("Split").And.None.EqualTo("RotaryEmbedding").And.None.EqualTo("Sigmoid"));
+        Assert.That(model.Graph.Node.Select(n => n.OpType),
+            Has.None.EqualTo("Split").And.None.EqualTo("RotaryEmbedding").And.None.EqualTo("Sigmoid"));
         Assert.That(ModelChecker.Check(model), Is.Empty, "topological order, every input defined, the domain imported");
         var rotary = model.Graph.Node.First(n => n.OpType == NativeFusionGraph.SplitRotaryQkvOp);
         Assert.That(rotary.Name, Is.EqualTo("/model/layers.0/attn/qkv_proj/SplitRotaryQkv"));
         Assert.That(rotary.Attribute.ToDictionary(a => a.Name, a => a.I),
-            Is.EqualTo(new Dictionary<string, long> { ["num_heads"] = 8, ["kv_num_heads"] = 4, ["head_size"] = 8, ["rotary_dim"] = 8, ["interleaved"] = 1 }));
+            Is.EqualTo(new Dictionary<string, long>
+            {
+                ["num_heads"] = 8, ["kv_num_heads"] = 4, ["head_size"] = 8, ["rotary_dim"] = 8, ["interleaved"] = 1,
+            }));
     }
 
     [Test]
@@ -183,9 +189,11 @@ public class NativeFusionTests
             Rotary(g, 1).Input[2] = "cos_cache_local";
         });
         yield return Miss("k interleaved differently", g => SetAttribute(Rotary(g, 1), "interleaved", 0));
-        yield return Miss("a scale other than 1", g => Rotary(g, 0).Attribute.Add(new AttributeProto { Name = "scale", Type = AttributeType.Float, F = 0.5f }));
-        yield return Miss("packed batching", g => Rotary(g, 0).Attribute.Add(new AttributeProto { Name = "is_packed_batching", Type = AttributeType.Int, I = 1 }));
-        yield return Miss("a rotary_embedding_dim whose R/2 is not the caches' width", g => SetAttribute(Rotary(g, 0), "rotary_embedding_dim", 4, alsoOn: Rotary(g, 1)));
+        yield return Miss("a scale other than 1", g =>
+            Rotary(g, 0).Attribute.Add(new AttributeProto { Name = "scale", Type = AttributeType.Float, F = 0.5f }));
+        yield return Miss("packed batching", g => Rotary(g, 0).Attribute.Add(Int("is_packed_batching", 1)));
+        yield return Miss("a rotary_embedding_dim whose R/2 is not the caches' width", g =>
+            SetAttribute(Rotary(g, 0), "rotary_embedding_dim", 4, alsoOn: Rotary(g, 1)));
         yield return Miss("an axis other than the last", g => SetAttribute(Split(g), "axis", 0));
         yield return Miss("v read before the last rotary", g =>
         {
@@ -215,7 +223,8 @@ public class NativeFusionTests
     {
         yield return Miss("the gate read by another node too", g => g.Node.Add(Node("Identity", "", [Split(g).Output[0]], ["gate_again"])));
         yield return Miss("the sigmoid a graph output", g => g.Output.Add(FloatInfo(g.Node.Single(n => n.OpType == "Sigmoid").Output[0])));
-        yield return Miss("the activation read by another node too", g => g.Node.Add(Node("Identity", "", [g.Node[2].Output[0]], ["silu_again"])));
+        yield return Miss("the activation read by another node too", g =>
+            g.Node.Add(Node("Identity", "", [g.Node[2].Output[0]], ["silu_again"])));
         yield return Miss("unequal halves", g => SetInt64s(g, "split_sizes", [10, 22]));
         yield return Miss("Tanh in place of Sigmoid", g => g.Node.Single(n => n.OpType == "Sigmoid").OpType = "Tanh");
         yield return Miss("the product with the gate, not the up half", g => g.Node[3].Input[1] = Split(g).Output[0]);
@@ -266,7 +275,7 @@ public class NativeFusionTests
         lock (typeof(NativeFusionTests))
             if (!File.Exists(Path.Combine(folder, "model.onnx")))
                 ModelFolderWriter.Export(Exporters.Tests.Stories260K.LegacyCheckpoint, Exporters.Tests.Stories260K.Tokenizer, folder,
-                    new ExportOptions { Lowering = Lowering.Ort, Quantization = new OnnxDecoder.Modeling.Quantization.QuantizationOptions { Bits = bits, AccuracyLevel = 4 } });
+                    new ExportOptions { Lowering = Lowering.Ort, Quantization = new QuantizationOptions { Bits = bits, AccuracyLevel = 4 } });
         return folder;
     }
 
@@ -401,14 +410,20 @@ public class NativeFusionTests
 
     /// <summary>Runs <paramref name="model"/> on the CPU with our library registered; inputs named in
     /// <paramref name="int64Inputs"/> are passed as int64.</summary>
-    private static Dictionary<string, (float[] Values, long[] Shape)> Run(ModelProto model, Dictionary<string, (float[], long[])> inputs, string[] int64Inputs)
+    private static Dictionary<string, (float[] Values, long[] Shape)> Run(ModelProto model, Dictionary<string, (float[], long[])> inputs,
+        string[] int64Inputs)
     {
         using var options = new SessionOptions();
         NativeKernels.Register(options);
         using var session = new InferenceSession(model.ToByteArray(), options);
-        var feeds = inputs.Select(kv => int64Inputs.Contains(kv.Key)
-            ? NamedOnnxValue.CreateFromTensor(kv.Key, new DenseTensor<long>(kv.Value.Item1.Select(v => (long)v).ToArray(), kv.Value.Item2.Select(d => (int)d).ToArray()))
-            : NamedOnnxValue.CreateFromTensor(kv.Key, new DenseTensor<float>(kv.Value.Item1, kv.Value.Item2.Select(d => (int)d).ToArray()))).ToList();
+        var feeds = inputs.Select(kv =>
+        {
+            var (values, shape) = kv.Value;
+            int[] dims = [.. shape.Select(d => (int)d)];
+            return int64Inputs.Contains(kv.Key)
+                ? NamedOnnxValue.CreateFromTensor(kv.Key, new DenseTensor<long>(values.Select(v => (long)v).ToArray(), dims))
+                : NamedOnnxValue.CreateFromTensor(kv.Key, new DenseTensor<float>(values, dims));
+        }).ToList();
         using var results = session.Run(feeds);
         return results.ToDictionary(r => r.Name, r =>
         {
