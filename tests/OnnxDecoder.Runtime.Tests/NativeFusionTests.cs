@@ -143,12 +143,18 @@ public class NativeFusionTests
     [TestCase("llama-tiny")]
     [TestCase("qwen3-tiny")]
     [TestCase("phi3-tiny")]
-    public void SiLU_families_fuse_their_gate_and_up(string preset)
+    [TestCase("granite-tiny")]
+    [TestCase("smollm3-tiny")]
+    public void SiLU_families_fuse_their_gate_and_up_and_any_split_then_rotary(string preset)
     {
         var model = LoadModel(Fixtures.SynthExport(preset, seed: 3));
         int splits = model.Graph.Node.Count(IsGateUpSplit);
         Assert.That(splits, Is.GreaterThan(0), "the export splits a fused gate_up projection");
-        Assert.That(NativeFusionGraph.Rewrite(model).SiluMul, Is.EqualTo(splits));
+        int splitRotaries = model.Graph.Node.Count(n => n.OpType == "Split" && model.Graph.Node.Count(r => r.OpType == "RotaryEmbedding"
+            && n.Output.Contains(r.Input[0])) == 2);
+        var fused = NativeFusionGraph.Rewrite(model);
+        TestContext.Out.WriteLine($"{preset}: {fused}; {model.Graph.Node.Count(n => n.OpType == "RotaryEmbedding")} RotaryEmbedding left");
+        Assert.That(fused, Is.EqualTo(new NativeFusions(splitRotaries, splits)));
         Assert.That(model.Graph.Node.Select(n => n.OpType), Has.None.EqualTo("Sigmoid"));
         Assert.That(ModelChecker.Check(model), Is.Empty);
     }
@@ -243,15 +249,17 @@ public class NativeFusionTests
 
     // ---- whole models, fusion on and off -----------------------------------------------------------------------------
 
-    [TestCase(0)]
-    [TestCase(4)]
-    public void A_stories260K_export_decodes_the_same_tokens_with_the_fusion(int bits)
+    [TestCase("stories260K", 0, 10)]
+    [TestCase("stories260K", 4, 10)]
+    [TestCase("phi3-tiny", 0, 4)]
+    public void An_export_decodes_the_same_tokens_with_the_fusion(string model, int bits, int fusedNodes)
     {
-        string folder = bits == 0 ? Fixtures.Stories(Lowering.Ort) : QuantizedStories(bits);
+        string folder = model == "phi3-tiny" ? Fixtures.SynthExport(model, seed: 3)
+            : bits == 0 ? Fixtures.Stories(Lowering.Ort) : QuantizedStories(bits);
         var options = new DecoderSessionOptions { MaxLength = 96 };
         using var fused = new DecoderSession(folder, options);
         using var asExported = new DecoderSession(folder, options with { Providers = FusionOff });
-        Assert.That(fused.Model.NativeKernels.FusedNodes, Is.EqualTo(10), fused.Model.NativeKernels.ToString());
+        Assert.That(fused.Model.NativeKernels.FusedNodes, Is.EqualTo(fusedNodes), fused.Model.NativeKernels.ToString());
         Assert.That(asExported.Model.NativeKernels.Active, Is.False);
         long[] prompt = [1, 403, 407, 261, 378, 426, 271, 297, 388, 285, 306, 261, 400];
         float[] a = fused.Append(prompt, prompt.Length, []).ToArray(), b = asExported.Append(prompt, prompt.Length, []).ToArray();
@@ -264,8 +272,8 @@ public class NativeFusionTests
             b = asExported.Step([next]).ToArray();
             worst = Math.Max(worst, MaxAbsDifference(a, b));
         }
-        TestContext.Out.WriteLine($"int{(bits == 0 ? 32 : bits)}: logits max abs difference over 64 steps {worst:E2}");
-        // Logits are O(10); float rounding differences carried through 5 layers stay orders of magnitude below 1e-3.
+        TestContext.Out.WriteLine($"{model} {(bits == 0 ? "fp32" : $"int{bits}")}: logits max abs difference over 64 steps {worst:E2}");
+        // Logits are O(10); float rounding differences carried through a few layers stay orders of magnitude below 1e-3.
         Assert.That(worst, Is.LessThan(1e-3));
     }
 
