@@ -181,6 +181,48 @@ public class NativeFusionTests
         Assert.That(NativeFusionGraph.Rewrite(otherAlpha).SiluMul, Is.Zero, "QuickGelu's default alpha is no SiLU");
     }
 
+    // Opset 18's num_outputs cuts equal parts only when the width divides (else the last part is smaller): the rewrite
+    // takes such a Split only where the input's width is declared.
+    [Test]
+    public void Opset_18_equal_parts_fuse_where_the_width_is_declared()
+    {
+        var silu = NumOutputs(SiluGraph(16, 2, quickGelu: false, sigmoidFirst: false), declaredWidth: 32);
+        var fusedSilu = silu.Clone();
+        Assert.That(NativeFusionGraph.Rewrite(fusedSilu).SiluMul, Is.EqualTo(1));
+        var x = RandomFloats(3 * 32, seed: 9, scale: 8f);
+        var siluInputs = new Dictionary<string, (float[], long[])> { ["x"] = (x, [3, 32]) };
+        Assert.That(MaxAbsDifference(Run(fusedSilu, siluInputs, [])["y"].Values, Run(silu, siluInputs, [])["y"].Values), Is.LessThan(1e-5));
+        Assert.That(NativeFusionGraph.Rewrite(NumOutputs(SiluGraph(16, 2, quickGelu: false, sigmoidFirst: false), declaredWidth: null)).SiluMul,
+            Is.Zero, "an undeclared width may be odd");
+
+        var rotary = NumOutputs(RotaryGraph(2, 2, 64, 0, 0, positions: 16), declaredWidth: 384);
+        var fusedRotary = rotary.Clone();
+        Assert.That(NativeFusionGraph.Rewrite(fusedRotary).SplitRotaryQkv, Is.EqualTo(1));
+        var rotaryInputs = RotaryInputs(RandomFloats(2 * 384, seed: 4), [1, 2, 384], [3], [1]);
+        var expected = Run(rotary, rotaryInputs);
+        var actual = Run(fusedRotary, rotaryInputs);
+        foreach (var name in new[] { "q_rotated", "k_rotated", "v" })
+            Assert.That(MaxAbsDifference(actual[name].Values, expected[name].Values), Is.LessThanOrEqualTo(RotaryTolerance), name);
+        var undeclared = NumOutputs(RotaryGraph(2, 2, 64, 0, 0, positions: 16), declaredWidth: null);
+        Assert.That(NativeFusionGraph.Rewrite(undeclared).SplitRotaryQkv, Is.Zero);
+    }
+
+    /// <summary>The graph at opset 18 with its Split cutting num_outputs equal parts; the input's last dimension declared
+    /// as <paramref name="declaredWidth"/> (rank 2 for x, rank 3 for qkv) or left unknown.</summary>
+    private static ModelProto NumOutputs(ModelProto model, long? declaredWidth)
+    {
+        model.OpsetImport.Single(o => o.Domain == "").Version = 18;
+        var split = Split(model.Graph);
+        split.Input.RemoveAt(1);
+        split.Attribute.Add(Int("num_outputs", split.Output.Count));
+        model.Graph.Initializer.Remove(model.Graph.Initializer.Single(t => t.Name == "split_sizes"));
+        var input = model.Graph.Input.Single(i => i.Name == split.Input[0]);
+        int rank = input.Name == "x" ? 2 : 3;
+        input.Type = TensorType(ElementType.Float, rank);
+        if (declaredWidth is { } width) input.Type.TensorType.Shape.Dim[rank - 1] = new TensorShapeProto.Types.Dimension { DimValue = width };
+        return model;
+    }
+
     private static IEnumerable<TestCaseData> RotaryNearMisses()
     {
         yield return Miss("q read by another node too", g => g.Node.Add(Node("Identity", "", [Split(g).Output[0]], ["q_again"])));
