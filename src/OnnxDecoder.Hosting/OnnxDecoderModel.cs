@@ -67,6 +67,7 @@ public sealed class OnnxDecoderModel : IDisposable
                 Preference = _options.ExecutionProviders.Select(ExecutionProviderOptions.Parse).ToList(),
                 AllowFallback = _options.ExecutionProviders.Count > 1,
                 NativeKernels = _options.NativeKernels,
+                NativeMatMul = _options.NativeMatMul,
             };
             _model = new DecoderModel(_options.ModelPath, providers);
             Tokenizer = TextTokenizer.Load(_model.Folder.Directory, _model.Folder.BosTokenId);

@@ -16,9 +16,13 @@ public sealed class OnnxDecoderOptions
     [MinLength(1)]
     public List<string> ExecutionProviders { get; set; } = ["cpu"];
 
-    /// <summary>On the CPU provider, run int4/int8 MatMulNBits (accuracy level 4, block 32, symmetric) on our kernels,
-    /// libonnxdecoder_kernels.so, where the build shipped it; false: ONNX Runtime's own MatMulNBits.</summary>
+    /// <summary>On the CPU provider, our kernels, libonnxdecoder_kernels.so, where the build shipped it: fused ops in place of
+    /// the qkv Split and rotary and the gate/up Split and SiLU; false: the graph as exported on ONNX Runtime's kernels.</summary>
     public bool NativeKernels { get; set; } = true;
+
+    /// <summary>With NativeKernels, int4/int8 MatMulNBits (accuracy level 4, block 32, symmetric) on our matmul kernel too;
+    /// off by default (measured at parity with ONNX Runtime's, see ExecutionProviderOptions.NativeMatMul).</summary>
+    public bool NativeMatMul { get; set; }
 
     /// <summary>Sequences decoded together in one batched run (each with its own KV cache row).</summary>
     [Range(1, 1024)]

@@ -21,9 +21,10 @@ public sealed class DecoderModel : IDisposable
         {
             // Our kernels are CPU kernels: other providers keep ONNX Runtime's MatMulNBits.
             var form = RuntimeGraph.Read(Folder.ModelPath, providers.DirectGqaLengths, providers.NativeKernels && provider == ExecutionProvider.Cpu,
+                providers.NativeMatMul,
                 providers.NativeKernels ? $"the {ExecutionProviders.Name(provider)} provider runs ONNX Runtime's kernels" : "NativeKernels is off");
             if (form.Native.Active && !TryRegisterNativeKernels(sessionOptions, out string refused))
-                form = RuntimeGraph.Read(Folder.ModelPath, providers.DirectGqaLengths, nativeKernels: false, refused);
+                form = RuntimeGraph.Read(Folder.ModelPath, providers.DirectGqaLengths, nativeKernels: false, nativeMatMul: false, refused);
             NativeKernels = form.Native;
             if (form.Bytes is null) Session = new InferenceSession(Folder.ModelPath, sessionOptions);
             else
@@ -103,8 +104,9 @@ public sealed class DecoderModel : IDisposable
     /// <summary>The session runs the runtime's form of the graph (<see cref="DirectLengthsGraph"/>): the host binds
     /// seqlens_k, total_sequence_length and (when the graph has one) the attention bias, computed from its mask.</summary>
     public bool DirectLengths { get; }
-    /// <summary>What our CPU matmul kernels run in this session (<see cref="ExecutionProviderOptions.NativeKernels"/>): how many
-    /// MatMulNBits nodes and on which ISA, or why ONNX Runtime's own kernels run them all.</summary>
+    /// <summary>What our CPU kernels run in this session (<see cref="ExecutionProviderOptions.NativeKernels"/>,
+    /// <see cref="ExecutionProviderOptions.NativeMatMul"/>): how many fused nodes, how many MatMulNBits nodes and on which ISA,
+    /// or why ONNX Runtime's own kernels run them.</summary>
     public NativeKernelsUse NativeKernels { get; }
     /// <summary>The element type of the direct attention bias input; null when the graph takes none.</summary>
     internal Microsoft.ML.OnnxRuntime.Tensors.TensorElementType? AttentionBiasType { get; }

@@ -41,11 +41,17 @@ public sealed record ExecutionProviderOptions
     /// file is not changed, and the logits are the same). Off: the graph runs as exported.</summary>
     public bool DirectGqaLengths { get; init; } = true;
 
-    /// <summary>On the CPU provider, run qualifying MatMulNBits nodes (accuracy level 4, block 32, symmetric int4/int8) on our
-    /// kernels, libonnxdecoder_kernels.so (<see cref="Runtime.NativeKernels"/>, <see cref="NativeMatMulGraph"/>; the file is not
-    /// changed). Without the library the graph runs as exported, not an error; <see cref="DecoderModel.NativeKernels"/> says
-    /// what ran. Off: ONNX Runtime's own MatMulNBits.</summary>
+    /// <summary>On the CPU provider, load our kernels, libonnxdecoder_kernels.so (<see cref="Runtime.NativeKernels"/>), and put
+    /// our fused ops in place of the qkv Split and rotary and the gate/up Split and SiLU (<see cref="NativeFusionGraph"/>; the
+    /// file is not changed). Without the library the graph runs as exported, not an error; <see cref="DecoderModel.NativeKernels"/>
+    /// says what ran. Off: everything as exported, on ONNX Runtime's kernels.</summary>
     public bool NativeKernels { get; init; } = true;
+
+    /// <summary>With <see cref="NativeKernels"/>, also run qualifying MatMulNBits nodes (accuracy level 4, block 32, symmetric
+    /// int4/int8) on our matmul kernel (<see cref="NativeMatMulGraph"/>) instead of ONNX Runtime's. Off by default: side by side
+    /// on llama-110m decode it is at parity with ONNX Runtime's int4 kernel (both bound by memory traffic) and slower at int8,
+    /// so it is kept for the benchmark's comparison (`kernels --only int4-b32-a4,int4-b32-a4-native`), not as a speed-up.</summary>
+    public bool NativeMatMul { get; init; }
 
     public static ExecutionProvider Parse(string name) => name.Trim().ToLowerInvariant() switch
     {

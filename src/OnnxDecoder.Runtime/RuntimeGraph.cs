@@ -7,26 +7,29 @@ namespace OnnxDecoder.Runtime;
 /// <summary>What our CPU kernels ran in a loaded model: how many MatMulNBits nodes and on which ISA, or why none.</summary>
 /// <param name="Nodes">MatMulNBits nodes moved to <see cref="NativeKernels.Domain"/> (0: ONNX Runtime's own kernels ran).</param>
 /// <param name="Isa">The ISA the library's auto dispatch picks ("avx512bw", "avx2", "scalar"); null when no node moved.</param>
-/// <param name="Reason">Why no node moved ("" when some did).</param>
-public sealed record NativeKernelsUse(int Nodes, string? Isa, string Reason)
+/// <param name="Reason">Why no MatMulNBits node moved ("" when some did).</param>
+/// <param name="FusedNodes">Nodes of our fused ops (<see cref="NativeFusionGraph"/>) in place of the patterns they replace.</param>
+public sealed record NativeKernelsUse(int Nodes, string? Isa, string Reason, int FusedNodes = 0)
 {
-    public bool Active => Nodes > 0;
+    public bool Active => Nodes > 0 || FusedNodes > 0;
 
-    public override string ToString() => Active ? $"{Nodes} MatMulNBits nodes on our {Isa} kernels" : $"ONNX Runtime's MatMulNBits ({Reason})";
+    public override string ToString() =>
+        (Nodes > 0 ? $"{Nodes} MatMulNBits nodes on our {Isa} kernels" : $"ONNX Runtime's MatMulNBits ({Reason})")
+        + (FusedNodes > 0 ? $"; {FusedNodes} fused nodes (SplitRotaryQkv, SiluMul)" : "");
 }
 
 /// <summary>
 /// The graph a <see cref="DecoderModel"/> session loads: the file as exported, or the runtime's form of it, read once and
-/// rewritten in memory by <see cref="DirectLengthsGraph"/> and <see cref="NativeMatMulGraph"/> as the options say. Model
-/// files over <see cref="DirectLengthsGraph.SmallEnough"/>'s limit hold their weights inside the protobuf and load as they
-/// are; the rewritten bytes load with external data resolved from the model's folder.
+/// rewritten in memory by <see cref="DirectLengthsGraph"/>, <see cref="NativeMatMulGraph"/> and <see cref="NativeFusionGraph"/>
+/// as the options say. Model files over <see cref="DirectLengthsGraph.SmallEnough"/>'s limit hold their weights inside the
+/// protobuf and load as they are; the rewritten bytes load with external data resolved from the model's folder.
 /// </summary>
 internal static class RuntimeGraph
 {
     /// <param name="Bytes">The rewritten model; null: load the file as it is.</param>
     public sealed record Form(byte[]? Bytes, bool DirectLengths, NativeKernelsUse Native);
 
-    public static Form Read(string modelPath, bool directLengths, bool nativeKernels, string nativeOffReason)
+    public static Form Read(string modelPath, bool directLengths, bool nativeKernels, bool nativeMatMul, string nativeOffReason)
     {
         string nativeReason = nativeOffReason;
         if (nativeKernels && !NativeKernels.IsAvailable)
@@ -50,9 +53,12 @@ internal static class RuntimeGraph
             return new Form(null, false, new NativeKernelsUse(0, null, nativeKernels ? e.Message : nativeReason));
         }
         bool direct = directLengths && DirectLengthsGraph.Rewrite(model, out _);
-        int nodes = nativeKernels ? NativeMatMulGraph.Rewrite(model) : 0;
-        var native = nodes > 0 ? new NativeKernelsUse(nodes, NativeKernels.Isa, "")
-            : new NativeKernelsUse(0, null, nativeKernels ? "no MatMulNBits node qualifies (accuracy level 4, block 32, symmetric, float A)" : nativeReason);
-        return new Form(direct || nodes > 0 ? model.ToByteArray() : null, direct, native);
+        int nodes = nativeKernels && nativeMatMul ? NativeMatMulGraph.Rewrite(model) : 0;
+        int fused = nativeKernels ? NativeFusionGraph.Rewrite(model).Total : 0;
+        var native = nodes > 0 ? new NativeKernelsUse(nodes, NativeKernels.Isa, "", fused)
+            : new NativeKernelsUse(0, fused > 0 ? NativeKernels.Isa : null,
+                !nativeKernels ? nativeReason
+                : nativeMatMul ? "no MatMulNBits node qualifies (accuracy level 4, block 32, symmetric, float A)" : "NativeMatMul is off", fused);
+        return new Form(direct || native.Active ? model.ToByteArray() : null, direct, native);
     }
 }

@@ -106,11 +106,12 @@ public class NativeMatMulGraphTests
             exported = file.Model.Graph.Node.Count(n => n.OpType == "MatMulNBits" && n.Domain == GraphBuilder.MicrosoftDomain);
         Assert.That(exported, Is.GreaterThan(0));
         var options = new DecoderSessionOptions { MaxLength = 64 };
-        using var native = new DecoderSession(folder, options);
+        using var native = new DecoderSession(folder, options with { Providers = new ExecutionProviderOptions { NativeMatMul = true } });
         using var ort = new DecoderSession(folder, options with { Providers = new ExecutionProviderOptions { NativeKernels = false } });
         // The yardstick: ONNX Runtime computing the same weights in fp32 (accuracy level 0), with activations not quantized.
         using var fp32 = new DecoderSession(Quantized(bits, accuracyLevel: 0), options);
-        Assert.That(native.Model.NativeKernels, Is.EqualTo(new NativeKernelsUse(exported, NativeKernels.Isa, "")), "every MatMulNBits node of the file moved");
+        Assert.That(native.Model.NativeKernels.Nodes, Is.EqualTo(exported), "every MatMulNBits node of the file moved");
+        Assert.That(native.Model.NativeKernels.Isa, Is.EqualTo(NativeKernels.Isa));
         Assert.That(ort.Model.NativeKernels.Active, Is.False);
         Assert.That(ort.Model.NativeKernels.Reason, Does.Contain("off"));
         Assert.That(fp32.Model.NativeKernels.Active, Is.False, "accuracy level 0 is not ours to compute");
@@ -161,7 +162,7 @@ public class NativeMatMulGraphTests
         string folder = Quantized(4);
         var reports = new Dictionary<string, string>();
         var tokens = new Dictionary<string, string>();
-        foreach (string value in new[] { "on", "off" })
+        foreach (string value in new[] { "matmul", "on", "off" })
         {
             var bench = OnnxDecoderCli.Run("bench", "--model", folder, "--native-kernels", value, "--prompt-tokens", "8", "--gen-tokens", "8", "--runs", "1", "--format", "json");
             Assert.That(bench.ExitCode, Is.EqualTo(0), bench.Stderr);
@@ -171,13 +172,15 @@ public class NativeMatMulGraphTests
             Assert.That(generate.ExitCode, Is.EqualTo(0), generate.Stderr);
             using (var json = System.Text.Json.JsonDocument.Parse(generate.Stdout)) tokens[value] = json.RootElement.GetProperty("token_ids").GetRawText();
         }
-        Assert.That(reports["on"], Does.Match($@"^\d+ MatMulNBits nodes on our {NativeKernels.Isa} kernels$"));
+        Assert.That(reports["matmul"], Does.Match($@"^\d+ MatMulNBits nodes on our {NativeKernels.Isa} kernels; \d+ fused nodes"));
+        Assert.That(reports["on"], Does.Match(@"^ONNX Runtime's MatMulNBits \(NativeMatMul is off\); \d+ fused nodes"), "the matmul kernel is opt-in");
         Assert.That(reports["off"], Is.EqualTo("ONNX Runtime's MatMulNBits (NativeKernels is off)"));
+        Assert.That(tokens["matmul"], Is.EqualTo(tokens["off"]));
         Assert.That(tokens["on"], Is.EqualTo(tokens["off"]));
         var refused = OnnxDecoderCli.Run("generate", "--model", folder, "--native-kernels", "maybe", "--prompt-ids", "1");
-        Assert.That((refused.ExitCode, refused.Stderr.Trim()), Is.EqualTo((1, "onnx-decoder: --native-kernels 'maybe' is not known: use on or off")));
+        Assert.That((refused.ExitCode, refused.Stderr.Trim()), Is.EqualTo((1, "onnx-decoder: --native-kernels 'maybe' is not known: use on, matmul or off")));
         var notServed = OnnxDecoderCli.Run("serve", "--model", folder, "--native-kernels", "maybe", "--port", "0");
-        Assert.That((notServed.ExitCode, notServed.Stderr.Trim()), Is.EqualTo((1, "onnx-decoder: --native-kernels 'maybe' is not known: use on or off")));
+        Assert.That((notServed.ExitCode, notServed.Stderr.Trim()), Is.EqualTo((1, "onnx-decoder: --native-kernels 'maybe' is not known: use on, matmul or off")));
     }
 
     [Test]
@@ -185,7 +188,7 @@ public class NativeMatMulGraphTests
     {
         using var off = new DecoderModel(Quantized(4), new ExecutionProviderOptions { NativeKernels = false });
         Assert.That(off.NativeKernels, Is.EqualTo(new NativeKernelsUse(0, null, "NativeKernels is off")));
-        using var fp32 = new DecoderModel(Fixtures.Stories(Lowering.Ort));
+        using var fp32 = new DecoderModel(Fixtures.Stories(Lowering.Ort), new ExecutionProviderOptions { NativeMatMul = true });
         Assert.That(fp32.NativeKernels.Active, Is.False, "a float export has no MatMulNBits");
         Assert.That(fp32.NativeKernels.Reason, Does.Contain("no MatMulNBits node qualifies"));
     }

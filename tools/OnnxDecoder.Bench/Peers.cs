@@ -30,21 +30,21 @@ public interface IPeer : IDisposable
     float[][]? TeacherForcedLogits(int[] tokens);
 }
 
-/// <summary>Our runtime: a DecoderSession, batch 1; <paramref name="nativeKernels"/> as ExecutionProviderOptions.NativeKernels (on: our
-/// MatMulNBits kernels where they qualify, the runtime's default).</summary>
+/// <summary>Our runtime: a DecoderSession, batch 1, with the runtime's defaults (our fused ops on the CPU);
+/// <paramref name="nativeMatMul"/> as ExecutionProviderOptions.NativeMatMul (our MatMulNBits kernel where it qualifies).</summary>
 public sealed class OursPeer : IPeer
 {
     private readonly DecoderSession _session;
     private readonly HashSet<int> _eos;
     private readonly int _vocab;
 
-    public OursPeer(string name, string folder, int maxLength, int threads, IReadOnlyDictionary<string, string>? sessionConfig = null, bool nativeKernels = true)
+    public OursPeer(string name, string folder, int maxLength, int threads, IReadOnlyDictionary<string, string>? sessionConfig = null, bool nativeMatMul = false)
     {
         Name = name;
         _session = new DecoderSession(folder, new DecoderSessionOptions
         {
             MaxLength = maxLength,
-            Providers = new ExecutionProviderOptions { IntraOpThreads = threads, SessionConfigEntries = sessionConfig, NativeKernels = nativeKernels },
+            Providers = new ExecutionProviderOptions { IntraOpThreads = threads, SessionConfigEntries = sessionConfig, NativeMatMul = nativeMatMul },
         });
         _eos = [.. _session.Folder.EosTokenIds];
         _vocab = _session.VocabSize;

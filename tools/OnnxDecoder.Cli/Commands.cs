@@ -210,24 +210,27 @@ public static class Commands
 
     internal static Option<string> NativeKernelsOption() => new("--native-kernels")
     {
-        Description = "on (default): on the CPU, int4/int8 MatMulNBits (accuracy level 4, block 32, symmetric) runs on our kernels, " +
-            "libonnxdecoder_kernels.so, where the build shipped it; off: ONNX Runtime's own MatMulNBits",
+        Description = "on (default): on the CPU, our fused ops (qkv split + rotary, SiLU gate) from libonnxdecoder_kernels.so where " +
+            "the build shipped it; matmul: also int4/int8 MatMulNBits (accuracy level 4, block 32) on our matmul kernel; off: the graph " +
+            "as exported on ONNX Runtime's kernels",
         DefaultValueFactory = _ => "on",
     };
 
-    /// <summary>--native-kernels on|off.</summary>
-    internal static bool ParseNativeKernels(string value) => value.ToLowerInvariant() switch
+    /// <summary>--native-kernels on|matmul|off: (ExecutionProviderOptions.NativeKernels, NativeMatMul).</summary>
+    internal static (bool Kernels, bool MatMul) ParseNativeKernels(string value) => value.ToLowerInvariant() switch
     {
-        "on" => true,
-        "off" => false,
-        _ => throw new ArgumentException($"--native-kernels '{value}' is not known: use on or off"),
+        "on" => (true, false),
+        "matmul" => (true, true),
+        "off" => (false, false),
+        _ => throw new ArgumentException($"--native-kernels '{value}' is not known: use on, matmul or off"),
     };
 
     /// <summary>The execution provider options of generate, chat and bench: --ep and --native-kernels.</summary>
     private static ExecutionProviderOptions Providers(string list, string nativeKernels)
     {
         var preference = list.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(ExecutionProviderOptions.Parse).ToList();
-        return new ExecutionProviderOptions { Preference = preference, AllowFallback = preference.Count > 1, NativeKernels = ParseNativeKernels(nativeKernels) };
+        var (kernels, matMul) = ParseNativeKernels(nativeKernels);
+        return new ExecutionProviderOptions { Preference = preference, AllowFallback = preference.Count > 1, NativeKernels = kernels, NativeMatMul = matMul };
     }
 
     private static Command Generate()

@@ -35,6 +35,7 @@ public static class Serve
         };
         command.SetAction(r => Commands.Guard(() =>
         {
+            var native = Commands.ParseNativeKernels(r.GetValue(nativeKernels)!);
             var settings = new Dictionary<string, string?>
             {
                 ["OnnxDecoder:ModelPath"] = r.GetValue(model),
@@ -46,7 +47,8 @@ public static class Serve
                 ["OnnxDecoder:MaxKvCacheMiB"] = r.GetValue(maxKv)?.ToString(),
                 ["OnnxDecoder:Speculative"] = r.GetValue(speculative),
                 ["OnnxDecoder:DraftTokens"] = r.GetValue(draftTokens).ToString(),
-                ["OnnxDecoder:NativeKernels"] = Commands.ParseNativeKernels(r.GetValue(nativeKernels)!) ? "true" : "false",
+                ["OnnxDecoder:NativeKernels"] = native.Kernels ? "true" : "false",
+                ["OnnxDecoder:NativeMatMul"] = native.MatMul ? "true" : "false",
                 [OnnxDecoderServer.ApiKeySetting] = r.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("ONNXDECODER_API_KEY"),
                 [OnnxDecoderServer.MetricsSetting] = r.GetValue(metrics) ? "true" : null,
                 [OnnxDecoderServer.OtlpSetting] = r.GetValue(otlp),

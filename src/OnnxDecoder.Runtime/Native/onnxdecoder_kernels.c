@@ -699,7 +699,7 @@ typedef struct
     const int64_t* positions;
     int64_t S, positions_per_row, P, width;
     float *q, *k, *v;
-    int64_t bad_position; // set (racy but only ever to a bad value) when a position is outside [0, P)
+    int bad_position; // set (by any thread, only ever to 1) when a position is outside [0, P)
 } RotaryJob;
 
 static void rotate_head(const float* x, float* out, const float* cos, const float* sin, int64_t D, int64_t R, int interleaved)
@@ -730,7 +730,7 @@ static void rotary_row(void* data, size_t index)
     int64_t position = job->positions_per_row ? job->positions[row] : job->positions[0] + row % job->S;
     if (position < 0 || position >= job->P)
     {
-        job->bad_position = position;
+        __atomic_store_n(&job->bad_position, 1, __ATOMIC_RELAXED);
         return;
     }
     const float* x = job->qkv + row * job->width;
@@ -835,7 +835,6 @@ static OrtStatus* ORT_API_CALL rotary_compute(void* data, OrtKernelContext* cont
     job.positions_per_row = per_row;
     job.P = cos_dims[0];
     job.width = width;
-    job.bad_position = -1;
     const void* raw;
     void* out;
     if ((status = g_ort->GetTensorData(qkv_value, &raw)) != NULL) return status;
@@ -852,12 +851,17 @@ static OrtStatus* ORT_API_CALL rotary_compute(void* data, OrtKernelContext* cont
     job.k = (float*)out;
     if ((status = g_ort->GetTensorMutableData(v_value, &out)) != NULL) return status;
     job.v = (float*)out;
+    // With one start position the whole run must fit in the cache (checked before adding, so nothing overflows).
+    if (!per_row && (job.positions[0] < 0 || job.positions[0] > job.P - S)) job.bad_position = 1;
     // A decode step's few rows are cheaper on this thread than a hand-off to the pool.
-    if (rows * width < (1 << 15))
-        for (int64_t row = 0; row < rows; row++) rotary_row(&job, (size_t)row);
-    else if ((status = g_ort->KernelContext_ParallelFor(context, rotary_row, (size_t)rows, 0, &job)) != NULL)
-        return status;
-    if (job.bad_position != -1 || (job.positions_per_row == 0 && (job.positions[0] < 0 || job.positions[0] + S > job.P)))
+    if (!job.bad_position)
+    {
+        if (rows * width < (1 << 15))
+            for (int64_t row = 0; row < rows; row++) rotary_row(&job, (size_t)row);
+        else if ((status = g_ort->KernelContext_ParallelFor(context, rotary_row, (size_t)rows, 0, &job)) != NULL)
+            return status;
+    }
+    if (job.bad_position)
     {
         snprintf(message, sizeof message,
                  "ai.onnxdecoder.cpu SplitRotaryQkv: a position id is outside the rotary cache's %lld positions: shorten the sequence",
