@@ -65,16 +65,19 @@ public class NativeFusionTests
         Assert.That(actual["v"].Values, Is.EqualTo(expected["v"].Values), "v is a copy");
     }
 
-    [TestCase(true)]
-    [TestCase(false)]
-    public void SplitRotaryQkv_refuses_a_position_outside_the_cache(bool positionsPerRow)
+    [TestCase(true, 16)]
+    [TestCase(true, -1)]
+    [TestCase(false, 16)]
+    [TestCase(false, -1)]
+    public void SplitRotaryQkv_refuses_a_position_outside_the_cache(bool positionsPerRow, int outside)
     {
         const int positions = 16, sequence = 3;
         var fused = RotaryGraph(8, 4, 8, 0, 1, positions);
         Assert.That(NativeFusionGraph.Rewrite(fused).SplitRotaryQkv, Is.EqualTo(1));
         var qkv = RandomFloats(sequence * 128, seed: 5);
-        // Per row: one id equal to the cache's length; [1]: a start whose last position (start + 2) is past the cache.
-        long[] ids = positionsPerRow ? [0, positions, 1] : [positions - 2];
+        // Per row: one id at the cache's length or below 0; [1]: a start whose last position (start + 2) is past the cache, or
+        // a negative start.
+        long[] ids = positionsPerRow ? [0, outside, 1] : [outside == positions ? positions - 2 : outside];
         var inputs = RotaryInputs(qkv, [1, sequence, 128], ids, positionsPerRow ? [1, sequence] : [1]);
         var error = Assert.Throws<OnnxRuntimeException>(() => Run(fused, inputs));
         Assert.That(error!.Message, Does.Contain("SplitRotaryQkv").And.Contain("outside the rotary cache's 16 positions"));
