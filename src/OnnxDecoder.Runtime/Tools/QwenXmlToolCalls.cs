@@ -169,18 +169,36 @@ public static class QwenXmlToolCalls
             {
                 string pointer = $"/properties/{key.Replace("~", "~0").Replace("/", "~1")}";
                 CheckName(key, $"{at}.parameters#{pointer}");
-                GrammarNode value = IsText(schema) ? QwenXmlTextValue.For(schema, text, at, name, key, pointer) : compiler.CompileMember(function.GetProperty("parameters"), schema, pointer, $"{at}.parameters");
+                var parameters = function.GetProperty("parameters");
+                GrammarNode value = IsText(schema) ? QwenXmlTextValue.For(parameters, schema, text, at, name, key, pointer)
+                    : JsonValue(compiler, parameters, schema, pointer, $"{at}.parameters", name, key);
                 members.Add(Seq(Literal($"{ParameterOpen}{key}>\n"), value, Literal($"\n{ParameterClose}\n")));
                 required.Add(requiredNames.Contains(key));
             }
-            var parameters = members.Count == 0 ? Empty : new MembersNode([.. members], [.. required], Empty);
-            functions.Add(Seq(Literal($"{FunctionOpen}{name}>\n"), parameters, Literal(FunctionClose)));
+            var body = members.Count == 0 ? Empty : new MembersNode([.. members], [.. required], Empty);
+            functions.Add(Seq(Literal($"{FunctionOpen}{name}>\n"), body, Literal(FunctionClose)));
         }
         if (functions.Count == 0) throw new GrammarException($"{source}: no function is named '{only}' (tool_choice must name one of the tools)");
         var call = Alt([.. functions]);
         if (openInPrompt) return Seq(Literal("\n"), call, closeIsSpecial ? Empty : Literal("\n" + Close));
         var one = Seq(Literal(Open + "\n"), call, closeIsSpecial ? Empty : Literal("\n" + Close));
         return parallel && !closeIsSpecial ? Seq(one, Repeat(Seq(Literal("\n"), one), 0, maxCalls - 1)) : one;
+    }
+
+    // The JSON form's refusals, with the function and parameter they are about.
+    private static GrammarNode JsonValue(JsonSchemaCompiler compiler, JsonElement parameters, JsonElement schema, string pointer, string source,
+        string function, string key)
+    {
+        try
+        {
+            return compiler.CompileMember(parameters, schema, pointer, source);
+        }
+        catch (GrammarException e) when (e.Message.StartsWith(source + "#", StringComparison.Ordinal))
+        {
+            int colon = e.Message.IndexOf(": ", StringComparison.Ordinal);
+            if (colon < 0) throw;
+            throw new GrammarException($"{e.Message[..colon]} (function '{function}', parameter '{key}'){e.Message[colon..]}");
+        }
     }
 
     private static HashSet<string> RequiredNames(JsonElement function)

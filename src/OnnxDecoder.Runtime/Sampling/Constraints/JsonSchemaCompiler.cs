@@ -20,7 +20,7 @@ namespace OnnxDecoder.Runtime.Sampling.Constraints;
 /// </summary>
 public sealed class JsonSchemaCompiler
 {
-    private static readonly HashSet<string> Supported =
+    internal static readonly HashSet<string> Supported =
     [
         "type", "enum", "const", "properties", "required", "additionalProperties", "items", "prefixItems",
         "minItems", "maxItems", "anyOf", "oneOf", "minLength", "maxLength", "$ref", "$defs", "definitions",
@@ -29,7 +29,7 @@ public sealed class JsonSchemaCompiler
     private static readonly string[] NumberBounds = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
     /// <summary>Integer digits of a bounded number (as <see cref="JsonGrammar.Integer"/> writes at most) and its fraction digits.</summary>
     private const int MaxIntegerDigits = 18, MaxFractionDigits = 15;
-    private static readonly HashSet<string> Annotations =
+    internal static readonly HashSet<string> Annotations =
         ["title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "strict"];
 
     private readonly JsonGrammar _json;
