@@ -49,6 +49,13 @@ public sealed class GptOss : Llama
             throw new ConfigException(source, "swiglu_limit", $"({limit}) is not supported: GptOssExperts clamps at {SwigluLimit}");
         int layers = r.RequiredInt("num_hidden_layers");
         var slidingTypes = HuggingFaceConfig.ReadSlidingLayerTypes(r);
+        bool[] sliding = slidingTypes ?? HuggingFaceConfig.LayerFlags(layers, i => i % 2 == 0);
+        int? window = r.Present("sliding_window") ? r.Int("sliding_window") : 128;
+        // GptOssModel always builds the sliding mask for its sliding_attention layers, and transformers' sliding mask raises
+        // on a null sliding_window, so such a config does not load there either.
+        if (window is null && sliding.Any(s => s))
+            throw new ConfigException(source, "sliding_window", "is null while layer_types names sliding_attention layers (by default the even layers): "
+                + "give the window or mark every layer full_attention");
         var config = base.ReadConfig(r, modelType);
         return config with
         {
@@ -61,8 +68,8 @@ public sealed class GptOss : Llama
             NumExperts = r.Int("num_local_experts") ?? r.Int("num_experts") ?? 128,
             ExpertsPerToken = r.Int("num_experts_per_tok") ?? 4,
             NormTopKProb = true,
-            SlidingWindow = r.Present("sliding_window") ? r.Int("sliding_window") : 128,
-            SlidingLayers = slidingTypes ?? HuggingFaceConfig.LayerFlags(layers, i => i % 2 == 0),
+            SlidingWindow = window,
+            SlidingLayers = sliding,
         };
     }
 

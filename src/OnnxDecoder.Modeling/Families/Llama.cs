@@ -78,20 +78,18 @@ public class Llama : DecoderFamily
 
     // ---- config.json -------------------------------------------------------------------------
 
-    /// <summary>Whether sliding_window applies when use_sliding_window is absent (families whose config class reads
-    /// sliding_window with no switch, e.g. Mixtral).</summary>
-    protected virtual bool SlidingWindowByDefault(string modelType) => false;
-
     /// <summary>The window and which layers use it (window null: none; layers null: every layer). Mistral puts
     /// sliding_window on every layer: MistralConfig defaults it to 4096 and has no use_sliding_window (the attention
     /// reads config.sliding_window alone), so an absent field means 4096 and only an explicit null means no window
-    /// (Mistral 7B v0.2 and later write null). Qwen2 slides only the layers its rule picks (<see cref="QwenSlidingWindow"/>);
-    /// Llama's window needs use_sliding_window.</summary>
+    /// (Mistral 7B v0.2 and later write null). Qwen2 slides only the layers its rule picks (<see cref="QwenSlidingWindow"/>).
+    /// Llama has none whatever config.json says: LlamaConfig declares no sliding_window, LlamaAttention passes no window
+    /// and LlamaModel builds the plain causal mask, so the use_sliding_window / sliding_window that converted checkpoints
+    /// carry change nothing in transformers. Families built on Llama's layer inherit that unless they override this.</summary>
     protected virtual (int? Window, bool[]? Layers) ReadSlidingWindow(ConfigFields r, string modelType) => modelType switch
     {
         "qwen2" => QwenSlidingWindow(r, (layer, maxWindowLayers) => layer >= maxWindowLayers),
         "mistral" => (r.Present("sliding_window") ? r.Int("sliding_window") : MistralDefaultWindow, null),
-        _ => ((r.Bool("use_sliding_window") ?? SlidingWindowByDefault(modelType)) ? r.Int("sliding_window") : null, null),
+        _ => (null, null),
     };
 
     /// <summary>MistralConfig's sliding_window default.</summary>

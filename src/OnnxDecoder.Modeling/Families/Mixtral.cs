@@ -4,7 +4,7 @@ using OnnxDecoder.Onnx;
 namespace OnnxDecoder.Modeling.Families;
 
 /// <summary>
-/// Mixtral: Llama attention with a mixture-of-experts feed-forward block.
+/// Mixtral: Llama attention with a mixture-of-experts feed-forward block; sliding_window, when not null, on every layer.
 /// <code>
 ///   model.layers.{i}.block_sparse_moe.gate.weight          [experts, hidden]   (the router)
 ///   model.layers.{i}.block_sparse_moe.experts.{e}.w1.weight [intermediate, hidden]  gate (fc for plain experts)
@@ -19,7 +19,10 @@ public sealed class Mixtral : Llama
     public override IReadOnlyList<string> Architectures => ["MixtralForCausalLM"];
     public override bool HasExperts => true;
 
-    protected override bool SlidingWindowByDefault(string modelType) => true;
+    /// <summary>MixtralConfig's rule: sliding_window (null by default) on every layer, no use_sliding_window switch;
+    /// MixtralAttention hands config.sliding_window to the attention and MixtralModel picks the sliding mask whenever
+    /// it is not null, so a use_sliding_window beside it changes nothing.</summary>
+    protected override (int? Window, bool[]? Layers) ReadSlidingWindow(ConfigFields r, string modelType) => (r.Int("sliding_window"), null);
 
     private static MoeWeightNames MoeNames(DecoderConfig c, int layer)
     {
