@@ -3,6 +3,7 @@ using OnnxDecoder.Modeling;
 using OnnxDecoder.Modeling.Families;
 using OnnxDecoder.Modeling.Tests.Reference;
 using static OnnxDecoder.Modeling.Tests.Inputs;
+using static OnnxDecoder.Modeling.Tests.SlidingWindowConfigs;
 
 namespace OnnxDecoder.Modeling.Tests;
 
@@ -13,17 +14,6 @@ namespace OnnxDecoder.Modeling.Tests;
 /// </summary>
 public class FamilySlidingWindowTests
 {
-    /// <summary>Each layer's window as our config says (null: full attention).</summary>
-    private static int?[] Windows(DecoderConfig c) =>
-        [.. Enumerable.Range(0, c.NumLayers).Select(i => c.SlidingLayers is { } sliding && !sliding[i] ? null : c.SlidingWindow)];
-
-    private static string Without(string json, string field)
-    {
-        var root = JsonNode.Parse(json)!.AsObject();
-        root.Remove(field);
-        return root.ToJsonString();
-    }
-
     /// <summary>Whether each GroupQueryAttention node of the ort export carries a local_window_size.</summary>
     private static bool[] OrtWindowAttributes(string json)
     {

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using OnnxDecoder.Modeling;
 using OnnxDecoder.Modeling.Tests.Reference;
 using static OnnxDecoder.Modeling.Tests.Inputs;
+using static OnnxDecoder.Modeling.Tests.SlidingWindowConfigs;
 
 namespace OnnxDecoder.Modeling.Tests;
 
@@ -14,17 +15,6 @@ public class QwenSlidingWindowTests
 {
     /// <summary>Qwen2 with three layers, window 4 from layer 1 on (max_window_layers 1).</summary>
     private static readonly string Qwen2UpperLayers = HfTestConfigs.With(HfTestConfigs.Qwen2, ("num_hidden_layers", 3), ("max_window_layers", 1));
-
-    /// <summary>Each layer's window as our config says (null: full attention).</summary>
-    private static int?[] Windows(DecoderConfig c) =>
-        [.. Enumerable.Range(0, c.NumLayers).Select(i => c.SlidingLayers is { } sliding && !sliding[i] ? null : c.SlidingWindow)];
-
-    private static string Without(string json, string field)
-    {
-        var root = JsonNode.Parse(json)!.AsObject();
-        root.Remove(field);
-        return root.ToJsonString();
-    }
 
     private static JsonArray Types(params string[] kinds) => [.. kinds.Select(k => (JsonNode)JsonValue.Create(k + "_attention"))];
 
