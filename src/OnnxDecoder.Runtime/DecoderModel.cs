@@ -19,12 +19,14 @@ public sealed class DecoderModel : IDisposable
         Provider = provider;
         try
         {
-            // Our kernels are CPU kernels: other providers keep ONNX Runtime's MatMulNBits.
-            var form = RuntimeGraph.Read(Folder.ModelPath, providers.DirectGqaLengths, providers.NativeKernels && provider == ExecutionProvider.Cpu,
-                providers.NativeMatMul,
-                providers.NativeKernels ? $"the {ExecutionProviders.Name(provider)} provider runs ONNX Runtime's kernels" : "NativeKernels is off");
-            if (form.Native.Active && !TryRegisterNativeKernels(sessionOptions, out string refused))
-                form = RuntimeGraph.Read(Folder.ModelPath, providers.DirectGqaLengths, nativeKernels: false, nativeMatMul: false, refused);
+            // Our kernels are CPU kernels: other providers run the graph on ONNX Runtime's. The library is registered before
+            // the graph is read, so a library ONNX Runtime refuses leaves the graph as exported without reading it twice.
+            bool native = providers.NativeKernels && provider == ExecutionProvider.Cpu;
+            string nativeOff = providers.NativeKernels
+                ? $"the {ExecutionProviders.Name(provider)} provider runs ONNX Runtime's kernels" : "NativeKernels is off";
+            if (native && Runtime.NativeKernels.IsAvailable && !TryRegisterNativeKernels(sessionOptions, out string refused))
+                (native, nativeOff) = (false, refused);
+            var form = RuntimeGraph.Read(Folder.ModelPath, providers.DirectGqaLengths, native, providers.NativeMatMul, nativeOff);
             NativeKernels = form.Native;
             if (form.Bytes is null) Session = new InferenceSession(Folder.ModelPath, sessionOptions);
             else

@@ -4,10 +4,11 @@ using Microsoft.ML.OnnxRuntime;
 namespace OnnxDecoder.Runtime;
 
 /// <summary>
-/// Our CPU int4/int8 matmul kernels: libonnxdecoder_kernels.so, an ONNX Runtime custom-op library built from
-/// Native/onnxdecoder_kernels.c on Linux x64 (NativeKernels.targets) and shipped beside this assembly. It registers one
-/// op, <see cref="Domain"/>.MatMulNBits, which <see cref="NativeMatMulGraph"/> puts in place of qualifying com.microsoft
-/// MatMulNBits nodes when a model loads on the CPU provider. Where the library is absent (another OS, a build without gcc)
+/// Our CPU kernels: libonnxdecoder_kernels.so, an ONNX Runtime custom-op library built from Native/onnxdecoder_kernels.c
+/// on Linux x64 (NativeKernels.targets) and shipped beside this assembly. Its ops in <see cref="Domain"/> are the fused
+/// SplitRotaryQkv and SiluMul, which <see cref="NativeFusionGraph"/> puts in place of the patterns they compute, and
+/// MatMulNBits, which <see cref="NativeMatMulGraph"/> puts in place of qualifying com.microsoft MatMulNBits nodes (opt-in),
+/// when a model loads on the CPU provider. Where the library is absent (another OS, a build without gcc)
 /// <see cref="IsAvailable"/> is false and graphs run as exported.
 /// </summary>
 public static class NativeKernels
@@ -34,12 +35,12 @@ public static class NativeKernels
     /// <summary>Why the library is not available ("" when it is).</summary>
     public static string UnavailableReason => Found.Value.Reason;
 
-    /// <summary>Registers the library's op on <paramref name="options"/>; ONNX Runtime loads it and keeps it loaded while
+    /// <summary>Registers the library's ops on <paramref name="options"/>; ONNX Runtime loads it and keeps it loaded while
     /// sessions made from these options live.</summary>
     public static void Register(SessionOptions options)
     {
         if (LibraryPath is not { } path)
-            throw new InvalidOperationException($"our CPU matmul kernels are not available ({UnavailableReason}): leave NativeKernels off");
+            throw new InvalidOperationException($"our CPU kernels are not available ({UnavailableReason}): leave NativeKernels off");
         options.RegisterCustomOpLibrary(path);
     }
 

@@ -4,9 +4,10 @@ using OnnxDecoder.Onnx.Proto;
 
 namespace OnnxDecoder.Runtime;
 
-/// <summary>What our CPU kernels ran in a loaded model: how many MatMulNBits nodes and on which ISA, or why none.</summary>
+/// <summary>What our CPU kernels ran in a loaded model: how many fused nodes, how many MatMulNBits nodes and on which ISA,
+/// or why no MatMulNBits node moved.</summary>
 /// <param name="Nodes">MatMulNBits nodes moved to <see cref="NativeKernels.Domain"/> (0: ONNX Runtime's own kernels ran).</param>
-/// <param name="Isa">The ISA the library's auto dispatch picks ("avx512bw", "avx2", "scalar"); null when no node moved.</param>
+/// <param name="Isa">The ISA the library's auto dispatch picks ("avx512bw", "avx2", "scalar"); null when none of our ops runs.</param>
 /// <param name="Reason">Why no MatMulNBits node moved ("" when some did).</param>
 /// <param name="FusedNodes">Nodes of our fused ops (<see cref="NativeFusionGraph"/>) in place of the patterns they replace.</param>
 public sealed record NativeKernelsUse(int Nodes, string? Isa, string Reason, int FusedNodes = 0)
