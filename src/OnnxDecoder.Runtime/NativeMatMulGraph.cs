@@ -48,7 +48,7 @@ public static class NativeMatMulGraph
     }
 
     /// <summary>Whether <paramref name="node"/> is a com.microsoft MatMulNBits our kernel computes (see the class summary).</summary>
-    public static bool Qualifies(NodeProto node, IReadOnlyDictionary<string, TensorProto> initializers, IReadOnlyDictionary<string, int> declaredTypes)
+    private static bool Qualifies(NodeProto node, IReadOnlyDictionary<string, TensorProto> initializers, IReadOnlyDictionary<string, int> declaredTypes)
     {
         if (node.OpType != MatMulNBits || node.Domain != GraphBuilder.MicrosoftDomain) return false;
         int inputs = node.Input.Count;
